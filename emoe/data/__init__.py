@@ -1,0 +1,1 @@
+"""Data: MMSA loaders, the safe converted format, and the synthetic benchmark."""

@@ -1,0 +1,107 @@
+"""In-memory data containers shared by every loader: plain numpy arrays, no torch.
+
+Arrays may be read-only (memory-mapped files, Ray's object store): consumers must not write to them.
+Batching copies the selected rows into fresh tensors, so sharing one copy between trials is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Batch", "DataSet", "Split", "iter_batches"]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a multimodal data set (N samples).
+
+    text:        (N, L_t, d_t) float32 features, or (N, 3, L_t) int64 BERT ids/mask/segments
+    audio:       (N, L_a, d_a) float32 (-inf already replaced by 0)
+    vision:      (N, L_v, d_v) float32
+    labels:      (N,) float32 regression score, or int64 class index
+    ids:         (N,) str sample identifiers, or None
+    reliability: (N, 3) float32 true per-sample modality reliabilities (l, v, a) — synthetic data only
+    """
+
+    text: np.ndarray
+    audio: np.ndarray
+    vision: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray | None = None
+    reliability: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        for name in ("text", "audio", "vision", "ids", "reliability"):
+            arr = getattr(self, name)
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"{name}: {len(arr)} samples but labels has {n}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.text, self.audio, self.vision, self.labels) if a is not None)
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """The three splits plus a short description (name, e.g. 'synthetic' or a file path)."""
+
+    train: Split
+    valid: Split
+    test: Split
+    name: str = "data"
+    #: which metric family fits the labels: "mosi" (MOSI/MOSEI scores in [-3, 3]), "sims" ([-1, 1]),
+    #: or "classification" (integer class labels)
+    label_kind: str = "mosi"
+
+    def splits(self) -> dict[str, Split]:
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Shape fields for ``ModelConfig`` (d_text, d_audio, d_vision, len_text, len_audio, len_vision)."""
+        t, a, v = self.train.text, self.train.audio, self.train.vision
+        bert = t.ndim == 3 and t.shape[1] == 3 and np.issubdtype(t.dtype, np.integer)
+        return {
+            "d_text": 768 if bert else int(t.shape[2]),
+            "len_text": int(t.shape[2] if bert else t.shape[1]),
+            "d_audio": int(a.shape[2]),
+            "len_audio": int(a.shape[1]),
+            "d_vision": int(v.shape[2]),
+            "len_vision": int(v.shape[1]),
+        }
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A mini-batch of tensors on one device; shapes as in ``Split`` with N -> B."""
+
+    text: torch.Tensor
+    audio: torch.Tensor
+    vision: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor  # (B,) positions of the rows in their split
+
+
+def iter_batches(split: Split, batch_size: int, *, device: torch.device | str = "cpu",
+                 generator: torch.Generator | None = None, shuffle: bool = False) -> Iterator[Batch]:
+    """Yield batches in order (or shuffled with ``generator``); copies rows, never writes to ``split``."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        np_idx = idx.numpy()
+        yield Batch(
+            text=torch.from_numpy(np.ascontiguousarray(split.text[np_idx])).to(device, non_blocking=True),
+            audio=torch.from_numpy(np.ascontiguousarray(split.audio[np_idx])).to(device, non_blocking=True),
+            vision=torch.from_numpy(np.ascontiguousarray(split.vision[np_idx])).to(device, non_blocking=True),
+            labels=torch.from_numpy(np.ascontiguousarray(split.labels[np_idx])).to(device, non_blocking=True),
+            index=idx,
+        )
