@@ -25,6 +25,8 @@ class Split:
     labels:      (N,) float32 regression score, or int64 class index
     ids:         (N,) str sample identifiers, or None
     reliability: (N, 3) float32 true per-sample modality reliabilities (l, v, a) — synthetic data only
+    audio_lengths, vision_lengths: (N,) int64 valid steps per sample (unaligned MMSA files), or None
+    uni_labels:  (N, 3) float32 unimodal labels (l, v, a) — CH-SIMS's regression_labels_T/V/A, or None
     """
 
     text: np.ndarray
@@ -33,10 +35,14 @@ class Split:
     labels: np.ndarray
     ids: np.ndarray | None = None
     reliability: np.ndarray | None = None
+    audio_lengths: np.ndarray | None = None
+    vision_lengths: np.ndarray | None = None
+    uni_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)
-        for name in ("text", "audio", "vision", "ids", "reliability"):
+        for name in ("text", "audio", "vision", "ids", "reliability", "audio_lengths", "vision_lengths",
+                     "uni_labels"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != n:
                 raise ValueError(f"{name}: {len(arr)} samples but labels has {n}")
