@@ -1,0 +1,305 @@
+"""Training EMOE the reference way: Adam, accumulation windows, plateau LR, selection on validation.
+
+``fit`` runs the loop of ``shared/EMOE_SPEC.md`` "Training" with a per-epoch callback (for reporting,
+pruning and checkpointing) and exact resumption; ``train_emoe`` seeds, builds the model and fits.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from emoe.checkpoint import (
+    STATE_VERSION,
+    check_state,
+    record_from_state,
+    record_to_state,
+    router_from_state,
+    router_to_state,
+)
+from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
+from emoe.data.arrays import DataSet, Split, iter_batches
+from emoe.evaluate import NonFiniteOutput, autocast_context, evaluate
+from emoe.losses import total_loss
+from emoe.model import build_model
+from emoe.outputs import EpochRecord, FitResult, RouterRecord
+
+__all__ = [
+    "LOSS_TERMS",
+    "EpochTrain",
+    "OnEpoch",
+    "check_data_fits",
+    "fit",
+    "make_optimizer",
+    "resolve_device",
+    "seed_everything",
+    "train_emoe",
+    "train_epoch",
+]
+
+#: Loss terms averaged over an epoch's batches, in ``EpochRecord.train`` ("loss" is the total).
+LOSS_TERMS: tuple[str, ...] = ("loss", "task", "uni", "sim", "ent", "ud")
+
+#: ``on_epoch(record, checkpoint)``: ``checkpoint()`` builds the full training state on demand;
+#: returning True stops training after this epoch.
+OnEpoch = Callable[[EpochRecord, Callable[[], dict[str, Any]]], bool | None]
+
+# Fields that may differ between the run that saved a state and the run resuming from it.
+_RESUME_FREE = {("train", "device"), ("train", "eval_batch_size"), ("train", "max_epochs"),
+                ("train", "early_stop"), ("train", "fast_path")}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` checked to exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r}: CUDA is not available on this machine")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return dev
+    raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def make_optimizer(model: nn.Module, cfg: EMOEConfig) -> torch.optim.Adam:
+    """Adam over all trainable parameters; ``train.fast_path`` picks the multi-tensor (foreach) kernels."""
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, foreach=t.fast_path)
+
+
+@dataclass
+class EpochTrain:
+    """One training epoch: mean loss terms over batches, optimiser steps taken, divergence message."""
+
+    losses: dict[str, float]
+    steps: int
+    error: str | None = None
+
+
+def _nonfinite_name(value: float) -> str:
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torch.optim.Optimizer, *,
+                generator: torch.Generator, device: torch.device, epoch: int = 1) -> EpochTrain:
+    """One pass over ``split`` in shuffled batches with the reference accumulation window.
+
+    Gradients are zeroed at the start of each window of ``train.update_epochs`` batches and the optimiser
+    steps at its end and after the last, partial window; the loss is not divided by the window. Before a
+    step, gradients are clipped (``train.grad_clip``) and checked: a non-finite loss or gradient norm ends
+    the epoch with ``error`` set and no step taken. Loss terms stay on the device; the only host syncs are
+    one finiteness check per window and the epoch means at the end.
+    """
+    t = cfg.train
+    model.train()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    n_batches = math.ceil(len(split) / t.batch_size)
+    sums = torch.zeros(len(LOSS_TERMS), device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first batch with non-finite loss
+    bad_value = torch.zeros((), device=device)
+    steps = 0
+    for i, batch in enumerate(iter_batches(split, t.batch_size, device=device, generator=generator,
+                                           shuffle=True)):
+        if i % t.update_epochs == 0:
+            optimizer.zero_grad(set_to_none=True)
+        with autocast_context(cfg, device):
+            out = model(batch.text, batch.audio, batch.vision)
+            terms = total_loss(out, batch.labels, cfg.loss, cfg.model.fusion)
+        terms.total.backward()
+        vals = torch.stack([terms.total, terms.task, terms.uni, terms.sim, terms.ent, terms.ud]).detach().float()
+        sums += vals
+        newly_bad = ~torch.isfinite(vals[0]) & (first_bad < 0)
+        first_bad = torch.where(newly_bad, i, first_bad)
+        bad_value = torch.where(newly_bad, vals[0], bad_value)
+        if (i + 1) % t.update_epochs and i + 1 < n_batches:
+            continue
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = (torch.nn.utils.get_total_norm(grads, foreach=t.fast_path) if grads
+                else torch.zeros((), device=device))
+        # the one host sync of the window: first bad batch, its loss, the gradient norm
+        bad_batch, bad_loss, norm_value = torch.stack(
+            [first_bad.double(), bad_value.double(), norm.double()]).tolist()
+        if bad_batch >= 0:
+            return EpochTrain({}, steps, f"diverged: non-finite training loss ({_nonfinite_name(bad_loss)}) "
+                                         f"at epoch {epoch}, batch {int(bad_batch) + 1}")
+        if not math.isfinite(norm_value):
+            return EpochTrain({}, steps, f"diverged: non-finite gradient norm ({_nonfinite_name(norm_value)}) "
+                                         f"at epoch {epoch}, batch {i + 1}")
+        if t.grad_clip is not None and grads:
+            torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm, foreach=t.fast_path)
+        optimizer.step()
+        steps += 1
+    means = (sums / max(n_batches, 1)).tolist()
+    return EpochTrain(dict(zip(LOSS_TERMS, means)), steps)
+
+
+@dataclass
+class _Selection:
+    """Model selection so far: the best validation loss, its epoch, metrics and test router record."""
+
+    loss: float = math.inf
+    epoch: int = 0
+    valid: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+    router: RouterRecord | None = None
+
+
+def _check_resume(state: dict[str, Any], cfg: EMOEConfig) -> None:
+    check_state(state)
+    saved, now = state["config"], to_dict(cfg)
+    diff = [f"{sec}.{k}: saved {saved[sec].get(k)!r}, now {v!r}"
+            for sec, fields in now.items() for k, v in fields.items()
+            if (sec, k) not in _RESUME_FREE and saved.get(sec, {}).get(k) != v]
+    if diff:
+        raise ValueError("cannot resume: the configuration differs from the saved run:\n  " + "\n  ".join(diff))
+
+
+def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch | None = None,
+        resume: dict[str, Any] | None = None) -> FitResult:
+    """Train ``model`` on ``data.train``, select on ``data.valid``, report ``data.test`` at the selection.
+
+    Each epoch: train (``train_epoch``), evaluate validation, step ReduceLROnPlateau on the validation loss,
+    and if the loss improved by at least ``train.min_delta`` evaluate test (only then) and keep its metrics
+    and per-sample router record. Stops after ``train.early_stop`` epochs without improvement, at
+    ``train.max_epochs``, when ``on_epoch`` returns True (status stays "completed"), or when the training
+    loss becomes non-finite (status "diverged", the selection so far kept). ``EpochRecord.lr`` is the rate
+    the epoch trained with. ``resume`` (a state from ``checkpoint()``) continues exactly where it stopped.
+    Seed the global RNG before building the model for reproducible runs (``train_emoe`` does).
+    """
+    t = cfg.train
+    for name, split in data.splits().items():
+        if len(split) == 0:
+            raise ValueError(f"data.{name}: the split is empty")
+    device = resolve_device(t.device)
+    model.to(device)
+    set_fast_path = getattr(model, "set_fast_path", None)
+    if callable(set_fast_path):  # the training config decides fused vs plain attention
+        set_fast_path(t.fast_path)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=t.plateau_factor, patience=t.plateau_patience)
+    generator = torch.Generator()
+    generator.manual_seed(t.seed)
+    sel = _Selection()
+    history: list[EpochRecord] = []
+    epoch = 0
+    if resume is not None:
+        _check_resume(resume, cfg)
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        if device.type == "cuda" and resume["cuda_rng"]:
+            torch.cuda.set_rng_state_all(resume["cuda_rng"])
+        sel = _Selection(float(resume["best_loss"]), int(resume["best_epoch"]), dict(resume["best_valid"]),
+                         dict(resume["best_test"]), router_from_state(resume["best_router"]))
+        history = [record_from_state(r) for r in resume["history"]]
+        epoch = int(resume["epoch"])
+
+    def checkpoint() -> dict[str, Any]:
+        # References live tensors: save (save_state) or copy it before training continues.
+        return {
+            "version": STATE_VERSION, "config": to_dict(cfg), "epoch": epoch,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "best_loss": sel.loss, "best_epoch": sel.epoch, "best_valid": dict(sel.valid),
+            "best_test": dict(sel.test), "best_router": router_to_state(sel.router),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            "history": [record_to_state(r) for r in history],
+        }
+
+    status: Literal["completed", "diverged"] = "completed"
+    error: str | None = None
+    stopped_by_callback = False
+    while epoch < t.max_epochs and epoch - sel.epoch < t.early_stop:
+        start = time.perf_counter()
+        lr = float(optimizer.param_groups[0]["lr"])
+        outcome = train_epoch(model, data.train, cfg, optimizer, generator=generator, device=device,
+                              epoch=epoch + 1)
+        if outcome.error is not None:
+            status, error = "diverged", outcome.error
+            break
+        epoch += 1
+        split_name = "validation"
+        try:
+            valid, vrec = evaluate(model, data.valid, cfg, data.label_kind, device)
+            improved = valid["loss"] <= sel.loss - t.min_delta
+            test, trec = None, None
+            if improved:
+                split_name = "test"
+                test, trec = evaluate(model, data.test, cfg, data.label_kind, device)
+        except NonFiniteOutput as exc:
+            status, error = "diverged", f"diverged: non-finite {split_name} predictions at epoch {epoch} ({exc})"
+            break
+        if improved and test is not None:
+            sel = _Selection(valid["loss"], epoch, valid, test, trec)
+        scheduler.step(valid["loss"])
+        mean_w = vrec.weights.mean(axis=0)
+        record = EpochRecord(
+            epoch=epoch, train=outcome.losses, valid=valid, lr=lr, improved=improved, best_epoch=sel.epoch,
+            test=test, router_mean={f"w_{m}": float(w) for m, w in zip(MODALITIES, mean_w)},
+            time_s=time.perf_counter() - start)
+        history.append(record)
+        if on_epoch is not None and on_epoch(record, checkpoint) is True:
+            stopped_by_callback = True
+            break
+    return FitResult(
+        status=status, best_epoch=sel.epoch, epochs_run=len(history), valid=sel.valid, test=sel.test,
+        history=history, router=sel.router, error=error,
+        extra={"device": str(device), "stopped_by_callback": stopped_by_callback,
+               "final_lr": float(optimizer.param_groups[0]["lr"])})
+
+
+def check_data_fits(cfg: EMOEConfig, data: DataSet) -> None:
+    """Raise ``ConfigError`` listing every shape or task field of ``cfg`` that disagrees with ``data``."""
+    m, errors = cfg.model, []
+    bert = data.train.text.ndim == 3 and np.issubdtype(data.train.text.dtype, np.integer)
+    if (m.text_input == "bert") != bert:
+        errors.append(f"model.text_input: {m.text_input!r} but the data hold "
+                      f"{'BERT token triples' if bert else 'text features'}")
+    for name, value in data.dims.items():
+        if name == "d_text" and m.text_input == "bert":
+            continue
+        if getattr(m, name) != value:
+            errors.append(f"model.{name}: the configuration says {getattr(m, name)}, the data have {value}")
+    classification = data.label_kind == "classification"
+    if classification != (cfg.loss.task == "classification"):
+        errors.append(f"loss.task: {cfg.loss.task!r} does not fit labels of kind {data.label_kind!r}")
+    elif classification:
+        n_classes = int(max(int(s.labels.max()) for s in data.splits().values())) + 1
+        if m.n_outputs < n_classes:
+            errors.append(f"model.n_outputs: {m.n_outputs} outputs but the labels have {n_classes} classes")
+    elif m.n_outputs != 1:
+        errors.append(f"model.n_outputs: regression needs 1 output, got {m.n_outputs}")
+    if errors:
+        raise ConfigError(errors)
+
+
+def train_emoe(cfg: EMOEConfig, data: DataSet, **fit_kwargs: Any) -> FitResult:
+    """Check ``cfg`` against ``data``, seed everything from ``train.seed``, build EMOE and ``fit`` it."""
+    check_data_fits(cfg, data)
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model, fast_path=cfg.train.fast_path)
+    return fit(model, data, cfg, **fit_kwargs)
