@@ -1,0 +1,188 @@
+"""Meaning checks of a structurally valid study: paths, value types, constraints, names, files.
+
+Run by ``harness.spec.parse_spec`` after pydantic; returns every problem as ``"field.path: message"``.
+Data shapes are not known here (the data are loaded later), so points are checked with sequence
+lengths left open; ``harness.plan`` checks them again against the real data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from emoe.metrics import METRIC_NAMES, metric_mode
+from harness.params import DATA_FIELDS, FIELDS, SEED_PATH, check_path, coerce, flatten
+from harness.space import Point, SearchSpace, ablation_points, check_point, feasible_fraction, grid_points
+from harness.spec import DataSpec, StudySpec, is_safe_name
+
+__all__ = ["OPEN_DIMS", "check_semantics", "known_metrics", "resolve_path"]
+
+#: Sequence lengths used before the data are loaded: long enough for any kernel.
+OPEN_DIMS = {"len_text": 1 << 20, "len_audio": 1 << 20, "len_vision": 1 << 20}
+_MAX_LISTED = 12
+_VAR = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
+
+
+def known_metrics() -> set[str]:
+    """Every validation metric name any task produces (``loss`` included)."""
+    return {"loss"} | {m for names in METRIC_NAMES.values() for m in names}
+
+
+def resolve_path(text: str) -> tuple[Path | None, str | None]:
+    """Expand ``$VAR``/``${VAR}`` and ``~``; relative paths are taken from the current directory."""
+    missing = [a or b for a, b in _VAR.findall(text) if (a or b) not in os.environ]
+    if missing:
+        return None, f"environment variable {missing[0]} is not set (in {text!r})"
+    return Path(os.path.expanduser(os.path.expandvars(text))).absolute(), None
+
+
+def _param_path_error(where: str, path: str) -> str | None:
+    err = check_path(path)
+    if err:
+        return f"{where}: {err}"
+    if path == SEED_PATH:
+        return f"{where}: {path} is set from the top-level seeds list"
+    if path in DATA_FIELDS:
+        return f"{where}: {path} is set from the data"
+    return None
+
+
+def _check_overrides(where: str, tree: dict[str, Any]) -> list[str]:
+    errors = []
+    for path, value in flatten(tree).items():
+        err = _param_path_error(f"{where}.{path}", path)
+        if err:
+            errors.append(err)
+            continue
+        try:
+            coerce(path, value)
+        except ValueError as exc:
+            errors.append(f"{where}.{exc}")
+    return errors
+
+
+def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
+    if data.path is None:
+        from harness.data import synthetic_errors
+
+        return data, [f"data.synthetic.{e}" for e in synthetic_errors(data.synthetic)]
+    path, err = resolve_path(data.path)
+    if err or path is None:
+        return data, [f"data.path: {err}"]
+    if not path.exists():
+        shown = f"{path} (from {data.path!r})" if str(path) != data.path else str(path)
+        return data, [f"data.path: file not found: {shown}"]
+    return data.model_copy(update={"path": str(path)}), []
+
+
+def _check_search(spec: StudySpec) -> list[str]:
+    from harness.search import sampler_errors
+
+    assert spec.search is not None
+    s = spec.search
+    errors = [f"search.{e}" for e in sampler_errors(s.sampler, s.sampler_options)]
+    for path, param in s.params.items():
+        where = f"search.params.{path}"
+        err = _param_path_error(where, path)
+        if err:
+            errors.append(err)
+            continue
+        hint = str(FIELDS[path])
+        if param.type in ("uniform", "loguniform") and "float" not in hint:
+            errors.append(f"{where}: {param.type} needs a real-valued field, {path} is {hint}")
+        elif param.type == "int" and hint != str(int):
+            errors.append(f"{where}: int needs an integer field, {path} is {hint}")
+        elif param.type == "categorical":
+            for i, choice in enumerate(param.choices):
+                try:
+                    coerce(path, choice)
+                except ValueError as exc:
+                    errors.append(f"{where}.choices.{i}: {str(exc).split(': ', 1)[-1]}")
+        for cond, want in (param.when or {}).items():
+            cerr = check_path(cond)
+            if cerr:
+                errors.append(f"{where}.when: {cerr}")
+                continue
+            for w in want if isinstance(want, list) else [want]:
+                try:
+                    coerce(cond, w)
+                except ValueError as exc:
+                    errors.append(f"{where}.when.{exc}")
+    if errors:
+        return errors
+    space = SearchSpace({p: v.model_dump() for p, v in s.params.items()}, spec.base)
+    frac, reasons = feasible_fraction(space, spec.base, OPEN_DIMS, seed=s.seed)
+    if frac == 0.0:
+        errors.append("search.params: no valid configuration in the search space (all random draws "
+                      f"violate a constraint), e.g. {reasons[0] if reasons else '?'}")
+    return errors
+
+
+def _check_points(spec: StudySpec) -> list[str]:
+    if spec.ablation is not None:
+        points = ablation_points(spec.ablation.variants)
+        where = {p.label: f"ablation.variants.{p.label}" for p in points}
+    else:
+        points = grid_points(spec.grid)
+        where = {p.label: ("base" if p.label == "base" else f"grid point {p.label}") for p in points}
+    errors: list[str] = []
+    seen: dict[Any, str] = {}
+    for point in points:
+        cfg, errs = check_point(spec.base, point, OPEN_DIMS)
+        errors.extend(f"{where[point.label]}: {e}" for e in errs)
+        if cfg is not None:
+            if cfg in seen:
+                errors.append(f"{where[point.label]}: same configuration as {where[seen[cfg]]}")
+            seen.setdefault(cfg, point.label)
+    if len(errors) > _MAX_LISTED:
+        errors = [*errors[:_MAX_LISTED], f"... and {len(errors) - _MAX_LISTED} more invalid points"]
+    return errors
+
+
+def check_semantics(spec: StudySpec) -> tuple[StudySpec, list[str]]:
+    """The spec with its data path resolved, and every meaning error (empty when it can run)."""
+    data, errors = _check_data(spec.data)
+    spec = spec.model_copy(update={"data": data})
+    errors += _check_overrides("base", spec.base)
+    if spec.grid is not None:
+        for path, values in spec.grid.items():
+            err = _param_path_error(f"grid.{path}", path)
+            if err:
+                errors.append(err)
+                continue
+            coerced = []
+            for i, v in enumerate(values):
+                try:
+                    coerced.append(coerce(path, v))
+                except ValueError as exc:
+                    errors.append(f"grid.{path}.{i}: {str(exc).split(': ', 1)[-1]}")
+            if len({repr(c) for c in coerced}) != len(coerced):
+                errors.append(f"grid.{path}: values must be distinct, got {values}")
+    if spec.ablation is not None:
+        for name, overrides in spec.ablation.variants.items():
+            if not is_safe_name(name):
+                errors.append(f"ablation.variants.{name}: variant names are 1-64 letters, digits, '_', '-', '.'")
+            errors += _check_overrides(f"ablation.variants.{name}", overrides or {})
+    if spec.search is not None:
+        errors += _check_search(spec)
+    metric = spec.objective.metric
+    name = metric.removeprefix("valid_")
+    if metric.startswith("test_"):
+        errors.append(f"objective.metric: {metric!r}: trials are selected on validation, use valid_{name[5:]}")
+    elif not metric.startswith("valid_") or name not in known_metrics():
+        errors.append(f"objective.metric: unknown metric {metric!r}, expected valid_ followed by one of "
+                      f"{sorted(known_metrics())}")
+    elif spec.objective.mode and spec.objective.mode != metric_mode(metric):
+        errors.append(f"objective.mode: {metric} is better when {'lower' if metric_mode(metric) == 'min' else 'higher'}"
+                      f", mode {spec.objective.mode!r} would pick the worst trials")
+    if not errors and spec.kind != "search":
+        errors += _check_points(spec)
+    return spec, errors
+
+
+def describe_point(point: Point) -> str:
+    """``label (path=value, ...)`` for plans and error messages."""
+    inner = ", ".join(f"{k}={v!r}" for k, v in point.overrides.items())
+    return f"{point.label} ({inner})" if inner else point.label

@@ -1,0 +1,85 @@
+"""Loading a study's data once in the driver: the synthetic benchmark or an MMSA/converted file.
+
+``load_study_data`` returns the ``DataSet`` plus what the plan needs from it: the configuration fields
+the data decide (input shapes, task, number of classes), a description for the results, and the data
+part of a trial's identity (synthetic generator fields, or a file's name and size, never its path).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emoe.data.arrays import DataSet
+from emoe.data.checks import DataError
+from harness.spec import DataSpec, SyntheticSpec
+
+__all__ = ["DataError", "StudyData", "load_study_data", "synthetic_errors"]
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """A loaded data set and the facts about it that studies and results need."""
+
+    data: DataSet
+    description: str  # the results' ``data`` column
+    key: str  # data part of ``config_id``
+    fields: dict[str, Any]  # dotted config fields set by the data (model.d_text, ..., loss.task)
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.data.label_kind == "classification" else "regression"
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {name: len(split) for name, split in self.data.splits().items()}
+
+
+def synthetic_errors(spec: SyntheticSpec | None) -> list[str]:
+    """Problems with a synthetic data request (unknown preset or field, bad value), as ``field: msg``."""
+    from emoe.data.synthetic import synthetic_spec
+
+    if spec is None:
+        return []
+    fields = spec.model_dump()
+    preset = fields.pop("preset")
+    try:
+        synthetic_spec(preset, **fields)
+    except DataError as exc:
+        return [str(exc).replace("\n  ", "; ")]
+    except TypeError as exc:
+        return [f"{exc}"]
+    return []
+
+
+def _fields_from(data: DataSet) -> dict[str, Any]:
+    fields: dict[str, Any] = {f"model.{k}": v for k, v in data.dims.items()}
+    if data.label_kind == "classification":
+        labels = np.concatenate([s.labels for s in data.splits().values()])
+        fields["loss.task"] = "classification"
+        fields["model.n_outputs"] = int(labels.max()) + 1
+    return fields
+
+
+def load_study_data(spec: DataSpec, *, text_input: str = "features") -> StudyData:
+    """Generate or read the study's data (``DataError`` naming the file and problem if it cannot)."""
+    if spec.path is None:
+        from emoe.data.synthetic import make_synthetic, synthetic_spec
+
+        assert spec.synthetic is not None
+        fields = spec.synthetic.model_dump()
+        syn = synthetic_spec(fields.pop("preset"), **fields)
+        data = make_synthetic(syn)
+        key = "synthetic:" + json.dumps(syn.to_dict(), sort_keys=True)
+        return StudyData(data, syn.describe(), key, _fields_from(data))
+    from emoe.data.convert import load_data
+
+    path = Path(spec.path)
+    data = load_data(path, text="bert" if text_input == "bert" else "features")
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    key = f"file:{path.name}:{size}:{data.label_kind}:{text_input}"
+    return StudyData(data, str(path), key, _fields_from(data))

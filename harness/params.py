@@ -1,0 +1,195 @@
+"""Dotted parameter paths into the EMOE configuration ("model.d_model", "loss.distill_weight").
+
+Studies name what varies by these paths. This module knows every valid path, coerces YAML values to the
+field's type (``"1e-3"`` is a string in YAML 1.1), merges overrides onto a base configuration and hashes
+the result into the identities of ``docs/results.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from emoe.config import ConfigError, EMOEConfig, LossConfig, ModelConfig, TrainConfig, from_dict, to_dict
+
+__all__ = [
+    "DATA_FIELDS",
+    "FIELDS",
+    "NOT_IDENTITY",
+    "SEED_PATH",
+    "apply_overrides",
+    "build_config",
+    "check_path",
+    "coerce",
+    "config_id",
+    "flatten",
+    "format_value",
+    "trial_id",
+]
+
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
+
+#: Every settable path and its resolved type annotation.
+FIELDS: dict[str, Any] = {
+    f"{sec}.{name}": hint
+    for sec, cls in _SECTIONS.items()
+    for name, hint in typing.get_type_hints(cls).items()
+    if name in {f.name for f in dataclasses.fields(cls)}
+}
+
+#: Shape fields that come from the data set, not from the study.
+DATA_FIELDS: tuple[str, ...] = ("model.d_text", "model.d_audio", "model.d_vision", "model.len_text",
+                                "model.len_audio", "model.len_vision")
+
+#: The training seed is set from the study's ``seeds`` list, never by a parameter.
+SEED_PATH = "train.seed"
+
+#: Fields that do not change a trial's result (device placement, evaluation batch size, verbosity of
+#: speed): excluded from ``config_id``.
+NOT_IDENTITY: frozenset[str] = frozenset({"train.seed", "train.device", "train.eval_batch_size",
+                                          "train.fast_path", "model.bert_path"})
+
+
+def check_path(path: str) -> str | None:
+    """``None`` when ``path`` names a configuration field, else an error message with a suggestion."""
+    if path in FIELDS:
+        return None
+    close = difflib.get_close_matches(path, list(FIELDS), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    sec = path.split(".", 1)[0]
+    if sec not in _SECTIONS:
+        return f"unknown parameter {path!r}: paths start with model., loss. or train.{hint}"
+    return f"unknown parameter {path!r}{hint}"
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
+def _coerce_one(hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce_one(arg, value)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise TypeError(errors[0] if errors else f"expected {_type_name(hint)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ValueError(f"must be {_type_name(hint)}, got {value!r}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise TypeError(f"expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce_one(a, v) for a, v in zip(args, value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise TypeError(f"expected an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise TypeError(f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def coerce(path: str, value: Any) -> Any:
+    """Convert a YAML value to the type of the field at ``path``; raises ``ValueError`` naming the path."""
+    err = check_path(path)
+    if err:
+        raise ValueError(err)
+    try:
+        return _coerce_one(FIELDS[path], value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings to dotted keys; dotted keys pass through (``{"model": {"d_model": 8}}`` and
+    ``{"model.d_model": 8}`` both give ``{"model.d_model": 8}``). Lists are values, not nesting."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A nested ``{"model": {...}, "loss": {...}, "train": {...}}`` with dotted ``overrides`` applied."""
+    nested: dict[str, dict[str, Any]] = {sec: {} for sec in _SECTIONS}
+    for path, value in {**flatten(base), **flatten(overrides)}.items():
+        sec, _, name = path.partition(".")
+        nested.setdefault(sec, {})[name] = value
+    return nested
+
+
+def build_config(nested: Mapping[str, Mapping[str, Any]]) -> EMOEConfig:
+    """Coerce every value and build the frozen config; raises ``ConfigError`` with every problem."""
+    errors: list[str] = []
+    clean: dict[str, dict[str, Any]] = {}
+    for sec, fields in nested.items():
+        for name, value in fields.items():
+            try:
+                clean.setdefault(sec, {})[name] = coerce(f"{sec}.{name}", value)
+            except ValueError as exc:
+                errors.append(str(exc))
+    if errors:
+        raise ConfigError(errors)
+    return from_dict(clean)
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_id(cfg: EMOEConfig, data_key: str) -> str:
+    """12 hex characters identifying what changes a result: the config less ``NOT_IDENTITY``, the data."""
+    flat = {k: v for k, v in flatten(to_dict(cfg)).items() if k not in NOT_IDENTITY}
+    return hashlib.sha256(_canonical({"config": flat, "data": data_key}).encode()).hexdigest()[:12]
+
+
+def trial_id(cfg_id: str, seed: int, instance: str | None = None) -> str:
+    """12 hex characters from the config id and the seed (plus a search instance, see docs/results.md)."""
+    parts: list[Any] = [cfg_id, int(seed)] + ([instance] if instance is not None else [])
+    return hashlib.sha256(_canonical(parts).encode()).hexdigest()[:12]
+
+
+def format_value(value: Any) -> str:
+    """Short, stable text for labels: ``0.1``, ``learned``, ``[0.5,0.25,0.25]``."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)

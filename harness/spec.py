@@ -1,0 +1,300 @@
+"""The study file: YAML -> validated, typed ``StudySpec`` (pydantic at the boundary, every error at once).
+
+``load_spec(path, overrides)`` reads the YAML (duplicate keys rejected), applies ``--set`` overrides,
+validates the structure with pydantic (unknown keys, wrong types, empty or inverted ranges) and then the
+meaning (parameter paths, value types, configuration constraints of every grid point / variant, sampler
+and scheduler names, data file existence). All problems are raised together as one ``SpecError``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import SpecError
+from harness.yamlio import apply_set_overrides, read_yaml
+
+__all__ = [
+    "NAME_PATTERN",
+    "AblationSpec",
+    "CategoricalParam",
+    "DataSpec",
+    "FloatParam",
+    "IntParam",
+    "ObjectiveSpec",
+    "ResourcesSpec",
+    "SchedulerSpec",
+    "SearchSpec",
+    "SpecError",
+    "StudySpec",
+    "load_spec",
+    "parse_spec",
+]
+
+#: Study and variant names become file and directory names: letters, digits, '_', '-', '.' (not first).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticSpec(BaseModel):
+    """Built-in synthetic benchmark: a preset plus any of its generator's fields (checked when loaded)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    preset: str = "small"
+
+
+class DataSpec(_Strict):
+    """Exactly one of ``synthetic`` (default: the "small" preset) or ``path`` (MMSA pickle / converted)."""
+
+    synthetic: SyntheticSpec | None = None
+    path: str | None = None
+
+    @field_validator("synthetic", mode="before")
+    @classmethod
+    def _preset_shorthand(cls, v: Any) -> Any:
+        return {"preset": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if self.synthetic is not None and self.path is not None:
+            raise ValueError("give either synthetic or path, not both")
+        if self.synthetic is None and self.path is None:
+            object.__setattr__(self, "synthetic", SyntheticSpec())
+        return self
+
+
+class _Param(_Strict):
+    #: only sample this parameter when the named (earlier or base) values match, e.g. {model.router: fixed}
+    when: dict[str, Any] | None = None
+
+
+class FloatParam(_Param):
+    """A real parameter: ``uniform`` or ``loguniform`` between low and high (``step`` for a uniform grid)."""
+
+    type: Literal["uniform", "loguniform"]
+    low: float
+    high: float
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> FloatParam:
+        if not self.low < self.high:
+            raise ValueError(f"empty or inverted range: low {self.low} must be below high {self.high}")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.low}")
+        if self.type == "loguniform" and self.step is not None:
+            raise ValueError("step cannot be combined with loguniform")
+        return self
+
+
+class IntParam(_Param):
+    """An integer parameter between low and high inclusive (``log`` for log-spaced sampling)."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> IntParam:
+        if not self.low < self.high:
+            raise ValueError(f"empty or inverted range: low {self.low} must be below high {self.high}")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise ValueError("log needs low >= 1 and step 1")
+        return self
+
+
+class CategoricalParam(_Param):
+    """A choice among listed values (numbers, strings, booleans, null or lists)."""
+
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _unique(cls, v: list[Any]) -> list[Any]:
+        seen = [repr(c) for c in v]
+        dup = sorted({s for s in seen if seen.count(s) > 1})
+        if dup:
+            raise ValueError(f"duplicate choices {', '.join(dup)}")
+        return v
+
+
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class SearchSpec(_Strict):
+    """Optuna search: ``n_trials`` configurations proposed by a named, seeded sampler."""
+
+    sampler: str = "tpe"
+    sampler_options: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    n_trials: int = Field(ge=1)
+    params: dict[str, ParamSpec] = Field(min_length=1)
+
+
+class AblationSpec(_Strict):
+    """Named variants, each a set of overrides on the base configuration; one is the baseline."""
+
+    baseline: str
+    variants: dict[str, dict[str, Any]] = Field(min_length=2)
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _empty_variant(cls, v: Any) -> Any:
+        return {k: ({} if o is None else o) for k, o in v.items()} if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _baseline_listed(self) -> AblationSpec:
+        if self.baseline not in self.variants:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the variants {list(self.variants)}")
+        return self
+
+
+class ObjectiveSpec(_Strict):
+    """The metric trials are compared by, measured on validation at the selected epoch."""
+
+    metric: str = "valid_mae"
+    mode: Literal["min", "max"] | None = None  # default: min for loss/mae, else max
+
+
+class SchedulerSpec(_Strict):
+    """Tune trial scheduler: ``fifo`` (every trial runs to its end), ``asha``, ``hyperband``, ``median``."""
+
+    name: Literal["fifo", "asha", "hyperband", "median"] | None = None  # default: fifo, asha for search
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=2.0, gt=1)
+    brackets: int = Field(default=1, ge=1)
+
+
+class ResourcesSpec(_Strict):
+    """Resources per trial; fractional GPUs share a device (Ray does not cap their memory)."""
+
+    cpus: float = Field(default=1.0, gt=0)
+    gpus: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _whole_gpus(self) -> ResourcesSpec:
+        if self.gpus > 1 and self.gpus != int(self.gpus):
+            raise ValueError(f"gpus above 1 must be a whole number, got {self.gpus}")
+        return self
+
+
+class StudySpec(_Strict):
+    """A whole study. At most one of ``grid``, ``ablation``, ``search`` (none: the base config alone)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str = ""
+    data: DataSpec = Field(default_factory=DataSpec)
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] | None = None
+    ablation: AblationSpec | None = None
+    search: SearchSpec | None = None
+    seeds: Annotated[list[int], Field(min_length=1)] = Field(default_factory=lambda: [1111])
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    concurrency: int | None = Field(default=None, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    max_failures: int = Field(default=2, ge=0)
+    checkpoint_every: int = Field(default=1, ge=0)  # epochs between checkpoints; 0 = never
+    report: bool | dict[str, Any] = False
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StudySpec:
+        given = [k for k in ("grid", "ablation", "search") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of grid, ablation, search (got {' and '.join(given)})")
+        return self
+
+    @property
+    def kind(self) -> Literal["grid", "ablation", "search"]:
+        """What varies: a grid (also a single configuration), named ablation variants or a search."""
+        if self.search is not None:
+            return "search"
+        return "ablation" if self.ablation is not None else "grid"
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        from emoe.metrics import metric_mode
+
+        return self.objective.mode or metric_mode(self.objective.metric)
+
+    @property
+    def scheduler_name(self) -> str:
+        return self.scheduler.name or ("asha" if self.kind == "search" else "fifo")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("uniform", "loguniform", "int", "categorical")
+             and not str(p).startswith("function-")]
+    return ".".join(parts) or "(top level)"
+
+
+def _pydantic_errors(exc: ValidationError) -> list[str]:
+    out = []
+    for e in exc.errors():
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        elif e["type"] == "string_pattern_mismatch":
+            msg = ("must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit, "
+                   f"got {e['input']!r}")
+        elif e["type"] == "union_tag_invalid":
+            msg = "type must be one of uniform, loguniform, int, categorical"
+        out.append(f"{_loc(e['loc'])}: {msg}")
+    return out
+
+
+def parse_spec(raw: Any, *, source: str = "<spec>") -> StudySpec:
+    """Validate an already-parsed YAML document; raises ``SpecError`` listing every problem."""
+    from harness.checks import check_semantics
+
+    if not isinstance(raw, dict):
+        raise SpecError([f"(top level): expected a mapping of study fields, got {type(raw).__name__}"],
+                        source=source)
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_pydantic_errors(exc), source=source) from None
+    spec, errors = check_semantics(spec)
+    if errors:
+        raise SpecError(errors, source=source)
+    return spec
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
+    """Read, override (``--set path=value``) and validate a study file; ``SpecError`` on any problem."""
+    path = Path(path)
+    raw = read_yaml(path)
+    raw = apply_set_overrides(raw, overrides or [], source=str(path))
+    return parse_spec(raw, source=str(path))
+
+
+def dump_spec(spec: StudySpec) -> str:
+    """The spec as run, as YAML (defaults filled in, overrides applied)."""
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=False), sort_keys=False)
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether ``name`` is usable as a study or variant directory/file name."""
+    return re.fullmatch(NAME_PATTERN, name) is not None and not name.endswith(".")

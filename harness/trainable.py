@@ -1,0 +1,193 @@
+"""The Ray Tune trainable: one EMOE training run per trial, reporting and checkpointing every epoch.
+
+``emoe_trainable`` is wrapped with ``tune.with_parameters(data=..., ctx=...)`` so the data set travels
+once through Ray's object store. Each epoch it rewrites the trial's ``epochs/`` file, then reports to
+Tune (with a checkpoint every ``checkpoint_every`` epochs); a retried or resumed trial continues from
+its last checkpoint. At the end it writes the ``router/`` file and the ``trials/`` row itself (completed
+or diverged, or failed if training raised), before returning: the driver treats a trial that stopped
+without a row as stopped by the scheduler (pruned). A trial whose finished row already exists (a resumed
+study) is not trained again: its final metrics are reported once and it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from emoe.outputs import EpochRecord
+from harness.rows import epoch_row, epochs_table, router_table, trial_table
+from harness.sink import ResultStore
+
+__all__ = ["TrialContext", "emoe_trainable", "report_metrics", "write_trial_row"]
+
+FINISHED = ("completed", "diverged")
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a study shares besides the data (picklable, travels with the trainable)."""
+
+    store: ResultStore
+    label_kind: str
+    objective: str  # "valid_<metric>"
+    mode: str  # "min" | "max"
+    cpus: float
+    gpus: float
+    code_version: str
+    data: str  # description for the results' data column
+    checkpoint_every: int = 1
+
+    def objective_value(self, valid: dict[str, float]) -> float:
+        """The objective from selected-epoch validation metrics; the worst value when missing."""
+        value = valid.get(self.objective.removeprefix("valid_"))
+        if value is None or not math.isfinite(value):
+            return math.inf if self.mode == "min" else -math.inf
+        return float(value)
+
+
+def report_metrics(ctx: TrialContext, record: EpochRecord, best_valid: dict[str, float],
+                   best_test: dict[str, float]) -> dict[str, Any]:
+    """What a trial reports to Tune after an epoch: the best-so-far objective and selected metrics."""
+    metrics: dict[str, Any] = {
+        "epoch": record.epoch, "best_epoch": record.best_epoch,
+        "objective": ctx.objective_value(best_valid), "improved": record.improved,
+        "train_loss": record.train.get("loss"), "valid_loss": record.valid.get("loss"), "lr": record.lr,
+    }
+    metrics.update({f"best_valid_{k}": v for k, v in best_valid.items()})
+    metrics.update({f"best_test_{k}": v for k, v in best_test.items()})
+    return metrics
+
+
+def _selected(metrics: dict[str, Any], split: str) -> dict[str, float]:
+    prefix = f"best_{split}_"
+    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix) and v is not None}
+
+
+def write_trial_row(ctx: TrialContext, trial: dict[str, Any], *, status: str, error: str | None,
+                    best_epoch: int, epochs_run: int, valid: dict[str, float], test: dict[str, float]) -> None:
+    """Write the trial's ``trials/`` row, with timings and attempts from its run record."""
+    run = ctx.store.read_run(trial["trial_id"])
+    total = run.get("prior_s", 0.0) + run.get("current_s", 0.0) if run else None
+    started = datetime.fromisoformat(run["started_at"]) if run.get("started_at") else None
+    table = trial_table(
+        trial, label_kind=ctx.label_kind, status=status, error=error, best_epoch=best_epoch,
+        epochs_run=epochs_run, objective=ctx.objective_value(valid) if valid else None, valid=valid,
+        test=test, time_total_s=total, time_per_epoch_s=(total / epochs_run) if total and epochs_run else None,
+        started_at=started, finished_at=datetime.now(UTC), cpus=ctx.cpus, gpus=ctx.gpus,
+        node=run.get("node"), node_id=run.get("node_id"), attempts=int(run.get("attempts", 0)),
+        code_version=ctx.code_version, data=ctx.data)
+    ctx.store.write_table("trials", trial["trial_id"], table)
+
+
+def write_row_from_metrics(ctx: TrialContext, trial: dict[str, Any], metrics: dict[str, Any] | None, *,
+                           status: str, error: str | None) -> None:
+    """Driver side: a row for a trial that cannot write its own (pruned, or failed outside training)."""
+    m = metrics or {}
+    write_trial_row(ctx, trial, status=status, error=error, best_epoch=int(m.get("best_epoch") or 0),
+                    epochs_run=int(m.get("epoch") or 0), valid=_selected(m, "valid"), test=_selected(m, "test"))
+
+
+def _node() -> tuple[str, str | None]:
+    try:
+        import ray
+
+        node_id: str | None = ray.get_runtime_context().get_node_id()
+    except Exception:  # not inside Ray (direct calls in tests)
+        node_id = None
+    return socket.gethostname(), node_id
+
+
+def _start_attempt(ctx: TrialContext, trial_id: str) -> dict[str, Any]:
+    run = ctx.store.read_run(trial_id)
+    host, node_id = _node()
+    run = {
+        "attempts": int(run.get("attempts", 0)) + 1,
+        "started_at": run.get("started_at") or datetime.now(UTC).isoformat(),
+        "prior_s": float(run.get("prior_s", 0.0)) + float(run.get("current_s", 0.0)),
+        "current_s": 0.0, "node": host, "node_id": node_id,
+    }
+    ctx.store.write_run(trial_id, run)
+    return run
+
+
+def _report_finished_row(row: dict[str, Any]) -> None:
+    from ray import tune
+
+    metrics = {"epoch": row["epochs_run"], "best_epoch": row["best_epoch"], "resumed_finished": True}
+    metrics.update({f"best_{k}": v for k, v in row.items()
+                    if k.startswith(("valid_", "test_")) and v is not None})
+    if row.get("objective") is not None:
+        tune.report({**metrics, "objective": row["objective"]})
+
+
+def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext | None = None) -> None:
+    """Train one trial (``config["trial"]`` from ``harness.plan.TrialFactory.make``) under Ray Tune."""
+    import torch
+    from ray import tune
+
+    from emoe.checkpoint import load_state, save_state
+    from emoe.config import from_dict
+    from emoe.train import train_emoe
+
+    assert ctx is not None and data is not None, "wrap with tune.with_parameters(data=..., ctx=...)"
+    trial = config["trial"]
+    tid = trial["trial_id"]
+    row = ctx.store.read_trial(tid)
+    if row is not None and row["status"] in FINISHED:
+        _report_finished_row(row)
+        return
+    torch.set_num_threads(max(1, int(ctx.cpus)))
+    cfg = from_dict(trial["emoe"])
+    run = _start_attempt(ctx, tid)
+    t0 = time.monotonic()
+    rows: dict[int, dict[str, Any]] = {}
+    best: dict[str, dict[str, float]] = {"valid": {}, "test": {}}
+    resume = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = load_state(Path(d) / "state.pt")
+            meta = json.loads((Path(d) / "meta.json").read_text())
+        rows = {int(r["epoch"]): r for r in meta["epochs"]}
+        best = {"valid": dict(resume["best_valid"]), "test": dict(resume["best_test"])}
+
+    def on_epoch(record: EpochRecord, checkpoint: Any) -> None:
+        rows[record.epoch] = epoch_row(record)
+        if record.improved:
+            best["valid"], best["test"] = dict(record.valid), dict(record.test or {})
+        ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind))
+        run["current_s"] = time.monotonic() - t0
+        ctx.store.write_run(tid, run)
+        metrics = report_metrics(ctx, record, best["valid"], best["test"])
+        if ctx.checkpoint_every and record.epoch % ctx.checkpoint_every == 0:
+            with tempfile.TemporaryDirectory(prefix="emoe-ckpt-") as d:
+                save_state(checkpoint(), Path(d) / "state.pt")
+                (Path(d) / "meta.json").write_text(json.dumps({"epochs": list(rows.values())}))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(metrics)
+
+    try:
+        result = train_emoe(cfg, data, on_epoch=on_epoch, resume=resume)
+    except Exception as exc:
+        run["current_s"] = time.monotonic() - t0
+        ctx.store.write_run(tid, run)
+        tail = "".join(traceback.format_exception(exc)[-3:]).strip()
+        write_trial_row(ctx, trial, status="failed", error=f"{type(exc).__name__}: {exc}\n{tail}",
+                        best_epoch=max((r["epoch"] for r in rows.values() if r.get("improved")), default=0),
+                        epochs_run=len(rows), valid=best["valid"], test=best["test"])
+        raise
+    run["current_s"] = time.monotonic() - t0
+    ctx.store.write_run(tid, run)
+    if result.router is not None:
+        ctx.store.write_table("router", tid, router_table(trial, result.router))
+    write_trial_row(ctx, trial, status=result.status, error=result.error, best_epoch=result.best_epoch,
+                    epochs_run=result.epochs_run, valid=dict(result.valid), test=dict(result.test))

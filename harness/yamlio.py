@@ -1,0 +1,100 @@
+"""YAML reading with line numbers and no silent duplicate keys, and ``--set path=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import SpecError
+
+__all__ = ["apply_set_overrides", "read_yaml"]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML document; a missing/unreadable file or a syntax error is a ``SpecError``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"study file not found: {path}"], source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([f"cannot read the study file: {exc}"], source=str(path)) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError([f"YAML syntax: {where}{exc.problem or exc}"], source=str(path)) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([f"YAML syntax: {exc}"], source=str(path)) from None
+
+
+def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``path`` in ``tree``, matching the longest existing key first so dotted keys such as
+    ``grid.loss.distill_weight`` reach the grid entry named ``loss.distill_weight``."""
+    node: Any = tree
+    rest = path
+    while True:
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot set {path!r}: {type(node).__name__} in the way")
+        if rest in node or "." not in rest:
+            node[rest] = value
+            return
+        parts = rest.split(".")
+        for n in range(len(parts) - 1, 0, -1):
+            key = ".".join(parts[:n])
+            if key in node and isinstance(node[key], dict):
+                node, rest = node[key], ".".join(parts[n:])
+                break
+        else:
+            node = node.setdefault(parts[0], {})
+            rest = ".".join(parts[1:])
+
+
+def apply_set_overrides(raw: Any, overrides: list[str], *, source: str = "<spec>") -> Any:
+    """Apply ``path=value`` strings (value parsed as YAML) to a copy of ``raw``; every bad one reported."""
+    if not overrides:
+        return raw
+    if not isinstance(raw, dict):
+        raise SpecError(["(top level): expected a mapping of study fields"], source=source)
+    out = copy.deepcopy(raw)
+    errors: list[str] = []
+    for item in overrides:
+        path, sep, text = item.partition("=")
+        path = path.strip()
+        if not sep or not path:
+            errors.append(f"--set {item!r}: expected PATH=VALUE, e.g. base.train.max_epochs=3")
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            errors.append(f"--set {path}: the value is not valid YAML ({exc})")
+            continue
+        try:
+            _set_path(out, path, value)
+        except ValueError as exc:
+            errors.append(f"--set {exc}")
+    if errors:
+        raise SpecError(errors, source=source)
+    return out
