@@ -1,0 +1,199 @@
+"""A safe, memory-mappable on-disk format for MMSA data: plain ``.npy`` arrays plus ``manifest.json``.
+
+Converting once (``python -m emoe.data convert IN.pkl OUT_DIR``) removes the need to unpickle: the
+converted directory is read with ``np.load(allow_pickle=False)``, so loading it cannot run code, and
+arrays are memory-mapped (read-only) so several trials on one machine share the page cache.
+
+Layout: ``OUT_DIR/<split>/<key>.npy`` for text, text_bert, audio, vision, labels, ids (fixed-width
+unicode), lengths and unimodal labels; ``OUT_DIR/<split>/raw_text.json``; ``OUT_DIR/manifest.json``
+with each file's shape, dtype, size and SHA-256, the source file name and hash, and the label kind.
+The manifest is written last (atomically), so a directory with a manifest is a complete conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from emoe import __version__
+from emoe.data.arrays import DataSet
+from emoe.data.checks import DataError
+from emoe.data.mmsa import (
+    SPLITS,
+    Expect,
+    LabelKind,
+    MMSAArrays,
+    build_dataset,
+    expected_sizes,
+    load_mmsa,
+    read_mmsa,
+)
+
+__all__ = ["FORMAT", "MANIFEST", "convert_mmsa", "load_converted", "load_data", "read_manifest",
+           "read_raw_text", "write_converted"]
+
+FORMAT = "emoe-mmsa-npy"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_PICKLE_SUFFIXES = (".pkl", ".pickle")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _entry(root: Path, rel: str, arr: np.ndarray | None) -> dict[str, Any]:
+    path = root / rel
+    entry: dict[str, Any] = {"file": rel, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    if arr is not None:
+        entry.update(shape=list(arr.shape), dtype=arr.dtype.str)
+    return entry
+
+
+def write_converted(arrays: MMSAArrays, out_dir: str | os.PathLike[str], *, overwrite: bool = False,
+                    source_sha256: str | None = None) -> Path:
+    """Write validated arrays as ``.npy`` files plus manifest; returns the manifest path."""
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: exists and is not a directory")
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise DataError(f"{root}: directory is not empty (pass overwrite=True / --overwrite to replace)")
+    (root / MANIFEST).unlink(missing_ok=True)  # an interrupted rewrite must not look complete
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        (root / split).mkdir(parents=True, exist_ok=True)
+        files: dict[str, Any] = {}
+        for key, arr in arrays.splits[split].items():
+            if key == "raw_text":
+                rel = f"{split}/raw_text.json"
+                (root / rel).write_text(json.dumps(arr.tolist(), ensure_ascii=False), encoding="utf-8")
+                files[key] = _entry(root, rel, None)
+                continue
+            if arr.dtype.kind == "O":
+                raise DataError(f"{arrays.source} [{split}]: '{key}' is an object array; refusing to save it")
+            rel = f"{split}/{key}.npy"
+            np.save(root / rel, np.ascontiguousarray(arr), allow_pickle=False)
+            files[key] = _entry(root, rel, arr)
+        splits[split] = {"n": len(arrays.splits[split]["labels"]), "files": files}
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "written_by": f"emoe {__version__}",
+        "source": Path(arrays.source).name, "source_sha256": source_sha256,
+        "dataset": arrays.dataset, "label_kind": arrays.label_kind, "splits": splits,
+    }
+    tmp = root / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    os.replace(tmp, root / MANIFEST)
+    return root / MANIFEST
+
+
+def convert_mmsa(pkl_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                 expect: Expect = None, label_kind: LabelKind | None = None,
+                 overwrite: bool = False) -> Path:
+    """Convert a (trusted) MMSA pickle once; the result loads without unpickling. Returns the manifest path."""
+    arrays = read_mmsa(pkl_path, expect=expect, label_kind=label_kind)
+    return write_converted(arrays, out_dir, overwrite=overwrite, source_sha256=_sha256(Path(pkl_path)))
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and sanity-check ``manifest.json`` of a converted directory."""
+    root = Path(path)
+    mpath = root / MANIFEST
+    if not root.is_dir():
+        raise DataError(f"{root}: not found or not a directory")
+    if not mpath.is_file():
+        raise DataError(f"{root}: no {MANIFEST}: not a converted data directory (or the conversion "
+                        "did not finish)")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{mpath}: unreadable manifest: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{mpath}: not an {FORMAT} manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise DataError(f"{mpath}: format version {manifest['format_version']} is newer than this "
+                        f"code reads ({FORMAT_VERSION}); update emoe")
+    missing = [s for s in SPLITS if s not in manifest.get("splits", {})]
+    if missing:
+        raise DataError(f"{mpath}: manifest lacks split(s) {', '.join(missing)}")
+    return manifest
+
+
+def _load_array(root: Path, entry: dict[str, Any], *, mmap: bool, verify_hash: bool) -> np.ndarray:
+    path = root / entry["file"]
+    if not path.is_file():
+        raise DataError(f"{path}: missing (listed in {root / MANIFEST})")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise DataError(f"{path}: {size} bytes but the manifest says {entry['bytes']} (truncated or modified)")
+    if verify_hash and _sha256(path) != entry["sha256"]:
+        raise DataError(f"{path}: SHA-256 differs from the manifest (file modified or corrupt)")
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable .npy file: {exc}") from exc
+    if list(arr.shape) != entry["shape"] or arr.dtype.str != entry["dtype"]:
+        raise DataError(f"{path}: holds {arr.dtype.str} {list(arr.shape)} but the manifest says "
+                        f"{entry['dtype']} {entry['shape']}")
+    return arr
+
+
+def load_converted(path: str | os.PathLike[str], *, mmap: bool = True,
+                   text: Literal["features", "bert"] = "features", expect: Expect = None,
+                   label_kind: LabelKind | None = None, verify_hash: bool = False) -> DataSet:
+    """Load a converted directory without unpickling (``allow_pickle=False``), memory-mapped by default.
+
+    Every listed file must exist with the recorded size, shape and dtype (``verify_hash`` also checks
+    SHA-256, which reads every byte). ``expect``/``label_kind`` as in ``load_mmsa``.
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    for split in SPLITS:
+        files = manifest["splits"][split]["files"]
+        splits[split] = {key: _load_array(root, entry, mmap=mmap, verify_hash=verify_hash)
+                         for key, entry in files.items() if key != "raw_text"}
+    sizes = expected_sizes(expect, manifest.get("dataset"), str(root))
+    got = tuple(len(splits[s]["labels"]) for s in SPLITS)
+    if sizes is not None and got != sizes:
+        raise DataError(f"{root}: split sizes are {'/'.join(map(str, got))}, expected {'/'.join(map(str, sizes))}")
+    kind = label_kind or manifest["label_kind"]
+    if kind == "classification" and "class_labels" not in splits["train"]:
+        raise DataError(f"{root}: label_kind='classification' but the data hold no class labels")
+    arrays = MMSAArrays(splits=splits, source=str(root), dataset=manifest.get("dataset"), label_kind=kind)
+    return build_dataset(arrays, text=text)
+
+
+def read_raw_text(path: str | os.PathLike[str], split: str) -> list[str]:
+    """The raw sentences of one split of a converted directory (kept out of ``DataSet``)."""
+    root = Path(path)
+    entry = read_manifest(root)["splits"][split]["files"].get("raw_text")
+    if entry is None:
+        raise DataError(f"{root}: split {split!r} has no raw_text")
+    file = root / entry["file"]
+    if not file.is_file():
+        raise DataError(f"{file}: missing (listed in {root / MANIFEST})")
+    return list(json.loads(file.read_text(encoding="utf-8")))
+
+
+def load_data(path: str | os.PathLike[str], *, text: Literal["features", "bert"] = "features",
+              expect: Expect = None, label_kind: LabelKind | None = None, mmap: bool = True,
+              verify_hash: bool = False) -> DataSet:
+    """Load by path: a directory -> ``load_converted``; a ``.pkl``/``.pickle`` file -> ``load_mmsa``."""
+    p = Path(path)
+    if p.is_dir():
+        return load_converted(p, mmap=mmap, text=text, expect=expect, label_kind=label_kind,
+                              verify_hash=verify_hash)
+    if p.suffix.lower() in _PICKLE_SUFFIXES:
+        return load_mmsa(p, text=text, expect=expect, label_kind=label_kind)
+    if not p.exists():
+        raise DataError(f"{p}: not found")
+    raise DataError(f"{p}: unknown data format (expected a converted directory or a .pkl/.pickle file)")

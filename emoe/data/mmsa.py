@@ -1,0 +1,274 @@
+"""Loader for the MMSA feature pickles of CMU-MOSI, CMU-MOSEI and CH-SIMS.
+
+Security: a pickle runs code while it loads, so only load files you trust (e.g. downloaded from the
+MMSA authors' links and checked). Convert a file once with ``python -m emoe.data convert IN.pkl OUT``
+and load the result with ``load_converted``/``load_data``: that format never unpickles anything.
+
+File layout (a pickled dict): top level ``train``/``valid``/``test``; each split holds ``text``
+(N, L, 768) features, ``text_bert`` (N, 3, L) token ids/mask/segments, ``audio`` (N, L_a, d_a),
+``vision`` (N, L_v, d_v), ``regression_labels`` (N,), ``id`` and ``raw_text`` (N,) strings; unaligned
+files add ``audio_lengths``/``vision_lengths``; CH-SIMS adds ``regression_labels_T/A/V``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from emoe.data.arrays import DataSet, Split
+from emoe.data.checks import DataError
+
+__all__ = [
+    "KNOWN_SIZES",
+    "SPLITS",
+    "Expect",
+    "LabelKind",
+    "MMSAArrays",
+    "build_dataset",
+    "expected_sizes",
+    "load_mmsa",
+    "read_mmsa",
+    "validate_mmsa",
+]
+
+SPLITS: tuple[str, str, str] = ("train", "valid", "test")
+#: Split sizes (train, valid, test) of the public MMSA files.
+KNOWN_SIZES: dict[str, tuple[int, int, int]] = {
+    "mosi": (1284, 229, 686),
+    "mosei": (16326, 1871, 4659),
+    "sims": (1368, 456, 457),
+}
+# A file is recognised when its (d_audio, d_vision) match and its path names the data set.
+_SIGNATURES: dict[str, tuple[int, int]] = {"mosi": (5, 20), "mosei": (74, 35), "sims": (33, 709)}
+_PATH_HINTS: dict[str, tuple[str, ...]] = {"mosi": ("mosi",), "mosei": ("mosei",), "sims": ("sims",)}
+_UNI_KEYS = ("regression_labels_T", "regression_labels_V", "regression_labels_A")  # order l, v, a
+
+#: None = check sizes when the file is recognised; a data set name, (train, valid, test) sizes or a
+#: dict of them = check against those; False = do not check.
+Expect = str | tuple[int, int, int] | Mapping[str, int] | Literal[False] | None
+LabelKind = Literal["mosi", "sims", "classification"]
+
+
+@dataclass(frozen=True)
+class MMSAArrays:
+    """Validated, cleaned arrays of an MMSA file (canonical keys per split), before picking a text input.
+
+    Keys: text, text_bert, audio, vision, labels, ids, raw_text, audio_lengths, vision_lengths,
+    uni_labels, class_labels (each optional except audio, vision, labels and one of the two texts).
+    """
+
+    splits: dict[str, dict[str, np.ndarray]]
+    source: str
+    dataset: str | None  # "mosi" | "mosei" | "sims" when recognised
+    label_kind: str
+
+
+def _unpickle(path: Path) -> Any:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected an MMSA .pkl file (or use load_converted)")
+    try:
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+    except EOFError as exc:
+        raise DataError(f"{path}: truncated pickle (ended early): {exc}") from exc
+    except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+            KeyError, UnicodeDecodeError, MemoryError) as exc:
+        raise DataError(f"{path}: not a readable MMSA pickle (corrupt or another format): "
+                        f"{type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+
+
+def _strings(x: Any) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind == "S":
+        return np.char.decode(arr, "utf-8")
+    return arr.astype(np.str_)
+
+
+def _floats(x: Any, where: str, key: str, ndim: int) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: '{key}' is not numeric: {exc}") from exc
+    if ndim == 1 and arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != ndim:
+        raise DataError(f"{where}: '{key}' must have {ndim} dimensions, got shape {arr.shape}")
+    return arr
+
+
+def _tokens(x: Any, where: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iuf" or arr.ndim != 3 or arr.shape[1] != 3:
+        raise DataError(f"{where}: 'text_bert' must be numeric (N, 3, L) ids/mask/segments, "
+                        f"got {arr.dtype} {arr.shape}")
+    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and np.array_equal(arr, np.round(arr))):
+        raise DataError(f"{where}: 'text_bert' must hold integer token ids")
+    return arr.astype(np.int64)
+
+
+def _finite_or_zero(arr: np.ndarray, where: str, key: str, warn: bool) -> np.ndarray:
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return arr
+    if warn:
+        warnings.warn(f"{where}: '{key}' has {int(bad.sum())} non-finite values, replaced by 0", stacklevel=4)
+    arr = arr.copy()
+    arr[bad] = 0.0
+    return arr
+
+
+def _canonical_split(raw: Any, where: str) -> dict[str, np.ndarray]:
+    if not isinstance(raw, Mapping):
+        raise DataError(f"{where}: expected a dict of arrays, got {type(raw).__name__}")
+    missing = [k for k in ("audio", "vision", "regression_labels") if k not in raw]
+    if "text" not in raw and "text_bert" not in raw:
+        missing.append("text (or text_bert)")
+    if missing:
+        raise DataError(f"{where}: missing key(s) {', '.join(missing)}; present: {sorted(raw)}")
+    out: dict[str, np.ndarray] = {}
+    if "text" in raw:
+        out["text"] = _floats(raw["text"], where, "text", 3)
+        if not np.isfinite(out["text"]).all():
+            raise DataError(f"{where}: 'text' features contain non-finite values")
+    if "text_bert" in raw:
+        out["text_bert"] = _tokens(raw["text_bert"], where)
+    # -inf (and NaN) in audio is a known artefact of the MMSA files: replaced by 0 as the reference does.
+    out["audio"] = _finite_or_zero(_floats(raw["audio"], where, "audio", 3), where, "audio", warn=False)
+    out["vision"] = _finite_or_zero(_floats(raw["vision"], where, "vision", 3), where, "vision", warn=True)
+    out["labels"] = _floats(raw["regression_labels"], where, "regression_labels", 1)
+    if not np.isfinite(out["labels"]).all():
+        raise DataError(f"{where}: 'regression_labels' contain non-finite values")
+    if "classification_labels" in raw:
+        cl = _floats(raw["classification_labels"], where, "classification_labels", 1)
+        out["class_labels"] = cl.astype(np.int64)
+    for key, name in (("id", "ids"), ("raw_text", "raw_text")):
+        if key in raw:
+            out[name] = _strings(raw[key])
+            if out[name].ndim != 1:
+                raise DataError(f"{where}: '{key}' must be a 1-D array of strings, got {out[name].shape}")
+    for key in ("audio_lengths", "vision_lengths"):
+        if key in raw:
+            out[key] = np.asarray(raw[key]).astype(np.int64).reshape(-1)
+    if all(k in raw for k in _UNI_KEYS):
+        out["uni_labels"] = np.stack([_floats(raw[k], where, k, 1) for k in _UNI_KEYS], axis=1)
+    n = len(out["labels"])
+    wrong = [f"{k} has {len(v)}" for k, v in out.items() if len(v) != n]
+    if wrong:
+        raise DataError(f"{where}: sample counts disagree: regression_labels has {n} but {', '.join(wrong)}")
+    return out
+
+
+def _recognise(source: str, splits: dict[str, dict[str, np.ndarray]]) -> str | None:
+    train = splits["train"]
+    sig = (train["audio"].shape[2], train["vision"].shape[2])
+    lowered = source.lower()
+    for name, expected in _SIGNATURES.items():
+        if sig == expected and any(h in lowered for h in _PATH_HINTS[name]):
+            return name
+    return None
+
+
+def expected_sizes(expect: Expect, recognised: str | None, source: str) -> tuple[int, ...] | None:
+    """The (train, valid, test) sizes to check, or None for no check (see ``Expect``)."""
+    if expect is False:
+        return None
+    if expect is None:
+        return KNOWN_SIZES[recognised] if recognised else None
+    if isinstance(expect, str):
+        if expect.lower() not in KNOWN_SIZES:
+            raise DataError(f"{source}: expect={expect!r} is not a known data set ({list(KNOWN_SIZES)})")
+        return KNOWN_SIZES[expect.lower()]
+    if isinstance(expect, Mapping):
+        return tuple(int(expect[s]) for s in SPLITS)
+    if len(expect) != 3:
+        raise DataError(f"{source}: expect must give three sizes (train, valid, test), got {expect!r}")
+    return tuple(int(x) for x in expect)
+
+
+def validate_mmsa(raw: Any, source: str, *, expect: Expect = None,
+                  label_kind: LabelKind | None = None) -> MMSAArrays:
+    """Check and clean an unpickled MMSA dict; every problem is a ``DataError`` naming ``source``."""
+    if not isinstance(raw, Mapping):
+        raise DataError(f"{source}: expected a dict with train/valid/test, got {type(raw).__name__}")
+    missing = [s for s in SPLITS if s not in raw]
+    if missing:
+        raise DataError(f"{source}: missing split(s) {', '.join(missing)}; present: {sorted(map(str, raw))}")
+    splits = {s: _canonical_split(raw[s], f"{source} [{s}]") for s in SPLITS}
+    keys = set(splits["train"])
+    for s in SPLITS[1:]:
+        if set(splits[s]) != keys:
+            raise DataError(f"{source}: splits hold different keys: train {sorted(keys)}, {s} {sorted(splits[s])}")
+    for key in ("text", "text_bert", "audio", "vision", "uni_labels"):
+        if key in keys:
+            shapes = {s: splits[s][key].shape[1:] for s in SPLITS}
+            if len(set(shapes.values())) > 1:
+                raise DataError(f"{source}: '{key}' shapes disagree between splits: {shapes}")
+    if "text" in keys and "text_bert" in keys and splits["train"]["text"].shape[1] != splits["train"]["text_bert"].shape[2]:
+        raise DataError(f"{source}: 'text' has {splits['train']['text'].shape[1]} steps but 'text_bert' "
+                        f"{splits['train']['text_bert'].shape[2]}")
+    recognised = _recognise(source, splits)
+    sizes = expected_sizes(expect, recognised, source)
+    got = tuple(len(splits[s]["labels"]) for s in SPLITS)
+    if sizes is not None and got != sizes:
+        what = recognised if expect is None else (expect.lower() if isinstance(expect, str) else "expected")
+        raise DataError(f"{source}: split sizes train/valid/test are {'/'.join(map(str, got))} but {what} is "
+                        f"{'/'.join(map(str, sizes))} (truncated or a different file?; pass expect=False "
+                        "to load a subset)")
+    if label_kind is None:
+        in_range = all(np.abs(splits[s]["labels"]).max(initial=0.0) <= 1.0 for s in SPLITS)
+        label_kind = "sims" if in_range and "uni_labels" in keys else "mosi"
+    elif label_kind not in ("mosi", "sims", "classification"):
+        raise DataError(f"{source}: label_kind must be mosi, sims or classification, got {label_kind!r}")
+    if label_kind == "classification" and "class_labels" not in keys:
+        raise DataError(f"{source}: label_kind='classification' needs 'classification_labels' in every split")
+    return MMSAArrays(splits=splits, source=source, dataset=recognised, label_kind=label_kind)
+
+
+def read_mmsa(path: str | os.PathLike[str], *, expect: Expect = None,
+              label_kind: LabelKind | None = None) -> MMSAArrays:
+    """Unpickle (trusted files only) and validate an MMSA file."""
+    p = Path(path)
+    return validate_mmsa(_unpickle(p), str(p), expect=expect, label_kind=label_kind)
+
+
+def build_dataset(arrays: MMSAArrays, *, text: Literal["features", "bert"] = "features",
+                  name: str | None = None) -> DataSet:
+    """Pick the text input and assemble a ``DataSet`` (shared by the pickle and converted loaders)."""
+    key = {"features": "text", "bert": "text_bert"}.get(text)
+    if key is None:
+        raise DataError(f"{arrays.source}: text must be 'features' or 'bert', got {text!r}")
+    if key not in arrays.splits["train"]:
+        raise DataError(f"{arrays.source}: text={text!r} needs '{key}', which the file does not hold")
+    classification = arrays.label_kind == "classification"
+    splits = {}
+    for s, d in arrays.splits.items():
+        splits[s] = Split(
+            text=d[key], audio=d["audio"], vision=d["vision"],
+            labels=d["class_labels"] if classification else d["labels"],
+            ids=d.get("ids"), audio_lengths=d.get("audio_lengths"), vision_lengths=d.get("vision_lengths"),
+            uni_labels=d.get("uni_labels"),
+        )
+    return DataSet(train=splits["train"], valid=splits["valid"], test=splits["test"],
+                   name=name or arrays.source, label_kind=arrays.label_kind)
+
+
+def load_mmsa(path: str | os.PathLike[str], *, text: Literal["features", "bert"] = "features",
+              expect: Expect = None, label_kind: LabelKind | None = None) -> DataSet:
+    """Load an MMSA pickle as a ``DataSet``. Unpickling runs code: trusted files only (see module doc).
+
+    ``expect``: None checks split sizes when the file is recognised (MOSI, MOSEI, CH-SIMS by feature
+    sizes and path), a name/sizes checks against those, False skips the check. ``label_kind`` is
+    inferred (``sims`` for labels in [-1, 1] with T/A/V labels, else ``mosi``) unless given.
+    """
+    return build_dataset(read_mmsa(path, expect=expect, label_kind=label_kind), text=text)

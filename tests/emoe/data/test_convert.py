@@ -1,0 +1,133 @@
+"""The converted format: identical arrays to the pickle, loaded without unpickling, memory-mapped, checked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from emoe.data import DataError, convert_mmsa, load_converted, load_data, load_mmsa, read_raw_text
+from emoe.data.arrays import DataSet
+
+Factory = Callable[..., tuple[Path, dict[str, Any]]]
+FIELDS = ("text", "audio", "vision", "labels", "ids", "audio_lengths", "vision_lengths", "uni_labels")
+
+
+def _no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the converted format must load without unpickling")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+
+
+def _assert_identical(a: DataSet, b: DataSet) -> None:
+    assert a.label_kind == b.label_kind and a.dims == b.dims
+    for name in ("train", "valid", "test"):
+        sa, sb = a.splits()[name], b.splits()[name]
+        for field in FIELDS:
+            x, y = getattr(sa, field), getattr(sb, field)
+            assert (x is None) == (y is None), field
+            if x is not None:
+                assert x.dtype == y.dtype and x.shape == y.shape, field
+                assert np.array_equal(x, y), field
+
+
+@pytest.mark.parametrize("kw", [{}, {"len_audio": 9, "len_vision": 11, "sims": True}])
+def test_converted_identical_to_pickle_without_unpickling(
+        tmp_path: Path, mmsa_pickle: Factory, monkeypatch: pytest.MonkeyPatch, kw: dict[str, Any]) -> None:
+    path, _ = mmsa_pickle(**kw)
+    out = tmp_path / "converted"
+    convert_mmsa(path, out)
+    from_pickle = {t: load_mmsa(path, text=t) for t in ("features", "bert")}
+    _no_unpickling(monkeypatch)
+    with pytest.raises(AssertionError, match="without unpickling"):
+        load_mmsa(path)  # the patch is effective
+    for text, expected in from_pickle.items():
+        converted = load_converted(out, text=text)
+        _assert_identical(converted, expected)
+        assert isinstance(converted.train.audio, np.memmap)
+        assert not converted.train.audio.flags.writeable  # read-only: shared safely between trials
+    eager = load_converted(out, mmap=False)
+    assert not isinstance(eager.train.text, np.memmap)
+    _assert_identical(eager, from_pickle["features"])
+
+
+def test_manifest_records_every_file(tmp_path: Path, mmsa_pickle: Factory) -> None:
+    path, raw = mmsa_pickle()
+    out = tmp_path / "c"
+    manifest_path = convert_mmsa(path, out)
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["format"] == "emoe-mmsa-npy" and manifest["label_kind"] == "mosi"
+    assert manifest["source"] == "data.pkl"
+    assert manifest["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    train = manifest["splits"]["train"]
+    assert train["n"] == 12
+    for entry in train["files"].values():
+        file = out / entry["file"]
+        assert hashlib.sha256(file.read_bytes()).hexdigest() == entry["sha256"]
+        assert file.stat().st_size == entry["bytes"]
+    assert train["files"]["text"]["shape"] == [12, 6, 16] and train["files"]["text"]["dtype"] == "<f4"
+    assert train["files"]["ids"]["dtype"].startswith("<U")  # fixed-width unicode, no object array
+    assert read_raw_text(out, "valid") == list(raw["valid"]["raw_text"])
+
+
+def test_damaged_directories_are_reported_by_file(tmp_path: Path, mmsa_pickle: Factory) -> None:
+    path, _ = mmsa_pickle()
+    out = tmp_path / "c"
+    convert_mmsa(path, out)
+    audio = out / "valid" / "audio.npy"
+    original = audio.read_bytes()
+    audio.write_bytes(original[:-10])
+    with pytest.raises(DataError, match=r"valid/audio\.npy: \d+ bytes but the manifest says"):
+        load_converted(out)
+    flipped = bytearray(original)
+    flipped[-1] ^= 0xFF
+    audio.write_bytes(bytes(flipped))
+    load_converted(out)  # same size: only a hash check notices
+    with pytest.raises(DataError, match=r"valid/audio\.npy: SHA-256 differs"):
+        load_converted(out, verify_hash=True)
+    audio.unlink()
+    with pytest.raises(DataError, match=r"valid/audio\.npy: missing"):
+        load_converted(out)
+    (out / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match="unreadable manifest"):
+        load_converted(out)
+    (out / "manifest.json").unlink()
+    with pytest.raises(DataError, match=r"no manifest\.json"):
+        load_converted(out)
+
+
+def test_refuses_to_overwrite_unless_asked(tmp_path: Path, mmsa_pickle: Factory) -> None:
+    path, _ = mmsa_pickle()
+    out = tmp_path / "c"
+    convert_mmsa(path, out)
+    with pytest.raises(DataError, match="not empty"):
+        convert_mmsa(path, out)
+    path2, _ = mmsa_pickle("other.pkl", sizes=(3, 2, 2), seed=1)
+    convert_mmsa(path2, out, overwrite=True)
+    assert len(load_converted(out).train) == 3
+
+
+def test_load_data_dispatches_by_path(tmp_path: Path, mmsa_pickle: Factory) -> None:
+    path, _ = mmsa_pickle()
+    out = tmp_path / "c"
+    convert_mmsa(path, out)
+    assert not isinstance(load_data(path).train.text, np.memmap)
+    assert isinstance(load_data(out).train.text, np.memmap)
+    assert len(load_data(out, expect=(12, 5, 7)).valid) == 5
+    with pytest.raises(DataError, match="split sizes are 12/5/7"):
+        load_data(out, expect=(1, 2, 3))
+    with pytest.raises(DataError, match=r"missing.pkl: file not found"):
+        load_data(tmp_path / "missing.pkl")
+    other = tmp_path / "data.csv"
+    other.write_text("a,b\n")
+    with pytest.raises(DataError, match="unknown data format"):
+        load_data(other)
