@@ -85,7 +85,7 @@ class SyntheticSpec:
                 e.append(f"{name}: must be a finite number >= 0, got {v!r}")
         if not (isinstance(self.signal, int | float) and np.isfinite(self.signal) and self.signal > 0):
             e.append(f"signal: must be a finite number > 0, got {self.signal!r}")
-        conc = tuple(self.concentration)
+        conc = tuple(self.concentration) if isinstance(self.concentration, tuple | list) else ()
         if len(conc) != 3 or not all(isinstance(c, int | float) and c > 0 for c in conc):
             e.append(f"concentration: must be three positive numbers (l, v, a), got {self.concentration!r}")
         if not (isinstance(self.zero_share, int | float) and 0 <= self.zero_share < 1):

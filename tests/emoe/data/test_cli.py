@@ -1,0 +1,52 @@
+"""``python -m emoe.data``: convert and info, with exit status 2 and a named file on data problems."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from emoe.data import load_converted, load_mmsa
+from emoe.data.__main__ import main
+
+Factory = Callable[..., tuple[Path, dict[str, Any]]]
+
+
+def test_convert_then_info(tmp_path: Path, mmsa_pickle: Factory, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = mmsa_pickle(len_audio=9, len_vision=11)
+    out = tmp_path / "converted"
+    assert main(["convert", str(path), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "train (n=12)" in printed
+    np.testing.assert_array_equal(load_converted(out).test.audio, load_mmsa(path).test.audio)
+    assert main(["info", str(out), "--verify"]) == 0
+    info = capsys.readouterr().out
+    assert "all SHA-256 verified" in info and "(memory-mapped)" in info
+    assert "audio_lengths  <i8" in info and "d_audio=4" in info
+    assert main(["info", str(path)]) == 0
+    assert "unpickling runs code" in capsys.readouterr().err
+
+
+def test_errors_exit_2_and_name_the_file(tmp_path: Path, mmsa_pickle: Factory,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(tmp_path / "absent.pkl")]) == 2
+    assert "absent.pkl: file not found" in capsys.readouterr().err
+    path, _ = mmsa_pickle()
+    out = tmp_path / "c"
+    assert main(["convert", str(path), str(out)]) == 0
+    assert main(["convert", str(path), str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["convert", str(path), str(out), "--expect", "mosi"]) == 2
+    assert "1284/229/686" in capsys.readouterr().err
+
+
+def test_module_entry_point_describes_synthetic() -> None:
+    run = subprocess.run([sys.executable, "-m", "emoe.data", "info", "synthetic:tiny"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "synthetic:tiny(seed=0)" in run.stdout and "reliability" in run.stdout
