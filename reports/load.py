@@ -1,0 +1,144 @@
+"""Read a study's result directory (docs/results.md, schema version 1) into pandas, checking the schema.
+
+Each table is one Parquet file per trial; files are read one by one and concatenated with permissive type
+promotion, so a column that is all-null in one trial's file (e.g. ``error``) does not break the read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ResultsError",
+    "Study",
+    "completed",
+    "load_study",
+    "read_table",
+]
+
+SCHEMA_VERSION = 1
+_KINDS = ("grid", "ablation", "search")
+_REQUIRED = {
+    "trials": ("study", "trial_id", "config_id", "variant", "seed", "status"),
+    "epochs": ("trial_id", "config_id", "variant", "seed", "epoch"),
+    "router": ("trial_id", "config_id", "variant", "seed", "sample", "label", "w_l", "w_v", "w_a"),
+}
+
+
+class ResultsError(ValueError):
+    """A result directory that is missing, incomplete or does not follow docs/results.md."""
+
+
+@dataclass
+class Study:
+    """One study's results: its description (study.json) and the trials, epochs and router tables."""
+
+    path: Path
+    meta: dict[str, Any]
+    trials: pd.DataFrame
+    epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    router: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("study") or self.path.name)
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta["kind"])
+
+    @property
+    def varied(self) -> list[str]:
+        """Parameter columns the study varies (only those present in the trials table)."""
+        return [c for c in self.meta.get("varied") or [] if c in self.trials.columns]
+
+    @property
+    def baseline(self) -> str | None:
+        return self.meta.get("baseline")
+
+    @property
+    def objective(self) -> tuple[str, str]:
+        """(metric column, mode): e.g. ``("valid_mae", "min")``; the column is ``objective`` if unknown."""
+        obj = self.meta.get("objective") or {}
+        metric, mode = str(obj.get("metric", "objective")), str(obj.get("mode", "min"))
+        column = metric if metric in self.trials.columns else "objective"
+        return column, mode
+
+    @property
+    def task(self) -> str:
+        return str(self.meta.get("task") or "regression")
+
+
+def read_table(directory: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Concatenate every visible ``*.parquet`` file of ``directory`` (sorted by name) into one frame."""
+    files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
+    if not files:
+        return pd.DataFrame(columns=list(required))
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ResultsError(f"{f}: not a readable Parquet file ({exc})") from exc
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ResultsError(f"{directory}: trial files have incompatible columns ({exc})") from exc
+    df = table.to_pandas()
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{directory}: missing required columns {missing} (see docs/results.md)")
+    return df
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    meta_file = path / "study.json"
+    if not meta_file.is_file():
+        raise ResultsError(f"{path}: no study.json; is this a study result directory (results/<study>)?")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{meta_file}: invalid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{meta_file}: expected a JSON object")
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultsError(f"{meta_file}: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+    if meta.get("kind") not in _KINDS:
+        raise ResultsError(f"{meta_file}: kind must be one of {list(_KINDS)}, got {meta.get('kind')!r}")
+    return meta
+
+
+def load_study(path: str | Path) -> Study:
+    """Load ``results/<study>``: study.json plus the trials (required), epochs and router tables."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ResultsError(f"{path}: no such results directory")
+    meta = _read_meta(path)
+    trials = read_table(path / "trials", _REQUIRED["trials"])
+    if trials.empty:
+        raise ResultsError(f"{path / 'trials'}: no trial files yet; nothing to report")
+    dup = trials["trial_id"].duplicated()
+    if dup.any():
+        raise ResultsError(f"{path / 'trials'}: duplicated trial ids {sorted(trials['trial_id'][dup].unique())}")
+    epochs = read_table(path / "epochs", _REQUIRED["epochs"]) if (path / "epochs").is_dir() else pd.DataFrame()
+    router = read_table(path / "router", _REQUIRED["router"]) if (path / "router").is_dir() else pd.DataFrame()
+    return Study(path=path, meta=meta, trials=trials, epochs=epochs, router=router)
+
+
+def completed(df: pd.DataFrame, trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows of completed trials only; for epochs/router tables pass the trials table to look statuses up."""
+    if "status" in df.columns:
+        return df[df["status"] == "completed"]
+    if trials is None:
+        raise ValueError("a table without a status column needs the trials table to find completed trials")
+    done = set(trials.loc[trials["status"] == "completed", "trial_id"])
+    return df[df["trial_id"].isin(done)]

@@ -1,0 +1,171 @@
+"""What a report contains, chosen by the study kind (grid / ablation / search) and by what the data hold.
+
+``plan(study)`` returns lazy items (a file stem and a function making a Figure, a Table or a DataFrame);
+``reports.build`` makes and writes them, so one item that cannot be drawn does not stop the others.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from reports import plots
+from reports.load import Study
+from reports.metrics import CLASSIFICATION_MAIN, REGRESSION_MAIN
+from reports.router_stats import has_reliability
+from reports.search_stats import param_importance
+from reports.stats import paired_comparison
+from reports.style import PAGE_WIDTH, new_figure
+from reports.tables import Table, ablation_table, comparison_table, results_table, status_table
+
+__all__ = ["Artifact", "Item", "focus_variant", "main_metrics", "plan", "ranked_variants"]
+
+Artifact = Figure | Table | pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Item:
+    """One output of the report: ``make()`` builds it; ``name`` is its file stem."""
+
+    section: str
+    name: str
+    make: Callable[[], Artifact]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
+
+
+def _done(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "completed"]
+
+
+def main_metrics(study: Study) -> list[str]:
+    """Headline test metrics present in the trials table (not all null), in paper order."""
+    names = CLASSIFICATION_MAIN if study.task == "classification" else REGRESSION_MAIN
+    done = _done(study.trials)
+    return [f"test_{m}" for m in names if f"test_{m}" in done.columns and done[f"test_{m}"].notna().any()]
+
+
+def ranked_variants(study: Study) -> list[str]:
+    """Variants ordered by mean objective over completed seeds, best first."""
+    col, mode = study.objective
+    means = _done(study.trials).groupby("variant")[col].mean().dropna()
+    return list(means.sort_values(ascending=mode == "min").index)
+
+
+def focus_variant(study: Study) -> str | None:
+    """The variant the router figures show: the ablation baseline, else the best configuration."""
+    ranked = ranked_variants(study)
+    if study.kind == "ablation" and study.baseline in ranked:
+        return study.baseline
+    return ranked[0] if ranked else None
+
+
+def _common(study: Study, metrics: list[str]) -> list[Item]:
+    col, _ = study.objective
+    items = [Item("Trials", "status", lambda: status_table(study.trials))]
+    if not study.epochs.empty and col in study.epochs.columns:
+        top = ranked_variants(study)[:6]
+        cols = [c for c in (col, "train_loss") if c in study.epochs.columns]
+        items.append(Item("Learning curves", "learning_curves", lambda: plots.plot_learning_curves_panels(
+            study.epochs, metrics=cols, hue="variant", order=top)))
+    return items
+
+
+def _grid(study: Study, metrics: list[str]) -> list[Item]:
+    col, _ = study.objective
+    varied = study.varied
+    items: list[Item] = []
+    shown = [col, *metrics]
+    for p in varied:
+        others = [q for q in varied if q != p]
+        numeric = pd.api.types.is_numeric_dtype(study.trials[p])
+        if numeric and len(others) <= 1:
+            hue = others[0] if others else None
+            items.append(Item("Sensitivity", f"sensitivity_{_slug(p)}", lambda p=p, hue=hue:
+                              plots.plot_sensitivity_panels(study.trials, x=p, metrics=shown, hue=hue)))
+            if {"test_acc7", "test_mae"} <= set(metrics) and hue is None:
+                items.append(Item("Sensitivity", f"sensitivity_{_slug(p)}_two_axis",
+                                  lambda p=p: plots.plot_sensitivity_two_axis(study.trials, x=p).figure))
+    if any(not pd.api.types.is_numeric_dtype(study.trials[p]) for p in varied) or len(varied) > 2:
+        base = ranked_variants(study)[0]
+        items.append(Item("Configurations", "configurations", lambda: plots.plot_ablation_panels(
+            study.trials, metrics=metrics[:3], baseline=base, kind="absolute")))
+    by = varied or ["variant"]
+    items.append(Item("Tables", "results", lambda: results_table(
+        study.trials, by=by, metrics=shown, caption="Mean ± std over seeds; best per column in bold.")))
+    return items
+
+
+def _ablation(study: Study, metrics: list[str]) -> list[Item]:
+    base = study.baseline
+    if base is None:
+        raise ValueError("ablation study without a baseline in study.json")
+    t = study.trials
+    return [
+        Item("Ablation", "ablation_delta", lambda: plots.plot_ablation_panels(t, metrics=metrics, baseline=base)),
+        Item("Ablation", "ablation_absolute", lambda: plots.plot_ablation_panels(
+            t, metrics=metrics, baseline=base, kind="absolute")),
+        Item("Tables", "ablation", lambda: ablation_table(t, baseline=base, metrics=metrics)),
+        Item("Tables", "ablation_tests", lambda: comparison_table(t, baseline=base, metrics=metrics)),
+        Item("Tables", "ablation_tests_raw", lambda: paired_comparison(_done(t), baseline=base, metrics=metrics)),
+    ]
+
+
+def _search(study: Study, metrics: list[str]) -> list[Item]:
+    col, mode = study.objective
+    t, varied = study.trials, study.varied
+
+    def progress() -> Figure:
+        fig, axes = new_figure(PAGE_WIDTH, height=2.4, ncols=2, sharey=True)
+        plots.plot_best_so_far(t, metric=col, mode=mode, x="order", ax=axes[0, 0])
+        plots.plot_best_so_far(t, metric=col, mode=mode, x="cum_epochs", ax=axes[0, 1])
+        axes[0, 1].get_legend().remove()
+        return fig
+
+    items = [Item("Search", "best_so_far", progress)]
+    if varied:
+        imp = lambda: param_importance(t, params=varied, metric=col, mode=mode)  # noqa: E731
+        items += [Item("Search", "importance", lambda: plots.plot_importance(imp()).figure),
+                  Item("Tables", "importance_raw", imp)]
+    if len(varied) >= 2:
+        items.append(Item("Search", "parallel_coordinates", lambda: plots.plot_parallel_coordinates(
+            t, params=varied, metric=col, mode=mode).figure))
+    top = ranked_variants(study)[:10]
+    items.append(Item("Tables", "top_configurations", lambda: results_table(
+        t, by=["variant", *varied], metrics=[col, *metrics], order=top,
+        caption="The 10 best configurations by the objective (mean ± std over seeds); best in bold.")))
+    return items
+
+
+def _router(study: Study) -> list[Item]:
+    r = study.router
+    if r.empty:
+        return []
+    focus = focus_variant(study)
+    if focus is None:
+        return []
+    done = r[r["trial_id"].isin(set(_done(study.trials)["trial_id"]))]
+    one = done[done["variant"] == focus]
+    by_value = study.trials.sort_values([*study.varied, "variant"], kind="stable")["variant"]
+    levels = [v for v in ([focus, *ranked_variants(study)] if study.kind != "grid" else list(by_value))
+              if v in set(done["variant"])]
+    levels = list(dict.fromkeys(levels))[:8]
+    items = [Item("Router", "router_weights", lambda: plots.plot_router_weights(
+        done, hue="variant", order=levels).figure)]
+    if has_reliability(one):
+        items.append(Item("Router", f"router_reliability_{_slug(focus)}", lambda: plots.plot_router_reliability(one)))
+    items.append(Item("Router", f"router_by_label_{_slug(focus)}", lambda: plots.plot_router_by_label(one).figure))
+    return items
+
+
+def plan(study: Study) -> list[Item]:
+    """Every item of the report of ``study``, in report order."""
+    metrics = main_metrics(study)
+    kind = {"grid": _grid, "ablation": _ablation, "search": _search}[study.kind]
+    return [*kind(study, metrics), *_common(study, metrics), *_router(study)]

@@ -1,0 +1,195 @@
+"""Paper tables: results per variant or configuration (mean ± std over seeds, n, best in bold, direction
+aware) and paired comparisons against the baseline, rendered as LaTeX (booktabs, ready to \\input) or Markdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from reports.metrics import metric_info
+from reports.stats import paired_comparison, summarize
+
+__all__ = [
+    "Table",
+    "ablation_table",
+    "comparison_table",
+    "latex_escape",
+    "results_table",
+    "status_table",
+    "to_latex",
+    "to_markdown",
+]
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "Δ": r"$\Delta$",
+                  "λ": r"$\lambda$", "τ": r"$\tau$", "α": r"$\alpha$"}
+
+
+@dataclass
+class Table:
+    """A rendered-agnostic table: header, string cells, which cells are bold, alignment and a caption."""
+
+    header: list[str]
+    rows: list[list[str]]
+    align: str  # one of l/r/c per column
+    caption: str = ""
+    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column)
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters (and map ±, −, arrows, Greek letters to math)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _num(x: float, decimals: int) -> str:
+    if not np.isfinite(x):
+        return "–"
+    s = f"{x:.{decimals}f}"
+    if float(s) == 0:
+        s = s.lstrip("-")  # no "-0.0"
+    return s.replace("-", "−")
+
+
+def _mean_std(mean: float, std: float, decimals: int) -> str:
+    return _num(mean, decimals) if not np.isfinite(std) else f"{_num(mean, decimals)} ± {_num(std, decimals)}"
+
+
+_SPLIT_SHORT = {"valid": "Val.", "test": "Test", "train": "Train"}
+
+
+def _header(col: str, split: bool = False) -> str:
+    info = metric_info(col)
+    arrow = "↑" if info.higher_is_better else "↓"
+    name = f"{_SPLIT_SHORT[info.split]} {info.name}" if split and info.split else info.name
+    return f"{name} (%) {arrow}" if info.percent else f"{name} {arrow}"
+
+
+def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Sequence[str],
+                  order: Sequence[object] | None = None, caption: str = "") -> Table:
+    """One row per group (e.g. variant, or a grid's parameter values): n seeds and mean ± std of each metric
+    over the completed trials; the best mean per column (rounded as shown, ties included) is bold."""
+    keys = [by] if isinstance(by, str) else list(by)
+    data = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
+    summ = summarize(data, keys, metrics)
+    groups = summ[keys].drop_duplicates()
+    if order is not None:
+        pos = {v: i for i, v in enumerate(order)}
+        groups = groups.assign(_o=groups[keys[0]].map(pos)).dropna(subset=["_o"]).sort_values("_o")
+    split = len({metric_info(m).split for m in metrics}) > 1
+    table = Table(header=[*keys, "n", *(_header(m, split) for m in metrics)], rows=[],
+                  align="l" * len(keys) + "r" * (1 + len(metrics)), caption=caption)
+    shown: dict[str, list[float]] = {m: [] for m in metrics}
+    for _, g in groups.iterrows():
+        sel = (summ[keys] == g[keys].to_numpy()).all(axis=1)
+        part = summ[sel].set_index("metric")
+        cells = [f"{g[k]:g}" if isinstance(g[k], float) else str(g[k]) for k in keys]
+        cells.append(str(int(part["n"].max())))
+        for m in metrics:
+            info = metric_info(m)
+            mean, std = part.loc[m, "mean"] * info.scale, part.loc[m, "std"] * info.scale
+            cells.append(_mean_std(mean, std, info.decimals))
+            shown[m].append(round(mean, info.decimals) if np.isfinite(mean) else np.nan)
+        table.rows.append(cells)
+    for j, m in enumerate(metrics):
+        vals = np.array(shown[m], dtype=float)
+        if np.isfinite(vals).any():
+            best = np.nanmax(vals) if metric_info(m).higher_is_better else np.nanmin(vals)
+            table.bold |= {(i, len(keys) + 1 + j) for i in np.flatnonzero(vals == best)}
+    return table
+
+
+def ablation_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[str],
+                   group: str = "variant") -> Table:
+    """Variants (baseline first) with mean ± std over seeds and n; best in bold."""
+    done = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
+    names = [baseline, *[v for v in pd.unique(done[group]) if v != baseline]]
+    n_seeds = done.groupby(group)["seed"].nunique()
+    n_text = (f"seeds (n per row, {n_seeds.min()}–{n_seeds.max()})" if n_seeds.min() != n_seeds.max()
+              else f"n={n_seeds.max()} seeds")
+    cap = (f"Mean ± std over {n_text} of the metrics at the epoch selected on validation; best per column "
+           "in bold; accuracies and F1 in %.")
+    table = results_table(done, by=group, metrics=metrics, order=names, caption=cap)
+    table.header[0] = "Variant"
+    return table
+
+
+def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[str], group: str = "variant",
+                     comparison: pd.DataFrame | None = None) -> Table:
+    """Paired differences to the baseline: Δ mean ± std over seeds, 95% CI, n pairs, paired t and Wilcoxon
+    p-values (Holm-corrected per metric); p < 0.05 in bold, notes where a test is undefined."""
+    done = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
+    comp = comparison if comparison is not None else paired_comparison(
+        done, baseline=baseline, metrics=metrics, group=group)
+    k = comp[group].nunique()
+    caption = (f"Δ = variant − {baseline}, paired by seed (accuracies in percentage points). "
+               f"p: two-sided paired t-test and Wilcoxon signed-rank, Holm-corrected over the {k} variants per "
+               "metric; p < 0.05 in bold.")
+    notes = [[n for n in str(note).split("; ") if n and not n.startswith("Wilcoxon cannot")]
+             for note in comp["note"]]
+    if comp["note"].astype(str).str.contains("Wilcoxon cannot").any():
+        caption += (" With n pairs the smallest two-sided Wilcoxon p is 2/2^n, so it cannot reach 0.05 with "
+                    "fewer than 6 seeds.")
+    with_notes = any(notes)
+    table = Table(header=["Variant", "Metric", f"Δ vs {baseline}", "95% CI", "n pairs", "p (t, Holm)",
+                          "p (Wilcoxon, Holm)", *(["note"] if with_notes else [])], rows=[],
+                  align="llrrrrr" + ("l" if with_notes else ""), caption=caption)
+    for i, (r, note) in enumerate(zip(comp.itertuples(index=False), notes)):
+        info = metric_info(r.metric)
+        s, d = info.scale, info.decimals
+        ci = f"[{_num(r.diff_ci_low * s, d)}, {_num(r.diff_ci_high * s, d)}]" if np.isfinite(r.diff_ci_low) else "–"
+        p_t, p_w = r.p_t_holm, r.p_wilcoxon_holm
+        table.rows.append([str(getattr(r, group)), info.name, _mean_std(r.diff_mean * s, r.diff_std * s, d), ci,
+                           str(r.n_pairs), _p(p_t), _p(p_w), *(["; ".join(note)] if with_notes else [])])
+        table.bold |= {(i, j) for j, p in ((5, p_t), (6, p_w)) if np.isfinite(p) and p < 0.05}
+    return table
+
+
+def _p(p: float) -> str:
+    if not np.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def status_table(trials: pd.DataFrame, group: str = "variant") -> Table:
+    """Trials per status and group, so failed, diverged and pruned trials are never silently dropped."""
+    counts = trials.groupby([group, "status"]).size().unstack(fill_value=0)
+    statuses = [s for s in ("completed", "pruned", "failed", "diverged") if s in counts.columns]
+    statuses += [s for s in counts.columns if s not in statuses]
+    rows = [[str(g), *(str(int(counts.loc[g, s])) for s in statuses)] for g in counts.index]
+    return Table(header=[group, *statuses], rows=rows, align="l" + "r" * len(statuses),
+                 caption="Trials per status (only completed trials enter the statistics).")
+
+
+def _cell(table: Table, i: int, j: int, text: str, latex: bool) -> str:
+    body = latex_escape(text) if latex else text.replace("|", "\\|")
+    if (i, j) in table.bold:
+        return rf"\textbf{{{body}}}" if latex else f"**{body}**"
+    return body
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), caption as a comment, cells escaped."""
+    lines = [f"% {table.caption}" if table.caption else "% table generated by python -m reports",
+             "% requires \\usepackage{booktabs}", rf"\begin{{tabular}}{{{table.align}}}", r"\toprule",
+             " & ".join(latex_escape(h) for h in table.header) + r" \\", r"\midrule"]
+    lines += [" & ".join(_cell(table, i, j, c, True) for j, c in enumerate(row)) + r" \\"
+              for i, row in enumerate(table.rows)]
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def to_markdown(table: Table) -> str:
+    """A GitHub-flavoured Markdown table with the caption in italics below it."""
+    rule = {"l": ":--", "r": "--:", "c": ":-:"}
+    out = ["| " + " | ".join(h.replace("|", "\\|") for h in table.header) + " |",
+           "|" + "|".join(rule[a] for a in table.align) + "|"]
+    out += ["| " + " | ".join(_cell(table, i, j, c, False) for j, c in enumerate(row)) + " |"
+            for i, row in enumerate(table.rows)]
+    if table.caption:
+        out += ["", f"*{table.caption}*"]
+    return "\n".join(out) + "\n"
