@@ -1,0 +1,74 @@
+"""The plan as text (``--dry-run``): what runs, how many trials, and what it should cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.cost import CostEstimate, estimate_cost, format_duration, parallel_slots
+from harness.plan import Plan
+
+__all__ = ["describe_plan", "plan_cost"]
+
+
+def _param_text(spec: dict[str, Any]) -> str:
+    kind = spec["type"]
+    if kind == "categorical":
+        text = "one of " + ", ".join(repr(c) for c in spec["choices"])
+    else:
+        text = f"{kind} [{spec['low']}, {spec['high']}]" + (f" step {spec['step']}" if spec.get("step") else "")
+        text += " log" if spec.get("log") else ""
+    if spec.get("when"):
+        text += " when " + ", ".join(f"{k}={v}" for k, v in spec["when"].items())
+    return text
+
+
+def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None) -> CostEstimate:
+    """Cost estimate of a plan on this machine (or ``cpus`` cores)."""
+    s = plan.spec
+    slots = parallel_slots(s.resources.cpus, s.resources.gpus, cpus=cpus, gpus=max(1, int(s.resources.gpus)),
+                           concurrency=s.concurrency)
+    if plan.trials:
+        by_config = {t["config_id"]: t for t in plan.trials}
+        configs = [plan.factory.config(dict(t["params"]), t["seed"]) for t in by_config.values()]
+    else:
+        configs = [] if plan.factory.check({}) else [plan.factory.config({})]
+    return estimate_cost(configs, plan.data.data, trials=plan.n_trials, slots=slots,
+                         threads=max(1, int(s.resources.cpus)), measure=measure)
+
+
+def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None) -> str:
+    """Multi-line description: study, data, objective, scheduler, configurations, trial count, cost."""
+    s, d = plan.spec, plan.data
+    sizes = d.sizes
+    lines = [f"study {s.name} ({plan.kind})" + (f": {s.description.strip()}" if s.description.strip() else ""),
+             f"data: {d.description} — train {sizes['train']} / valid {sizes['valid']} / test {sizes['test']}, "
+             f"task {d.task}",
+             f"objective: {s.objective.metric} ({s.mode}) at the epoch selected on validation loss",
+             f"scheduler: {s.scheduler_name}; per trial {s.resources.cpus:g} CPU, {s.resources.gpus:g} GPU; "
+             f"concurrency {s.concurrency or 'as resources allow'}; max_failures {s.max_failures}"
+             + (f"; time budget {format_duration(s.time_budget_s)}" if s.time_budget_s else "")]
+    if s.search is not None:
+        lines.append(f"search: {s.search.sampler} sampler (seed {s.search.seed}), {s.search.n_trials} "
+                     f"configurations x {len(s.seeds)} seed(s) {s.seeds} = {plan.n_trials} trials")
+        for path, p in s.search.params.items():
+            lines.append(f"  {path}: {_param_text(p.model_dump())}")
+        if plan.feasible is not None and plan.feasible < 1:
+            lines.append(f"  {100 * (1 - plan.feasible):.0f}% of the space violates a constraint; such "
+                         "proposals are rejected (told to Optuna as infeasible) and never run")
+    else:
+        base = f" (baseline: {s.ablation.baseline})" if s.ablation is not None else ""
+        lines.append(f"configurations: {len(plan.points)}{base} x seeds {s.seeds} = {plan.n_trials} trials")
+        ids = {t["variant"]: t["config_id"] for t in plan.trials}
+        width = max(len(p.label) for p in plan.points)
+        for p in plan.points:
+            values = ", ".join(f"{k}={v!r}" for k, v in p.overrides.items())
+            lines.append(f"  {p.label:<{width}}  config {ids.get(p.label, '?')}" + (f"  {values}" if values else ""))
+    cost = plan_cost(plan, measure=measure, cpus=cpus)
+    if cost.epoch_s is None:
+        lines.append(f"cost: {cost.trials} trials x up to {cost.epochs} epochs (step time not measured)")
+    else:
+        lines.append(f"cost: {cost.trials} trials x up to {cost.epochs} epochs x {cost.epoch_s:.2f} s/epoch "
+                     f"(measured here) = {format_duration(cost.trial_time_s or 0)} of trial time; "
+                     f"{cost.slots} at a time: about {format_duration(cost.wall_s or 0)} wall-clock (an upper "
+                     "bound: early stopping and pruning end trials sooner)")
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""Driver-side recording of trials that cannot write their own row: pruned and failed ones.
+
+A trial writes its ``trials/`` row itself when training ends (completed, diverged, or failed inside
+training). ``ResultRecorder`` is a Tune callback that fills the gaps as they happen: a trial that Tune
+stopped without a finished row was stopped by the scheduler (pruned); a trial Tune gave up on after its
+retries (node lost, worker killed) is failed with Tune's error text. ``reconcile`` does the same from
+the final ``ResultGrid``, so a row missed while the driver was down is written at the end of a resume.
+Tune marks a result ``done`` when the trial returned or the scheduler stopped it; a trial interrupted
+with the driver is not done and gets no row (``--resume`` continues it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+from harness.trainable import FINISHED, TrialContext, write_row_from_metrics
+
+__all__ = ["ResultRecorder", "error_summary", "reconcile", "record_outcome"]
+
+
+def error_summary(text: str | None, limit: int = 2000) -> str:
+    """The useful end of an error trace: the last lines, at most ``limit`` characters."""
+    if not text:
+        return "failed without an error message"
+    text = str(text).strip()
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def record_outcome(ctx: TrialContext, trial: dict[str, Any], metrics: dict[str, Any] | None,
+                   error: str | None) -> str | None:
+    """Write the row of a trial Tune finished with, unless the trial wrote a final one; the status."""
+    status = ctx.store.status(trial["trial_id"])
+    if error is not None:
+        if status in (*FINISHED, "failed"):
+            return status
+        write_row_from_metrics(ctx, trial, metrics, status="failed", error=error_summary(error))
+        return "failed"
+    if status in FINISHED:
+        return status
+    if not (metrics or {}).get("done"):
+        return status  # not settled: interrupted, or never started (the time budget ran out first)
+    write_row_from_metrics(ctx, trial, metrics, status="pruned", error=None)
+    return "pruned"
+
+
+class ResultRecorder(tune.Callback):
+    """Tune callback: rows for pruned and failed trials, written as soon as Tune settles them."""
+
+    def __init__(self, ctx: TrialContext):
+        self.ctx = ctx
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if "trial" in trial.config:
+            record_outcome(self.ctx, trial.config["trial"], trial.last_result, None)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if "trial" in trial.config:
+            text = trial.get_error() or f"trial errored after {trial.num_failures} failure(s)"
+            record_outcome(self.ctx, trial.config["trial"], trial.last_result, str(text))
+
+
+def reconcile(ctx: TrialContext, results: Any) -> dict[str, int]:
+    """Record every settled trial of a ``ResultGrid`` that has no final row; counts of final statuses."""
+    written: dict[str, int] = {}
+    for result in results:
+        trial = (result.config or {}).get("trial")
+        if trial is None:
+            continue
+        error = None if result.error is None else str(result.error)
+        status = record_outcome(ctx, trial, result.metrics, error)
+        if status is not None:
+            written[status] = written.get(status, 0) + 1
+    return written

@@ -1,0 +1,193 @@
+"""Command line: ``python -m harness.run STUDY.yaml [--set path=value] [--results DIR] [--dry-run] ...``.
+
+Exit status: 0 the study ran (or the plan was printed), 1 an unexpected error while running, 2 the study
+cannot run as asked (bad spec, bad data, study already exists, ...) — in which case nothing was created
+and Ray was not started. 130 when interrupted (``--resume`` continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from emoe.data.checks import DataError
+from harness.errors import SpecError, StudyExistsError
+from harness.params import flatten
+from harness.spec import StudySpec, dump_spec, load_spec
+
+__all__ = ["RESUME_FREE", "main", "parse_args", "prepare"]
+
+#: Spec fields that may change between a run and its ``--resume``.
+RESUME_FREE = frozenset({"description", "concurrency", "time_budget_s", "max_failures", "report"})
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m harness.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", help="study file (YAML), e.g. studies/distill_weight.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a study field, value parsed as YAML (repeatable), "
+                        "e.g. --set base.train.max_epochs=3 --set seeds=[1,2]")
+    p.add_argument("--results", default="results", metavar="DIR", help="results root (default: results/)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and cost estimate; start nothing")
+    p.add_argument("--no-measure", action="store_true", help="with --dry-run: do not time a training step")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    p.add_argument("--retry-failed", action="store_true", help="with --resume: run failed trials again")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="join a running Ray cluster instead of starting a local one")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)")
+    p.add_argument("--num-gpus", type=int, default=None, help="GPUs of the local Ray runtime (default: all)")
+    p.add_argument("--progress-every", type=float, default=10.0, metavar="S",
+                   help="seconds between progress lines (default 10)")
+    p.add_argument("--verbose", action="store_true", help="show the trials' own output and Ray's logs")
+    return p.parse_args(argv)
+
+
+def spec_fingerprint(spec: StudySpec) -> dict[str, Any]:
+    """The spec fields a resume must not change, flattened (for comparing a run with its resume)."""
+    return {k: v for k, v in flatten(json.loads(spec.model_dump_json())).items()
+            if k.split(".", 1)[0] not in RESUME_FREE}
+
+
+def _fingerprint_hash(fp: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_existing(store: Any, spec: StudySpec, resume: bool) -> dict[str, Any] | None:
+    """The previous run's study.json when resuming it; refuses to overwrite, or to resume a changed spec."""
+    if not store.exists():
+        return None
+    info = store.read_info()
+    state = info.get("status", "running")
+    if not resume:
+        raise StudyExistsError(f"{store.dir} already holds study {spec.name!r} ({state}); add --resume to "
+                               "continue it, or choose another --results DIR or --set name=...")
+    if info.get("results_dir") not in (None, str(store.dir)):
+        raise StudyExistsError(f"{store.dir}: this study was started in {info['results_dir']}; resume it there "
+                               "(Tune's state refers to absolute paths)")
+    old = info.get("fingerprint", {})
+    new = spec_fingerprint(spec)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if old and changed:
+        raise SpecError([f"{k}: was {old.get(k)!r} when the study started, now {new.get(k)!r}" for k in changed]
+                        + ["(a resumed study must keep its spec; start a new study to change these)"],
+                        source=spec.name)
+    return info
+
+
+def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
+    """Validate everything that can be checked before starting: spec, results path, data, plan."""
+    from harness.data import load_study_data
+    from harness.plan import build_plan
+    from harness.sink import ResultStore
+
+    spec = load_spec(args.spec, args.set)
+    store = ResultStore(args.results, spec.name)
+    previous = check_existing(store, spec, args.resume)
+    text_input = str(flatten(spec.base).get("model.text_input", "features"))
+    data = load_study_data(spec.data, text_input=text_input)
+    plan = build_plan(spec, data)
+    return plan, store, previous
+
+
+def _study_info(plan: Any, store: Any, version: str) -> dict[str, Any]:
+    s = plan.spec
+    fp = spec_fingerprint(s)
+    return {"schema_version": 1, "study": s.name, "kind": plan.kind, "varied": plan.varied,
+            "objective": {"metric": s.objective.metric, "mode": s.mode},
+            "baseline": s.ablation.baseline if s.ablation is not None else None,
+            "seeds": list(s.seeds), "data": plan.data.description, "task": plan.data.task,
+            "label_kind": plan.data.data.label_kind, "n_trials": plan.n_trials,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "status": "running",
+            "results_dir": str(store.dir), "code_version": version, "fingerprint": fp,
+            "spec_hash": _fingerprint_hash(fp)}
+
+
+def _finish(plan: Any, store: Any) -> None:
+    from harness.summary import format_summary
+
+    trials = store.read_trials()
+    print(format_summary(trials, objective=plan.spec.objective.metric, mode=plan.spec.mode, varied=plan.varied))
+    print(f"results: {store.dir}")
+    report = plan.spec.report
+    if report:
+        try:
+            from reports.build import build_report
+        except ImportError:
+            print("report: the reports package has no build_report yet; skipped "
+                  f"(run `python -m reports {store.dir}` later)")
+            return
+        options = report if isinstance(report, dict) else {}
+        try:
+            out = build_report(store.dir, **options)
+            print(f"report: {out}")
+        except Exception as exc:  # a failed report must not lose a finished study
+            print(f"report: failed ({type(exc).__name__}: {exc}); the results are intact", file=sys.stderr)
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Prepare, then dry-run or run the study; returns the exit status."""
+    try:
+        plan, store, previous = prepare(args)
+    except (SpecError, StudyExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"error: {args.spec}: data: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        from harness.describe import describe_plan
+
+        print(describe_plan(plan, measure=not args.no_measure, cpus=args.num_cpus))
+        print(f"results would go to {store.dir}" + (" (resuming)" if previous else ""))
+        return 0
+    if previous is not None and previous.get("status") == "finished":
+        print(f"study {plan.spec.name} is already finished; nothing to resume")
+        _finish(plan, store)
+        return 0
+    if args.resume and previous is None:
+        print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
+    from harness.cluster import RaySettings
+    from harness.runner import RunOptions, code_version, run_tune
+
+    version = code_version()
+    options = RunOptions(resume=previous is not None, retry_failed=args.retry_failed,
+                         ray=RaySettings(address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                                         log_to_driver=args.verbose), progress_interval_s=args.progress_every)
+    try:
+        with store.lock():
+            if previous is None:
+                store.create(dump_spec(plan.spec), _study_info(plan, store, version))
+            else:
+                store.update_info(status="running", resumed_at=datetime.now(UTC).isoformat(timespec="seconds"))
+            print(f"study {plan.spec.name}: {plan.n_trials} trials -> {store.dir}", flush=True)
+            outcome = run_tune(plan, store, options, version)
+            status = "finished" if outcome.complete else "incomplete"
+            store.update_info(status=status, finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                              counts=outcome.counts)
+    except StudyExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python -m harness.run {args.spec} --resume", file=sys.stderr)
+        return 130
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
+    print(f"study {plan.spec.name} {status}: {counts or 'no trials recorded'}")
+    if not outcome.complete:
+        print(f"some trials did not run; continue with: python -m harness.run {args.spec} --resume")
+    _finish(plan, store)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m harness.run``."""
+    return execute(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

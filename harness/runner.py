@@ -1,0 +1,174 @@
+"""Running a planned study on Ray Tune: the Tuner, its scheduler and searcher, resume, and recording.
+
+Grids and ablations use Tune's own variant generation (one ``grid_search`` entry per trial, no
+searcher, FIFO unless the study names a scheduler); searches use ``StudySearch`` (Optuna, persisted in
+``optuna.journal``) with ASHA by default. The data go once into Ray's object store through
+``tune.with_parameters``. Tune's experiment state lives in ``<study>/tune`` and ``--resume`` restores it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.cluster import RaySettings, cluster_resources, ray_session
+from harness.plan import Plan
+from harness.progress import ProgressPrinter
+from harness.recorder import ResultRecorder, reconcile
+from harness.sink import ResultStore
+from harness.trainable import TrialContext, emoe_trainable
+
+__all__ = ["RunOptions", "RunOutcome", "code_version", "make_context", "make_scheduler", "run_tune"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: resume a previous run, retry its failed trials, where Ray is, how often to print."""
+
+    resume: bool = False
+    retry_failed: bool = False
+    ray: RaySettings = field(default_factory=RaySettings)
+    progress_interval_s: float = 10.0
+
+
+@dataclass
+class RunOutcome:
+    """What a run of Tune left: final status counts and whether every planned trial has a row."""
+
+    counts: dict[str, int]
+    complete: bool
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the source tree when available (``0.1.0+g1a2b3c4``)."""
+    import emoe
+
+    version = emoe.__version__
+    try:
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{version}+g{commit}" + (".dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return version
+
+
+def make_context(plan: Plan, store: ResultStore, version: str) -> TrialContext:
+    """The per-study context every trial receives."""
+    s = plan.spec
+    return TrialContext(store=store, label_kind=plan.data.data.label_kind, objective=s.objective.metric,
+                        mode=s.mode, cpus=s.resources.cpus, gpus=s.resources.gpus, code_version=version,
+                        data=plan.data.description, checkpoint_every=s.checkpoint_every)
+
+
+def make_scheduler(plan: Plan) -> Any:
+    """The Tune scheduler the study names, on ``training_iteration`` (= epochs), budget max_epochs."""
+    from ray.tune.schedulers import (
+        AsyncHyperBandScheduler,
+        FIFOScheduler,
+        HyperBandScheduler,
+        MedianStoppingRule,
+    )
+
+    sch, max_t = plan.spec.scheduler, plan.max_epochs
+    name = plan.spec.scheduler_name
+    if name == "asha":
+        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t,
+                                       grace_period=min(sch.grace_period, max_t),
+                                       reduction_factor=sch.reduction_factor, brackets=sch.brackets)
+    if name == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", max_t=max_t,
+                                  reduction_factor=sch.reduction_factor)
+    if name == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=sch.grace_period,
+                                  min_samples_required=3)
+    return FIFOScheduler()
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial directory names (long ones break some file systems, ray#29586)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _searcher(plan: Plan, store: ResultStore) -> Any:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from harness.search import StudySearch, make_sampler
+
+    s = plan.spec.search
+    assert s is not None and plan.space is not None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(store.journal_path)))
+    return StudySearch(plan.space, plan.factory, store, metric="objective", mode=plan.spec.mode,
+                       sampler=make_sampler(s.sampler, s.sampler_options, s.seed), storage=storage,
+                       study_name=plan.spec.name)
+
+
+def _concurrency(plan: Plan) -> int | None:
+    if plan.spec.concurrency is not None:
+        return plan.spec.concurrency
+    if plan.spec.search is None:
+        return None  # Tune packs as many trials as the resources allow
+    res = cluster_resources()
+    slots = int(res["CPU"] // plan.spec.resources.cpus) if plan.spec.resources.cpus else 1
+    if plan.spec.resources.gpus:
+        slots = min(slots, int(res["GPU"] // plan.spec.resources.gpus))
+    return max(1, slots)
+
+
+def _tuner(plan: Plan, store: ResultStore, trainable: Any, callbacks: list[Any]) -> Any:
+    from ray import tune
+
+    s = plan.spec
+    search = s.search is not None
+    tune_config = tune.TuneConfig(
+        metric="objective", mode=s.mode, scheduler=make_scheduler(plan),
+        search_alg=_searcher(plan, store) if search else None,
+        num_samples=plan.n_trials if search else 1, max_concurrent_trials=_concurrency(plan),
+        time_budget_s=s.time_budget_s, trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
+        reuse_actors=True)
+    run_config = tune.RunConfig(
+        name=store.tune_dir.name, storage_path=str(store.tune_dir.parent),
+        failure_config=tune.FailureConfig(max_failures=s.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2), callbacks=callbacks, verbose=0)
+    param_space = {} if search else {"trial": tune.grid_search(plan.trials)}
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+#: Tune settings for a quiet driver: the legacy reporter at verbosity 0 prints no status tables (the
+#: harness prints its own progress), and the forced experiment snapshots that come with
+#: ``CheckpointConfig(num_to_keep)`` are expected, not a warning. Users may override them.
+_QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) -> RunOutcome:
+    """Run (or resume) the study's trials on Ray Tune; every settled trial ends with exactly one row."""
+    from ray import tune
+
+    for key, value in _QUIET_TUNE.items():
+        os.environ.setdefault(key, value)
+
+    data = plan.data.data
+    data_bytes = sum(split.nbytes for split in data.splits().values())
+    with ray_session(options.ray, data_bytes=data_bytes):
+        ctx = make_context(plan, store, version)
+        trainable = tune.with_resources(tune.with_parameters(emoe_trainable, data=data, ctx=ctx),
+                                        {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
+        callbacks = [ResultRecorder(ctx), ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
+                                                          mode=plan.spec.mode, interval_s=options.progress_interval_s)]
+        if options.resume and tune.Tuner.can_restore(str(store.tune_dir)):
+            tuner = tune.Tuner.restore(str(store.tune_dir), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=options.retry_failed)
+        else:
+            tuner = _tuner(plan, store, trainable, callbacks)
+        results = tuner.fit()
+        counts = reconcile(ctx, results)
+    complete = sum(counts.values()) >= plan.n_trials
+    return RunOutcome(counts, complete)
