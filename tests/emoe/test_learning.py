@@ -25,6 +25,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # ~15 s alone, 20+ s when the shared machine is busy
 def test_small_emoe_beats_mean_predictor_and_router_tracks_true_reliability():
     # Sequences of 8 steps and 1200 training samples: the faithful flattened router has
     # L * (d_t + d_v + d_a)^2 / 8 first-layer weights (26k here). At the "small" preset's 20 steps and 600
