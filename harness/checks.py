@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emoe.metrics import METRIC_NAMES, metric_mode
-from harness.params import DATA_FIELDS, FIELDS, SEED_PATH, check_path, coerce, flatten
+from harness.params import DATA_FIELDS, FIELDS, SEED_PATH, apply_overrides, check_path, coerce, flatten
 from harness.space import Point, SearchSpace, ablation_points, check_point, feasible_fraction, grid_points
 from harness.spec import DataSpec, StudySpec, is_safe_name
 
@@ -179,7 +179,24 @@ def check_semantics(spec: StudySpec) -> tuple[StudySpec, list[str]]:
                       f", mode {spec.objective.mode!r} would pick the worst trials")
     if not errors and spec.kind != "search":
         errors += _check_points(spec)
+    if not errors:
+        spec = _normalised(spec)
     return spec, errors
+
+
+def _normalised(spec: StudySpec) -> StudySpec:
+    """Values converted to their field types (``"1e-3"`` -> 0.001), so spec.yaml and resume checks agree."""
+    def typed(tree: dict[str, Any]) -> dict[str, Any]:
+        return {p: coerce(p, v) for p, v in flatten(tree).items()}
+
+    update: dict[str, Any] = {"base": apply_overrides({}, typed(spec.base))}
+    update["base"] = {sec: fields for sec, fields in update["base"].items() if fields}
+    if spec.grid is not None:
+        update["grid"] = {p: [coerce(p, v) for v in values] for p, values in spec.grid.items()}
+    if spec.ablation is not None:
+        variants = {name: typed(ov or {}) for name, ov in spec.ablation.variants.items()}
+        update["ablation"] = spec.ablation.model_copy(update={"variants": variants})
+    return spec.model_copy(update=update)
 
 
 def describe_point(point: Point) -> str:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from harness.cost import CostEstimate, estimate_cost, format_duration, parallel_slots
 from harness.plan import Plan
+from harness.space import RandomTrial
 
 __all__ = ["describe_plan", "plan_cost"]
 
@@ -22,6 +25,20 @@ def _param_text(spec: dict[str, Any]) -> str:
     return text
 
 
+def sample_points(plan: Plan, n: int) -> list[dict[str, Any]]:
+    """Up to ``n`` valid random points of a search space (seeded), to time a search's trials."""
+    assert plan.space is not None
+    rng = np.random.default_rng(plan.spec.search.seed if plan.spec.search else 0)
+    points: list[dict[str, Any]] = []
+    for _ in range(50 * n):
+        overrides = plan.space(RandomTrial(rng))
+        if not plan.factory.check(overrides):
+            points.append(overrides)
+        if len(points) == n:
+            break
+    return points
+
+
 def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None) -> CostEstimate:
     """Cost estimate of a plan on this machine (or ``cpus`` cores)."""
     s = plan.spec
@@ -31,7 +48,7 @@ def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None) -> C
         by_config = {t["config_id"]: t for t in plan.trials}
         configs = [plan.factory.config(dict(t["params"]), t["seed"]) for t in by_config.values()]
     else:
-        configs = [] if plan.factory.check({}) else [plan.factory.config({})]
+        configs = [plan.factory.config(p) for p in sample_points(plan, 3)]
     return estimate_cost(configs, plan.data.data, trials=plan.n_trials, slots=slots,
                          threads=max(1, int(s.resources.cpus)), measure=measure)
 

@@ -88,7 +88,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
 
     spec = load_spec(args.spec, args.set)
     store = ResultStore(args.results, spec.name)
-    previous = check_existing(store, spec, args.resume)
+    previous = check_existing(store, spec, args.resume or args.dry_run)
     text_input = str(flatten(spec.base).get("model.text_input", "features"))
     data = load_study_data(spec.data, text_input=text_input)
     plan = build_plan(spec, data)
@@ -115,17 +115,16 @@ def _finish(plan: Any, store: Any) -> None:
     print(format_summary(trials, objective=plan.spec.objective.metric, mode=plan.spec.mode, varied=plan.varied))
     print(f"results: {store.dir}")
     report = plan.spec.report
-    if report:
+    if report is not None:
         try:
             from reports.build import build_report
         except ImportError:
             print("report: the reports package has no build_report yet; skipped "
                   f"(run `python -m reports {store.dir}` later)")
             return
-        options = report if isinstance(report, dict) else {}
         try:
-            out = build_report(store.dir, **options)
-            print(f"report: {out}")
+            written = build_report(store.dir, formats=report.formats)
+            print(f"report: {len(written)} files under {store.dir} (figures/, tables/, report.md)")
         except Exception as exc:  # a failed report must not lose a finished study
             print(f"report: failed ({type(exc).__name__}: {exc}); the results are intact", file=sys.stderr)
 
@@ -144,7 +143,8 @@ def execute(args: argparse.Namespace) -> int:
         from harness.describe import describe_plan
 
         print(describe_plan(plan, measure=not args.no_measure, cpus=args.num_cpus))
-        print(f"results would go to {store.dir}" + (" (resuming)" if previous else ""))
+        state = f" (holds a {previous.get('status', 'running')} run of this study)" if previous else ""
+        print(f"results: {store.dir}{state}")
         return 0
     if previous is not None and previous.get("status") == "finished":
         print(f"study {plan.spec.name} is already finished; nothing to resume")

@@ -22,6 +22,7 @@ from harness.params import apply_overrides, build_config, coerce, flatten, forma
 
 __all__ = [
     "Point",
+    "RandomTrial",
     "SearchSpace",
     "ablation_points",
     "check_point",
@@ -124,7 +125,7 @@ class SearchSpace:
         return chosen
 
 
-class _RandomTrial:
+class RandomTrial:
     """Just enough of ``optuna.Trial`` to draw uniformly at random (feasibility checks without a study)."""
 
     def __init__(self, rng: np.random.Generator):
@@ -153,7 +154,7 @@ def feasible_fraction(space: SearchSpace, base: Mapping[str, Any], dims: Mapping
     rng = np.random.default_rng(seed)
     ok, errors = 0, []
     for _ in range(draws):
-        _, errs = check_point(base, Point("draw", space(_RandomTrial(rng))), dims)
+        _, errs = check_point(base, Point("draw", space(RandomTrial(rng))), dims)
         ok += not errs
         errors.extend(e for e in errs if e not in errors)
     return ok / draws, errors

@@ -26,6 +26,7 @@ __all__ = [
     "FloatParam",
     "IntParam",
     "ObjectiveSpec",
+    "ReportSpec",
     "ResourcesSpec",
     "SchedulerSpec",
     "SearchSpec",
@@ -188,6 +189,12 @@ class ResourcesSpec(_Strict):
         return self
 
 
+class ReportSpec(_Strict):
+    """Figures and tables made by the reports package when the study ends (``report: true`` = defaults)."""
+
+    formats: list[Literal["png", "pdf", "svg"]] = Field(default_factory=lambda: ["png", "pdf"], min_length=1)
+
+
 class StudySpec(_Strict):
     """A whole study. At most one of ``grid``, ``ablation``, ``search`` (none: the base config alone)."""
 
@@ -206,7 +213,14 @@ class StudySpec(_Strict):
     time_budget_s: float | None = Field(default=None, gt=0)
     max_failures: int = Field(default=2, ge=0)
     checkpoint_every: int = Field(default=1, ge=0)  # epochs between checkpoints; 0 = never
-    report: bool | dict[str, Any] = False
+    report: ReportSpec | None = None
+
+    @field_validator("report", mode="before")
+    @classmethod
+    def _report_flag(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        return None if v is False else v
 
     @field_validator("seeds")
     @classmethod
