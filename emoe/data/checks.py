@@ -38,12 +38,14 @@ def check_compatible(data: DataSet, model: ModelConfig) -> None:
         if field == "d_text" and (token_text or model.text_input == "bert"):
             continue
         if dims[field] != getattr(model, field):
-            errors.append(f"{field}: the model expects {getattr(model, field)} but the data have {dims[field]}")
+            errors.append(f"{field}: the model expects {getattr(model, field)} "
+                          f"but the data have {dims[field]}")
     labels = data.train.labels
     if data.label_kind == "classification":
         n_classes = int(np.max(labels)) + 1 if len(labels) else 0
         if model.n_outputs < 2:
-            errors.append("n_outputs: the data hold class labels but the model has a single regression output")
+            errors.append("n_outputs: the data hold class labels but the model has a single "
+                          "regression output")
         elif n_classes > model.n_outputs:
             errors.append(f"n_outputs: the data have class index {n_classes - 1} but the model has only "
                           f"{model.n_outputs} outputs")

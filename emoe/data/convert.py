@@ -98,7 +98,7 @@ def write_converted(arrays: MMSAArrays, out_dir: str | os.PathLike[str], *, over
 def convert_mmsa(pkl_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                  expect: Expect = None, label_kind: LabelKind | None = None,
                  overwrite: bool = False) -> Path:
-    """Convert a (trusted) MMSA pickle once; the result loads without unpickling. Returns the manifest path."""
+    """Convert a (trusted) MMSA pickle once; the result loads without unpickling. Returns the manifest."""
     arrays = read_mmsa(pkl_path, expect=expect, label_kind=label_kind)
     return write_converted(arrays, out_dir, overwrite=overwrite, source_sha256=_sha256(Path(pkl_path)))
 
@@ -133,7 +133,8 @@ def _load_array(root: Path, entry: dict[str, Any], *, mmap: bool, verify_hash: b
         raise DataError(f"{path}: missing (listed in {root / MANIFEST})")
     size = path.stat().st_size
     if size != entry["bytes"]:
-        raise DataError(f"{path}: {size} bytes but the manifest says {entry['bytes']} (truncated or modified)")
+        raise DataError(f"{path}: {size} bytes but the manifest says {entry['bytes']} "
+                        "(truncated or modified)")
     if verify_hash and _sha256(path) != entry["sha256"]:
         raise DataError(f"{path}: SHA-256 differs from the manifest (file modified or corrupt)")
     try:
@@ -164,7 +165,8 @@ def load_converted(path: str | os.PathLike[str], *, mmap: bool = True,
     sizes = expected_sizes(expect, manifest.get("dataset"), str(root))
     got = tuple(len(splits[s]["labels"]) for s in SPLITS)
     if sizes is not None and got != sizes:
-        raise DataError(f"{root}: split sizes are {'/'.join(map(str, got))}, expected {'/'.join(map(str, sizes))}")
+        raise DataError(f"{root}: split sizes are {'/'.join(map(str, got))}, "
+                        f"expected {'/'.join(map(str, sizes))}")
     kind = label_kind or manifest["label_kind"]
     if kind == "classification" and "class_labels" not in splits["train"]:
         raise DataError(f"{root}: label_kind='classification' but the data hold no class labels")

@@ -208,15 +208,17 @@ def validate_mmsa(raw: Any, source: str, *, expect: Expect = None,
     keys = set(splits["train"])
     for s in SPLITS[1:]:
         if set(splits[s]) != keys:
-            raise DataError(f"{source}: splits hold different keys: train {sorted(keys)}, {s} {sorted(splits[s])}")
+            raise DataError(f"{source}: splits hold different keys: train {sorted(keys)}, "
+                            f"{s} {sorted(splits[s])}")
     for key in ("text", "text_bert", "audio", "vision", "uni_labels"):
         if key in keys:
             shapes = {s: splits[s][key].shape[1:] for s in SPLITS}
             if len(set(shapes.values())) > 1:
                 raise DataError(f"{source}: '{key}' shapes disagree between splits: {shapes}")
-    if "text" in keys and "text_bert" in keys and splits["train"]["text"].shape[1] != splits["train"]["text_bert"].shape[2]:
-        raise DataError(f"{source}: 'text' has {splits['train']['text'].shape[1]} steps but 'text_bert' "
-                        f"{splits['train']['text_bert'].shape[2]}")
+    train = splits["train"]
+    if "text" in keys and "text_bert" in keys and train["text"].shape[1] != train["text_bert"].shape[2]:
+        raise DataError(f"{source}: 'text' has {train['text'].shape[1]} steps but 'text_bert' "
+                        f"{train['text_bert'].shape[2]}")
     recognised = _recognise(source, splits)
     sizes = expected_sizes(expect, recognised, source)
     got = tuple(len(splits[s]["labels"]) for s in SPLITS)

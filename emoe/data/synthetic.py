@@ -14,9 +14,11 @@ Generative model (per split, N samples; modality order l, v, a everywhere):
    alone, so equal fusion weights are clearly worse than per-sample weights that follow r.
 4. Inputs x_m (N, L_m, d_m): that content times ``signal`` along a fixed random direction, under a
    temporal envelope (a bump at a random time, as sentiment is expressed in a window), plus a
-   per-sample nuisance ("speaker style", constant over time), a fixed per-channel offset, and white
-   noise of standard deviation ``noise + corruption * (1 - c_m)``. The extra noise makes an
-   unreliable modality visibly rough, so a router that looks at the raw inputs can learn r.
+   per-sample nuisance ("speaker style", constant over time), a fixed per-channel offset, white
+   noise of standard deviation ``noise + corruption * (1 - c_m)`` and a fixed artefact pattern of
+   amplitude ``artefact * (1 - c_m)`` (think of an occluded face or a clipped microphone). Both make an
+   unreliable modality visible in the raw inputs (the noise to a quadratic statistic such as temporal
+   roughness, the artefact to a linear map such as EMOE's router), so a router can learn r.
    Amplitudes are per input value, so the signal-to-noise ratio does not depend on d_m.
 5. Unaligned data: lengths may differ per modality; with ``ragged`` each audio/vision sequence has
    a random valid length in [L/2, L] followed by zero padding, stored as ``audio_lengths``/
@@ -59,8 +61,9 @@ class SyntheticSpec:
     signal: float = 1.0  # amplitude of the label content per input value
     noise: float = 0.3  # white noise on every input value
     corruption: float = 1.5  # extra noise scaled by a modality's unreliability 1 - c_m
+    artefact: float = 2.0  # a fixed artefact pattern scaled by 1 - c_m (a linear cue of unreliability)
     nuisance: float = 0.5  # per-sample, label-free "speaker style" component
-    concentration: tuple[float, float, float] = (1.0, 1.0, 1.0)  # Dirichlet of r (l, v, a)
+    concentration: tuple[float, float, float] = (0.5, 0.5, 0.5)  # Dirichlet of r (l, v, a)
     label_noise: float = 0.3  # annotator noise between the expressed sentiment and the label
     zero_share: float = 0.02  # extra share of labels set to exactly 0
     ragged: bool = False  # per-sample audio/vision lengths with zero padding
@@ -79,7 +82,7 @@ class SyntheticSpec:
             v = getattr(self, name)
             if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
                 e.append(f"{name}: must be a positive integer, got {v!r}")
-        for name in ("noise", "corruption", "nuisance", "label_noise"):
+        for name in ("noise", "corruption", "artefact", "nuisance", "label_noise"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and np.isfinite(v) and v >= 0):
                 e.append(f"{name}: must be a finite number >= 0, got {v!r}")
@@ -99,7 +102,7 @@ class SyntheticSpec:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def describe(self) -> str:
-        """Short, exact description: ``synthetic:<preset>(seed=..)`` or the fields that differ from defaults."""
+        """Short, exact description: ``synthetic:<preset>(seed=..)`` or the fields unlike the defaults."""
         for name, preset in PRESETS.items():
             if dataclasses.replace(self, seed=preset.seed) == preset:
                 return f"synthetic:{name}(seed={self.seed})"
@@ -156,21 +159,24 @@ def _modality(rng: np.random.Generator, fixed: dict[str, np.ndarray], spec: Synt
     scale = (spec.noise + spec.corruption * (1.0 - share)).astype(np.float32)
     x = rng.standard_normal((n, length, d), dtype=np.float32)
     x *= scale[:, None, None]
-    amp = (spec.signal / _LABEL_SCALE) * content.astype(np.float32)[:, None] * _envelope(rng, n, length, valid)
+    envelope = _envelope(rng, n, length, valid)
+    amp = (spec.signal / _LABEL_SCALE) * content.astype(np.float32)[:, None] * envelope
     x += amp[:, :, None] * fixed["direction"][None, None, :]
     style = rng.standard_normal((n, _NUISANCE_RANK), dtype=np.float32) @ fixed["basis"]
     x += (spec.nuisance * style + fixed["offset"])[:, None, :]
+    x += (spec.artefact * (1.0 - share)).astype(np.float32)[:, None, None] * fixed["artefact"][None, None, :]
     if (valid < length).any():
         x *= (np.arange(length)[None, :] < valid[:, None])[:, :, None]
     return x
 
 
 def _fixed(rng: np.random.Generator, d: int) -> dict[str, np.ndarray]:
-    direction = rng.standard_normal(d)
+    direction, artefact = rng.standard_normal(d), rng.standard_normal(d)
     basis = rng.standard_normal((_NUISANCE_RANK, d))
     return {
-        # unit direction times sqrt(d): each value carries the content at amplitude ~1
+        # unit directions times sqrt(d): each value carries the content (or artefact) at amplitude ~1
         "direction": (direction / np.linalg.norm(direction) * np.sqrt(d)).astype(np.float32),
+        "artefact": (artefact / np.linalg.norm(artefact) * np.sqrt(d)).astype(np.float32),
         "basis": (basis / np.sqrt(_NUISANCE_RANK)).astype(np.float32),
         "offset": (0.5 * rng.standard_normal(d)).astype(np.float32),
     }
@@ -206,7 +212,8 @@ def make_synthetic(spec: SyntheticSpec | str = "small") -> DataSet:
     if isinstance(spec, str):
         spec = synthetic_spec(spec)
     fixed_rng, *split_rngs = (np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(4))
-    fixed = {m: _fixed(fixed_rng, d) for m, d in (("l", spec.d_text), ("v", spec.d_vision), ("a", spec.d_audio))}
+    dims = {"l": spec.d_text, "v": spec.d_vision, "a": spec.d_audio}
+    fixed = {m: _fixed(fixed_rng, d) for m, d in dims.items()}
     sizes = {"train": spec.n_train, "valid": spec.n_valid, "test": spec.n_test}
     splits = {name: _split(rng, fixed, spec, sizes[name], name) for name, rng in zip(sizes, split_rngs)}
     return DataSet(**splits, name=spec.describe(), label_kind="mosi")

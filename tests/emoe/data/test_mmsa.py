@@ -113,7 +113,8 @@ def test_structure_errors(tmp_path: Path) -> None:
         load_mmsa(_write(tmp_path / "a.pkl", raw))
     raw = make_mmsa_dict()
     raw["train"]["vision"] = raw["train"]["vision"][:-1]
-    with pytest.raises(DataError, match=r"\[train\]: sample counts disagree: regression_labels has 12 but vision has 11"):
+    with pytest.raises(DataError, match=r"\[train\]: sample counts disagree: regression_labels has 12 but "
+                                        r"vision has 11"):
         load_mmsa(_write(tmp_path / "n.pkl", raw))
     raw = make_mmsa_dict()
     raw["train"]["text"] = raw["train"]["text"][:, :, 0]
