@@ -70,6 +70,8 @@ class SyntheticSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.concentration, list):  # e.g. from YAML/JSON: keep the spec hashable
+            object.__setattr__(self, "concentration", tuple(self.concentration))
         errors = self.validate()
         if errors:
             raise DataError("invalid synthetic spec:\n  " + "\n  ".join(errors))

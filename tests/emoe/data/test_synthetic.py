@@ -178,3 +178,5 @@ def test_presets_and_spec_errors() -> None:
     assert synthetic_spec("small", seed=3).describe() == "synthetic:small(seed=3)"
     assert synthetic_spec("small", noise=0.5).describe() == "synthetic(noise=0.5)"
     assert synthetic_spec("tiny", concentration=[2, 2, 2]).concentration == (2, 2, 2)
+    listed = SyntheticSpec(concentration=[0.5, 0.5, 0.5])  # type: ignore[arg-type]
+    assert hash(listed) == hash(PRESETS["small"]) and listed.describe() == "synthetic:small(seed=0)"
