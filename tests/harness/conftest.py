@@ -1,0 +1,44 @@
+"""Shared helpers for the harness tests: small valid study dicts and a way to write them to YAML."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+
+TINY_BASE: dict[str, Any] = {
+    "model": {"d_model": 8, "n_heads": 2, "n_levels": 1, "kernel_l": 3, "kernel_v": 3, "kernel_a": 3,
+              "router_input": "mean"},
+    "train": {"lr": 1.0e-3, "batch_size": 16, "max_epochs": 2},
+}
+
+
+def tiny_study(name: str = "t", **fields: Any) -> dict[str, Any]:
+    """A valid grid study on the tiny synthetic preset; ``fields`` replace top-level entries."""
+    study: dict[str, Any] = {
+        "name": name,
+        "data": {"synthetic": {"preset": "tiny", "seed": 0}},
+        "base": copy.deepcopy(TINY_BASE),
+        "grid": {"loss.distill_weight": [0.0, 1.0]},
+        "seeds": [1, 2],
+        "objective": {"metric": "valid_mae"},
+    }
+    study.update(fields)
+    return {k: v for k, v in study.items() if v is not None}
+
+
+@pytest.fixture
+def write_study(tmp_path: Path):
+    """Write a study dict (or raw text) to a YAML file and return its path."""
+    def write(study: dict[str, Any] | str, name: str = "study.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(study if isinstance(study, str) else yaml.safe_dump(study, sort_keys=False))
+        return path
+
+    return write

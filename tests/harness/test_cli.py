@@ -1,0 +1,95 @@
+"""The command line: bad studies exit with status 2 and create nothing; --dry-run plans without Ray."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+
+from harness.run import main
+from tests.harness.conftest import REPO, tiny_study
+
+BAD = {
+    "unknown key": (tiny_study(colour="blue"), "colour: unknown key"),
+    "wrong type": (tiny_study(seeds="many"), "seeds:"),
+    "inverted range": (tiny_study(grid=None, search={"n_trials": 2, "params": {
+        "train.lr": {"type": "loguniform", "low": 1e-2, "high": 1e-4}}}), "empty or inverted range"),
+    "constraint": (tiny_study(grid={"model.n_heads": [3]}), "must divide d_model"),
+    "missing data file": (tiny_study(data={"path": "/nonexistent/mosi.pkl"}), "file not found"),
+    "unsafe name": (tiny_study(name="../../etc"), "name: must be"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_study_exits_2_and_creates_nothing(case, write_study, tmp_path, capsys):
+    study, message = BAD[case]
+    results = tmp_path / "results"
+    assert main([str(write_study(study)), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert not results.exists()
+    assert not ray.is_initialized()
+
+
+def test_bad_data_file_exits_2_naming_the_file(write_study, tmp_path, capsys):
+    bad = tmp_path / "mosi.pkl"
+    bad.write_bytes(b"not a pickle at all")
+    results = tmp_path / "results"
+    assert main([str(write_study(tiny_study(data={"path": str(bad)}))), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "data" in err
+    assert not results.exists()
+
+
+def test_bad_override_exits_2(write_study, tmp_path, capsys):
+    results = tmp_path / "results"
+    code = main([str(write_study(tiny_study())), "--results", str(results), "--set", "base.model.n_heads=3"])
+    assert code == 2
+    assert "must divide d_model" in capsys.readouterr().err
+    assert not results.exists()
+
+
+def test_study_name_cannot_escape_the_results_root(write_study, tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (results / "t").symlink_to(outside)  # results/t points outside the root
+    assert main([str(write_study(tiny_study(name="t"))), "--results", str(results)]) == 2
+    assert "outside the results root" in capsys.readouterr().err
+    assert list(outside.iterdir()) == []
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(write_study, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main([str(write_study(tiny_study())), "--results", str(results), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "configurations: 2 x seeds [1, 2] = 4 trials" in out
+    assert "distill_weight=0" in out and "distill_weight=1" in out
+    assert "s/epoch (measured here)" in out and "wall-clock" in out
+    assert not results.exists()
+    assert not ray.is_initialized()
+
+
+def test_dry_run_of_a_search_lists_its_space(write_study, tmp_path, capsys):
+    study = tiny_study(grid=None, search={"n_trials": 3, "params": {
+        "model.n_heads": {"type": "categorical", "choices": [2, 3, 4]}}})
+    assert main([str(write_study(study)), "--results", str(tmp_path / "r"), "--dry-run", "--no-measure"]) == 0
+    out = capsys.readouterr().out
+    assert "3 configurations x 2 seed(s) [1, 2] = 6 trials" in out
+    assert "model.n_heads: one of 2, 3, 4" in out
+    assert "violates a constraint" in out  # 3 heads do not divide d_model 8
+
+
+def test_exit_status_of_the_module(write_study, tmp_path):
+    path = write_study(tiny_study(colour="blue"))
+    proc = subprocess.run([sys.executable, "-m", "harness.run", str(path), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "colour: unknown key" in proc.stderr
+    assert not (tmp_path / "r").exists()
+    assert not (Path(REPO) / "results" / "t").exists()

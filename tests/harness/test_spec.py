@@ -1,0 +1,177 @@
+"""Study files: every shipped study validates, and each kind of mistake gives its own clear message."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.data import load_study_data
+from harness.errors import SpecError
+from harness.plan import build_plan
+from harness.spec import dump_spec, load_spec, parse_spec
+from tests.harness.conftest import STUDIES, tiny_study
+
+
+def test_studies_folder_is_complete():
+    names = {p.stem for p in STUDIES}
+    assert {"smoke", "distill_weight", "router_temperature", "expert_size", "ablation", "hpo"} <= names
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_study_validates_and_plans(path: Path):
+    spec = load_spec(path)
+    assert spec.name == path.stem
+    plan = build_plan(spec, load_study_data(spec.data))
+    assert plan.n_trials >= 2
+    assert plan.varied, "a study varies something"
+    # the spec as run (spec.yaml) reads back to the same study
+    assert parse_spec(yaml.safe_load(dump_spec(spec))) == spec
+
+
+def test_distill_weight_study_is_a_grid_from_0_to_1_with_3_seeds():
+    spec = load_spec(STUDIES[0].parent / "distill_weight.yaml")
+    values = spec.grid["loss.distill_weight"]
+    assert min(values) == 0.0 and max(values) == 1.0 and len(spec.seeds) == 3
+
+
+def test_ablation_study_has_the_required_variants():
+    spec = load_spec(STUDIES[0].parent / "ablation.yaml")
+    plan = build_plan(spec, load_study_data(spec.data))
+    cfgs = {p.label: plan.factory.config(p.overrides) for p in plan.points}
+    assert spec.ablation.baseline == "full" and len(spec.seeds) == 5
+    assert cfgs["uniform_router"].model.router == "uniform"
+    assert cfgs["no_balance"].loss.balance_weight == 0
+    assert cfgs["no_similarity"].loss.sim_alpha == 0
+    assert cfgs["no_distillation"].loss.distill_weight == 0
+    assert cfgs["no_unimodal"].loss.uni_weight == 0
+    assert cfgs["concat_fusion"].model.fusion == "concat"
+    assert cfgs["mean_router_input"].model.router_input == "mean"
+
+
+def _set(study: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(study)
+    node = out
+    keys = path.split("/")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return out
+
+
+_SEARCH = {"n_trials": 2, "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}}
+
+# (mutation of a valid study, substring of the expected message)
+CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("unknown top-level key", _set(tiny_study(), "colour", "blue"), "colour: unknown key"),
+    ("unknown nested key", _set(tiny_study(), "resources", {"cpu": 1}), "resources.cpu: unknown key"),
+    ("missing name", {k: v for k, v in tiny_study().items() if k != "name"}, "name: required key is missing"),
+    ("wrong type", _set(tiny_study(), "seeds", "many"), "seeds:"),
+    ("wrong value type", _set(tiny_study(), "base/train/lr", "fast"), "base.train.lr: expected a number"),
+    ("unknown parameter", _set(tiny_study(), "grid", {"model.dmodel": [8]}), "did you mean 'model.d_model'"),
+    ("empty grid", _set(tiny_study(), "grid", {"loss.distill_weight": []}), "grid.loss.distill_weight"),
+    ("repeated grid value", _set(tiny_study(), "grid", {"loss.distill_weight": [0.5, 0.5]}), "must be distinct"),
+    ("empty range", _set(tiny_study(grid=None), "search",
+                         {**_SEARCH, "params": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.1}}}),
+     "search.params.train.lr: empty or inverted range"),
+    ("inverted range", _set(tiny_study(grid=None), "search",
+                            {**_SEARCH, "params": {"model.n_levels": {"type": "int", "low": 4, "high": 1}}}),
+     "search.params.model.n_levels: empty or inverted range"),
+    ("bad distribution", _set(tiny_study(grid=None), "search",
+                              {**_SEARCH, "params": {"train.lr": {"type": "normal", "low": 0, "high": 1}}}),
+     "type must be one of"),
+    ("heads do not divide d_model (grid)", _set(tiny_study(), "grid", {"model.n_heads": [2, 3]}),
+     "grid point n_heads=3: model.n_heads: must divide d_model (8), got 3"),
+    ("heads do not divide d_model (variant)", _set(tiny_study(grid=None), "ablation",
+                                                   {"baseline": "full", "variants": {"full": {},
+                                                                                     "odd": {"model.n_heads": 3}}}),
+     "ablation.variants.odd: model.n_heads: must divide d_model"),
+    ("impossible search space", _set(tiny_study(grid=None), "search", {"n_trials": 2, "params": {
+        "model.d_model": {"type": "categorical", "choices": [6, 10]},
+        "model.n_heads": {"type": "categorical", "choices": [4]}}}), "no valid configuration in the search space"),
+    ("data file missing", _set(tiny_study(), "data", {"path": "/nonexistent/mosi.pkl"}),
+     "data.path: file not found: /nonexistent/mosi.pkl"),
+    ("environment variable unset", _set(tiny_study(), "data", {"path": "${EMOE_TEST_UNSET_VAR}/mosi.pkl"}),
+     "data.path: environment variable EMOE_TEST_UNSET_VAR is not set"),
+    ("unknown synthetic preset", _set(tiny_study(), "data", {"synthetic": {"preset": "huge"}}),
+     "data.synthetic"),
+    ("unsafe study name", _set(tiny_study(), "name", "../escape"), "name: must be 1-64 letters"),
+    ("test metric as objective", _set(tiny_study(), "objective", {"metric": "test_mae"}),
+     "trials are selected on validation"),
+    ("unknown metric", _set(tiny_study(), "objective", {"metric": "valid_accuracy"}), "unknown metric"),
+    ("contradictory mode", _set(tiny_study(), "objective", {"metric": "valid_mae", "mode": "max"}),
+     "objective.mode"),
+    ("unknown sampler", _set(tiny_study(grid=None), "search", {**_SEARCH, "sampler": "magic"}),
+     "unknown sampler 'magic'"),
+    ("unknown sampler option", _set(tiny_study(grid=None), "search", {**_SEARCH, "sampler_options": {"x": 1}}),
+     "sampler_options.x: unknown option of TPESampler"),
+    ("baseline not a variant", _set(tiny_study(grid=None), "ablation",
+                                    {"baseline": "full", "variants": {"a": {}, "b": {"loss.uni_weight": 0}}}),
+     "baseline 'full' is not one of the variants"),
+    ("two kinds of variation", _set(tiny_study(), "search", _SEARCH), "give at most one of grid, ablation, search"),
+    ("seed as a parameter", _set(tiny_study(), "grid", {"train.seed": [1, 2]}), "set from the top-level seeds"),
+    ("data shape as a parameter", _set(tiny_study(), "base/model/d_text", 12), "model.d_text is set from the data"),
+    ("duplicate seeds", _set(tiny_study(), "seeds", [1, 1]), "seeds must be distinct"),
+    ("fractional GPUs above one", _set(tiny_study(), "resources", {"gpus": 1.5}), "whole number"),
+    ("same configuration twice", _set(tiny_study(grid=None), "ablation", {"baseline": "full", "variants": {
+        "full": {}, "same": {"loss.distill_weight": 0.1}}}), "same configuration as ablation.variants.full"),
+]
+
+
+@pytest.mark.parametrize(("study", "message"), [(s, m) for _, s, m in CASES], ids=[c[0] for c in CASES])
+def test_each_kind_of_error_has_its_message(write_study, study, message):
+    with pytest.raises(SpecError) as info:
+        load_spec(write_study(study))
+    assert any(message in e for e in info.value.errors), info.value.errors
+
+
+def test_every_error_is_reported_at_once(write_study):
+    study = _set(_set(tiny_study(), "base/train/lr", "fast"), "grid", {"model.dmodel": [8]})
+    study = _set(study, "data", {"path": "/nonexistent/x.pkl"})
+    with pytest.raises(SpecError) as info:
+        load_spec(write_study(study))
+    joined = "\n".join(info.value.errors)
+    assert "base.train.lr" in joined and "model.dmodel" in joined and "data.path" in joined
+
+
+def test_yaml_problems_are_spec_errors(write_study, tmp_path):
+    with pytest.raises(SpecError, match="duplicate key 'seeds'"):
+        load_spec(write_study("name: a\nseeds: [1]\nseeds: [2]\n"))
+    with pytest.raises(SpecError, match="YAML syntax: line 3"):
+        load_spec(write_study("name: a\nseeds: [1, 2\n"))
+    with pytest.raises(SpecError, match="study file not found"):
+        load_spec(tmp_path / "absent.yaml")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(write_study("- just\n- a list\n"))
+
+
+def test_set_overrides_any_field_with_yaml_values(write_study):
+    path = write_study(tiny_study())
+    spec = load_spec(path, ["base.train.max_epochs=3", "seeds=[7, 8, 9]", "grid.loss.distill_weight=[0, 0.5]",
+                            "name=renamed", "base.model.temperature=1e-2"])
+    assert spec.base["train"]["max_epochs"] == 3 and spec.seeds == [7, 8, 9] and spec.name == "renamed"
+    assert spec.grid == {"loss.distill_weight": [0.0, 0.5]}
+    assert spec.base["model"]["temperature"] == 0.01  # YAML's "1e-2" string coerced to the field's float
+    with pytest.raises(SpecError, match="expected PATH=VALUE"):
+        load_spec(path, ["seeds"])
+    with pytest.raises(SpecError, match=r"base\.train\.lr: expected a number"):
+        load_spec(path, ["base.train.lr=quick"])
+
+
+def test_environment_variables_expand_in_data_paths(write_study, tmp_path, monkeypatch):
+    (tmp_path / "mosi.pkl").write_bytes(b"")
+    monkeypatch.setenv("EMOE_TEST_DATA", str(tmp_path))
+    spec = load_spec(write_study(_set(tiny_study(), "data", {"path": "${EMOE_TEST_DATA}/mosi.pkl"})))
+    assert spec.data.path == str(tmp_path / "mosi.pkl")
+
+
+def test_defaults_follow_the_kind_of_study(write_study):
+    grid = load_spec(write_study(tiny_study()))
+    search = load_spec(write_study(_set(tiny_study(grid=None), "search", _SEARCH), "s.yaml"))
+    assert (grid.kind, grid.scheduler_name, grid.mode) == ("grid", "fifo", "min")
+    assert (search.kind, search.scheduler_name) == ("search", "asha")
+    corr = load_spec(write_study(_set(tiny_study(), "objective", {"metric": "valid_corr"}), "c.yaml"))
+    assert corr.mode == "max"
