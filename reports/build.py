@@ -18,10 +18,11 @@ from reports.sections import Item, plan
 from reports.style import style_context
 from reports.tables import Table, to_latex, to_markdown
 
-__all__ = ["FORMATS", "build_report"]
+__all__ = ["FORMATS", "PNG_DPI", "build_report"]
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "pdf", "svg")
+PNG_DPI = 200  # previews and slides; the PDF (vector) is the paper version
 _META = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
 
 
@@ -45,7 +46,8 @@ def _save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
             fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{path.name}.")
             os.close(fd)
             try:
-                fig.savefig(tmp, format=fmt, metadata=_META[fmt])
+                dpi = PNG_DPI if fmt == "png" else 300  # rasterised layers inside PDF/SVG
+                fig.savefig(tmp, format=fmt, metadata=_META[fmt], dpi=dpi)
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

@@ -87,13 +87,13 @@ def _name(v: float) -> str:
 
 
 def label_bins(labels: pd.Series | np.ndarray) -> pd.Series:
-    """Bin labels for 'weights by label': class values when there are at most 10 distinct labels; the
+    """Bin labels for 'weights by label': class values for integer labels with at most 10 classes; the
     Acc-7 classes (rounded, clipped to [-3, 3]) for sentiment scores in [-3, 3]; else 7 equal-width bins.
     Returns an ordered categorical with readable names.
     """
     y = pd.Series(np.asarray(labels, dtype=float))
     distinct = np.sort(y.dropna().unique())
-    if distinct.size <= 10:
+    if distinct.size <= 10 and np.all(distinct == np.round(distinct)):
         names = [_name(v) for v in distinct]
         return pd.Series(pd.Categorical(y.map(lambda v: _name(v) if np.isfinite(v) else None),
                                         categories=names, ordered=True))

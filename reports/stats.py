@@ -103,7 +103,7 @@ def _paired_tests(diff: np.ndarray) -> tuple[float, float, float, str]:
     if n < 2:
         return np.nan, np.nan, np.nan, f"n={n} paired seed(s): no test"
     notes = []
-    if np.ptp(diff) == 0:
+    if np.ptp(diff) <= 1e-12 * max(1.0, float(np.abs(diff).max())):  # equal up to rounding
         t, p_t = np.nan, np.nan
         notes.append("identical differences across seeds (zero variance): t-test undefined")
     else:
