@@ -26,13 +26,12 @@ from emoe.data.arrays import Split
 from emoe.model import build_model
 from emoe.train import make_optimizer, resolve_device, train_epoch
 
-MOSI = {"d_text": 768, "d_audio": 5, "d_vision": 20, "len_text": 50}
+_MOSI = ModelConfig(d_text=768, d_audio=5, d_vision=20, len_text=50, len_audio=50, len_vision=50)
 CONFIGS: dict[str, ModelConfig] = {
     # the reference defaults (aligned MOSI): flattened router input 50 * 793 -> 4956 hidden
-    "faithful": ModelConfig(**MOSI, len_audio=50, len_vision=50),
+    "faithful": _MOSI,
     # a cheap study configuration on the same inputs: narrow, shallow experts, mean-pooled router
-    "small": ModelConfig(**MOSI, len_audio=50, len_vision=50, d_model=64, n_heads=4, n_levels=2,
-                         router_input="mean"),
+    "small": dataclasses.replace(_MOSI, d_model=64, n_heads=4, n_levels=2, router_input="mean"),
 }
 VARIANTS = {
     "plain": {"fast_path": False},
