@@ -167,7 +167,7 @@ class _Selection:
 def _check_resume(state: dict[str, Any], cfg: EMOEConfig) -> None:
     check_state(state)
     saved, now = state["config"], to_dict(cfg)
-    diff = [f"{sec}.{k}: saved {saved[sec].get(k)!r}, now {v!r}"
+    diff = [f"{sec}.{k}: saved {saved.get(sec, {}).get(k)!r}, now {v!r}"
             for sec, fields in now.items() for k, v in fields.items()
             if (sec, k) not in _RESUME_FREE and saved.get(sec, {}).get(k) != v]
     if diff:

@@ -80,7 +80,7 @@ class RecordingAdam(torch.optim.Adam):
 
     def __init__(self, model: CountingModel):
         super().__init__(model.parameters(), lr=1e-3)
-        self.model, self.zeros, self.steps, self.first_grads = model, [], [], None
+        self.model, self.zeros, self.steps, self.first_grads, self.norms = model, [], [], None, []
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.zeros.append(self.model.calls)
@@ -88,6 +88,8 @@ class RecordingAdam(torch.optim.Adam):
 
     def step(self, closure=None):  # type: ignore[override]
         self.steps.append(self.model.calls)
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.model.parameters()
+                                                                      if p.grad is not None]))))
         if self.first_grads is None:
             self.first_grads = [p.grad.clone() for p in self.model.parameters()]
         return super().step(closure)
@@ -114,6 +116,19 @@ def test_accumulation_window_zeroes_at_start_steps_at_end_and_after_partial_wind
         summed = [s + p.grad for s, p in zip(summed, initial.parameters())]
     for got, want in zip(opt.first_grads, summed):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_grad_clip_bounds_the_global_norm_at_every_step():
+    data = make_data(n_train=45)
+    for clip, bounded in ((None, False), (1e-3, True)):
+        cfg = make_cfg(dropout=False, batch_size=4, update_epochs=5, grad_clip=clip)
+        torch.manual_seed(0)
+        model = CountingModel(build_model(cfg.model))
+        opt = RecordingAdam(model)
+        train_epoch(model, data.train, cfg, opt, generator=torch.Generator().manual_seed(7),
+                    device=torch.device("cpu"))
+        assert len(opt.norms) == 3
+        assert all(n <= 1e-3 * (1 + 1e-4) for n in opt.norms) == bounded
 
 
 def test_callback_sees_every_epoch_and_test_metrics_only_when_validation_improves():
