@@ -9,20 +9,10 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from emoe.config import EMOEConfig, ModelConfig, TrainConfig
 from emoe.data.synthetic import make_synthetic, synthetic_spec
 from emoe.train import train_emoe
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine run much faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.slow  # ~15 s alone, 20+ s when the shared machine is busy

@@ -24,15 +24,6 @@ NO_DROPOUT = {name: 0.0 for name in ("text_dropout", "embed_dropout", "attn_drop
                                      "attn_dropout_a", "relu_dropout", "res_dropout", "out_dropout")}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run ~20x faster on one intra-op thread (no spin contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_split(n: int, rng: np.random.Generator, n_classes: int = 0) -> Split:
     text = rng.normal(size=(n, 8, 12)).astype(np.float32)
     audio = rng.normal(size=(n, 8, 5)).astype(np.float32)
