@@ -183,7 +183,10 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     and per-sample router record. Stops after ``train.early_stop`` epochs without improvement, at
     ``train.max_epochs``, when ``on_epoch`` returns True (status stays "completed"), or when the training
     loss becomes non-finite (status "diverged", the selection so far kept). ``EpochRecord.lr`` is the rate
-    the epoch trained with. ``resume`` (a state from ``checkpoint()``) continues exactly where it stopped.
+    the epoch trained with. ``on_epoch``'s ``checkpoint()`` returns the full state by reference (no tensor
+    copies): save it (``save_state``) before training goes on. ``resume`` (such a state, e.g. from
+    ``load_state``) continues exactly where it stopped; its configuration must match ``cfg`` except for
+    device, eval batch size, max_epochs, early_stop and fast_path.
     Seed the global RNG before building the model for reproducible runs (``train_emoe`` does).
     """
     t = cfg.train
