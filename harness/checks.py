@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from emoe.metrics import METRIC_NAMES, metric_mode
-from harness.params import DATA_FIELDS, FIELDS, SEED_PATH, apply_overrides, check_path, coerce, flatten
+from harness.params import (
+    DATA_FIELDS,
+    FIELDS,
+    SEED_PATH,
+    apply_overrides,
+    check_path,
+    coerce,
+    config_id,
+    flatten,
+)
 from harness.space import Point, SearchSpace, ablation_points, check_point, feasible_fraction, grid_points
 from harness.spec import DataSpec, StudySpec, is_safe_name
 
@@ -133,9 +142,11 @@ def _check_points(spec: StudySpec) -> list[str]:
         cfg, errs = check_point(spec.base, point, OPEN_DIMS)
         errors.extend(f"{where[point.label]}: {e}" for e in errs)
         if cfg is not None:
-            if cfg in seen:
-                errors.append(f"{where[point.label]}: same configuration as {where[seen[cfg]]}")
-            seen.setdefault(cfg, point.label)
+            key = config_id(cfg, "")
+            if key in seen:
+                errors.append(f"{where[point.label]}: same configuration as {where[seen[key]]} (fields such as "
+                              "train.device or train.fast_path do not change results and are not compared)")
+            seen.setdefault(key, point.label)
     if len(errors) > _MAX_LISTED:
         errors = [*errors[:_MAX_LISTED], f"... and {len(errors) - _MAX_LISTED} more invalid points"]
     return errors

@@ -135,6 +135,11 @@ def build_plan(spec: StudySpec, data: StudyData) -> Plan:
         if not errors:
             plan.trials = [factory.make(p.label, p.overrides, seed_index=i)
                            for i in range(len(spec.seeds)) for p in plan.points]
+            first: dict[str, str] = {}
+            for t in plan.trials:
+                if first.setdefault(t["trial_id"], t["variant"]) != t["variant"]:
+                    errors.append(f"{t['variant']}: same trial as {first[t['trial_id']]} (only fields that "
+                                  "do not change results differ)")
     for point, model in models[:1] + [m for m in models[1:] if m[1].text_input != models[0][1].text_input]:
         try:
             check_compatible(data.data, model)

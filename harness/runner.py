@@ -142,17 +142,19 @@ def _tuner(plan: Plan, store: ResultStore, trainable: Any, callbacks: list[Any])
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-#: Tune settings for a quiet driver: the legacy reporter at verbosity 0 prints no status tables (the
-#: harness prints its own progress), and the forced experiment snapshots that come with
-#: ``CheckpointConfig(num_to_keep)`` are expected, not a warning. Users may override them.
-_QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+#: Tune settings of the driver: the legacy reporter at verbosity 0 prints no status tables (the harness
+#: prints its own progress); the forced experiment snapshots that come with ``CheckpointConfig(num_to_keep)``
+#: are expected, not a warning; and a trial that diverges before its first epoch ends without reporting
+#: the objective, which must not abort the study (its row says "diverged"). Users may override them.
+_TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+             "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
 
 
 def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) -> RunOutcome:
     """Run (or resume) the study's trials on Ray Tune; every settled trial ends with exactly one row."""
     from ray import tune
 
-    for key, value in _QUIET_TUNE.items():
+    for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
 
     data = plan.data.data

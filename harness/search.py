@@ -147,6 +147,8 @@ class StudySearch(OptunaSearch):
         self._completed_trials.add(trial_id)
         number, _ = self._member_of[trial_id]
         group = self._groups[number]
+        if result:  # Tune does not pass a result that made the scheduler stop the trial to on_trial_result
+            self.on_trial_result(trial_id, result)
         status = "failed" if error else (self._store.status(self._trial_key(group, trial_id)) or "pruned")
         value = (result or {}).get(self.metric)
         finite = isinstance(value, int | float) and math.isfinite(value)

@@ -3,9 +3,10 @@
 ``emoe_trainable`` is wrapped with ``tune.with_parameters(data=..., ctx=...)`` so the data set travels
 once through Ray's object store. Each epoch it rewrites the trial's ``epochs/`` file, then reports to
 Tune (with a checkpoint every ``checkpoint_every`` epochs); a retried or resumed trial continues from
-its last checkpoint. At the end it writes the ``router/`` file and the ``trials/`` row itself (completed
-or diverged, or failed if training raised), before returning: the driver treats a trial that stopped
-without a row as stopped by the scheduler (pruned). A trial whose finished row already exists (a resumed
+its last checkpoint. It writes the ``router/`` file and the ``trials/`` row itself: on its last epoch
+before reporting it (a scheduler may stop the trial on that report), and again when training returns
+(completed or diverged, or failed if training raised). The driver treats a trial that stopped without
+a finished row as stopped by the scheduler (pruned). A trial whose finished row already exists (a resumed
 study) is not trained again: its final metrics are reported once and it returns.
 """
 
@@ -26,7 +27,7 @@ from emoe.outputs import EpochRecord
 from harness.rows import epoch_row, epochs_table, router_table, trial_table
 from harness.sink import ResultStore
 
-__all__ = ["TrialContext", "emoe_trainable", "report_metrics", "write_trial_row"]
+__all__ = ["TrialContext", "emoe_trainable", "is_last_epoch", "report_metrics", "write_trial_row"]
 
 FINISHED = ("completed", "diverged")
 
@@ -64,6 +65,12 @@ def report_metrics(ctx: TrialContext, record: EpochRecord, best_valid: dict[str,
     metrics.update({f"best_valid_{k}": v for k, v in best_valid.items()})
     metrics.update({f"best_test_{k}": v for k, v in best_test.items()})
     return metrics
+
+
+def is_last_epoch(record: EpochRecord, max_epochs: int, early_stop: int) -> bool:
+    """Whether training ends after this epoch: the budget is spent or ``early_stop`` epochs passed
+    without improvement (the stopping rule of ``emoe.train.fit``, shared/EMOE_SPEC.md "Training")."""
+    return record.epoch >= max_epochs or record.epoch - record.best_epoch >= early_stop
 
 
 def _selected(metrics: dict[str, Any], split: str) -> dict[str, float]:
@@ -133,7 +140,7 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
     import torch
     from ray import tune
 
-    from emoe.checkpoint import load_state, save_state
+    from emoe.checkpoint import load_state, router_from_state, save_state
     from emoe.config import from_dict
     from emoe.train import train_emoe
 
@@ -166,6 +173,15 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
         ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind))
         run["current_s"] = time.monotonic() - t0
         ctx.store.write_run(tid, run)
+        if is_last_epoch(record, cfg.train.max_epochs, cfg.train.early_stop):
+            # Written before the last report: a scheduler may stop the trial as soon as it sees that
+            # result (ASHA does at max_t), and a trial without a finished row is taken as pruned.
+            state = checkpoint()
+            router = router_from_state(state["best_router"])
+            if router is not None:
+                ctx.store.write_table("router", tid, router_table(trial, router))
+            write_trial_row(ctx, trial, status="completed", error=None, best_epoch=record.best_epoch,
+                            epochs_run=record.epoch, valid=best["valid"], test=best["test"])
         metrics = report_metrics(ctx, record, best["valid"], best["test"])
         if ctx.checkpoint_every and record.epoch % ctx.checkpoint_every == 0:
             with tempfile.TemporaryDirectory(prefix="emoe-ckpt-") as d:

@@ -1,0 +1,90 @@
+"""Whole studies on a local Ray runtime (shared by this module): grid, refusal to overwrite, ASHA pruning,
+failed and diverged trials. Tiny synthetic data, 2-4 epochs."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+import ray
+
+from harness.run import main
+from tests.harness.conftest import tiny_study
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_runtime():
+    ray.init(num_cpus=2, object_store_memory=100 << 20, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_grid_study_writes_one_row_per_trial_and_refuses_to_overwrite(write_study, tmp_path, capsys):
+    results = tmp_path / "results"
+    spec = write_study(tiny_study(name="grid"))
+    assert main([str(spec), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    study = results / "grid"
+    trials = pd.read_parquet(study / "trials")
+    assert len(trials) == 4 and (trials["status"] == "completed").all()
+    assert trials.groupby("loss.distill_weight")["seed"].apply(sorted).tolist() == [[1, 2], [1, 2]]
+    assert trials["trial_id"].is_unique and (trials["attempts"] == 1).all()
+    assert (trials["epochs_run"] == 2).all() and trials["test_mae"].notna().all()
+    assert trials["node_id"].notna().all() and (trials["cpus"] == 1).all()
+    epochs = pd.read_parquet(study / "epochs")
+    assert len(epochs) == 8 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    router = pd.read_parquet(study / "router")
+    assert set(router["trial_id"]) == set(trials["trial_id"]) and router["r_l"].notna().all()
+    info = json.loads((study / "study.json").read_text())
+    assert info["status"] == "finished" and info["varied"] == ["loss.distill_weight"]
+    assert (study / "spec.yaml").exists()
+    assert "best configuration:" in out and "4/4 done" in out
+
+    before = {p.name: p.stat().st_mtime_ns for p in (study / "trials").iterdir()}
+    assert main([str(spec), "--results", str(results)]) == 2  # no --resume: refuse, touch nothing
+    assert "add --resume" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in (study / "trials").iterdir()} == before
+    assert main([str(spec), "--results", str(results), "--resume"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (study / "trials").iterdir()} == before
+
+
+def test_asha_search_stops_some_trials_early_and_records_them_as_pruned(write_study, tmp_path):
+    study = tiny_study(name="asha", grid=None, seeds=[1], concurrency=1,
+                       search={"sampler": "random", "seed": 0, "n_trials": 6,
+                               "params": {"train.lr": {"type": "loguniform", "low": 1e-5, "high": 3e-2}}},
+                       scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2})
+    study["base"]["train"]["max_epochs"] = 4
+    results = tmp_path / "results"
+    assert main([str(write_study(study)), "--results", str(results)]) == 0
+    trials = pd.read_parquet(results / "asha" / "trials")
+    assert len(trials) == 6
+    pruned = trials[trials["status"] == "pruned"]
+    assert len(pruned) >= 1 and (trials["status"] == "completed").any()
+    assert (pruned["epochs_run"] < 4).all() and pruned["objective"].notna().all()
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(results / "asha" / "optuna.journal")))
+    states = [t.state for t in optuna.load_study(study_name="asha", storage=storage).trials]
+    assert states.count(optuna.trial.TrialState.PRUNED) == len(pruned)
+    assert states.count(optuna.trial.TrialState.COMPLETE) == (trials["status"] == "completed").sum()
+
+
+def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(write_study, tmp_path):
+    study = tiny_study(name="faults", grid=None, seeds=[1], max_failures=0, ablation={
+        "baseline": "ok", "variants": {
+            "ok": {},
+            "explode": {"train.lr": 1e30, "train.update_epochs": 1},  # non-finite loss at once
+            "no_gpu": {"train.device": "cuda", "train.lr": 2e-3},  # raises: no CUDA here
+        }})
+    results = tmp_path / "results"
+    assert main([str(write_study(study)), "--results", str(results)]) == 0
+    trials = pd.read_parquet(results / "faults" / "trials").set_index("variant")
+    assert trials.loc["ok", "status"] == "completed"
+    assert trials.loc["explode", "status"] == "diverged"
+    assert trials.loc["explode", "error"].startswith("diverged: non-finite")
+    assert trials.loc["no_gpu", "status"] == "failed"
+    assert "CUDA is not available" in trials.loc["no_gpu", "error"]
