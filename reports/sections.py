@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeAlias
 
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reports import plots
@@ -24,7 +27,7 @@ from reports.tables import Table, ablation_table, comparison_table, results_tabl
 
 __all__ = ["Artifact", "Item", "focus_variant", "main_metrics", "plan", "ranked_variants"]
 
-Artifact = Figure | Table | pd.DataFrame
+Artifact: TypeAlias = Figure | Table | pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,21 @@ def ranked_variants(study: Study) -> list[str]:
     return list(means.sort_values(ascending=mode == "min").index)
 
 
+def _best(study: Study) -> str:
+    ranked = ranked_variants(study)
+    if not ranked:
+        raise ValueError("no completed trial with an objective value")
+    return ranked[0]
+
+
+def _figure_of(draw: Callable[..., Axes], *args: object, **kwargs: object) -> Figure:
+    """Run an axes-level drawing function and return its (root) figure."""
+    fig = draw(*args, **kwargs).get_figure(root=True)
+    if fig is None:  # pragma: no cover - axes always belong to a figure here
+        raise TypeError("drawing function returned axes without a figure")
+    return fig
+
+
 def focus_variant(study: Study) -> str | None:
     """The variant the router figures show: the ablation baseline, else the best configuration."""
     ranked = ranked_variants(study)
@@ -87,15 +105,14 @@ def _grid(study: Study, metrics: list[str]) -> list[Item]:
         numeric = pd.api.types.is_numeric_dtype(study.trials[p])
         if numeric and len(others) <= 1:
             hue = others[0] if others else None
-            items.append(Item("Sensitivity", f"sensitivity_{_slug(p)}", lambda p=p, hue=hue:
-                              plots.plot_sensitivity_panels(study.trials, x=p, metrics=shown, hue=hue)))
+            items.append(Item("Sensitivity", f"sensitivity_{_slug(p)}", partial(
+                plots.plot_sensitivity_panels, study.trials, x=p, metrics=shown, hue=hue)))
             if {"test_acc7", "test_mae"} <= set(metrics) and hue is None:
-                items.append(Item("Sensitivity", f"sensitivity_{_slug(p)}_two_axis",
-                                  lambda p=p: plots.plot_sensitivity_two_axis(study.trials, x=p).figure))
+                items.append(Item("Sensitivity", f"sensitivity_{_slug(p)}_two_axis", partial(
+                    _figure_of, plots.plot_sensitivity_two_axis, study.trials, x=p)))
     if any(not pd.api.types.is_numeric_dtype(study.trials[p]) for p in varied) or len(varied) > 2:
-        base = ranked_variants(study)[0]
         items.append(Item("Configurations", "configurations", lambda: plots.plot_ablation_panels(
-            study.trials, metrics=metrics[:3], baseline=base, kind="absolute")))
+            study.trials, metrics=metrics[:3], baseline=_best(study), kind="absolute")))
     by = varied or ["variant"]
     items.append(Item("Tables", "results", lambda: results_table(
         study.trials, by=by, metrics=shown, caption="Mean ± std over seeds; best per column in bold.")))
@@ -103,9 +120,7 @@ def _grid(study: Study, metrics: list[str]) -> list[Item]:
 
 
 def _ablation(study: Study, metrics: list[str]) -> list[Item]:
-    base = study.baseline
-    if base is None:
-        raise ValueError("ablation study without a baseline in study.json")
+    base = study.baseline or "<study.json has no baseline>"
     t = study.trials
     return [
         Item("Ablation", "ablation_delta", lambda: plots.plot_ablation_panels(t, metrics=metrics, baseline=base)),
@@ -131,11 +146,11 @@ def _search(study: Study, metrics: list[str]) -> list[Item]:
     items = [Item("Search", "best_so_far", progress)]
     if varied:
         imp = lambda: param_importance(t, params=varied, metric=col, mode=mode)  # noqa: E731
-        items += [Item("Search", "importance", lambda: plots.plot_importance(imp()).figure),
+        items += [Item("Search", "importance", lambda: _figure_of(lambda: plots.plot_importance(imp()))),
                   Item("Tables", "importance_raw", imp)]
     if len(varied) >= 2:
-        items.append(Item("Search", "parallel_coordinates", lambda: plots.plot_parallel_coordinates(
-            t, params=varied, metric=col, mode=mode).figure))
+        items.append(Item("Search", "parallel_coordinates", partial(
+            _figure_of, plots.plot_parallel_coordinates, t, params=varied, metric=col, mode=mode)))
     top = ranked_variants(study)[:10]
     items.append(Item("Tables", "top_configurations", lambda: results_table(
         t, by=["variant", *varied], metrics=[col, *metrics], order=top,
@@ -156,11 +171,12 @@ def _router(study: Study) -> list[Item]:
     levels = [v for v in ([focus, *ranked_variants(study)] if study.kind != "grid" else list(by_value))
               if v in set(done["variant"])]
     levels = list(dict.fromkeys(levels))[:8]
-    items = [Item("Router", "router_weights", lambda: plots.plot_router_weights(
-        done, hue="variant", order=levels).figure)]
+    items = [Item("Router", "router_weights", partial(
+        _figure_of, plots.plot_router_weights, done, hue="variant", order=levels))]
     if has_reliability(one):
         items.append(Item("Router", f"router_reliability_{_slug(focus)}", lambda: plots.plot_router_reliability(one)))
-    items.append(Item("Router", f"router_by_label_{_slug(focus)}", lambda: plots.plot_router_by_label(one).figure))
+    items.append(Item("Router", f"router_by_label_{_slug(focus)}", partial(
+        _figure_of, plots.plot_router_by_label, one)))
     return items
 
 

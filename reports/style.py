@@ -74,7 +74,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 @contextmanager
 def style_context() -> Iterator[None]:
     """Apply the report style to everything drawn or saved inside the block."""
-    with mpl.rc_context(RC):
+    with mpl.rc_context(RC):  # type: ignore[arg-type]  # the stubs want literal keys
         yield
 
 

@@ -99,7 +99,7 @@ def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Seq
         vals = np.array(shown[m], dtype=float)
         if np.isfinite(vals).any():
             best = np.nanmax(vals) if metric_info(m).higher_is_better else np.nanmin(vals)
-            table.bold |= {(i, len(keys) + 1 + j) for i in np.flatnonzero(vals == best)}
+            table.bold |= {(int(i), len(keys) + 1 + j) for i in np.flatnonzero(vals == best)}
     return table
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -110,7 +111,7 @@ def plot_ablation(trials: pd.DataFrame, *, y: str, baseline: str, group: str = "
     return ax
 
 
-def ablation_legend(kind: str, confidence: float = 0.95) -> tuple[list[object], list[str]]:
+def ablation_legend(kind: str, confidence: float = 0.95) -> tuple[list[Artist], list[str]]:
     """Legend handles and texts that say what bars, error bars, dots and stars mean."""
     pct = f"{round(confidence * 100):d}% CI"
     if kind == "absolute":

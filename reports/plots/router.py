@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -46,7 +47,8 @@ def plot_router_weights(router: pd.DataFrame, *, hue: str | None = "variant", ax
         raise ValueError(f"plot_router_weights: {len(levels)} {hue} levels; filter to at most {max_levels}")
     ax = new_axes(ax, width="column" if len(levels) <= 2 else PAGE_WIDTH, height=2.4)
     width = 0.8 / len(levels)
-    handles, labels = [], []
+    handles: list[Artist] = []
+    labels: list[str] = []
     for j, level in enumerate(levels):
         part = router if level is None else router[router[hue] == level]
         c = color(j) if hue is not None else "0.5"
@@ -59,7 +61,7 @@ def plot_router_weights(router: pd.DataFrame, *, hue: str | None = "variant", ax
                 ax.hlines(vals[0], pos - width * 0.4, pos + width * 0.4, color=c, linewidth=2)
                 continue
             body = ax.violinplot(vals, positions=[pos], widths=width * 0.9, showmedians=True, showextrema=False)
-            for poly in body["bodies"]:
+            for poly in list(body["bodies"]):  # type: ignore[call-overload]
                 poly.set_facecolor(MODALITY_COLORS[w[-1]] if hue is None else c)
                 poly.set_edgecolor("0.2")
                 poly.set_linewidth(0.4)
@@ -103,7 +105,8 @@ def plot_router_reliability(router: pd.DataFrame, *, group: str = "variant", max
         x, y = router[f"r_{m}"].to_numpy(float)[idx], router[f"w_{m}"].to_numpy(float)[idx]
         ax.scatter(x, y, s=3, alpha=0.35, color=MODALITY_COLORS[m], linewidths=0, rasterized=True)
         r = corr.loc[m, "r_pooled"]
-        ax.set_title(f"{MODALITY_NAMES[m]}: r = {r:.2f}" if np.isfinite(r) else f"{MODALITY_NAMES[m]}: r undefined")
+        text = f"r = {r:.2f}".replace("-", "−") if np.isfinite(r) else "r undefined (constant)"
+        ax.set_title(f"{MODALITY_NAMES[m]}: {text}")
         ax.set_xlabel(f"True reliability $r_{m}$")
     axes[0, 0].set_ylabel("Router weight $w_m$")
     n_seeds = router["seed"].nunique() if "seed" in router.columns else 1
@@ -126,9 +129,13 @@ def plot_router_by_label(router: pd.DataFrame, *, group: str = "variant", ax: Ax
     width = 0.27
     for i, m in enumerate(MODALITIES):
         part = summ[summ["modality"] == m].set_index("label_bin").reindex(bins)
-        err = (part["ci_high"] - part["mean"]).to_numpy(float)
-        ax.bar(np.arange(len(bins)) + (i - 1) * width, part["mean"].to_numpy(float), width=width,
-               yerr=np.nan_to_num(err), color=MODALITY_COLORS[m], label=MODALITY_NAMES[m],
+        mean = part["mean"].to_numpy(float)
+        # weights live in [0, 1]: the t interval of few seeds can exceed it, so the bars are clipped there
+        lo = np.clip(np.nan_to_num(part["ci_low"].to_numpy(float), nan=0.0), 0.0, 1.0)
+        hi = np.clip(np.nan_to_num(part["ci_high"].to_numpy(float), nan=1.0), 0.0, 1.0)
+        err = np.where(np.isfinite(part["ci_low"].to_numpy(float)), np.vstack([mean - lo, hi - mean]), 0.0)
+        ax.bar(np.arange(len(bins)) + (i - 1) * width, mean, width=width, yerr=np.maximum(err, 0.0),
+               color=MODALITY_COLORS[m], label=MODALITY_NAMES[m],
                error_kw={"elinewidth": 0.7, "capsize": 1.5, "ecolor": "0.2"})
     counts = summ[summ["modality"] == "l"].set_index("label_bin").reindex(bins)["n_samples"]
     ax.set_xticks(np.arange(len(bins)), [f"{b}\n({int(c)})" for b, c in zip(bins, counts)])
@@ -137,6 +144,10 @@ def plot_router_by_label(router: pd.DataFrame, *, group: str = "variant", ax: Ax
     ax.axhline(1 / 3, color="0.4", linestyle=":", linewidth=0.8)
     ax.grid(axis="x", visible=False)
     ns = summ["n"].to_numpy()
-    ax.legend(title=f"error bars: {band_label(ns).replace('mean ± ', '')}; dotted: 1/3", ncols=3,
-              loc="upper center", bbox_to_anchor=(0.5, 1.22))
+    ax.set_ylim(0.0, 1.0)
+    ns = ns[ns > 0]
+    bars = (f"error bars: {band_label(ns).replace('mean ± ', '')}, within [0, 1]" if ns.size and ns.max() >= 2
+            else "one seed: no error bars")
+    ax.legend(title=f"{bars}\ndotted line: equal weights (1/3)", ncols=3, loc="lower center",
+              bbox_to_anchor=(0.5, 1.01))
     return ax

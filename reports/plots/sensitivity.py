@@ -4,7 +4,7 @@ and the paper's two-axis form (Acc-7 on the left, MAE on an inverted right axis)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,9 @@ def plot_sensitivity(trials: pd.DataFrame, *, x: str, y: str, hue: str | None = 
     ax = new_axes(ax)
     info = metric_info(y)
     groups = [(None, data)] if hue is None else list(data.groupby(hue, sort=True))
-    handles, labels, ns = [], [], []
+    handles: list[Any] = []
+    labels: list[str] = []
+    ns: list[int] = []
     pct = f"{round(confidence * 100):d}% CI"
     for i, (level, part) in enumerate(groups):
         s = _series(part, x, y, confidence)
@@ -102,7 +104,7 @@ def plot_sensitivity_panels(trials: pd.DataFrame, *, x: str, metrics: Sequence[s
     pct = f"{round(confidence * 100):d}% CI"
     lines = flat[0].get_lines()
     bands = [c for c in flat[0].collections]
-    handles = [(ln, b) for ln, b in zip(lines, bands)] if len(bands) == len(lines) else list(lines)
+    handles: list[Any] = [(ln, b) for ln, b in zip(lines, bands)] if len(bands) == len(lines) else list(lines)
     if hue is None:
         labels, title = [band_label(ns, what=pct)], None
     else:
@@ -130,7 +132,9 @@ def plot_sensitivity_two_axis(trials: pd.DataFrame, *, x: str, left: str = "test
     ax_r = ax.twinx()
     ax_r.spines["right"].set_visible(True)
     ax_r.grid(False)
-    handles, labels, ns = [], [], []
+    handles: list[Any] = []
+    labels: list[str] = []
+    ns: list[int] = []
     for axis, col, c, marker, ls in ((ax, left, color(0), "o", "-"), (ax_r, right, color(3), "s", "--")):
         info = metric_info(col)
         s = _series(data, x, col, confidence)

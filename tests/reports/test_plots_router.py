@@ -46,7 +46,7 @@ def test_reliability_panels_show_pearson_r(router: pd.DataFrame) -> None:
     assert len(axes) == 3
     for ax, m, name in zip(axes, "lva", ("Language", "Vision", "Acoustic")):
         r = np.corrcoef(full[f"w_{m}"], full[f"r_{m}"])[0, 1]
-        assert ax.get_title() == f"{name}: r = {r:.2f}"
+        assert ax.get_title() == f"{name}: r = {r:.2f}".replace("-", "−")
         (points,) = [c for c in ax.collections if isinstance(c, PathCollection)]
         assert len(points.get_offsets()) == 200
     assert "600 test samples" in fig.get_suptitle()
@@ -70,4 +70,4 @@ def test_weights_by_label_bars(router: pd.DataFrame) -> None:
     labels = [t.get_text() for t in ax.get_xticklabels()]
     counts = summ[summ.modality == "l"].set_index("label_bin").reindex(bins)["n_samples"]
     assert labels == [f"{b}\n({c})" for b, c in zip(bins, counts)]
-    assert "95% CI over n=5 seeds" in ax.get_legend().get_title().get_text()
+    assert "error bars: 95% CI over n=5 seeds" in ax.get_legend().get_title().get_text()
