@@ -112,18 +112,23 @@ def _meta(out: Path, **fields: Any) -> None:
 
 
 def write_grid(out: Path, param: str = "loss.distill_weight", values: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 1.0),
-               seeds: tuple[int, ...] = (1111, 1112, 1113)) -> Path:
-    """A grid study over one parameter; quality peaks in the middle of the value range."""
-    _meta(out, study=out.name, kind="grid", varied=[param], objective={"metric": "valid_mae", "mode": "min"},
+               seeds: tuple[int, ...] = (1111, 1112, 1113),
+               second: tuple[str, tuple[Any, ...]] | None = None) -> Path:
+    """A grid study over one parameter (times ``second``'s values); quality peaks mid-range of ``param``."""
+    extra_name, extra_values = second if second is not None else (None, (None,))
+    varied = [param] + ([extra_name] if extra_name else [])
+    _meta(out, study=out.name, kind="grid", varied=varied, objective={"metric": "valid_mae", "mode": "min"},
           baseline=None, seeds=list(seeds))
     lo, hi = np.log(min(values) + 1e-3), np.log(max(values) + 1e-3)
     index = 0
     for v in values:
-        params = {**BASE_PARAMS, param: v}
-        pos = (np.log(v + 1e-3) - lo) / (hi - lo)
-        for s in seeds:
-            _trial(out.name, f"{param.split('.')[-1]}={v:g}", params, s, 0.2 + 0.6 * (1 - (pos - 0.6) ** 2), index, out)
-            index += 1
+        for e, extra in enumerate(extra_values):
+            params = {**BASE_PARAMS, param: v, **({extra_name: extra} if extra_name else {})}
+            label = f"{param.split('.')[-1]}={v:g}" + (f",{extra_name.split('.')[-1]}={extra}" if extra_name else "")
+            pos = (np.log(v + 1e-3) - lo) / (hi - lo)
+            for s in seeds:
+                _trial(out.name, label, params, s, 0.2 + 0.6 * (1 - (pos - 0.6) ** 2) - 0.1 * e, index, out)
+                index += 1
     (out / "trials" / ".tmp-partial.parquet").write_bytes(b"not parquet")  # hidden temp file: must be ignored
     return out
 

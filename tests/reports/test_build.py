@@ -56,6 +56,20 @@ def test_grid_report_defaults_to_the_study_directory(make_study: Callable[..., P
     assert not list((d / "figures").glob(".*"))  # no temporary files left behind
 
 
+def test_two_parameter_grid_draws_one_line_per_second_value(make_study: Callable[..., Path], tmp_path: Path) -> None:
+    d = make_study("grid", tmp_path / "g2", values=(0.0, 0.5, 1.0), seeds=(1, 2),
+                   second=("model.fusion", ("sum", "concat")))
+    items = {i.name: i for i in plan(load_study(d))}
+    assert "sensitivity_loss-distill_weight" in items and "configurations" in items  # fusion is categorical
+    fig = items["sensitivity_loss-distill_weight"].make()
+    assert all(len(ax.get_lines()) == 2 for ax in fig.axes if ax.get_lines())
+    (legend,) = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    assert [t.get_text() for t in legend.get_texts()] == ["concat", "sum"]
+    assert legend.get_title().get_text() == "Fusion\nmean ± 95% CI over n=2 seeds"
+    table = items["results"].make()
+    assert table.header[:3] == ["loss.distill_weight", "model.fusion", "n"] and len(table.rows) == 6
+
+
 def test_search_report(search_dir: Path, tmp_path: Path) -> None:
     names = _names(build_report(search_dir, out=tmp_path, formats=("png",)), tmp_path)
     assert {"figures/best_so_far.png", "figures/importance.png", "figures/parallel_coordinates.png",
