@@ -65,8 +65,8 @@ def eta_squared(values: pd.Series, target: pd.Series, max_bins: int = 5) -> floa
     y = pd.to_numeric(target, errors="coerce").to_numpy(dtype=float)
     x = pd.Series(values).reset_index(drop=True)
     numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
-    if numeric and x.nunique() > max_bins:
-        groups = pd.qcut(x.rank(method="first"), q=max_bins, labels=False)
+    if numeric and x.nunique() > max_bins:  # a missing value (conditional parameter) is its own group
+        groups = pd.qcut(x.rank(method="first"), q=max_bins, labels=False).fillna(-1)
     else:
         groups = x.astype(str)
     total = float(np.sum((y - y.mean()) ** 2))
@@ -125,11 +125,12 @@ def param_importance(trials: pd.DataFrame, *, params: Sequence[str], metric: str
             method = "ped-anova"
         else:
             method = "eta2"
-    if method == "eta2" or not varying:
+    complete = df.dropna(subset=varying)  # Optuna needs a value for every parameter of a trial
+    if method == "eta2" or not varying or len(complete) < 4:
         scores = {p: eta_squared(df[p], df[metric]) for p in varying}
         method = "eta2"
     else:
-        scores = _optuna_importance(df, varying, metric, mode, method)
+        scores = _optuna_importance(complete.reset_index(drop=True), varying, metric, mode, method)
     out = pd.DataFrame({"param": list(params)})
     out["importance"] = out["param"].map(scores).fillna(0.0).astype(float)
     out["method"] = method

@@ -62,6 +62,12 @@ def _mean_std(mean: float, std: float, decimals: int) -> str:
 _SPLIT_SHORT = {"valid": "Val.", "test": "Test", "train": "Train"}
 
 
+def _key_text(v: object) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def _header(col: str, split: bool = False) -> str:
     info = metric_info(col)
     arrow = "↑" if info.higher_is_better else "↓"
@@ -76,19 +82,19 @@ def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Seq
     keys = [by] if isinstance(by, str) else list(by)
     data = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
     summ = summarize(data, keys, metrics)
-    groups = summ[keys].drop_duplicates()
+    # group labels as shown; a missing parameter value (conditional search space) shows as "–"
+    summ["_label"] = [tuple(_key_text(v) for v in row) for row in summ[keys].itertuples(index=False)]
+    firsts = summ.drop_duplicates("_label")
     if order is not None:
         pos = {v: i for i, v in enumerate(order)}
-        groups = groups.assign(_o=groups[keys[0]].map(pos)).dropna(subset=["_o"]).sort_values("_o")
+        firsts = firsts.assign(_o=firsts[keys[0]].map(pos)).dropna(subset=["_o"]).sort_values("_o")
     split = len({metric_info(m).split for m in metrics}) > 1
     table = Table(header=[*keys, "n", *(_header(m, split) for m in metrics)], rows=[],
                   align="l" * len(keys) + "r" * (1 + len(metrics)), caption=caption)
     shown: dict[str, list[float]] = {m: [] for m in metrics}
-    for _, g in groups.iterrows():
-        sel = (summ[keys] == g[keys].to_numpy()).all(axis=1)
-        part = summ[sel].set_index("metric")
-        cells = [f"{g[k]:g}" if isinstance(g[k], float) else str(g[k]) for k in keys]
-        cells.append(str(int(part["n"].max())))
+    for label in firsts["_label"]:
+        part = summ[summ["_label"] == label].set_index("metric")
+        cells = [*label, str(int(part["n"].max()))]
         for m in metrics:
             info = metric_info(m)
             mean, std = part.loc[m, "mean"] * info.scale, part.loc[m, "std"] * info.scale

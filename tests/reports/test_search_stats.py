@@ -89,3 +89,12 @@ def test_param_importance_fanova_when_sklearn_is_installed(search_dir: Path) -> 
     study = load_study(search_dir)
     imp = param_importance(study.trials, params=study.varied, metric="valid_mae", mode="min", method="fanova")
     assert imp["param"].iloc[0] == "train.lr" and imp["importance"].sum() == pytest.approx(1.0)
+
+
+def test_conditional_parameters_with_missing_values(search_dir: Path) -> None:
+    t = load_study(search_dir).trials.copy()
+    t.loc[t.index % 3 == 0, "model.n_levels"] = np.nan  # e.g. only defined for some architectures
+    for method in ("eta2", "ped-anova"):
+        imp = param_importance(t, params=["train.lr", "model.n_levels"], metric="valid_mae", mode="min",
+                               method=method)
+        assert np.isfinite(imp["importance"]).all() and imp["param"].iloc[0] == "train.lr"

@@ -84,3 +84,11 @@ def test_status_table_counts_every_trial(ablation_dir: Path) -> None:
     assert t.header == ["variant", "completed", "failed"]
     rows = {r[0]: r[1:] for r in t.rows}
     assert rows["no_unimodal"] == ["4", "1"] and rows["full"] == ["5", "0"]
+
+
+def test_missing_parameter_values_form_their_own_row() -> None:
+    df = pd.DataFrame({"variant": ["a", "a", "b", "b"], "model.x": [1.0, 1.0, None, None], "seed": [1, 2, 1, 2],
+                       "test_mae": [0.5, 0.6, 0.4, 0.45], "status": "completed"})
+    t = results_table(df, by=["variant", "model.x"], metrics=["test_mae"])
+    assert t.rows == [["a", "1", "2", "0.550 ± 0.071"], ["b", "–", "2", "0.425 ± 0.035"]]
+    assert t.bold == {(1, 3)}
