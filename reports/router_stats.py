@@ -72,7 +72,7 @@ def reliability_correlation(router: pd.DataFrame, by: str | Sequence[str] = "var
               .apply(lambda g: pd.Series({"r_pooled": _pearson(g["weight"].to_numpy(), g["reliability"].to_numpy()),
                                           "n_samples": int(g["weight"].notna().sum())}), include_groups=False)
               .reset_index())
-    per_trial = (long.groupby([*gcols, "trial_id"], sort=False)
+    per_trial = (long.groupby(list(dict.fromkeys([*gcols, "trial_id"])), sort=False)
                  .apply(lambda g: _pearson(g["weight"].to_numpy(), g["reliability"].to_numpy()),
                         include_groups=False)
                  .rename("r").reset_index())

@@ -175,6 +175,10 @@ def _router(study: Study) -> list[Item]:
         _figure_of, plots.plot_router_weights, done, hue="variant", order=levels))]
     if has_reliability(one):
         items.append(Item("Router", f"router_reliability_{_slug(focus)}", lambda: plots.plot_router_reliability(one)))
+    if study.kind == "grid" and has_reliability(done):
+        items += [Item("Router", f"router_correlation_{_slug(p)}", partial(
+            _figure_of, plots.plot_router_correlation, done, study.trials, x=p))
+            for p in study.varied if pd.api.types.is_numeric_dtype(study.trials[p])]
     items.append(Item("Router", f"router_by_label_{_slug(focus)}", partial(
         _figure_of, plots.plot_router_by_label, one)))
     return items

@@ -2,7 +2,12 @@
 
 from reports.plots.ablation import plot_ablation, plot_ablation_panels
 from reports.plots.curves import plot_learning_curves, plot_learning_curves_panels
-from reports.plots.router import plot_router_by_label, plot_router_reliability, plot_router_weights
+from reports.plots.router import (
+    plot_router_by_label,
+    plot_router_correlation,
+    plot_router_reliability,
+    plot_router_weights,
+)
 from reports.plots.search import plot_best_so_far, plot_importance, plot_parallel_coordinates
 from reports.plots.sensitivity import plot_sensitivity, plot_sensitivity_panels, plot_sensitivity_two_axis
 
@@ -15,6 +20,7 @@ __all__ = [
     "plot_learning_curves_panels",
     "plot_parallel_coordinates",
     "plot_router_by_label",
+    "plot_router_correlation",
     "plot_router_reliability",
     "plot_router_weights",
     "plot_sensitivity",

@@ -9,8 +9,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.collections import PolyCollection
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
 
-__all__ = ["completed_rows", "draw_mean_band", "require_columns"]
+__all__ = ["completed_rows", "draw_mean_band", "log_axis", "require_columns"]
 
 
 def require_columns(df: pd.DataFrame, columns: Sequence[str | None], what: str) -> None:
@@ -36,3 +37,12 @@ def draw_mean_band(ax: Axes, x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi
         band = ax.fill_between(x, np.where(ok, lo, np.nan), np.where(ok, hi, np.nan), color=color,
                                alpha=alpha, linewidth=0, zorder=2)
     return line, band
+
+
+def log_axis(ax: Axes, values: pd.Series) -> None:
+    """Log-scale the x axis, ticked at the grid's own values when there are few (0.03, 0.1, 0.3, ...)."""
+    ax.set_xscale("log")
+    grid = np.sort(pd.to_numeric(values, errors="coerce").dropna().unique())
+    if grid.size <= 8:
+        ax.set_xticks(grid, [f"{v:g}" for v in grid])
+        ax.xaxis.set_minor_locator(NullLocator())

@@ -4,6 +4,7 @@ synthetic data (with Pearson r), and mean weights per label bin (95% CI over see
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from reports.plots._common import require_columns
+from reports.metrics import param_label
+from reports.plots._common import draw_mean_band, log_axis, require_columns
 from reports.router_stats import (
     MODALITIES,
     MODALITY_NAMES,
@@ -21,9 +23,10 @@ from reports.router_stats import (
     reliability_correlation,
     weights_by_label,
 )
+from reports.stats import is_log_spaced, summarize
 from reports.style import MODALITY_COLORS, PAGE_WIDTH, band_label, color, new_axes, new_figure, styled
 
-__all__ = ["plot_router_by_label", "plot_router_reliability", "plot_router_weights"]
+__all__ = ["plot_router_by_label", "plot_router_correlation", "plot_router_reliability", "plot_router_weights"]
 
 _W = ["w_l", "w_v", "w_a"]
 
@@ -150,4 +153,37 @@ def plot_router_by_label(router: pd.DataFrame, *, group: str = "variant", ax: Ax
             else "one seed: no error bars")
     ax.legend(title=f"{bars}\ndotted line: equal weights (1/3)", ncols=3, loc="lower center",
               bbox_to_anchor=(0.5, 1.01))
+    return ax
+
+
+@styled
+def plot_router_correlation(router: pd.DataFrame, trials: pd.DataFrame, *, x: str, ax: Axes | None = None,
+                            confidence: float = 0.95) -> Axes:
+    """Per-seed Pearson r between each modality's weight and its true reliability against a numeric
+    parameter ``x`` (e.g. the router temperature): mean line and CI band over seeds per modality."""
+    require_columns(trials, ["trial_id", x], "plot_router_correlation")
+    if not has_reliability(router):
+        raise ValueError("plot_router_correlation: no true reliabilities (r_l, r_v, r_a are null: real data?)")
+    per_trial = reliability_correlation(router, "trial_id")[["trial_id", "modality", "r_pooled"]]
+    data = per_trial.merge(trials[["trial_id", x]], on="trial_id").dropna(subset=["r_pooled"])
+    ax = new_axes(ax)
+    summ = summarize(data, [x, "modality"], ["r_pooled"], confidence=confidence)
+    handles: list[Any] = []
+    for m in MODALITIES:
+        s = summ[(summ["modality"] == m) & (summ["n"] > 0)].sort_values(x)
+        if s.empty:
+            continue
+        line, band = draw_mean_band(ax, s[x].to_numpy(float), s["mean"].to_numpy(float),
+                                    s["ci_low"].to_numpy(float), s["ci_high"].to_numpy(float),
+                                    color=MODALITY_COLORS[m])
+        line.set_label(MODALITY_NAMES[m])
+        handles.append((line, band) if band is not None else line)
+    if is_log_spaced(data[x]):
+        log_axis(ax, data[x])
+    ax.axhline(0.0, color="0.4", linewidth=0.7, linestyle=":")
+    ax.set_xlabel(param_label(x))
+    ax.set_ylabel("Pearson r (router weight,\ntrue reliability)")
+    pct = f"{round(confidence * 100):d}% CI"
+    ax.legend(handles, [h[0].get_label() if isinstance(h, tuple) else h.get_label() for h in handles],
+              title=band_label(summ["n"].to_numpy(), what=pct), loc="best")
     return ax

@@ -6,28 +6,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullLocator
 
 from reports.metrics import axis_label, metric_info, param_label
-from reports.plots._common import completed_rows, draw_mean_band, require_columns
+from reports.plots._common import completed_rows, draw_mean_band, log_axis, require_columns
 from reports.stats import is_log_spaced, summarize
 from reports.style import PAGE_WIDTH, band_label, color, new_axes, new_figure, styled
 
 __all__ = ["plot_sensitivity", "plot_sensitivity_panels", "plot_sensitivity_two_axis"]
-
-
-def _log_axis(ax: Axes, values: pd.Series) -> None:
-    """Log-scale the x axis, ticked at the grid's own values when there are few (0.03, 0.1, 0.3, ...)."""
-    ax.set_xscale("log")
-    grid = np.sort(pd.to_numeric(values, errors="coerce").dropna().unique())
-    if grid.size <= 8:
-        ax.set_xticks(grid, [f"{v:g}" for v in grid])
-        ax.xaxis.set_minor_locator(NullLocator())
 
 
 def _use_log(values: pd.Series, logx: bool | Literal["auto"]) -> bool:
@@ -73,7 +62,7 @@ def plot_sensitivity(trials: pd.DataFrame, *, x: str, y: str, hue: str | None = 
         handles.append((line, band) if band is not None else line)
         labels.append(f"{level:g}" if isinstance(level, float) else str(level))
     if _use_log(data[x], logx):
-        _log_axis(ax, data[x])
+        log_axis(ax, data[x])
     ax.set_xlabel(param_label(x))
     ax.set_ylabel(axis_label(y, wrap=True))
     if not legend:
@@ -151,7 +140,7 @@ def plot_sensitivity_two_axis(trials: pd.DataFrame, *, x: str, left: str = "test
         axis.set_ylabel(label, color=c)
         axis.tick_params(axis="y", colors=c)
     if _use_log(data[x], logx):
-        _log_axis(ax, data[x])
+        log_axis(ax, data[x])
     ax.set_xlabel(param_label(x))
     pct = f"{round(confidence * 100):d}% CI"
     handles.append(Patch(color="0.6", alpha=0.3))

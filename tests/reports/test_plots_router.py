@@ -11,7 +11,12 @@ from matplotlib.collections import LineCollection, PathCollection, PolyCollectio
 from matplotlib.patches import Rectangle
 
 from reports.load import completed, load_study
-from reports.plots import plot_router_by_label, plot_router_reliability, plot_router_weights
+from reports.plots import (
+    plot_router_by_label,
+    plot_router_correlation,
+    plot_router_reliability,
+    plot_router_weights,
+)
 from reports.router_stats import weights_by_label
 
 
@@ -71,3 +76,18 @@ def test_weights_by_label_bars(router: pd.DataFrame) -> None:
     counts = summ[summ.modality == "l"].set_index("label_bin").reindex(bins)["n_samples"]
     assert labels == [f"{b}\n({c})" for b, c in zip(bins, counts)]
     assert "error bars: 95% CI over n=5 seeds" in ax.get_legend().get_title().get_text()
+
+
+def test_router_correlation_against_a_parameter(log_grid_dir: Path) -> None:
+    study = load_study(log_grid_dir)
+    ax = plot_router_correlation(study.router, study.trials, x="model.temperature")
+    lines = ax.get_lines()[:3]
+    assert [ln.get_label() for ln in lines] == ["Language", "Vision", "Acoustic"]
+    merged = study.router.merge(study.trials[["trial_id", "model.temperature"]], on="trial_id")
+    per_trial = merged.groupby("trial_id").apply(
+        lambda g: pd.Series({"t": g["model.temperature"].iloc[0], "r": np.corrcoef(g["w_v"], g["r_v"])[0, 1]}),
+        include_groups=False)
+    expected = per_trial.groupby("t")["r"].mean()
+    np.testing.assert_allclose(lines[1].get_xdata(), expected.index)
+    np.testing.assert_allclose(lines[1].get_ydata(), expected.to_numpy(), rtol=1e-10)
+    assert ax.get_xscale() == "log" and "n=3 seeds" in ax.get_legend().get_title().get_text()
