@@ -8,6 +8,7 @@ searcher, FIFO unless the study names a scheduler); searches use ``StudySearch``
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -166,6 +167,9 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         callbacks = [ResultRecorder(ctx), ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
                                                           mode=plan.spec.mode, interval_s=options.progress_interval_s)]
         if options.resume and tune.Tuner.can_restore(str(store.tune_dir)):
+            # Restoring reads the old results; trials that had not started have none, which Tune logs
+            # as a warning per trial. Expected here: they run now.
+            logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
             tuner = tune.Tuner.restore(str(store.tune_dir), trainable=trainable, resume_unfinished=True,
                                        resume_errored=options.retry_failed)
         else:
