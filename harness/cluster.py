@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["RaySettings", "cluster_resources", "ray_session"]
 
@@ -46,7 +47,7 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0) -> Iterator[bool]
     if ray.is_initialized():
         yield False
         return
-    common = {"log_to_driver": settings.log_to_driver, "logging_level": logging.WARNING,
+    common: dict[str, Any] = {"log_to_driver": settings.log_to_driver, "logging_level": logging.WARNING,
               "configure_logging": True}
     if settings.address:
         ray.init(address=settings.address, **common)

@@ -67,8 +67,8 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None) 
     if s.search is not None:
         lines.append(f"search: {s.search.sampler} sampler (seed {s.search.seed}), {s.search.n_trials} "
                      f"configurations x {len(s.seeds)} seed(s) {s.seeds} = {plan.n_trials} trials")
-        for path, p in s.search.params.items():
-            lines.append(f"  {path}: {_param_text(p.model_dump())}")
+        for path, param in s.search.params.items():
+            lines.append(f"  {path}: {_param_text(param.model_dump())}")
         if plan.feasible is not None and plan.feasible < 1:
             lines.append(f"  {100 * (1 - plan.feasible):.0f}% of the space violates a constraint; such "
                          "proposals are rejected (told to Optuna as infeasible) and never run")

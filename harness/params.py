@@ -80,7 +80,7 @@ def _coerce_one(hint: Any, value: Any) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[str] = []
         for arg in args:
             if arg is type(None):
                 continue

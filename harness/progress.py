@@ -42,7 +42,8 @@ class ProgressPrinter(tune.Callback):
         self.best: tuple[float, str] | None = None
         self.finished_here = 0
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         self._reset()
 
     @property

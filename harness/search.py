@@ -101,10 +101,16 @@ class StudySearch(OptunaSearch):
         self._member_of: dict[str, tuple[int, int]] = {}  # tune trial id -> (optuna number, seed index)
         self._filling: int | None = None
 
+    @property
+    def _study(self) -> optuna.Study:
+        assert self._ot_study is not None, "the Optuna study is set up in __init__"
+        return self._ot_study
+
     def _new_group(self) -> _Group:
+        space: Any = self._space
         for _ in range(self.MAX_REJECTS):
-            ot_trial = self._ot_study.ask()
-            overrides = self._space(ot_trial)
+            ot_trial = self._study.ask()
+            overrides: dict[str, Any] = space(ot_trial)
             errors = self._factory.check(overrides)
             if not errors:
                 group = _Group(ot_trial.number, overrides)
@@ -112,7 +118,7 @@ class StudySearch(OptunaSearch):
                 self._ot_trials[f"optuna:{group.number}"] = ot_trial
                 return group
             ot_trial.set_user_attr("infeasible", errors[0])
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
         raise RuntimeError(f"the sampler proposed {self.MAX_REJECTS} infeasible configurations in a row")
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -169,10 +175,10 @@ class StudySearch(OptunaSearch):
         state = optuna.trial.TrialState
         try:
             if "pruned" in statuses:
-                self._ot_study.tell(ot_trial, state=state.PRUNED)
+                self._study.tell(ot_trial, state=state.PRUNED)
             elif values:
-                self._ot_study.tell(ot_trial, sum(values) / len(values))
+                self._study.tell(ot_trial, sum(values) / len(values))
             else:
-                self._ot_study.tell(ot_trial, state=state.FAIL)
+                self._study.tell(ot_trial, state=state.FAIL)
         except (ValueError, RuntimeError) as exc:  # e.g. already finished in a resumed journal
             logger.warning("optuna trial %d: %s", group.number, exc)

@@ -152,7 +152,7 @@ def feasible_fraction(space: SearchSpace, base: Mapping[str, Any], dims: Mapping
                       *, draws: int = 256, seed: int = 0) -> tuple[float, list[str]]:
     """Fraction of random draws whose configuration is valid, and the distinct errors of the others."""
     rng = np.random.default_rng(seed)
-    ok, errors = 0, []
+    ok, errors = 0, list[str]()
     for _ in range(draws):
         _, errs = check_point(base, Point("draw", space(RandomTrial(rng))), dims)
         ok += not errs

@@ -192,7 +192,7 @@ class ResourcesSpec(_Strict):
 class ReportSpec(_Strict):
     """Figures and tables made by the reports package when the study ends (``report: true`` = defaults)."""
 
-    formats: list[Literal["png", "pdf", "svg"]] = Field(default_factory=lambda: ["png", "pdf"], min_length=1)
+    formats: list[Literal["png", "pdf", "svg"]] = Field(default=["png", "pdf"], min_length=1)
 
 
 class StudySpec(_Strict):
