@@ -166,10 +166,10 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
         callbacks = [ResultRecorder(ctx), ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
                                                           mode=plan.spec.mode, interval_s=options.progress_interval_s)]
+        # Tune reads every trial's results when restoring and at the end; trials that never started have
+        # none, which it logs as a warning per trial. Expected here (pending at a crash or a time budget).
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         if options.resume and tune.Tuner.can_restore(str(store.tune_dir)):
-            # Restoring reads the old results; trials that had not started have none, which Tune logs
-            # as a warning per trial. Expected here: they run now.
-            logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
             tuner = tune.Tuner.restore(str(store.tune_dir), trainable=trainable, resume_unfinished=True,
                                        resume_errored=options.retry_failed)
         else:
