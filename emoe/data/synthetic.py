@@ -49,12 +49,12 @@ _NUISANCE_RANK = 4
 class SyntheticSpec:
     """Sizes, shapes and difficulty of a synthetic data set; the defaults are the ``small`` preset."""
 
-    n_train: int = 600
-    n_valid: int = 150
+    n_train: int = 1200
+    n_valid: int = 300
     n_test: int = 300
-    len_text: int = 20
-    len_audio: int = 20
-    len_vision: int = 20
+    len_text: int = 8
+    len_audio: int = 8
+    len_vision: int = 8
     d_text: int = 32
     d_audio: int = 5
     d_vision: int = 20

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 
 from emoe.config import EMOEConfig, ModelConfig, TrainConfig
-from emoe.data.synthetic import make_synthetic, synthetic_spec
+from emoe.data.synthetic import make_synthetic
 from emoe.train import train_emoe
 
 
 @pytest.mark.slow  # ~15 s alone, 20+ s when the shared machine is busy
 def test_small_emoe_beats_mean_predictor_and_router_tracks_true_reliability():
-    # Sequences of 8 steps and 1200 training samples: the faithful flattened router has
-    # L * (d_t + d_v + d_a)^2 / 8 first-layer weights (26k here). At the "small" preset's 20 steps and 600
-    # samples (162k weights) it memorises the training set: router/reliability correlation about 0.3 on
-    # train but under 0.1 on test. With more samples per router weight it generalises.
-    data = make_synthetic(synthetic_spec("small", n_train=1200, len_text=8, len_audio=8, len_vision=8))
+    # The "small" preset has sequences of 8 steps and 1200 training samples: the faithful flattened router
+    # has L * (d_t + d_v + d_a)^2 / 8 first-layer weights (26k here). At 20 steps and 600 samples (162k
+    # weights) it memorises the training set: router/reliability correlation about 0.3 on train but under
+    # 0.1 on test. With more samples per router weight it generalises.
+    data = make_synthetic("small")
     # Reference losses and architecture at a small width; lr 1e-3 with an optimiser step per batch instead
     # of the reference's 1e-4 and 10-batch window, which needs ~100 epochs to get this far.
     cfg = EMOEConfig(

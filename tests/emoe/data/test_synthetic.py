@@ -42,8 +42,8 @@ def test_shapes_dtypes_and_compatibility() -> None:
     data = make_synthetic("small")
     spec = PRESETS["small"]
     assert (len(data.train), len(data.valid), len(data.test)) == (spec.n_train, spec.n_valid, spec.n_test)
-    assert data.train.text.shape == (600, 20, 32) and data.train.audio.shape == (600, 20, 5)
-    assert data.train.vision.shape == (600, 20, 20) and data.train.reliability.shape == (600, 3)
+    assert data.train.text.shape == (1200, 8, 32) and data.train.audio.shape == (1200, 8, 5)
+    assert data.train.vision.shape == (1200, 8, 20) and data.train.reliability.shape == (1200, 3)
     s = data.train
     for arr in (s.text, s.audio, s.vision, s.labels, s.reliability):
         assert arr.dtype == np.float32 and np.isfinite(arr).all()
