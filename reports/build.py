@@ -114,9 +114,13 @@ def build_report(study_dir: str | Path, out: str | Path | None = None,
     for item in plan(study):
         try:
             obj = item.make()
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:  # the data cannot support this item
             log.warning("report %s: skipped %s: %s", study.name, item.name, exc)
             skipped.append((item, str(exc)))
+            continue
+        except Exception as exc:  # a defect in one figure must not cost the rest of the report
+            log.exception("report %s: %s failed", study.name, item.name)
+            skipped.append((item, f"{type(exc).__name__}: {exc} (a bug: please report it)"))
             continue
         paths = _write_item(item, obj, fig_dir, tab_dir, formats)
         written += paths

@@ -89,6 +89,9 @@ def _common(study: Study, metrics: list[str]) -> list[Item]:
     items = [Item("Trials", "status", lambda: status_table(study.trials))]
     if not study.epochs.empty and col in study.epochs.columns:
         top = ranked_variants(study)[:6]
+        if study.kind == "grid":  # in the order of the grid's values, not of their scores
+            by_value = study.trials.sort_values([*study.varied, "variant"], kind="stable")["variant"]
+            top = [v for v in dict.fromkeys(by_value) if v in top]
         cols = [c for c in (col, "train_loss") if c in study.epochs.columns]
         items.append(Item("Learning curves", "learning_curves", lambda: plots.plot_learning_curves_panels(
             study.epochs, metrics=cols, hue="variant", order=top)))
@@ -107,6 +110,11 @@ def _grid(study: Study, metrics: list[str]) -> list[Item]:
             hue = others[0] if others else None
             items.append(Item("Sensitivity", f"sensitivity_{_slug(p)}", partial(
                 plots.plot_sensitivity_panels, study.trials, x=p, metrics=shown, hue=hue)))
+            values = study.trials[p].dropna().unique()
+            if len(values) >= 3 and study.trials["seed"].nunique() >= 2:
+                items.append(Item("Sensitivity", f"sensitivity_{_slug(p)}_paired", partial(
+                    plots.plot_sensitivity_panels, study.trials, x=p, metrics=shown, hue=hue,
+                    reference=float(min(values)))))
             if {"test_acc7", "test_mae"} <= set(metrics) and hue is None:
                 items.append(Item("Sensitivity", f"sensitivity_{_slug(p)}_two_axis", partial(
                     _figure_of, plots.plot_sensitivity_two_axis, study.trials, x=p)))

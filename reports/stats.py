@@ -7,7 +7,7 @@ Everything stays in stored units (fractions for accuracies); display scaling hap
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -122,7 +122,7 @@ def _paired_tests(diff: np.ndarray) -> tuple[float, float, float, str]:
     return t, p_t, p_w, "; ".join(notes)
 
 
-def paired_comparison(df: pd.DataFrame, *, baseline: str, metrics: Sequence[str], group: str = "variant",
+def paired_comparison(df: pd.DataFrame, *, baseline: Hashable, metrics: Sequence[str], group: str = "variant",
                       pair: str = "seed", confidence: float = 0.95) -> pd.DataFrame:
     """Each group vs ``baseline`` on every metric, paired by ``pair`` (seed): diff = group - baseline.
 

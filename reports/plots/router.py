@@ -160,14 +160,17 @@ def plot_router_by_label(router: pd.DataFrame, *, group: str = "variant", ax: Ax
 def plot_router_correlation(router: pd.DataFrame, trials: pd.DataFrame, *, x: str, ax: Axes | None = None,
                             confidence: float = 0.95) -> Axes:
     """Per-seed Pearson r between each modality's weight and its true reliability against a numeric
-    parameter ``x`` (e.g. the router temperature): mean line and CI band over seeds per modality."""
+    parameter ``x`` (e.g. the router temperature), one line per modality. Seeds are averaged on Fisher's
+    z = atanh(r) scale and the t interval is mapped back with tanh, so the band stays within [-1, 1]."""
     require_columns(trials, ["trial_id", x], "plot_router_correlation")
     if not has_reliability(router):
         raise ValueError("plot_router_correlation: no true reliabilities (r_l, r_v, r_a are null: real data?)")
     per_trial = reliability_correlation(router, "trial_id")[["trial_id", "modality", "r_pooled"]]
     data = per_trial.merge(trials[["trial_id", x]], on="trial_id").dropna(subset=["r_pooled"])
+    data["z"] = np.arctanh(data["r_pooled"].clip(-0.999999, 0.999999))
     ax = new_axes(ax)
-    summ = summarize(data, [x, "modality"], ["r_pooled"], confidence=confidence)
+    summ = summarize(data, [x, "modality"], ["z"], confidence=confidence)
+    summ[["mean", "ci_low", "ci_high"]] = np.tanh(summ[["mean", "ci_low", "ci_high"]])
     handles: list[Any] = []
     for m in MODALITIES:
         s = summ[(summ["modality"] == m) & (summ["n"] > 0)].sort_values(x)
@@ -185,5 +188,6 @@ def plot_router_correlation(router: pd.DataFrame, trials: pd.DataFrame, *, x: st
     ax.set_ylabel("Pearson r (router weight,\ntrue reliability)")
     pct = f"{round(confidence * 100):d}% CI"
     ax.legend(handles, [h[0].get_label() if isinstance(h, tuple) else h.get_label() for h in handles],
-              title=band_label(summ["n"].to_numpy(), what=pct), loc="best")
+              title=band_label(summ["n"].to_numpy(), what=pct) + " (Fisher z)", loc="lower center",
+              bbox_to_anchor=(0.5, 1.01), ncols=3)
     return ax

@@ -104,7 +104,8 @@ def test_plan_choices(ablation_dir: Path, grid_dir: Path) -> None:
     assert focus_variant(ablation) == "full"
     best = grid.trials.groupby("variant")["valid_mae"].mean().idxmin()
     assert focus_variant(grid) == best
-    assert [i.name for i in plan(grid)][:2] == ["sensitivity_loss-distill_weight",
+    assert [i.name for i in plan(grid)][:3] == ["sensitivity_loss-distill_weight",
+                                                "sensitivity_loss-distill_weight_paired",
                                                 "sensitivity_loss-distill_weight_two_axis"]
 
 

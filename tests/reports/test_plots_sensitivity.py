@@ -101,3 +101,21 @@ def test_bad_inputs_name_the_problem(grid_dir: Path) -> None:
         plot_sensitivity(trials, x="variant", y="test_mae")
     with pytest.raises(ValueError, match="positive"):
         plot_sensitivity(trials, x="loss.distill_weight", y="test_mae", logx=True)
+
+
+def test_paired_reference_plots_differences_to_the_same_seed(grid_dir: Path) -> None:
+    trials = load_study(grid_dir).trials
+    ax = plot_sensitivity(trials, x="loss.distill_weight", y="test_mae", reference=0.0)
+    wide = trials.pivot(index="seed", columns="loss.distill_weight", values="test_mae")
+    diff = wide.sub(wide[0.0], axis=0)
+    line = next(ln for ln in ax.get_lines() if ln.get_label() == "mean")
+    np.testing.assert_allclose(line.get_ydata(), diff.mean().to_numpy(), atol=1e-12)  # 0 at the reference
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    xs = np.array([0.1, 0.3, 0.5, 1.0])
+    lo, hi = _band_limits(band, xs)
+    half = stats.t.ppf(0.975, 2) * diff[xs].std().to_numpy() / np.sqrt(3)
+    np.testing.assert_allclose(hi - lo, 2 * half, rtol=1e-8)
+    assert ax.get_ylabel() == "Δ Test MAE vs 0\n(lower is better)"
+    assert ax.get_legend().get_texts()[0].get_text().startswith("paired Δ (same seed): mean ± 95% CI")
+    with pytest.raises(ValueError, match="reference 0.2"):
+        plot_sensitivity(trials, x="loss.distill_weight", y="test_mae", reference=0.2)
