@@ -98,6 +98,21 @@ class EMOE(nn.Module):
         self.fast_path = bool(enabled)
         return self
 
+    def set_deferred_grads(self, enabled: bool) -> EMOE:
+        """Defer the learned router's first-layer weight gradient to ``flush_grads`` (one product per window).
+
+        For gradient accumulation: with deferral on, call ``flush_grads()`` before reading, clipping,
+        stepping on or clearing gradients. Turning it off flushes. No effect for constant routers.
+        """
+        if isinstance(self.router, LearnedRouter):
+            self.router.set_deferred_grad(enabled)
+        return self
+
+    def flush_grads(self) -> None:
+        """Add every deferred weight gradient to its parameter's ``.grad`` (no-op when nothing is pending)."""
+        if isinstance(self.router, LearnedRouter):
+            self.router.flush_grad()
+
     def _check(self, name: str, x: torch.Tensor, length: int, dim: int) -> None:
         if x.ndim != 3 or x.shape[1] != length or x.shape[2] != dim:
             raise ValueError(f"{name}: expected shape (batch, {length}, {dim}), got {tuple(x.shape)}")

@@ -4,6 +4,11 @@ A learned router looks at the raw inputs (before projection or dropout), either 
 (the faithful reference; unaligned vision/audio first mapped to that length by a learned Linear over the
 time axis) or mean-pooled over time (a much cheaper study option). Constant routers give uniform or fixed
 weights for ablations.
+
+The flattened router's first layer is huge (~196M weights on MOSI) while a batch is small, so its weight
+gradient (a rank-16 update of the whole matrix per batch) costs more than the rest of the step. With
+deferral on, backward records (grad_out, input) and ``flush_grad`` adds their product for a whole
+accumulation window in one matrix product: the same sum, written once per window.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConstantRouter", "LearnedRouter", "router_in_features"]
+__all__ = ["ConstantRouter", "DeferredWeightGradLinear", "LearnedRouter", "router_in_features"]
 
 Pooling = Literal["flatten", "mean"]
 
@@ -23,6 +28,76 @@ def router_in_features(pooling: Pooling, *, d_text: int, d_vision: int, d_audio:
     """Width of the router's input: L_t * (d_t + d_v + d_a) flattened, or d_t + d_v + d_a mean-pooled."""
     width = d_text + d_vision + d_audio
     return width * len_text if pooling == "flatten" else width
+
+
+class _DeferredLinear(torch.autograd.Function):
+    """y = x W^T + b whose weight gradient is recorded as (grad_out, x) in ``pending``, not computed.
+
+    The weight enters detached, so autograd never sees it; input and bias gradients are the usual ones.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                pending: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.pending = pending
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        ctx.pending.append((grad_out, x))  # (B, out), (B, in): summed into weight.grad by flush
+        grad_x = grad_out.to(weight.dtype) @ weight if ctx.needs_input_grad[0] else None  # (B, in)
+        grad_b = grad_out.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, None, grad_b, None
+
+
+class DeferredWeightGradLinear(nn.Linear):
+    """An ``nn.Linear`` that can defer its weight gradient to one matrix product per accumulation window.
+
+    Off by default (plain ``nn.Linear``). With ``set_deferred(True)``, each backward stores the batch's
+    (grad_out, input); ``flush_grad()`` then adds sum_b grad_out_b^T x_b = G^T X to ``weight.grad`` in one
+    product. Call ``flush_grad`` before reading, clipping or clearing gradients (``set_deferred(False)``
+    flushes too). Inputs (2-D, as here) and the bias get their gradients at backward time as usual.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self.deferred = False
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def set_deferred(self, enabled: bool) -> None:
+        """Turn deferral on or off; turning it off first flushes what is pending."""
+        if not enabled:
+            self.flush_grad()
+        self.deferred = bool(enabled)
+
+    @property
+    def pending(self) -> int:
+        """Batches recorded since the last flush."""
+        return len(self._pending)
+
+    def flush_grad(self) -> None:
+        """Add the recorded batches' weight gradient to ``weight.grad`` (created when None), then forget them."""
+        if not self._pending:
+            return
+        w = self.weight
+        grad_out = torch.cat([g for g, _ in self._pending]).to(w.dtype)  # (N, out)
+        inputs = torch.cat([x for _, x in self._pending]).to(w.dtype)  # (N, in)
+        self._pending.clear()
+        if w.grad is None:
+            w.grad = grad_out.t() @ inputs  # (out, in)
+        else:
+            w.grad.addmm_(grad_out.t(), inputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, in) -> (B, out), the usual affine map."""
+        if self.deferred and torch.is_grad_enabled() and self.weight.requires_grad:
+            if x.ndim != 2:
+                raise ValueError(f"deferred weight gradient: expected a 2-D input (batch, {self.in_features}), "
+                                 f"got {tuple(x.shape)}")
+            return _DeferredLinear.apply(x, self.weight.detach(), self.bias, self._pending)
+        return super().forward(x)
 
 
 class LearnedRouter(nn.Module):
@@ -51,8 +126,16 @@ class LearnedRouter(nn.Module):
         transfer = pooling == "flatten" and not len_vision == len_audio == len_text
         self.transfer_v = nn.Linear(len_vision, len_text) if transfer else None
         self.transfer_a = nn.Linear(len_audio, len_text) if transfer else None
-        self.l1 = nn.Linear(in_features, hidden)
+        self.l1 = DeferredWeightGradLinear(in_features, hidden)
         self.l2 = nn.Linear(hidden, 3)
+
+    def set_deferred_grad(self, enabled: bool) -> None:
+        """Defer the first layer's weight gradient to ``flush_grad`` (see ``DeferredWeightGradLinear``)."""
+        self.l1.set_deferred(enabled)
+
+    def flush_grad(self) -> None:
+        """Add the deferred weight gradient of the first layer to its ``.grad``."""
+        self.l1.flush_grad()
 
     @staticmethod
     def _to_length(x: torch.Tensor, transfer: nn.Linear | None) -> torch.Tensor:
