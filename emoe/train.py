@@ -81,10 +81,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_optimizer(model: nn.Module, cfg: EMOEConfig) -> torch.optim.Adam:
-    """Adam over all trainable parameters; ``train.fast_path`` picks the multi-tensor (foreach) kernels."""
+    """Adam over all trainable parameters; ``train.fast_path`` picks the fused kernel (one pass over each
+    parameter, no temporaries: what the ~196M-weight router needs), else the per-tensor reference loop."""
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, foreach=t.fast_path)
+    if t.fast_path:
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=True)
+    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, foreach=False)
 
 
 @dataclass
@@ -108,8 +111,24 @@ def train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torc
     steps at its end and after the last, partial window; the loss is not divided by the window. Before a
     step, gradients are clipped (``train.grad_clip``) and checked: a non-finite loss or gradient norm ends
     the epoch with ``error`` set and no step taken. Loss terms stay on the device; the only host syncs are
-    one finiteness check per window and the epoch means at the end.
+    one finiteness check per window and the epoch means at the end. With ``train.fast_path``, a model
+    offering ``set_deferred_grads``/``flush_grads`` (EMOE) computes its router's weight gradient once
+    per window instead of once per batch (same sum).
     """
+    deferred = cfg.train.fast_path and callable(getattr(model, "flush_grads", None))
+    if not deferred:
+        return _train_epoch(model, split, cfg, optimizer, generator=generator, device=device, epoch=epoch)
+    model.set_deferred_grads(True)  # type: ignore[operator]
+    try:
+        return _train_epoch(model, split, cfg, optimizer, generator=generator, device=device, epoch=epoch,
+                            flush=model.flush_grads)  # type: ignore[arg-type]
+    finally:
+        model.set_deferred_grads(False)  # type: ignore[operator]
+
+
+def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torch.optim.Optimizer, *,
+                 generator: torch.Generator, device: torch.device, epoch: int,
+                 flush: Callable[[], None] | None = None) -> EpochTrain:
     t = cfg.train
     model.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -133,6 +152,8 @@ def train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torc
         bad_value = torch.where(newly_bad, vals[0], bad_value)
         if (i + 1) % t.update_epochs and i + 1 < n_batches:
             continue
+        if flush is not None:
+            flush()
         grads = [p.grad for p in params if p.grad is not None]
         norm = (torch.nn.utils.get_total_norm(grads, foreach=t.fast_path) if grads
                 else torch.zeros((), device=device))
