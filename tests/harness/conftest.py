@@ -42,3 +42,21 @@ def write_study(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray runtime for the in-process Ray tests: a multi-node ``ray.cluster_utils.Cluster`` on this
+    machine (a head with no CPUs for trials, two 1-CPU worker nodes, small object stores). Yields the
+    worker node ids. The harness uses an initialised runtime as it is."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 << 20,
+                                                            "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1, object_store_memory=80 << 20) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield {w.node_id for w in workers}
+    ray.shutdown()
+    cluster.shutdown()

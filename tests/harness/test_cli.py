@@ -12,6 +12,19 @@ import ray
 from harness.run import main
 from tests.harness.conftest import REPO, tiny_study
 
+
+@pytest.fixture(autouse=True)
+def ray_init_calls(monkeypatch):
+    """Records (and refuses) any attempt to start or join Ray during these tests."""
+    calls: list[object] = []
+
+    def refuse(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise AssertionError("Ray must not be started")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    return calls
+
 BAD = {
     "unknown key": (tiny_study(colour="blue"), "colour: unknown key"),
     "wrong type": (tiny_study(seeds="many"), "seeds:"),
@@ -24,7 +37,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_study_exits_2_and_creates_nothing(case, write_study, tmp_path, capsys):
+def test_bad_study_exits_2_and_creates_nothing(case, write_study, tmp_path, capsys, ray_init_calls):
     study, message = BAD[case]
     results = tmp_path / "results"
     assert main([str(write_study(study)), "--results", str(results)]) == 2
@@ -32,7 +45,7 @@ def test_bad_study_exits_2_and_creates_nothing(case, write_study, tmp_path, caps
     assert message in err
     assert "Traceback" not in err
     assert not results.exists()
-    assert not ray.is_initialized()
+    assert ray_init_calls == []
 
 
 def test_bad_data_file_exits_2_naming_the_file(write_study, tmp_path, capsys):
@@ -64,7 +77,7 @@ def test_study_name_cannot_escape_the_results_root(write_study, tmp_path, capsys
     assert list(outside.iterdir()) == []
 
 
-def test_dry_run_prints_the_plan_and_starts_nothing(write_study, tmp_path, capsys):
+def test_dry_run_prints_the_plan_and_starts_nothing(write_study, tmp_path, capsys, ray_init_calls):
     results = tmp_path / "results"
     assert main([str(write_study(tiny_study())), "--results", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -72,7 +85,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(write_study, tmp_path, capsy
     assert "distill_weight=0" in out and "distill_weight=1" in out
     assert "s/epoch (measured here)" in out and "wall-clock" in out
     assert not results.exists()
-    assert not ray.is_initialized()
+    assert ray_init_calls == []
 
 
 def test_dry_run_of_a_search_lists_its_space(write_study, tmp_path, capsys):

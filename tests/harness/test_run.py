@@ -1,5 +1,5 @@
-"""Whole studies on a local Ray runtime (shared by this module): grid, refusal to overwrite, ASHA pruning,
-failed and diverged trials. Tiny synthetic data, 2-4 epochs."""
+"""Whole studies on Ray: a grid spread over a two-worker cluster, refusal to overwrite, ASHA pruning,
+failed and diverged trials. One shared multi-node runtime (``ray_cluster``), tiny data, 2-4 epochs."""
 
 from __future__ import annotations
 
@@ -8,41 +8,35 @@ import json
 import optuna
 import pandas as pd
 import pytest
-import ray
 
 from harness.run import main
 from tests.harness.conftest import tiny_study
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_runtime():
-    ray.init(num_cpus=2, object_store_memory=100 << 20, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def test_grid_study_writes_one_row_per_trial_and_refuses_to_overwrite(write_study, tmp_path, capsys):
+def test_grid_study_runs_on_both_workers_one_row_per_trial_and_refuses_to_overwrite(
+        ray_cluster, write_study, tmp_path, capsys):
     results = tmp_path / "results"
-    spec = write_study(tiny_study(name="grid"))
+    spec = write_study(tiny_study(name="grid", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}))
     assert main([str(spec), "--results", str(results)]) == 0
     out = capsys.readouterr().out
     study = results / "grid"
     trials = pd.read_parquet(study / "trials")
-    assert len(trials) == 4 and (trials["status"] == "completed").all()
-    assert trials.groupby("loss.distill_weight")["seed"].apply(sorted).tolist() == [[1, 2], [1, 2]]
+    assert len(trials) == 6 and (trials["status"] == "completed").all()
+    assert trials.groupby("loss.distill_weight")["seed"].apply(sorted).tolist() == [[1, 2]] * 3
     assert trials["trial_id"].is_unique and (trials["attempts"] == 1).all()
     assert (trials["epochs_run"] == 2).all() and trials["test_mae"].notna().all()
-    assert trials["node_id"].notna().all() and (trials["cpus"] == 1).all()
+    assert set(trials["node_id"]) == ray_cluster  # both worker nodes, never the 0-CPU head
+    assert (trials["cpus"] == 1).all()
     epochs = pd.read_parquet(study / "epochs")
-    assert len(epochs) == 8 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert len(epochs) == 12 and not epochs.duplicated(["trial_id", "epoch"]).any()
     router = pd.read_parquet(study / "router")
     assert set(router["trial_id"]) == set(trials["trial_id"]) and router["r_l"].notna().all()
     info = json.loads((study / "study.json").read_text())
     assert info["status"] == "finished" and info["varied"] == ["loss.distill_weight"]
     assert (study / "spec.yaml").exists()
-    assert "best configuration:" in out and "4/4 done" in out
+    assert "best configuration:" in out and "6/6 done" in out
 
     before = {p.name: p.stat().st_mtime_ns for p in (study / "trials").iterdir()}
     assert main([str(spec), "--results", str(results)]) == 2  # no --resume: refuse, touch nothing
