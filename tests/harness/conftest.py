@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -47,8 +48,8 @@ def write_study(tmp_path: Path):
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One Ray runtime for the in-process Ray tests: a multi-node ``ray.cluster_utils.Cluster`` on this
-    machine (a head with no CPUs for trials, two 1-CPU worker nodes, small object stores). Yields the
-    worker node ids. The harness uses an initialised runtime as it is."""
+    machine (a head with no CPUs for trials, two 1-CPU worker nodes, small object stores). Yields its
+    address and the worker node ids. The harness uses an initialised runtime as it is."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -57,6 +58,6 @@ def ray_cluster():
     workers = [cluster.add_node(num_cpus=1, object_store_memory=80 << 20) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
-    yield {w.node_id for w in workers}
+    yield SimpleNamespace(address=cluster.address, worker_ids={w.node_id for w in workers})
     ray.shutdown()
     cluster.shutdown()

@@ -4,13 +4,15 @@ failed and diverged trials. One shared multi-node runtime (``ray_cluster``), tin
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import optuna
 import pandas as pd
 import pytest
 
 from harness.run import main
-from tests.harness.conftest import tiny_study
+from tests.harness.conftest import REPO, tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -27,7 +29,7 @@ def test_grid_study_runs_on_both_workers_one_row_per_trial_and_refuses_to_overwr
     assert trials.groupby("loss.distill_weight")["seed"].apply(sorted).tolist() == [[1, 2]] * 3
     assert trials["trial_id"].is_unique and (trials["attempts"] == 1).all()
     assert (trials["epochs_run"] == 2).all() and trials["test_mae"].notna().all()
-    assert set(trials["node_id"]) == ray_cluster  # both worker nodes, never the 0-CPU head
+    assert set(trials["node_id"]) == ray_cluster.worker_ids  # both worker nodes, never the 0-CPU head
     assert (trials["cpus"] == 1).all()
     epochs = pd.read_parquet(study / "epochs")
     assert len(epochs) == 12 and not epochs.duplicated(["trial_id", "epoch"]).any()
@@ -82,3 +84,15 @@ def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(write_stu
     assert trials.loc["explode", "error"].startswith("diverged: non-finite")
     assert trials.loc["no_gpu", "status"] == "failed"
     assert "CUDA is not available" in trials.loc["no_gpu", "error"]
+
+
+def test_address_joins_a_running_cluster(ray_cluster, write_study, tmp_path):
+    """``--address`` from a separate driver process: the study runs on the cluster's worker nodes."""
+    results = tmp_path / "results"
+    spec = write_study(tiny_study(name="joined", seeds=[1]))
+    proc = subprocess.run([sys.executable, "-m", "harness.run", str(spec), "--results", str(results),
+                           "--address", ray_cluster.address], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = pd.read_parquet(results / "joined" / "trials")
+    assert len(trials) == 2 and (trials["status"] == "completed").all()
+    assert set(trials["node_id"]) <= ray_cluster.worker_ids
