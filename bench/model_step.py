@@ -1,12 +1,19 @@
-"""Training throughput (samples/s) of EMOE's real training loop on random MOSI-shaped data.
+"""Training throughput (samples/s) of EMOE: the reference procedure against the project's training loop.
 
-Measures ``emoe.train.train_epoch``: forward + backward per batch, one Adam step per accumulation window,
-for the faithful MOSI configuration (batch 16, d_model 256, 4 levels, flattened ~196M-weight router,
-window 10) and a small one, in variants side by side: ``fast`` (fused attention, foreach Adam), ``plain``
-(reference arithmetic) and ``bf16`` (fast + bf16 autocast, also on CPU). Medians of several repeats.
+Forward + backward per batch and one Adam step per accumulation window, for the faithful MOSI
+configuration (batch 16, d_model 256, 4 levels, flattened ~196M-weight router, window 10) and a small
+one, on random MOSI-shaped data. Variants, measured side by side in one run with interleaved repeats
+(so a change in machine load hits all of them alike), medians reported:
 
-    python bench/model_step.py                          # faithful + small, fast variant (~2-3 min here)
-    python bench/model_step.py --variants plain,fast,bf16 --configs faithful --repeats 5
+- ``reference``: ``emoe.reference_step`` (plain attention over every step, per-sample fusion loop,
+  single-tensor Adam, the loss read back after every batch): the baseline the speed-up is quoted against.
+- ``plain``: ``emoe.train.train_epoch`` with ``fast_path=False``.
+- ``fast``: ``train_epoch`` with the fast path (fused attention, last-step-only last layer, deferred
+  router weight gradient, fused Adam); float32, same outputs as the reference (tests/emoe/test_fast_path.py).
+- ``bf16``: ``fast`` under bf16 autocast (on CPU too).
+
+    python bench/model_step.py                                  # reference, fast, bf16; faithful + small
+    python bench/model_step.py --variants reference,plain,fast --configs faithful --repeats 5 --threads 1
 """
 
 from __future__ import annotations
@@ -14,16 +21,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from emoe.config import EMOEConfig, ModelConfig, TrainConfig
 from emoe.data.arrays import Split
-from emoe.model import build_model
+from emoe.model import EMOE, build_model
+from emoe.reference_step import reference_epoch, reference_optimizer
 from emoe.train import make_optimizer, resolve_device, train_epoch
 
 _MOSI = ModelConfig(d_text=768, d_audio=5, d_vision=20, len_text=50, len_audio=50, len_vision=50)
@@ -33,11 +43,14 @@ CONFIGS: dict[str, ModelConfig] = {
     # a cheap study configuration on the same inputs: narrow, shallow experts, mean-pooled router
     "small": dataclasses.replace(_MOSI, d_model=64, n_heads=4, n_levels=2, router_input="mean"),
 }
-VARIANTS = {
+#: TrainConfig fields per variant; "reference" uses emoe.reference_step with the plain path.
+VARIANTS: dict[str, dict[str, bool]] = {
+    "reference": {"fast_path": False},
     "plain": {"fast_path": False},
     "fast": {"fast_path": True},
     "bf16": {"fast_path": True, "bf16": True, "allow_cpu_bf16": True},
 }
+BASELINE = "reference"
 
 
 def random_split(model: ModelConfig, n: int, seed: int = 0) -> Split:
@@ -52,46 +65,78 @@ def random_split(model: ModelConfig, n: int, seed: int = 0) -> Split:
                  labels=rng.uniform(-3, 3, n).astype(np.float32))
 
 
+def make_pass(variant: str, model: EMOE, cfg: EMOEConfig, device: torch.device,
+              optimizers: dict[str, torch.optim.Optimizer]) -> Callable[[Split], str | None]:
+    """A function training ``model`` for one pass over a split the way ``variant`` does; returns an error.
+
+    Variants with the same kind of optimiser share one (Adam state for ~200M weights is 1.6 GB).
+    """
+    gen = torch.Generator().manual_seed(0)
+    if variant == BASELINE:
+        opt = optimizers.setdefault("single-tensor", reference_optimizer(model, cfg))
+
+        def run_reference(split: Split) -> str | None:
+            model.set_fast_path(False)
+            reference_epoch(model, split, cfg, opt, generator=gen, device=device)
+            return None
+
+        return run_reference
+    kind = "fused" if cfg.train.fast_path else "single-tensor"
+    opt = optimizers.setdefault(kind, make_optimizer(model, cfg))
+
+    def run_loop(split: Split) -> str | None:
+        model.set_fast_path(cfg.train.fast_path)
+        return train_epoch(model, split, cfg, opt, generator=gen, device=device).error
+
+    return run_loop
+
+
 def bench_config(name: str, model_cfg: ModelConfig, variants: list[str], args: argparse.Namespace) -> None:
-    """Print one row per variant: median/min/max samples/s over ``args.repeats`` timed passes."""
+    """Print one row per variant: median/min/max samples/s over ``args.repeats`` interleaved passes."""
     window, batch = args.window, args.batch
     n = batch * window * args.windows
     torch.manual_seed(0)
     model = build_model(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    timed, warm = random_split(model_cfg, n, seed=1), random_split(model_cfg, batch * window, seed=2)
+    timed, warm = random_split(model_cfg, n, seed=1), random_split(model_cfg, 2 * batch, seed=2)
     device = resolve_device(args.device)
     model.to(device)
     print(f"\n{name}: {n_params / 1e6:.1f}M parameters, batch {batch}, window {window}, "
-          f"{n} samples ({args.windows} window(s)) per repeat")
+          f"{n} samples ({args.windows} window(s)) per pass, {args.repeats} interleaved passes per variant")
+    optimizers: dict[str, torch.optim.Optimizer] = {}
+    passes = {}
     for variant in variants:
         train = TrainConfig(batch_size=batch, update_epochs=window, device=args.device, **VARIANTS[variant])
-        cfg = EMOEConfig(model=model_cfg, train=train)
-        model.set_fast_path(train.fast_path)
-        optimizer = make_optimizer(model, cfg)
-        gen = torch.Generator().manual_seed(0)
-        train_epoch(model, warm, cfg, optimizer, generator=gen, device=device)  # allocations, Adam state
-        rates = []
-        for _ in range(args.repeats):
+        passes[variant] = make_pass(variant, model, EMOEConfig(model=model_cfg, train=train), device, optimizers)
+        passes[variant](warm)  # untimed: allocations, optimiser state
+    rates: dict[str, list[float]] = {v: [] for v in variants}
+    errors: dict[str, str] = {}
+    for _ in range(args.repeats):
+        for variant in variants:
+            if variant in errors:
+                continue
             start = time.perf_counter()
-            out = train_epoch(model, timed, cfg, optimizer, generator=gen, device=device)
+            error = passes[variant](timed)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            rates.append(n / (time.perf_counter() - start))
-            if out.error:
-                print(f"  {variant}: {out.error}")
-                break
-        print(f"  {variant:>5}: {statistics.median(rates):8.2f} samples/s  "
-              f"(min {min(rates):.2f}, max {max(rates):.2f}, {len(rates)} repeats)", flush=True)
-        del optimizer
-        model.zero_grad(set_to_none=True)
-        gc.collect()
+            rates[variant].append(n / (time.perf_counter() - start))
+            if error:
+                errors[variant] = error
+    base = statistics.median(rates[BASELINE]) if rates.get(BASELINE) else None
+    for variant in variants:
+        r = rates[variant]
+        ratio = f"  {statistics.median(r) / base:5.2f}x {BASELINE}" if base else ""
+        print(f"  {variant:>9}: {statistics.median(r):8.2f} samples/s  (min {min(r):.2f}, max {max(r):.2f}, "
+              f"{len(r)} passes){ratio}" + (f"  [{errors[variant]}]" if variant in errors else ""), flush=True)
+    del optimizers, passes
+    model.zero_grad(set_to_none=True)
+    gc.collect()
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default="faithful,small", help=f"comma list of {sorted(CONFIGS)}")
-    p.add_argument("--variants", default="fast", help=f"comma list of {list(VARIANTS)}")
+    p.add_argument("--variants", default="reference,fast,bf16", help=f"comma list of {list(VARIANTS)}")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per variant (median reported)")
     p.add_argument("--windows", type=int, default=1, help="accumulation windows per timed pass")
     p.add_argument("--window", type=int, default=10, help="accumulation window in batches (update_epochs)")
@@ -107,13 +152,16 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"unknown config/variant {bad} or non-positive --repeats/--windows")
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, device {args.device}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{torch.get_num_threads()} threads, device {args.device}, load average {load:.1f} at start")
     for name in configs:
         cfg = CONFIGS[name]
         if args.unaligned:
             cfg = dataclasses.replace(cfg, len_audio=375, len_vision=500)
         bench_config(name, cfg, variants, args)
+    if hasattr(os, "getloadavg"):
+        print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -24,14 +24,14 @@ from model_step import CONFIGS, VARIANTS, random_split
 
 from emoe.config import EMOEConfig, TrainConfig
 from emoe.model import build_model
-from emoe.reference_step import reference_epoch
+from emoe.reference_step import reference_epoch, reference_optimizer
 from emoe.train import make_optimizer, resolve_device, train_epoch
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="faithful", choices=sorted(CONFIGS))
-    p.add_argument("--variant", default="fast", choices=["reference", *VARIANTS])
+    p.add_argument("--variant", default="fast", choices=list(VARIANTS))
     p.add_argument("--window", type=int, default=10, help="accumulation window in batches (update_epochs)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rows", type=int, default=20, help="operators to print")
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model_cfg = CONFIGS[args.config]
-    variant = VARIANTS.get(args.variant, {"fast_path": False})
+    variant = VARIANTS[args.variant]
     train = TrainConfig(batch_size=args.batch, update_epochs=args.window, device="cpu", **variant)
     cfg = EMOEConfig(model=model_cfg, train=train)
     device = resolve_device("cpu")
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             train_epoch(model, data, cfg, optimizer, generator=gen, device=device)
 
-    optimizer = (torch.optim.Adam(model.parameters(), lr=train.lr, foreach=False)
-                 if args.variant == "reference" else make_optimizer(model, cfg))
+    optimizer = reference_optimizer(model, cfg) if args.variant == "reference" else make_optimizer(model, cfg)
     window()  # warm-up: allocations and Adam state
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.config} config, "
           f"variant {args.variant}, window of {args.window} batches of {args.batch}")
