@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import patheffects
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -29,6 +30,7 @@ from reports.style import MODALITY_COLORS, PAGE_WIDTH, band_label, color, new_ax
 __all__ = ["plot_router_by_label", "plot_router_correlation", "plot_router_reliability", "plot_router_weights"]
 
 _W = ["w_l", "w_v", "w_a"]
+_MEDIAN_OUTLINE: list[patheffects.AbstractPathEffect] = [patheffects.withStroke(linewidth=2.6, foreground="0.1")]
 
 
 def _single(router: pd.DataFrame, group: str, what: str) -> None:
@@ -69,7 +71,8 @@ def plot_router_weights(router: pd.DataFrame, *, hue: str | None = "variant", ax
                 poly.set_edgecolor("0.2")
                 poly.set_linewidth(0.4)
                 poly.set_alpha(0.75)
-            body["cmedians"].set_color("0.1")
+            body["cmedians"].set_color("white")  # white with a dark outline: visible on any fill
+            body["cmedians"].set_path_effects(_MEDIAN_OUTLINE)
         if hue is not None:
             handles.append(Patch(color=c, alpha=0.75))
             labels.append(str(level))
@@ -78,8 +81,8 @@ def plot_router_weights(router: pd.DataFrame, *, hue: str | None = "variant", ax
     ax.set_ylim(-0.02, 1.02)
     ax.grid(axis="x", visible=False)
     seeds = router["seed"].nunique() if "seed" in router.columns else 1
-    note = f"black line: median\n(pooled over {seeds} seed(s))"
-    handles.append(Line2D([], [], color="0.1"))
+    note = f"white line: median\n(pooled over {seeds} seed(s))"
+    handles.append(Line2D([], [], color="white", path_effects=_MEDIAN_OUTLINE))
     labels.append(note)
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=hue)
     return ax
