@@ -89,6 +89,8 @@ def _common(study: Study, metrics: list[str]) -> list[Item]:
     items = [Item("Trials", "status", lambda: status_table(study.trials))]
     if not study.epochs.empty and col in study.epochs.columns:
         top = ranked_variants(study)[:6]
+        if study.kind == "ablation" and study.baseline in ranked_variants(study):  # the baseline first, always
+            top = [study.baseline, *[v for v in ranked_variants(study) if v != study.baseline][:5]]
         if study.kind == "grid":  # in the order of the grid's values, not of their scores
             by_value = study.trials.sort_values([*study.varied, "variant"], kind="stable")["variant"]
             top = [v for v in dict.fromkeys(by_value) if v in top]

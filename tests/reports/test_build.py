@@ -102,6 +102,8 @@ def test_plan_choices(ablation_dir: Path, grid_dir: Path) -> None:
     ablation, grid = load_study(ablation_dir), load_study(grid_dir)
     assert main_metrics(ablation) == ["test_acc2", "test_f1", "test_acc7", "test_mae", "test_corr"]
     assert focus_variant(ablation) == "full"
+    curves = next(i for i in plan(ablation) if i.name == "learning_curves").make()
+    assert curves.legends[0].get_texts()[0].get_text() == "full"  # the baseline is always among the curves
     best = grid.trials.groupby("variant")["valid_mae"].mean().idxmin()
     assert focus_variant(grid) == best
     assert [i.name for i in plan(grid)][:3] == ["sensitivity_loss-distill_weight",
