@@ -117,5 +117,5 @@ def test_paired_reference_plots_differences_to_the_same_seed(grid_dir: Path) -> 
     np.testing.assert_allclose(hi - lo, 2 * half, rtol=1e-8)
     assert ax.get_ylabel() == "Δ Test MAE vs 0\n(lower is better)"
     assert ax.get_legend().get_texts()[0].get_text().startswith("paired Δ (same seed): mean ± 95% CI")
-    with pytest.raises(ValueError, match="reference 0.2"):
+    with pytest.raises(ValueError, match=r"reference 0\.2"):
         plot_sensitivity(trials, x="loss.distill_weight", y="test_mae", reference=0.2)
