@@ -80,7 +80,11 @@ def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
     path, err = resolve_path(data.path)
     if err or path is None:
         return data, [f"data.path: {err}"]
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        return data, [f"data.path: cannot access {data.path!r}: {exc.strerror or exc}"]
+    if not exists:
         shown = f"{path} (from {data.path!r})" if str(path) != data.path else str(path)
         return data, [f"data.path: file not found: {shown}"]
     return data.model_copy(update={"path": str(path)}), []

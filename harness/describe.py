@@ -80,7 +80,11 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None) 
         for p in plan.points:
             values = ", ".join(f"{k}={v!r}" for k, v in p.overrides.items())
             lines.append(f"  {p.label:<{width}}  config {ids.get(p.label, '?')}" + (f"  {values}" if values else ""))
-    cost = plan_cost(plan, measure=measure, cpus=cpus)
+    try:
+        cost = plan_cost(plan, measure=measure, cpus=cpus)
+    except Exception as exc:  # timing a step is a courtesy; a configuration that cannot train here
+        cost = plan_cost(plan, measure=False, cpus=cpus)  # (out of memory, ...) fails in its trial instead
+        lines.append(f"(could not time a training step here: {type(exc).__name__}: {str(exc)[:200]})")
     if cost.epoch_s is None:
         lines.append(f"cost: {cost.trials} trials x up to {cost.epochs} epochs (step time not measured)")
     else:

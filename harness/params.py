@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from emoe.config import ConfigError, EMOEConfig, LossConfig, ModelConfig, TrainC
 __all__ = [
     "DATA_FIELDS",
     "FIELDS",
+    "INT_LIMIT",
     "NOT_IDENTITY",
     "SEED_PATH",
     "apply_overrides",
@@ -42,6 +44,9 @@ FIELDS: dict[str, Any] = {
     for name, hint in typing.get_type_hints(cls).items()
     if name in {f.name for f in dataclasses.fields(cls)}
 }
+
+#: Largest magnitude of an integer field: what a 64-bit column (and torch's seeding) can hold.
+INT_LIMIT = 2**63 - 1
 
 #: Shape fields that come from the data set, not from the study.
 DATA_FIELDS: tuple[str, ...] = ("model.d_text", "model.d_audio", "model.d_vision", "model.len_text",
@@ -103,18 +108,22 @@ def _coerce_one(hint: Any, value: Any) -> Any:
             raise TypeError(f"expected true or false, got {value!r}")
         return value
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
             raise TypeError(f"expected an integer, got {value!r}")
+        if not -INT_LIMIT <= int(value) <= INT_LIMIT:
+            raise ValueError(f"out of range: integers here are at most {INT_LIMIT} in magnitude")
         return int(value)
     if hint is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise TypeError(f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise TypeError(f"expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            raise TypeError(f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {value!r}")

@@ -107,7 +107,7 @@ def _searcher(plan: Plan, store: ResultStore) -> Any:
     assert s is not None and plan.space is not None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(store.journal_path)))
-    return StudySearch(plan.space, plan.factory, store, metric="objective", mode=plan.spec.mode,
+    return StudySearch(plan.space, plan.factory, store, n_configs=s.n_trials, metric="objective", mode=plan.spec.mode,
                        sampler=make_sampler(s.sampler, s.sampler_options, s.seed), storage=storage,
                        study_name=plan.spec.name)
 

@@ -10,7 +10,12 @@ What ``StudySearch`` adds to Ray's ``OptunaSearch`` (see shared/RAY_OPTUNA_NOTES
   COMPLETE with its partial-budget value. Optuna then records its last intermediate value (the best
   objective so far), which TPE ranks below every completed trial. Whether a trial finished is read from
   the result store (a finished trial writes its row before returning), so it survives restarts;
-* intermediate values: the first seed of a configuration reports the best-so-far objective per epoch.
+* intermediate values: the first seed of a configuration reports the best-so-far objective per epoch;
+* restarts (``--resume``): Tune restores the searcher from its last snapshot. Optuna trials asked after
+  it (still RUNNING in the journal) are evaluated again under their own numbers, so their seeds keep
+  their trial ids and rows; the sampler is re-seeded so it does not repeat its post-snapshot proposals;
+  a trial already told is not told again; and no more than ``n_trials`` configurations are ever
+  proposed (the search then reports FINISHED to Tune).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 __all__ = ["SAMPLERS", "StudySearch", "make_sampler", "sampler_errors"]
@@ -91,12 +97,13 @@ class StudySearch(OptunaSearch):
 
     MAX_REJECTS = 1000
 
-    def __init__(self, space: Any, factory: Any, store: Any, *, metric: str, mode: str,
+    def __init__(self, space: Any, factory: Any, store: Any, *, n_configs: int, metric: str, mode: str,
                  sampler: optuna.samplers.BaseSampler, storage: Any, study_name: str):
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, storage=storage,
                          study_name=study_name)
         self._factory = factory
         self._store = store
+        self._n_configs = n_configs
         self._groups: dict[int, _Group] = {}
         self._member_of: dict[str, tuple[int, int]] = {}  # tune trial id -> (optuna number, seed index)
         self._filling: int | None = None
@@ -106,7 +113,42 @@ class StudySearch(OptunaSearch):
         assert self._ot_study is not None, "the Optuna study is set up in __init__"
         return self._ot_study
 
-    def _new_group(self) -> _Group:
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore the searcher state saved with Tune's experiment state (``--resume``).
+
+        The sampler's random state is that of the snapshot, so it would propose again what it proposed
+        after it: re-seed it. Proposals made after the snapshot are adopted again (``_adopt_orphan``).
+        """
+        super().restore(checkpoint_path)
+        reseed = getattr(self._study.sampler, "reseed_rng", None)
+        if callable(reseed):
+            reseed()
+
+    def _adopt_orphan(self) -> _Group | None:
+        """An Optuna trial asked but never told (the driver died after asking, before Tune's state was
+        saved): evaluate it now under its own number, so its seeds keep their trial ids (and rows)."""
+        for frozen in self._study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen.number in self._groups or "infeasible" in frozen.user_attrs:
+                continue
+            overrides = self._space.decode(frozen.params)  # type: ignore[union-attr]
+            if self._factory.check(overrides):
+                continue
+            group = _Group(frozen.number, overrides, reported=set(frozen.intermediate_values))
+            self._groups[group.number] = group
+            self._ot_trials[f"optuna:{group.number}"] = optuna.trial.Trial(self._study, frozen._trial_id)
+            return group
+        return None
+
+    def _proposed(self) -> int:
+        """Configurations proposed so far (in the journal, across restarts), infeasible ones excluded."""
+        return sum("infeasible" not in t.user_attrs for t in self._study.get_trials(deepcopy=False))
+
+    def _new_group(self) -> _Group | None:
+        orphan = self._adopt_orphan()
+        if orphan is not None:
+            return orphan
+        if self._proposed() >= self._n_configs:
+            return None  # the study's n_trials configurations exist, even if Tune lost some in a crash
         space: Any = self._space
         for _ in range(self.MAX_REJECTS):
             ot_trial = self._study.ask()
@@ -126,7 +168,10 @@ class StudySearch(OptunaSearch):
             number, index = self._member_of[trial_id]
             group = self._groups[number]
         else:
-            group = self._groups[self._filling] if self._filling is not None else self._new_group()
+            new = self._groups[self._filling] if self._filling is not None else self._new_group()
+            if new is None:
+                return Searcher.FINISHED  # type: ignore[return-value]  # Tune's end-of-search marker
+            group = new
             index = len(group.members)
             group.members.append(trial_id)
             self._member_of[trial_id] = (group.number, index)
@@ -168,12 +213,15 @@ class StudySearch(OptunaSearch):
         return str(trial["trial_id"])
 
     def _tell(self, group: _Group) -> None:
+        told = [t for t in self._study.get_trials(deepcopy=False) if t.number == group.number]
+        if told and told[0].state.is_finished():
+            return  # told before the driver restarted (the restored searcher state predates it)
         ot_trial = self._ot_trials[f"optuna:{group.number}"]
         statuses = [s for s, _ in group.outcomes.values()]
         values = [v for s, v in group.outcomes.values() if s in ("completed", "diverged") and v is not None]
-        ot_trial.set_user_attr("statuses", statuses)
         state = optuna.trial.TrialState
         try:
+            ot_trial.set_user_attr("statuses", statuses)
             if "pruned" in statuses:
                 self._study.tell(ot_trial, state=state.PRUNED)
             elif values:

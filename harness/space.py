@@ -106,6 +106,17 @@ class SearchSpace:
                 return False
         return True
 
+    def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The overrides of an Optuna trial's ``params`` (as ``__call__`` returned them when it ran)."""
+        out: dict[str, Any] = {}
+        for path, spec in self.params.items():
+            if path in params:
+                value = params[path]
+                if spec["type"] == "categorical":
+                    value = _decode(value, list(spec["choices"]))
+                out[path] = coerce(path, value)
+        return out
+
     def __call__(self, trial: Any) -> dict[str, Any]:
         chosen: dict[str, Any] = {}
         for path, spec in self.params.items():

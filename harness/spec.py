@@ -8,6 +8,7 @@ and scheduler names, data file existence). All problems are raised together as o
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,8 +41,16 @@ __all__ = [
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+#: Bounds that keep numbers usable downstream: seeds fit 64-bit columns and torch's seeding, an Optuna
+#: sampler seed fits NumPy's legacy RandomState, an integer range's width fits a 64-bit draw.
+SEED_LIMIT = 2**63 - 1
+SAMPLER_SEED_LIMIT = 2**32 - 1
+INT_RANGE_LIMIT = 2**62 - 1
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no NaN/inf in any float field: they pass ``>``/``<`` checks in surprising ways
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticSpec(BaseModel):
@@ -88,6 +97,8 @@ class FloatParam(_Param):
     def _range(self) -> FloatParam:
         if not self.low < self.high:
             raise ValueError(f"empty or inverted range: low {self.low} must be below high {self.high}")
+        if not math.isfinite(self.high - self.low):
+            raise ValueError(f"range too wide: high - low overflows ({self.low} to {self.high})")
         if self.type == "loguniform" and self.low <= 0:
             raise ValueError(f"loguniform needs low > 0, got {self.low}")
         if self.type == "loguniform" and self.step is not None:
@@ -99,8 +110,8 @@ class IntParam(_Param):
     """An integer parameter between low and high inclusive (``log`` for log-spaced sampling)."""
 
     type: Literal["int"]
-    low: int
-    high: int
+    low: int = Field(ge=-INT_RANGE_LIMIT, le=INT_RANGE_LIMIT)
+    high: int = Field(ge=-INT_RANGE_LIMIT, le=INT_RANGE_LIMIT)
     step: int = Field(default=1, ge=1)
     log: bool = False
 
@@ -137,7 +148,7 @@ class SearchSpec(_Strict):
 
     sampler: str = "tpe"
     sampler_options: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SAMPLER_SEED_LIMIT)
     n_trials: int = Field(ge=1)
     params: dict[str, ParamSpec] = Field(min_length=1)
 
@@ -173,7 +184,7 @@ class SchedulerSpec(_Strict):
     name: Literal["fifo", "asha", "hyperband", "median"] | None = None  # default: fifo, asha for search
     grace_period: int = Field(default=1, ge=1)
     reduction_factor: float = Field(default=2.0, gt=1)
-    brackets: int = Field(default=1, ge=1)
+    brackets: int = Field(default=1, ge=1, le=16)  # ASHA builds one object per bracket
 
 
 class ResourcesSpec(_Strict):
@@ -205,7 +216,8 @@ class StudySpec(_Strict):
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] | None = None
     ablation: AblationSpec | None = None
     search: SearchSpec | None = None
-    seeds: Annotated[list[int], Field(min_length=1)] = Field(default_factory=lambda: [1111])
+    seeds: Annotated[list[Annotated[int, Field(ge=-SEED_LIMIT, le=SEED_LIMIT)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [1111])
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)

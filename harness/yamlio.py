@@ -10,7 +10,11 @@ import yaml
 
 from harness.errors import SpecError
 
-__all__ = ["apply_set_overrides", "read_yaml"]
+__all__ = ["MAX_DEPTH", "apply_set_overrides", "read_yaml"]
+
+#: Deepest nesting of mappings/lists a study file may have (real studies need about 6). Deeper documents
+#: are refused before anything walks them recursively.
+MAX_DEPTH = 32
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -32,8 +36,36 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _children(node: Any) -> list[Any]:
+    items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    return [c for c in items if isinstance(c, dict | list)]
+
+
+def _depth(doc: Any, limit: int) -> int:
+    """Nesting depth of lists/mappings in ``doc``, without recursion; each container is visited once
+    (YAML aliases share them) and a container inside itself (``&a [*a]``) counts as deeper than ``limit``."""
+    depth: dict[int, int] = {}
+    open_: set[int] = set()  # containers whose children are being measured: the current path
+    stack: list[tuple[Any, bool]] = [(doc, False)] if _children([doc]) else []
+    while stack:
+        node, closing = stack.pop()
+        if closing:
+            open_.discard(id(node))
+            depth[id(node)] = 1 + max((depth[id(c)] for c in _children(node)), default=0)
+            if depth[id(node)] > limit:
+                return depth[id(node)]
+        elif id(node) in open_:
+            return limit + 1
+        elif id(node) not in depth:
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in _children(node))
+    return depth.get(id(doc), 0)
+
+
 def read_yaml(path: Path) -> Any:
-    """Parse one YAML document; a missing/unreadable file or a syntax error is a ``SpecError``."""
+    """Parse one YAML document; a missing/unreadable file, a syntax error or absurd nesting is a
+    ``SpecError``."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -41,13 +73,22 @@ def read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([f"cannot read the study file: {exc}"], source=str(path)) from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+    except RecursionError:
+        raise SpecError([f"YAML: nested too deeply (a study file needs at most {MAX_DEPTH} levels)"],
+                        source=str(path)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise SpecError([f"YAML syntax: {where}{exc.problem or exc}"], source=str(path)) from None
     except yaml.YAMLError as exc:
         raise SpecError([f"YAML syntax: {exc}"], source=str(path)) from None
+    except Exception as exc:  # a value PyYAML cannot build (a 5000-digit int, month 13, a bad !!tag)
+        raise SpecError([f"YAML value: {type(exc).__name__}: {exc}"], source=str(path)) from None
+    if _depth(doc, MAX_DEPTH) > MAX_DEPTH:
+        raise SpecError([f"YAML: nested too deeply (a study file needs at most {MAX_DEPTH} levels)"],
+                        source=str(path))
+    return doc
 
 
 def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
@@ -87,9 +128,12 @@ def apply_set_overrides(raw: Any, overrides: list[str], *, source: str = "<spec>
             errors.append(f"--set {item!r}: expected PATH=VALUE, e.g. base.train.max_epochs=3")
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as exc:
-            errors.append(f"--set {path}: the value is not valid YAML ({exc})")
+            value = yaml.load(text, Loader=_UniqueKeyLoader) if text.strip() else None
+        except Exception as exc:  # YAML errors, and values PyYAML cannot build (see read_yaml)
+            errors.append(f"--set {path}: the value is not valid YAML ({type(exc).__name__}: {exc})")
+            continue
+        if _depth(value, MAX_DEPTH) > MAX_DEPTH:
+            errors.append(f"--set {path}: the value is nested too deeply")
             continue
         try:
             _set_path(out, path, value)

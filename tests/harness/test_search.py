@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import optuna
 import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 
 from harness.data import load_study_data
 from harness.plan import build_plan
@@ -17,14 +20,14 @@ from harness.trainable import TrialContext, write_trial_row
 from tests.harness.conftest import tiny_study
 
 
-def _setup(tmp_path, params, seeds=(1, 2), sampler="random"):
+def _setup(tmp_path, params, seeds=(1, 2), sampler="random", n_configs=4):
     spec = parse_spec(tiny_study(grid=None, seeds=list(seeds),
                                  search={"n_trials": 4, "sampler": sampler, "params": params}))
     plan = build_plan(spec, load_study_data(spec.data))
     store = ResultStore(tmp_path, spec.name)
     store.create("", {})
     storage = JournalStorage(JournalFileBackend(str(store.journal_path)))
-    search = StudySearch(plan.space, plan.factory, store, metric="objective", mode="min",
+    search = StudySearch(plan.space, plan.factory, store, n_configs=n_configs, metric="objective", mode="min",
                          sampler=make_sampler(sampler, {}, 0), storage=storage, study_name=spec.name)
     ctx = TrialContext(store=store, label_kind="mosi", objective="valid_mae", mode="min", cpus=1, gpus=0,
                        code_version="test", data="tiny")
@@ -79,7 +82,7 @@ def test_failed_seeds_fail_the_configuration(tmp_path):
 
 def test_infeasible_proposals_never_reach_ray(tmp_path):
     heads = {"model.n_heads": {"type": "categorical", "choices": [2, 3]}}  # 3 does not divide d_model 8
-    search, *_, storage = _setup(tmp_path, heads, seeds=(1,))
+    search, *_, storage = _setup(tmp_path, heads, seeds=(1,), n_configs=12)
     proposed = [search.suggest(f"t{i}")["trial"]["emoe"]["model"]["n_heads"] for i in range(12)]
     assert set(proposed) == {2}
     study = optuna.load_study(study_name="t", storage=storage)
@@ -103,3 +106,35 @@ def test_sampler_names_and_options_are_checked():
     assert "unknown sampler" in sampler_errors("bayes", {})[0]
     assert "give the seed as search.seed" in sampler_errors("random", {"seed": 1})[0]
     assert isinstance(make_sampler("tpe", {"n_startup_trials": 3}, 0), optuna.samplers.TPESampler)
+
+
+def test_a_restored_searcher_adopts_proposals_made_after_its_snapshot(tmp_path):
+    """Driver crash: an Optuna trial asked after the last saved searcher state is evaluated again under its
+    own number (same trial ids, so its rows are reused); a trial told before the crash is not told twice;
+    and no more than n_trials configurations are ever proposed."""
+    search, store, ctx, storage = _setup(tmp_path, LR)
+    search.save(str(tmp_path / "snapshot.pkl"))  # Tune saved its state here
+    a0, a1 = search.suggest("t0")["trial"], search.suggest("t1")["trial"]  # Optuna trial 0, both seeds
+    _finish(ctx, a0, 0.5)
+    _finish(ctx, a1, 0.7)
+    search.on_trial_complete("t0", {"objective": 0.5})
+    search.on_trial_complete("t1", {"objective": 0.7})  # told COMPLETE
+    lost = search.suggest("t2")["trial"]  # Optuna trial 1 asked, then the driver dies
+    restored, *_ = _setup(tmp_path / "other", LR)
+    restored._store = store
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    b0, b1 = restored.suggest("u0")["trial"], restored.suggest("u1")["trial"]
+    assert b0["trial_id"] == lost["trial_id"] and b0["variant"] == "trial001" and b1["seed"] == 2
+    study = optuna.load_study(study_name="t", storage=storage)
+    assert len(study.trials) == 2  # the orphan was adopted, nothing new asked
+    new = [restored.suggest(f"u{i}") for i in range(2, 8)]
+    assert [n["trial"]["variant"] for n in new[:4]] == ["trial002", "trial002", "trial003", "trial003"]
+    assert new[4:] == [Searcher.FINISHED] * 2  # n_trials = 4 configurations exist
+    # Tune trials of configuration 0 that finish again after the restore (Tune's state lagged behind)
+    group = copy.deepcopy(search._groups[0])
+    group.outcomes = {}
+    restored._groups[0] = group
+    restored._member_of.update({"t0": (0, 0), "t1": (0, 1)})
+    restored.on_trial_complete("t0", {"objective": 0.5})
+    restored.on_trial_complete("t1", {"objective": 0.7})  # would tell trial 0 again: skipped quietly
+    assert optuna.load_study(study_name="t", storage=storage).trials[0].value == pytest.approx(0.6)
