@@ -83,7 +83,8 @@ def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
     try:
         exists = path.exists()
     except OSError as exc:  # e.g. a name longer than the file system allows
-        return data, [f"data.path: cannot access {data.path!r}: {exc.strerror or exc}"]
+        shown = data.path if len(data.path) <= 200 else data.path[:200] + "..."
+        return data, [f"data.path: cannot access {shown!r}: {exc.strerror or exc}"]
     if not exists:
         shown = f"{path} (from {data.path!r})" if str(path) != data.path else str(path)
         return data, [f"data.path: file not found: {shown}"]

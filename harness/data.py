@@ -18,7 +18,7 @@ from emoe.data.arrays import DataSet
 from emoe.data.checks import DataError
 from harness.spec import DataSpec, SyntheticSpec
 
-__all__ = ["DataError", "StudyData", "load_study_data", "synthetic_errors"]
+__all__ = ["DataError", "StudyData", "check_splits", "load_study_data", "synthetic_errors"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,18 @@ def synthetic_errors(spec: SyntheticSpec | None) -> list[str]:
     return []
 
 
+def check_splits(data: DataSet, source: str) -> None:
+    """Every split has samples and train's per-sample shapes; checked before any trial starts, since a
+    converted directory whose manifest was rewritten by hand can pass the loader and fail every trial."""
+    errors = [f"the {name} split has no samples" for name, split in data.splits().items() if len(split) == 0]
+    for key in ("text", "audio", "vision"):
+        shapes = {name: tuple(getattr(split, key).shape[1:]) for name, split in data.splits().items()}
+        if len(set(shapes.values())) > 1:
+            errors.append(f"'{key}' shapes disagree between splits: {shapes}")
+    if errors:
+        raise DataError(f"{source}: " + "; ".join(errors))
+
+
 def _fields_from(data: DataSet) -> dict[str, Any]:
     fields: dict[str, Any] = {f"model.{k}": v for k, v in data.dims.items()}
     if data.label_kind == "classification":
@@ -74,12 +86,19 @@ def load_study_data(spec: DataSpec, *, text_input: str = "features") -> StudyDat
         fields = spec.synthetic.model_dump()
         syn = synthetic_spec(fields.pop("preset"), **fields)
         data = make_synthetic(syn)
+        check_splits(data, syn.describe())
         key = "synthetic:" + json.dumps(syn.to_dict(), sort_keys=True)
         return StudyData(data, syn.describe(), key, _fields_from(data))
     from emoe.data.convert import load_data
 
     path = Path(spec.path)
-    data = load_data(path, text="bert" if text_input == "bert" else "features")
+    try:
+        data = load_data(path, text="bert" if text_input == "bert" else "features")
+    except DataError:
+        raise
+    except ValueError as exc:  # arrays the loader accepted but that do not form splits (counts differ)
+        raise DataError(f"{path}: {exc}") from exc
+    check_splits(data, str(path))
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
     key = f"file:{path.name}:{size}:{data.label_kind}:{text_input}"
     return StudyData(data, str(path), key, _fields_from(data))
