@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from emoe.data.checks import DataError
@@ -20,7 +21,7 @@ from harness.errors import SpecError, StudyExistsError
 from harness.params import flatten
 from harness.spec import StudySpec, dump_spec, load_spec
 
-__all__ = ["RESUME_FREE", "main", "parse_args", "prepare"]
+__all__ = ["RESUME_FREE", "check_results_root", "main", "parse_args", "prepare"]
 
 #: Spec fields that may change between a run and its ``--resume``.
 RESUME_FREE = frozenset({"description", "concurrency", "time_budget_s", "max_failures", "report"})
@@ -62,7 +63,11 @@ def check_existing(store: Any, spec: StudySpec, resume: bool) -> dict[str, Any] 
     """The previous run's study.json when resuming it; refuses to overwrite, or to resume a changed spec."""
     if not store.exists():
         return None
-    info = store.read_info()
+    try:
+        info = store.read_info()
+    except (OSError, ValueError) as exc:
+        raise StudyExistsError(f"{store.info_path}: unreadable ({exc}); this directory holds a damaged study: "
+                               "move it away, or choose another --results DIR or --set name=...") from None
     state = info.get("status", "running")
     if not resume:
         raise StudyExistsError(f"{store.dir} already holds study {spec.name!r} ({state}); add --resume to "
@@ -80,6 +85,18 @@ def check_existing(store: Any, spec: StudySpec, resume: bool) -> dict[str, Any] 
     return info
 
 
+def check_results_root(root: str) -> None:
+    """The results root can be a directory: not a file, not below one, no NUL byte (``SpecError``)."""
+    if "\0" in root:
+        raise SpecError([f"--results: {root!r} contains a NUL byte"], source="--results")
+    path = Path(root).expanduser().absolute()
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise SpecError([f"--results: {parent} exists and is not a directory"], source="--results")
+            return
+
+
 def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     """Validate everything that can be checked before starting: spec, results path, data, plan."""
     from harness.data import load_study_data
@@ -87,6 +104,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     from harness.sink import ResultStore
 
     spec = load_spec(args.spec, args.set)
+    check_results_root(args.results)
     store = ResultStore(args.results, spec.name)
     previous = check_existing(store, spec, args.resume or args.dry_run)
     text_input = str(flatten(spec.base).get("model.text_input", "features"))
@@ -139,6 +157,9 @@ def execute(args: argparse.Namespace) -> int:
     except DataError as exc:
         print(f"error: {args.spec}: data: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:  # e.g. a synthetic data set far larger than this machine's memory
+        print(f"error: {args.spec}: not enough memory to prepare the study's data ({exc})", file=sys.stderr)
+        return 2
     if args.dry_run:
         from harness.describe import describe_plan
 
@@ -159,19 +180,28 @@ def execute(args: argparse.Namespace) -> int:
     options = RunOptions(resume=previous is not None, retry_failed=args.retry_failed,
                          ray=RaySettings(address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                                          log_to_driver=args.verbose), progress_interval_s=args.progress_every)
+    started = False
     try:
         with store.lock():
             if previous is None:
+                if store.exists():  # another driver created the study since check_existing: never overwrite
+                    check_existing(store, plan.spec, resume=False)
                 store.create(dump_spec(plan.spec), _study_info(plan, store, version))
             else:
                 store.update_info(status="running", resumed_at=datetime.now(UTC).isoformat(timespec="seconds"))
             print(f"study {plan.spec.name}: {plan.n_trials} trials -> {store.dir}", flush=True)
+            started = True
             outcome = run_tune(plan, store, options, version)
             status = "finished" if outcome.complete else "incomplete"
             store.update_info(status=status, finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
                               counts=outcome.counts)
     except StudyExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if started:
+            raise
+        print(f"error: cannot create the study's results directory {store.dir}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: python -m harness.run {args.spec} --resume", file=sys.stderr)
