@@ -85,7 +85,10 @@ def load_study_data(spec: DataSpec, *, text_input: str = "features") -> StudyDat
         assert spec.synthetic is not None
         fields = spec.synthetic.model_dump()
         syn = synthetic_spec(fields.pop("preset"), **fields)
-        data = make_synthetic(syn)
+        try:
+            data = make_synthetic(syn)
+        except (ValueError, MemoryError) as exc:  # sizes beyond this machine ("array is too big")
+            raise DataError(f"{syn.describe()}: cannot generate the synthetic data: {exc}") from exc
         check_splits(data, syn.describe())
         key = "synthetic:" + json.dumps(syn.to_dict(), sort_keys=True)
         return StudyData(data, syn.describe(), key, _fields_from(data))
