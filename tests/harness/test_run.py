@@ -69,7 +69,8 @@ def test_asha_search_stops_some_trials_early_and_records_them_as_pruned(write_st
     assert states.count(optuna.trial.TrialState.COMPLETE) == (trials["status"] == "completed").sum()
 
 
-def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(write_study, tmp_path):
+def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(ray_cluster, write_study, tmp_path):
+    """Run from a separate driver process that joins the cluster with ``--address``."""
     study = tiny_study(name="faults", grid=None, seeds=[1], max_failures=0, ablation={
         "baseline": "ok", "variants": {
             "ok": {},
@@ -77,22 +78,13 @@ def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(write_stu
             "no_gpu": {"train.device": "cuda", "train.lr": 2e-3},  # raises: no CUDA here
         }})
     results = tmp_path / "results"
-    assert main([str(write_study(study)), "--results", str(results)]) == 0
+    proc = subprocess.run([sys.executable, "-m", "harness.run", str(write_study(study)), "--results", str(results),
+                           "--address", ray_cluster.address], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_parquet(results / "faults" / "trials").set_index("variant")
+    assert set(trials["node_id"]) <= ray_cluster.worker_ids
     assert trials.loc["ok", "status"] == "completed"
     assert trials.loc["explode", "status"] == "diverged"
     assert trials.loc["explode", "error"].startswith("diverged: non-finite")
     assert trials.loc["no_gpu", "status"] == "failed"
     assert "CUDA is not available" in trials.loc["no_gpu", "error"]
-
-
-def test_address_joins_a_running_cluster(ray_cluster, write_study, tmp_path):
-    """``--address`` from a separate driver process: the study runs on the cluster's worker nodes."""
-    results = tmp_path / "results"
-    spec = write_study(tiny_study(name="joined", seeds=[1]))
-    proc = subprocess.run([sys.executable, "-m", "harness.run", str(spec), "--results", str(results),
-                           "--address", ray_cluster.address], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    trials = pd.read_parquet(results / "joined" / "trials")
-    assert len(trials) == 2 and (trials["status"] == "completed").all()
-    assert set(trials["node_id"]) <= ray_cluster.worker_ids
