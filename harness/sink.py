@@ -67,10 +67,12 @@ class ResultStore:
         self.root = Path(root).expanduser().absolute()
         self.dir = self.root / study
         self.study = study
-        if self.dir.exists() or self.dir.is_symlink():
-            real_root = self.root.resolve()
-            if not self.dir.resolve().is_relative_to(real_root):
-                raise SpecError([f"results: {self.dir} points outside the results root {real_root}"],
+        real_root = self.root.resolve()
+        # the study directory, and each folder the harness writes into, must stay inside the root even
+        # when one of them is a symbolic link (planted, or left by moving results around)
+        for path in (self.dir, *(self.dir / sub for sub in (*_TABLES, ".runs", "tune"))):
+            if (path.exists() or path.is_symlink()) and not path.resolve().is_relative_to(real_root):
+                raise SpecError([f"results: {path} points outside the results root {real_root}"],
                                 source=study)
 
     # --- layout -------------------------------------------------------------------------------------
