@@ -1,0 +1,19 @@
+"""Studies of EMOE on Ray Tune + Optuna: a YAML study -> validated plan -> trials -> Parquet results.
+
+Command line: ``python -m harness.run STUDY.yaml`` (see docs/studies.md). From Python::
+
+    from harness import build_plan, load_spec, load_study_data
+    spec = load_spec("studies/distill_weight.yaml", ["base.train.max_epochs=3"])
+    plan = build_plan(spec, load_study_data(spec.data))     # trials, configurations; no Ray needed
+
+Importing this package does not import Ray; ``harness.runner.run_tune`` does.
+"""
+
+from harness.data import load_study_data
+from harness.errors import SpecError, StudyExistsError
+from harness.plan import Plan, build_plan
+from harness.sink import ResultStore
+from harness.spec import StudySpec, load_spec
+
+__all__ = ["Plan", "ResultStore", "SpecError", "StudyExistsError", "StudySpec", "build_plan", "load_spec",
+           "load_study_data"]
