@@ -16,6 +16,7 @@ from emoe.data.checks import DataError, check_compatible
 from harness.data import StudyData
 from harness.errors import SpecError
 from harness.params import apply_overrides, build_config, config_id, flatten, trial_id
+from harness.rows import metric_names
 from harness.space import Point, SearchSpace, ablation_points, feasible_fraction, grid_points
 from harness.spec import StudySpec
 
@@ -145,6 +146,10 @@ def build_plan(spec: StudySpec, data: StudyData) -> Plan:
             check_compatible(data.data, model)
         except DataError as exc:
             errors.append(f"{_prefix(spec, point)}: {exc}")
+    available = metric_names(data.data.label_kind)
+    if spec.objective.metric.removeprefix("valid_") not in available:
+        errors.append(f"objective.metric: {spec.objective.metric} is not computed on {data.data.label_kind} "
+                      f"data; choose valid_ followed by one of {available}")
     if errors:
         raise SpecError(errors, source=spec.name)
     return plan

@@ -175,3 +175,9 @@ def test_defaults_follow_the_kind_of_study(write_study):
     assert (search.kind, search.scheduler_name) == ("search", "asha")
     corr = load_spec(write_study(_set(tiny_study(), "objective", {"metric": "valid_corr"}), "c.yaml"))
     assert corr.mode == "max"
+
+
+def test_objective_must_be_computed_on_the_data():
+    spec = parse_spec(tiny_study(objective={"metric": "valid_f1_macro"}))  # a classification metric
+    with pytest.raises(SpecError, match="valid_f1_macro is not computed on mosi data"):
+        build_plan(spec, load_study_data(spec.data))
