@@ -126,14 +126,15 @@ def _study_info(plan: Any, store: Any, version: str) -> dict[str, Any]:
             "spec_hash": _fingerprint_hash(fp)}
 
 
-def _finish(plan: Any, store: Any) -> None:
+def _finish(plan: Any, store: Any, *, report_now: bool = True) -> None:
+    """Print the summary and build the report the spec asks for (unless ``report_now`` is False)."""
     from harness.summary import format_summary
 
     trials = store.read_trials()
     print(format_summary(trials, objective=plan.spec.objective.metric, mode=plan.spec.mode, varied=plan.varied))
     print(f"results: {store.dir}")
     report = plan.spec.report
-    if report is not None:
+    if report is not None and report_now:
         try:
             from reports.build import build_report
         except ImportError:
@@ -169,7 +170,7 @@ def execute(args: argparse.Namespace) -> int:
         return 0
     if previous is not None and previous.get("status") == "finished":
         print(f"study {plan.spec.name} is already finished; nothing to resume")
-        _finish(plan, store)
+        _finish(plan, store, report_now=False)
         return 0
     if args.resume and previous is None:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
