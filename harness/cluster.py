@@ -1,8 +1,9 @@
 """Ray for a study: start a local runtime, join a cluster (``--address``), or use one already running.
 
-A local runtime gets a CPU count (all cores unless told), no dashboard, an object store sized for the
-data rather than 30% of RAM, and its logs under Ray's temp dir (never the current directory). A runtime
-started elsewhere (tests, notebooks) is used as is and left running.
+A local runtime (always a new one, even while another cluster runs on the machine) gets a CPU count
+(all cores unless told), no dashboard, an object store sized for the data rather than 30% of RAM, and
+its logs under Ray's temp dir (never the current directory). A runtime started elsewhere (tests,
+notebooks) is used as is and left running.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0) -> Iterator[bool]
     if settings.address:
         ray.init(address=settings.address, **common)
     else:
-        ray.init(num_cpus=settings.num_cpus or os.cpu_count() or 1, num_gpus=settings.num_gpus,
-                 include_dashboard=False,
+        # "local": always a new runtime. With no address Ray joins the cluster named in
+        # /tmp/ray/ray_current_cluster (any `ray start` or test cluster on the machine) and then
+        # refuses num_cpus.
+        ray.init(address="local", num_cpus=settings.num_cpus or os.cpu_count() or 1,
+                 num_gpus=settings.num_gpus, include_dashboard=False,
                  object_store_memory=settings.object_store_bytes or _store_size(data_bytes), **common)
     try:
         yield True
