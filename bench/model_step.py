@@ -10,7 +10,8 @@ one, on random MOSI-shaped data. Variants, measured side by side in one run with
 - ``plain``: ``emoe.train.train_epoch`` with ``fast_path=False``.
 - ``fast``: ``train_epoch`` with the fast path (fused attention, last-step-only last layer, deferred
   router weight gradient, fused Adam); float32, same outputs as the reference (tests/emoe/test_fast_path.py).
-- ``bf16``: ``fast`` under bf16 autocast (on CPU too).
+- ``bf16``: ``fast`` under bf16 autocast (on CPU too; one pass by default on a CPU without native bf16,
+  where it is an order of magnitude slower than float32).
 
     python bench/model_step.py                                  # reference, fast, bf16; faithful + small
     python bench/model_step.py --variants reference,plain,fast --configs faithful --repeats 5 --threads 1
@@ -111,9 +112,9 @@ def bench_config(name: str, model_cfg: ModelConfig, variants: list[str], args: a
         passes[variant](warm)  # untimed: allocations, optimiser state
     rates: dict[str, list[float]] = {v: [] for v in variants}
     errors: dict[str, str] = {}
-    for _ in range(args.repeats):
+    for r in range(args.repeats):
         for variant in variants:
-            if variant in errors:
+            if variant in errors or (variant == "bf16" and r >= args.bf16_repeats):
                 continue
             start = time.perf_counter()
             error = passes[variant](timed)
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--configs", default="faithful,small", help=f"comma list of {sorted(CONFIGS)}")
     p.add_argument("--variants", default="reference,fast,bf16", help=f"comma list of {list(VARIANTS)}")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per variant (median reported)")
+    p.add_argument("--bf16-repeats", type=int, default=None,
+                   help="timed passes of bf16 (default: --repeats, but 1 on a CPU without native bf16)")
     p.add_argument("--windows", type=int, default=1, help="accumulation windows per timed pass")
     p.add_argument("--window", type=int, default=10, help="accumulation window in batches (update_epochs)")
     p.add_argument("--batch", type=int, default=16)
@@ -148,13 +151,18 @@ def main(argv: list[str] | None = None) -> None:
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [c for c in configs if c not in CONFIGS] + [v for v in variants if v not in VARIANTS]
-    if bad or args.repeats < 1 or args.windows < 1:
-        p.error(f"unknown config/variant {bad} or non-positive --repeats/--windows")
+    if bad or args.repeats < 1 or args.windows < 1 or (args.bf16_repeats is not None and args.bf16_repeats < 1):
+        p.error(f"unknown config/variant {bad} or non-positive --repeats/--windows/--bf16-repeats")
     if args.threads:
         torch.set_num_threads(args.threads)
+    # without native bf16 (AVX512-BF16/AMX) a CPU emulates bf16 matrix products: an order slower than fp32
+    native_bf16 = resolve_device(args.device).type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if args.bf16_repeats is None:
+        args.bf16_repeats = args.repeats if native_bf16 else 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{torch.get_num_threads()} threads, device {args.device}, load average {load:.1f} at start")
+          f"{torch.get_num_threads()} threads, device {args.device}, native bf16 {'yes' if native_bf16 else 'no'}, "
+          f"load average {load:.1f} at start")
     for name in configs:
         cfg = CONFIGS[name]
         if args.unaligned:

@@ -167,3 +167,22 @@ def test_test_split_is_evaluated_only_on_epochs_that_improve_validation(monkeypa
     improved = [r.improved for r in res.history]
     assert calls.count("valid") == len(res.history) == 6
     assert calls.count("test") == sum(improved) and 0 < sum(improved) < 6
+
+
+def test_deferred_router_gradient_under_bf16_autocast_matches_the_autograd_one():
+    cfg = model_cfg(**NO_DROPOUT)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    x = tensors(random_split(cfg, 4, seed=5))
+    grads = []
+    for defer in (False, True):
+        model.zero_grad(set_to_none=True)
+        model.set_deferred_grads(defer)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(*x)
+        assert out.pred.dtype == torch.bfloat16
+        total_loss(out, torch.ones(4), emoe.config.LossConfig(), "sum").total.backward()
+        model.set_deferred_grads(False)
+        grads.append(model.router.l1.weight.grad.clone())
+    assert grads[1].dtype == torch.float32
+    torch.testing.assert_close(grads[1], grads[0], rtol=2e-2, atol=2e-3)
