@@ -1,8 +1,9 @@
 """Cost of a study before running it: measured seconds per epoch x epochs x trials, over parallel slots.
 
-``measure_epoch_s`` trains a configuration for two epochs on a small slice of the data (the second
-epoch is timed, the first pays for warm-up) and scales by the split sizes, counting an evaluated sample
-as a third of a trained one (a forward pass without backward). It is an estimate, printed as such.
+``measure_epoch_s`` trains a configuration for three epochs on a slice of the data (the fastest of the
+second and third epochs is timed, the first pays for warm-up) and scales by the split sizes, counting an
+evaluated sample as a third of a trained one (a forward pass without backward). It is an estimate for an
+otherwise idle machine, printed as such: trials that share busy cores take longer.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _work(n_train: int, n_eval: int) -> float:
     return n_train + _EVAL_WEIGHT * n_eval
 
 
-def measure_epoch_s(cfg: EMOEConfig, data: DataSet, *, threads: int = 1, batches: int = 4) -> float:
+def measure_epoch_s(cfg: EMOEConfig, data: DataSet, *, threads: int = 1, batches: int = 16) -> float:
     """Estimated seconds per epoch of ``cfg`` on ``data``, measured on a slice with ``threads`` threads."""
     import torch
 
@@ -55,16 +56,16 @@ def measure_epoch_s(cfg: EMOEConfig, data: DataSet, *, threads: int = 1, batches
     n_ev = min(len(data.valid), len(data.test), t.eval_batch_size)
     small = dataclasses.replace(data, train=_head(data.train, n_tr), valid=_head(data.valid, n_ev),
                                 test=_head(data.test, n_ev))
-    quick = dataclasses.replace(cfg, train=dataclasses.replace(t, max_epochs=2, early_stop=10, device="cpu"))
+    quick = dataclasses.replace(cfg, train=dataclasses.replace(t, max_epochs=3, early_stop=10, device="cpu"))
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
         start = time.perf_counter()
         result = train_emoe(quick, small)
-        fallback = (time.perf_counter() - start) / 2
+        fallback = (time.perf_counter() - start) / 3
     finally:
         torch.set_num_threads(before)
-    timed = result.history[-1].time_s if result.history else fallback
+    timed = min(r.time_s for r in result.history[1:]) if len(result.history) > 1 else fallback
     full = _work(len(data.train), len(data.valid) + len(data.test))
     return float(timed * full / _work(n_tr, 2 * n_ev))
 
