@@ -1,13 +1,14 @@
-"""The Ray Tune trainable: one EMOE training run per trial, reporting and checkpointing every epoch.
+"""The Ray Tune trainable: one EMOE training run per trial, reporting every epoch.
 
 ``emoe_trainable`` is wrapped with ``tune.with_parameters(data=..., ctx=...)`` so the data set travels
-once through Ray's object store. Each epoch it rewrites the trial's ``epochs/`` file, then reports to
-Tune (with a checkpoint every ``checkpoint_every`` epochs); a retried or resumed trial continues from
-its last checkpoint. It writes the ``router/`` file and the ``trials/`` row itself: on its last epoch
-before reporting it (a scheduler may stop the trial on that report), and again when training returns
-(completed or diverged, or failed if training raised). The driver treats a trial that stopped without
-a finished row as stopped by the scheduler (pruned). A trial whose finished row already exists (a resumed
-study) is not trained again: its final metrics are reported once and it returns.
+once through Ray's object store (each trial reads it zero-copy). Each epoch it rewrites the trial's
+``epochs/`` file, then reports to Tune (with a checkpoint every ``checkpoint_every`` epochs, except after
+the last); a retried or resumed trial continues from its last checkpoint. It writes the ``router/`` file
+and the ``trials/`` row itself: on its last epoch before reporting it (a scheduler may stop the trial on
+that report), and again when training returns unless that last epoch already did (diverged, early stop by
+a callback, or failed if training raised). The driver treats a trial that stopped without a finished row
+as stopped by the scheduler (pruned). A trial whose finished row already exists (a resumed study) is not
+trained again: its final metrics are reported once and it returns.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from emoe.outputs import EpochRecord
 from harness.rows import epoch_row, epochs_table, router_table, trial_table
 from harness.sink import ResultStore
 
-__all__ = ["TrialContext", "emoe_trainable", "is_last_epoch", "report_metrics", "write_trial_row"]
+__all__ = ["TrialContext", "emoe_trainable", "is_last_epoch", "report_metrics", "write_scratch_checkpoint",
+           "write_trial_row"]
 
 FINISHED = ("completed", "diverged")
 
@@ -102,6 +104,22 @@ def write_row_from_metrics(ctx: TrialContext, trial: dict[str, Any], metrics: di
                     epochs_run=int(m.get("epoch") or 0), valid=_selected(m, "valid"), test=_selected(m, "test"))
 
 
+def write_scratch_checkpoint(state: dict[str, Any], epochs: list[dict[str, Any]], directory: Path) -> None:
+    """Write a trial checkpoint (``state.pt`` + ``meta.json``) into a scratch directory for ``tune.report``.
+
+    Tune copies the directory into the study's storage and the scratch copy is deleted right after, so
+    it is written without ``save_state``'s fsync and rename (for a faithful-size model, gigabytes of
+    synchronous writes per epoch that nothing reads). ``load_state`` reads it back.
+    """
+    import torch
+
+    from emoe.checkpoint import check_state
+
+    check_state(state)
+    torch.save(state, directory / "state.pt")
+    (directory / "meta.json").write_text(json.dumps({"epochs": epochs}))
+
+
 def _node() -> tuple[str, str | None]:
     try:
         import ray
@@ -140,7 +158,7 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
     import torch
     from ray import tune
 
-    from emoe.checkpoint import load_state, router_from_state, save_state
+    from emoe.checkpoint import load_state, router_from_state
     from emoe.config import from_dict
     from emoe.train import train_emoe
 
@@ -166,14 +184,18 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
         rows = {int(r["epoch"]): r for r in meta["epochs"]}
         best = {"valid": dict(resume["best_valid"]), "test": dict(resume["best_test"])}
 
+    final_epoch = 0  # set once the last epoch has written the router file and the finished row
+
     def on_epoch(record: EpochRecord, checkpoint: Any) -> None:
+        nonlocal final_epoch
         rows[record.epoch] = epoch_row(record)
         if record.improved:
             best["valid"], best["test"] = dict(record.valid), dict(record.test or {})
         ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind))
         run["current_s"] = time.monotonic() - t0
         ctx.store.write_run(tid, run)
-        if is_last_epoch(record, cfg.train.max_epochs, cfg.train.early_stop):
+        last = is_last_epoch(record, cfg.train.max_epochs, cfg.train.early_stop)
+        if last:
             # Written before the last report: a scheduler may stop the trial as soon as it sees that
             # result (ASHA does at max_t), and a trial without a finished row is taken as pruned.
             state = checkpoint()
@@ -182,11 +204,13 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
                 ctx.store.write_table("router", tid, router_table(trial, router))
             write_trial_row(ctx, trial, status="completed", error=None, best_epoch=record.best_epoch,
                             epochs_run=record.epoch, valid=best["valid"], test=best["test"])
+            final_epoch = record.epoch
         metrics = report_metrics(ctx, record, best["valid"], best["test"])
-        if ctx.checkpoint_every and record.epoch % ctx.checkpoint_every == 0:
+        # No checkpoint after the last epoch: the finished row is written, so a retried or resumed trial
+        # only reports it again (and a checkpoint of a faithful-size model is gigabytes).
+        if not last and ctx.checkpoint_every and record.epoch % ctx.checkpoint_every == 0:
             with tempfile.TemporaryDirectory(prefix="emoe-ckpt-") as d:
-                save_state(checkpoint(), Path(d) / "state.pt")
-                (Path(d) / "meta.json").write_text(json.dumps({"epochs": list(rows.values())}))
+                write_scratch_checkpoint(checkpoint(), list(rows.values()), Path(d))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         else:
             tune.report(metrics)
@@ -201,6 +225,8 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
                         best_epoch=max((r["epoch"] for r in rows.values() if r.get("improved")), default=0),
                         epochs_run=len(rows), valid=best["valid"], test=best["test"])
         raise
+    if result.status == "completed" and final_epoch and result.epochs_run == final_epoch:
+        return  # the last epoch wrote the router file and the finished row (same content)
     run["current_s"] = time.monotonic() - t0
     ctx.store.write_run(tid, run)
     if result.router is not None:
