@@ -45,11 +45,12 @@ def write_study(tmp_path: Path):
     return write
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """One Ray runtime for the in-process Ray tests: a multi-node ``ray.cluster_utils.Cluster`` on this
-    machine (a head with no CPUs for trials, two 1-CPU worker nodes, small object stores). Yields its
-    address and the worker node ids. The harness uses an initialised runtime as it is."""
+    """One Ray runtime shared by a test module's in-process Ray tests: a multi-node
+    ``ray.cluster_utils.Cluster`` on this machine (a head with no CPUs for trials, two 1-CPU worker nodes,
+    small object stores). Yields its address and the worker node ids. The harness uses an initialised
+    runtime as it is. Module scope: it is shut down before modules that start Ray their own way run."""
     import ray
     from ray.cluster_utils import Cluster
 
