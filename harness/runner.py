@@ -2,12 +2,14 @@
 
 Grids and ablations use Tune's own variant generation (one ``grid_search`` entry per trial, no
 searcher, FIFO unless the study names a scheduler); searches use ``StudySearch`` (Optuna, persisted in
-``optuna.journal``) with ASHA by default. The data go once into Ray's object store through
-``tune.with_parameters``. Tune's experiment state lives in ``<study>/tune`` and ``--resume`` restores it.
+``optuna.journal``) with ASHA by default. The data go once into Ray's object store (``share_data``),
+trials and driver read that one copy. Tune's experiment state lives in ``<study>/tune`` and ``--resume``
+restores it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -22,7 +24,8 @@ from harness.recorder import ResultRecorder, reconcile
 from harness.sink import ResultStore
 from harness.trainable import TrialContext, emoe_trainable
 
-__all__ = ["RunOptions", "RunOutcome", "code_version", "make_context", "make_scheduler", "run_tune"]
+__all__ = ["RunOptions", "RunOutcome", "code_version", "make_context", "make_scheduler", "run_tune",
+           "share_data"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,21 @@ _TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOI
              "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
 
 
+def share_data(plan: Plan) -> Any:
+    """Put the plan's data set into Ray's object store once and return its reference.
+
+    Every trial reads the stored copy zero-copy (read-only numpy views into shared memory). The plan's
+    own arrays are replaced by such views as well, so the driver's private copy is freed: otherwise the
+    driver would hold a second copy of the data for the whole study. The views stay readable after Ray
+    shuts down.
+    """
+    import ray
+
+    ref = ray.put(plan.data.data)
+    plan.data = dataclasses.replace(plan.data, data=ray.get(ref))
+    return ref
+
+
 def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) -> RunOutcome:
     """Run (or resume) the study's trials on Ray Tune; every settled trial ends with exactly one row."""
     from ray import tune
@@ -158,11 +176,11 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
 
-    data = plan.data.data
-    data_bytes = sum(split.nbytes for split in data.splits().values())
+    data_bytes = sum(split.nbytes for split in plan.data.data.splits().values())
     with ray_session(options.ray, data_bytes=data_bytes):
+        data_ref = share_data(plan)
         ctx = make_context(plan, store, version)
-        trainable = tune.with_resources(tune.with_parameters(emoe_trainable, data=data, ctx=ctx),
+        trainable = tune.with_resources(tune.with_parameters(emoe_trainable, data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
         callbacks = [ResultRecorder(ctx), ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
                                                           mode=plan.spec.mode, interval_s=options.progress_interval_s)]
