@@ -1,0 +1,165 @@
+"""Harness efficiency: N identical trials through ``python -m harness.run`` against the same trials in plain
+Python processes calling ``emoe.train.train_emoe``, at equal parallelism, side by side in one run.
+
+Both sides run P trials at a time with one torch thread each: the harness as a local Ray runtime of P
+CPUs (``--num-cpus P``, one CPU per trial), the plain side as P processes that each train every P-th
+trial one after another. Both sides are timed from launch to exit (interpreter start, imports, data,
+training; for the harness also Ray and result files), and the ratio harness / plain is printed per
+repeat and as the median. The trials' own timings (``time_total_s`` of the results against the plain
+loop's per-trial seconds) split the gap into a fixed cost (start-up) and a per-trial cost.
+
+    python bench/harness_overhead.py                        # 8 trials of ~20 s, 2 at a time, 1 repeat
+    python bench/harness_overhead.py --trials 8 --repeats 3 --epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import PYTHON, REPO, TreeCPU, format_table, machine_note, median, run_timed, write_study
+
+__all__ = ["main", "plain_worker", "study"]
+
+
+def study(name: str, trials: int, epochs: int) -> dict[str, Any]:
+    """N identical trials (seeds 1..N) of a small EMOE on the 'small' synthetic preset, ``epochs`` each."""
+    return {
+        "name": name,
+        "description": "bench/harness_overhead.py: identical trials, harness against a plain loop",
+        "data": {"synthetic": {"preset": "small", "seed": 0}},
+        "base": {"model": {"d_model": 32, "n_heads": 4, "n_levels": 2},
+                 "train": {"lr": 1.0e-3, "batch_size": 16, "max_epochs": epochs, "early_stop": epochs}},
+        "seeds": list(range(1, trials + 1)),
+        "objective": {"metric": "valid_mae", "mode": "min"},
+        "scheduler": {"name": "fifo"},
+        "resources": {"cpus": 1},
+        "max_failures": 0,
+    }
+
+
+def plain_worker(spec_path: str, index: int, every: int, out: str) -> None:
+    """Train trials ``index, index + every, ...`` of the study one after another, as plain Python would."""
+    import torch
+
+    from emoe.config import from_dict
+    from emoe.train import train_emoe
+    from harness.data import load_study_data
+    from harness.plan import build_plan
+    from harness.spec import load_spec
+
+    torch.set_num_threads(1)
+    spec = load_spec(spec_path)
+    plan = build_plan(spec, load_study_data(spec.data))
+    with open(out, "w") as fh:
+        for trial in plan.trials[index::every]:
+            start = time.perf_counter()
+            result = train_emoe(from_dict(trial["emoe"]), plan.data.data)
+            fh.write(json.dumps({"seed": trial["seed"], "seconds": time.perf_counter() - start,
+                                 "epochs": result.epochs_run}) + "\n")
+
+
+Side = tuple[float, float, list[float]]  # wall seconds, CPU seconds, per-trial seconds
+
+
+def run_plain(spec_path: Path, parallel: int, work: Path, timeout: float) -> Side:
+    """P plain processes in parallel."""
+    outs = [work / f"plain-{i}.jsonl" for i in range(parallel)]
+    start = time.perf_counter()
+    procs = [subprocess.Popen([PYTHON, __file__, "--plain-worker", str(spec_path), str(i), str(parallel),
+                               str(outs[i])], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for i in range(parallel)]
+    cpu = TreeCPU([p.pid for p in procs])
+    cpu.start()
+    errors = [p.communicate(timeout=timeout)[1] for p in procs]
+    wall = time.perf_counter() - start
+    cpu_s = cpu.stop()
+    for p, err in zip(procs, errors):
+        if p.returncode != 0:
+            raise RuntimeError(f"plain worker failed ({p.returncode}):\n{err.decode()[-2000:]}")
+    per_trial = [json.loads(line)["seconds"] for o in outs for line in o.read_text().splitlines()]
+    return wall, cpu_s, per_trial
+
+
+def run_harness(spec_path: Path, parallel: int, work: Path, timeout: float) -> Side:
+    """The study through the CLI; per-trial seconds are the trials' ``time_total_s``."""
+    import pandas as pd
+
+    results = work / "results"
+    log = work / "harness.log"
+    wall, cpu_s, rc = run_timed([PYTHON, "-m", "harness.run", str(spec_path), "--results", str(results),
+                          "--num-cpus", str(parallel), "--progress-every", "3600"], timeout=timeout, log=log)
+    if rc != 0:
+        raise RuntimeError(f"harness run failed ({rc}); see the end of its log:\n{log.read_text()[-3000:]}")
+    trials = pd.read_parquet(next(results.iterdir()) / "trials")
+    if not (trials["status"] == "completed").all():
+        raise RuntimeError(f"not every trial completed: {trials['status'].value_counts().to_dict()}")
+    return wall, cpu_s, trials["time_total_s"].astype(float).tolist()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--trials", type=int, default=8, help="identical trials per side (default 8)")
+    p.add_argument("--epochs", type=int, default=4,
+                   help="epochs per trial (default 4: about 20 s per trial on one loaded core)")
+    p.add_argument("--parallel", type=int, default=2, help="trials at a time on each side (default 2)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="side-by-side repeats, order alternating (default 1)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds allowed per side and repeat")
+    p.add_argument("--plain-worker", nargs=4, metavar=("SPEC", "INDEX", "EVERY", "OUT"),
+                   help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if min(args.trials, args.epochs, args.parallel, args.repeats) < 1:
+        p.error("--trials, --epochs, --parallel and --repeats must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.plain_worker:
+        spec, index, every, out = args.plain_worker
+        plain_worker(spec, int(index), int(every), out)
+        return 0
+    print(machine_note(), flush=True)
+    print(f"{args.trials} identical trials x {args.epochs} epochs, {args.parallel} at a time on each side",
+          flush=True)
+    rows: list[list[object]] = []
+    ratios: list[float] = []
+    cpu_ratios: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        for rep in range(args.repeats):
+            work = Path(tmp) / f"rep{rep}"
+            spec = write_study(work / "study.yaml", study(f"overhead{rep}", args.trials, args.epochs))
+            sides = ["plain", "harness"] if rep % 2 == 0 else ["harness", "plain"]
+            got: dict[str, Side] = {}
+            for side in sides:
+                runner = run_plain if side == "plain" else run_harness
+                got[side] = runner(spec, args.parallel, work, args.timeout)
+                wall, cpu_s, _ = got[side]
+                print(f"repeat {rep + 1}: {side} {wall:.1f} s wall, {cpu_s:.1f} s CPU", flush=True)
+            (hw, hc, ht), (pw, pc, pt) = got["harness"], got["plain"]
+            ratios.append(hw / pw)
+            cpu_ratios.append(hc / pc)
+            rows.append([rep + 1, pw, hw, hw / pw, pc, hc, hc / pc, median(pt), median(ht)])
+    print()
+    print(format_table(["repeat", "plain wall s", "harness wall s", "wall ratio", "plain CPU s",
+                        "harness CPU s", "CPU ratio", "plain s/trial", "harness s/trial"], rows))
+    print(f"\nharness / plain wall time, median of {len(ratios)}: {median(ratios):.3f} (target <= 1.10); "
+          f"CPU time: {median(cpu_ratios):.3f}")
+    print("wall: launch to exit of each side. CPU: user + system seconds of each side's whole process tree "
+          "(Ray's own processes included), less sensitive to other load on the machine. s/trial: median of "
+          "the trials' own time (harness: time_total_s, with per-epoch result files and checkpoints).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
