@@ -210,7 +210,7 @@ def test_arbitrary_text_is_refused_or_planned(text):
 @HYPO
 @given(path=_text, value=_text)
 def test_hostile_set_overrides_are_refused_or_planned(path, value):
-    o = run_cli(tiny_study(), "--set", f"{path}={value}", dry_run=True)
+    o = run_cli(tiny_study(), f"--set={path}={value}", dry_run=True)  # one argument, even for "-..."
     assert_handled(o)
 
 
