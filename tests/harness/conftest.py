@@ -49,7 +49,7 @@ def write_study(tmp_path: Path):
 def ray_cluster():
     """One Ray runtime shared by a test module's in-process Ray tests: a multi-node
     ``ray.cluster_utils.Cluster`` on this machine (a head with no CPUs for trials, two 1-CPU worker nodes,
-    small object stores). Yields its address and the worker node ids. The harness uses an initialised
+    small object stores). Yields its address, the worker node ids and the ``Cluster`` (to add or remove nodes). The harness uses an initialised
     runtime as it is. Module scope: it is shut down before modules that start Ray their own way run."""
     import ray
     from ray.cluster_utils import Cluster
@@ -59,6 +59,6 @@ def ray_cluster():
     workers = [cluster.add_node(num_cpus=1, object_store_memory=80 << 20) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
-    yield SimpleNamespace(address=cluster.address, worker_ids={w.node_id for w in workers})
+    yield SimpleNamespace(address=cluster.address, worker_ids={w.node_id for w in workers}, cluster=cluster)
     ray.shutdown()
     cluster.shutdown()
