@@ -49,8 +49,9 @@ def write_study(tmp_path: Path):
 def ray_cluster():
     """One Ray runtime shared by a test module's in-process Ray tests: a multi-node
     ``ray.cluster_utils.Cluster`` on this machine (a head with no CPUs for trials, two 1-CPU worker nodes,
-    small object stores). Yields its address, the worker node ids and the ``Cluster`` (to add or remove nodes). The harness uses an initialised
-    runtime as it is. Module scope: it is shut down before modules that start Ray their own way run."""
+    small object stores). Yields its address, the worker node ids and the ``Cluster`` (to add or remove
+    nodes). The harness uses an initialised runtime as it is. Module scope: it is shut down before modules
+    that start Ray their own way run."""
     import ray
     from ray.cluster_utils import Cluster
 
