@@ -1,16 +1,13 @@
-"""Losing a worker node mid-study: a third worker joins the test cluster the way a real one would
-(``ray start --address``), takes a trial, and is killed (SIGKILL to its raylet and workers) while that
-trial trains. Tune retries the trial on a surviving node from its last checkpoint (up to the study's
-``max_failures``), and the study ends with every planned trial recorded exactly once."""
+"""Losing a worker node mid-study: on a ``ray.cluster_utils.Cluster`` (a head with no CPUs, two 1-CPU
+workers) the worker running a trial is removed, its raylet and workers SIGKILLed, while that trial trains.
+Tune retries the trial on the surviving worker from its last checkpoint (up to the study's
+``max_failures``), and the study ends with every planned trial recorded exactly once. The cluster is this
+module's own (module-scoped fixture), so losing a node affects no other test."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import ray
 
 from harness.data import load_study_data
 from harness.plan import build_plan
@@ -28,64 +24,26 @@ from tests.harness.conftest import tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-RAY_CLI = str(Path(sys.executable).with_name("ray"))
 
-
-def _alive_nodes() -> set[str]:
-    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-
-
-@pytest.fixture
-def doomed_node(ray_cluster):
-    """A 1-CPU worker started with ``ray start --address`` in its own process group; yields its node id and
-    a function that kills the whole node (raylet, object store, workers) with SIGKILL."""
-    before = _alive_nodes()
-    proc = subprocess.Popen([RAY_CLI, "start", "--address", ray_cluster.address, "--num-cpus", "1",
-                             "--object-store-memory", str(80 << 20), "--disable-usage-stats", "--block"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def kill() -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-
-    new: set[str] = set()
-    try:
-        deadline = time.monotonic() + 120
-        while not (_alive_nodes() - before) and time.monotonic() < deadline:
-            assert proc.poll() is None, "ray start --address exited"
-            time.sleep(0.2)
-        new = _alive_nodes() - before
-        assert len(new) == 1, "the extra worker node did not join"
-        yield next(iter(new)), kill
-    finally:
-        kill()
-        # later tests share the cluster: wait until its head has marked the node dead (health checks)
-        deadline = time.monotonic() + 90
-        while new & _alive_nodes() and time.monotonic() < deadline:
-            time.sleep(0.5)
-
-
-def _watch_and_kill(study_dir: Path, node_id: str, kill: Any, seen: dict[str, Any], stop: threading.Event) -> None:
-    """Kill the node once a trial on it has written 3 epochs (so the driver holds the checkpoint of epoch 1
-    at least); keep the epoch rows it had."""
+def _watch_and_kill(study_dir: Path, cluster: Any, seen: dict[str, Any], stop: threading.Event) -> None:
+    """Remove the worker node of the first trial that has written 3 epochs (so the driver holds the
+    checkpoint of epoch 1 at least), without a graceful shutdown; keep the epoch rows it had."""
+    nodes = {n.node_id: n for n in cluster.worker_nodes}
     while not stop.is_set():
-        for run in (study_dir / ".runs").glob("*.json") if (study_dir / ".runs").exists() else []:
+        for run in sorted((study_dir / ".runs").glob("*.json")) if (study_dir / ".runs").exists() else []:
             with contextlib.suppress(OSError, ValueError):
-                info = json.loads(run.read_text())
+                node_id = json.loads(run.read_text()).get("node_id")
                 epochs_file = study_dir / "epochs" / f"{run.stem}.parquet"
-                if info.get("node_id") == node_id and epochs_file.exists():
+                if node_id in nodes and epochs_file.exists():
                     epochs = pd.read_parquet(epochs_file)
                     if len(epochs) >= 3:
-                        kill()
-                        seen.update(trial_id=run.stem, epochs=epochs)
+                        cluster.remove_node(nodes[node_id], allow_graceful=False)  # SIGKILL
+                        seen.update(trial_id=run.stem, node_id=node_id, epochs=epochs)
                         return
         time.sleep(0.02)
 
 
-def test_a_lost_worker_node_costs_a_retry_from_checkpoint_not_a_trial(ray_cluster, doomed_node, write_study,
-                                                                      tmp_path):
-    node_id, kill = doomed_node
+def test_a_lost_worker_node_costs_a_retry_from_checkpoint_not_a_trial(ray_cluster, write_study, tmp_path):
     study = tiny_study(name="nodeloss", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, seeds=[1],
                        max_failures=2, checkpoint_every=1)
     study["base"]["train"]["max_epochs"] = 8
@@ -95,14 +53,14 @@ def test_a_lost_worker_node_costs_a_retry_from_checkpoint_not_a_trial(ray_cluste
     root = results / "nodeloss"
     seen: dict[str, Any] = {}
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch_and_kill, args=(root, node_id, kill, seen, stop), daemon=True)
+    watcher = threading.Thread(target=_watch_and_kill, args=(root, ray_cluster.cluster, seen, stop), daemon=True)
     watcher.start()
     try:
         assert main([str(spec_path), "--results", str(results)]) == 0
     finally:
         stop.set()
         watcher.join(timeout=30)
-    assert "trial_id" in seen, "no trial ran on the extra node long enough to be interrupted"
+    assert "trial_id" in seen, "no trial ran long enough to be interrupted"
 
     spec = load_spec(spec_path)
     planned = {t["trial_id"] for t in build_plan(spec, load_study_data(spec.data)).trials}
@@ -112,7 +70,8 @@ def test_a_lost_worker_node_costs_a_retry_from_checkpoint_not_a_trial(ray_cluste
 
     lost = trials.loc[seen["trial_id"]]
     assert lost["attempts"] == 2  # the first attempt on the lost node, one retry
-    assert lost["node_id"] in ray_cluster.worker_ids and lost["node_id"] != node_id  # on a surviving worker
+    survivor = ray_cluster.worker_ids - {seen["node_id"]}
+    assert {lost["node_id"]} == survivor  # finished on the surviving worker
     assert (trials.drop(index=seen["trial_id"])["attempts"] == 1).all()
 
     epochs = pd.read_parquet(root / "epochs")
