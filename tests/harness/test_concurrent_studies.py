@@ -44,7 +44,7 @@ def _snapshot(study: Path) -> dict[str, tuple[int, bytes]]:
 def test_two_studies_share_a_results_root_and_a_running_study_cannot_be_started_twice(ray_cluster, tmp_path):
     results = tmp_path / "results"
     alpha = tiny_study(name="alpha", grid={"loss.distill_weight": [0.0, 1.0]}, seeds=[1])
-    alpha["base"]["train"]["max_epochs"] = 6
+    alpha["base"]["train"]["max_epochs"] = 8
     alpha["data"]["synthetic"]["n_train"] = 256  # long enough to be caught running
     beta = tiny_study(name="beta", grid={"train.lr": [1e-3, 3e-3]}, seeds=[1])
     specs = {}
@@ -75,7 +75,7 @@ def test_two_studies_share_a_results_root_and_a_running_study_cannot_be_started_
         assert p.returncode == 0, outputs[name][1][-3000:]
 
     assert sorted(p.name for p in results.iterdir()) == ["alpha", "beta"]
-    for name, n, epochs_per_trial in (("alpha", 2, 6), ("beta", 2, 2)):
+    for name, n, epochs_per_trial in (("alpha", 2, 8), ("beta", 2, 2)):
         root = results / name
         trials = pd.read_parquet(root / "trials")
         assert len(trials) == n and trials["trial_id"].is_unique and (trials["study"] == name).all()
