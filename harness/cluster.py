@@ -4,6 +4,11 @@ A local runtime (always a new one, even while another cluster runs on the machin
 (all cores unless told), no dashboard, an object store sized for the data rather than 30% of RAM, and
 its logs under Ray's temp dir (never the current directory). A runtime started elsewhere (tests,
 notebooks) is used as is and left running.
+
+The command line connects before it creates anything, so a cluster that cannot be reached, or one on
+which no node could ever host a trial, is a ``ClusterError`` (exit status 2) rather than a study left
+waiting: ``check_reachable`` probes ``HOST:PORT`` for a few seconds before Ray's own, much longer,
+connection retries, and ``check_fits`` compares a trial's CPUs and GPUs with the nodes.
 """
 
 from __future__ import annotations
@@ -11,13 +16,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RaySettings", "cluster_resources", "ray_session"]
+__all__ = ["ClusterError", "RaySettings", "check_fits", "check_reachable", "cluster_resources", "ray_session"]
 
 _MIN_STORE = 128 << 20
+
+
+class ClusterError(RuntimeError):
+    """Ray cannot be reached at the given address, or none of its nodes can host a trial."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,11 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0) -> Iterator[bool]
     common: dict[str, Any] = {"log_to_driver": settings.log_to_driver, "logging_level": logging.WARNING,
               "configure_logging": True}
     if settings.address:
-        ray.init(address=settings.address, **common)
+        check_reachable(settings.address)
+        try:
+            ray.init(address=settings.address, **common)
+        except (ConnectionError, TimeoutError) as exc:
+            raise ClusterError(f"--address {settings.address}: cannot connect to Ray ({exc})") from exc
     else:
         # "local": always a new runtime. With no address Ray joins the cluster named in
         # /tmp/ray/ray_current_cluster (any `ray start` or test cluster on the machine) and then
@@ -71,3 +85,51 @@ def cluster_resources() -> dict[str, float]:
 
     res = ray.cluster_resources()
     return {"CPU": float(res.get("CPU", 0.0)), "GPU": float(res.get("GPU", 0.0))}
+
+
+def _split_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto``/``local``."""
+    if address in ("auto", "local"):
+        return None
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT "
+                           "(e.g. 10.0.0.5:6379, the head node's GCS address printed by `ray start --head`)")
+    return host, int(port)
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (``ClusterError``) when nothing listens at ``address``; Ray itself retries for minutes."""
+    target = _split_address(address)
+    if target is None:
+        return
+    try:
+        socket.create_connection(target, timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ClusterError(f"--address {address}: no Ray cluster answers there ({reason}). Start one with "
+                           "`ray start --head` on that machine, or check the host and the port (the head's "
+                           "GCS port, 6379 unless changed; ray:// addresses use the client port, 10001)") from None
+
+
+def check_fits(cpus: float, gpus: float, *, strict: bool) -> str | None:
+    """Whether some live node has ``cpus`` CPUs and ``gpus`` GPUs for one trial.
+
+    When none has: raises ``ClusterError`` if ``strict`` (a local runtime cannot grow), otherwise
+    returns a warning (a cluster with an autoscaler may still add such a node). None when a node fits.
+    """
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(r.get("CPU", 0.0) >= cpus and r.get("GPU", 0.0) >= gpus for r in nodes):
+        return None
+    most_cpu = max((r.get("CPU", 0.0) for r in nodes), default=0.0)
+    most_gpu = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
+    msg = (f"resources: a trial asks for {cpus:g} CPU and {gpus:g} GPU, but no node of this Ray cluster has "
+           f"that many (largest: {most_cpu:g} CPU, {most_gpu:g} GPU on {len(nodes)} node(s)); trials would wait "
+           "forever. Lower resources.cpus / resources.gpus (e.g. --set resources.gpus=0)")
+    if strict:
+        raise ClusterError(msg + ", or give the local runtime more with --num-cpus / --num-gpus")
+    return msg + ", or add such a node to the cluster"

@@ -8,10 +8,11 @@ and Ray was not started. 130 when interrupted (``--resume`` continues).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,20 @@ def _finish(plan: Any, store: Any, *, report_now: bool = True) -> None:
             print(f"report: failed ({type(exc).__name__}: {exc}); the results are intact", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _connect(plan: Any, settings: Any) -> Iterator[None]:
+    """Start or join Ray for the study and check that some node can host one of its trials."""
+    from harness.cluster import check_fits, ray_session
+
+    data_bytes = sum(split.nbytes for split in plan.data.data.splits().values())
+    with ray_session(settings, data_bytes=data_bytes):
+        res = plan.spec.resources
+        warning = check_fits(res.cpus, res.gpus, strict=settings.address is None)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        yield
+
+
 def execute(args: argparse.Namespace) -> int:
     """Prepare, then dry-run or run the study; returns the exit status."""
     try:
@@ -174,7 +189,7 @@ def execute(args: argparse.Namespace) -> int:
         return 0
     if args.resume and previous is None:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
-    from harness.cluster import RaySettings
+    from harness.cluster import ClusterError, RaySettings
     from harness.runner import RunOptions, code_version, run_tune
 
     version = code_version()
@@ -183,7 +198,8 @@ def execute(args: argparse.Namespace) -> int:
                                          log_to_driver=args.verbose), progress_interval_s=args.progress_every)
     started = False
     try:
-        with store.lock():
+        # Ray first: a cluster that cannot be reached or cannot host a trial creates nothing.
+        with _connect(plan, options.ray), store.lock():
             if previous is None:
                 if store.exists():  # another driver created the study since check_existing: never overwrite
                     check_existing(store, plan.spec, resume=False)
@@ -196,7 +212,7 @@ def execute(args: argparse.Namespace) -> int:
             status = "finished" if outcome.complete else "incomplete"
             store.update_info(status=status, finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
                               counts=outcome.counts)
-    except StudyExistsError as exc:
+    except (StudyExistsError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -106,3 +106,20 @@ def test_exit_status_of_the_module(write_study, tmp_path):
     assert "colour: unknown key" in proc.stderr
     assert not (tmp_path / "r").exists()
     assert not (Path(REPO) / "results" / "t").exists()
+
+
+@pytest.mark.parametrize(("address", "message"), [
+    ("127.0.0.1:1", "no Ray cluster answers there"),
+    ("ray://127.0.0.1:1", "no Ray cluster answers there"),
+    ("headnode", "expected auto, HOST:PORT or ray://HOST:PORT"),
+    ("10.0.0.5:port", "expected auto, HOST:PORT or ray://HOST:PORT"),
+])
+def test_unreachable_or_malformed_address_exits_2_at_once_and_creates_nothing(
+        address, message, write_study, tmp_path, capsys, ray_init_calls):
+    results = tmp_path / "results"
+    assert main([str(write_study(tiny_study())), "--results", str(results), "--address", address]) == 2
+    err = capsys.readouterr().err
+    assert f"--address {address}" in err.replace("'", "") and message in err, err
+    assert "Traceback" not in err
+    assert not results.exists()
+    assert ray_init_calls == []  # refused before Ray's own minutes-long connection retries

@@ -75,7 +75,7 @@ def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(ray_clust
         "baseline": "ok", "variants": {
             "ok": {},
             "explode": {"train.lr": 1e30, "train.update_epochs": 1},  # non-finite loss at once
-            "no_gpu": {"train.device": "cuda", "train.lr": 2e-3},  # raises: no CUDA here
+            "no_gpu": {"train.device": "cuda:99", "train.lr": 2e-3},  # raises: no such CUDA device
         }})
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "harness.run", str(write_study(study)), "--results", str(results),
@@ -87,4 +87,16 @@ def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(ray_clust
     assert trials.loc["explode", "status"] == "diverged"
     assert trials.loc["explode", "error"].startswith("diverged: non-finite")
     assert trials.loc["no_gpu", "status"] == "failed"
-    assert "CUDA is not available" in trials.loc["no_gpu", "error"]
+    assert "CUDA is not available" in trials.loc["no_gpu", "error"] or "CUDA device(s) visible" in \
+        trials.loc["no_gpu", "error"]
+
+
+def test_trials_no_node_can_host_exit_2_before_anything_is_created(write_study, tmp_path, capsys):
+    """Each worker node has one CPU: a trial asking for two, or for a GPU, would wait forever in Tune."""
+    results = tmp_path / "results"
+    for resources, asked in (({"cpus": 2}, "2 CPU and 0 GPU"), ({"cpus": 1, "gpus": 1}, "1 CPU and 1 GPU")):
+        assert main([str(write_study(tiny_study(name="big", resources=resources))), "--results", str(results)]) == 2
+        err = capsys.readouterr().err
+        assert f"a trial asks for {asked}" in err and "largest: 1 CPU, 0 GPU on 3 node(s)" in err, err
+        assert "Traceback" not in err
+        assert not results.exists()
