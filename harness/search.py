@@ -45,7 +45,7 @@ SAMPLERS: dict[str, tuple[str, str | None]] = {
     "nsgaii": ("NSGAIISampler", None),
     "bruteforce": ("BruteForceSampler", None),
 }
-_PLAIN = (str, int, float, bool, type(None), list)
+_PLAIN = (str, int, float, bool, type(None), list, dict)
 
 
 def sampler_errors(name: str, options: dict[str, Any]) -> list[str]:
@@ -68,7 +68,42 @@ def sampler_errors(name: str, options: dict[str, Any]) -> list[str]:
                           f"{sorted(p for p in params if p != 'seed')}")
         elif not isinstance(value, _PLAIN):
             errors.append(f"sampler_options.{key}: only plain values can be given in a study file")
+        else:
+            problem = _option_type_error(params[key].annotation, value)
+            if problem:
+                errors.append(f"sampler_options.{key}: {problem}")
     return errors
+
+
+#: Plain types an option's annotation may name, and the YAML values each accepts.
+_ANNOTATED: dict[str, tuple[type, ...]] = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,),
+                                           "None": (type(None),), "list": (list,), "dict": (dict,)}
+
+
+def _option_type_error(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` does not suit a sampler option annotated ``annotation`` (None when it does)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if text is inspect.Parameter.empty or text == "_empty":
+        return None
+    depth, parts, current = 0, [], ""
+    for ch in str(text):  # split "A[B | C] | None" on the top-level "|" only
+        depth += ch in "[("
+        depth -= ch in "])"
+        if ch == "|" and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    parts.append(current.strip())
+    kinds = [_ANNOTATED.get(part.split("[", 1)[0].strip()) for part in parts]
+    accepted = tuple(t for k in kinds if k for t in k)
+    if not accepted:
+        return f"takes a Python object ({text}), which a study file cannot give"
+    if isinstance(value, bool) and bool not in accepted:
+        return f"expected {text}, got {value!r}"
+    if not isinstance(value, accepted):
+        return f"expected {text}, got {type(value).__name__} {value!r}"
+    return None
 
 
 def make_sampler(name: str, options: dict[str, Any], seed: int) -> optuna.samplers.BaseSampler:
