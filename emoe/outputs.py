@@ -39,6 +39,8 @@ class EpochRecord:
     valid: validation metrics (always includes "loss" = validation L1/CE and the task metrics)
     test:  test metrics, only when this epoch improved validation (else None)
     router_mean: mean router weights on the validation split {"w_l", "w_v", "w_a"}
+    last: whether ``fit``'s stopping rule ends training after this epoch (budget spent, or
+          ``train.early_stop`` epochs without improvement); False when the callback stops it
     """
 
     epoch: int  # 1-based
@@ -50,6 +52,7 @@ class EpochRecord:
     test: dict[str, float] | None = None
     router_mean: dict[str, float] = field(default_factory=dict)
     time_s: float = 0.0
+    last: bool = False
 
 
 @dataclass

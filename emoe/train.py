@@ -257,7 +257,10 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     status: Literal["completed", "diverged"] = "completed"
     error: str | None = None
     stopped_by_callback = False
-    while epoch < t.max_epochs and epoch - sel.epoch < t.early_stop:
+    def more_epochs() -> bool:  # the stopping rule: budget left and patience not exhausted
+        return epoch < t.max_epochs and epoch - sel.epoch < t.early_stop
+
+    while more_epochs():
         start = time.perf_counter()
         lr = float(optimizer.param_groups[0]["lr"])
         outcome = train_epoch(model, data.train, cfg, optimizer, generator=generator, device=device,
@@ -284,7 +287,7 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
         record = EpochRecord(
             epoch=epoch, train=outcome.losses, valid=valid, lr=lr, improved=improved, best_epoch=sel.epoch,
             test=test, router_mean={f"w_{m}": float(w) for m, w in zip(MODALITIES, mean_w)},
-            time_s=time.perf_counter() - start)
+            time_s=time.perf_counter() - start, last=not more_epochs())
         history.append(record)
         if on_epoch is not None and on_epoch(record, checkpoint) is True:
             stopped_by_callback = True

@@ -28,7 +28,7 @@ from emoe.outputs import EpochRecord
 from harness.rows import epoch_row, epochs_table, router_table, trial_table
 from harness.sink import ResultStore
 
-__all__ = ["TrialContext", "emoe_trainable", "is_last_epoch", "report_metrics", "write_scratch_checkpoint",
+__all__ = ["TrialContext", "emoe_trainable", "report_metrics", "write_scratch_checkpoint",
            "write_trial_row"]
 
 FINISHED = ("completed", "diverged")
@@ -67,12 +67,6 @@ def report_metrics(ctx: TrialContext, record: EpochRecord, best_valid: dict[str,
     metrics.update({f"best_valid_{k}": v for k, v in best_valid.items()})
     metrics.update({f"best_test_{k}": v for k, v in best_test.items()})
     return metrics
-
-
-def is_last_epoch(record: EpochRecord, max_epochs: int, early_stop: int) -> bool:
-    """Whether training ends after this epoch: the budget is spent or ``early_stop`` epochs passed
-    without improvement (the stopping rule of ``emoe.train.fit``, shared/EMOE_SPEC.md "Training")."""
-    return record.epoch >= max_epochs or record.epoch - record.best_epoch >= early_stop
 
 
 def _selected(metrics: dict[str, Any], split: str) -> dict[str, float]:
@@ -194,7 +188,7 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
         ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind))
         run["current_s"] = time.monotonic() - t0
         ctx.store.write_run(tid, run)
-        last = is_last_epoch(record, cfg.train.max_epochs, cfg.train.early_stop)
+        last = record.last
         if last:
             # Written before the last report: a scheduler may stop the trial as soon as it sees that
             # result (ASHA does at max_t), and a trial without a finished row is taken as pruned.

@@ -153,6 +153,17 @@ def test_early_stop_after_epochs_without_improvement():
     assert [r.improved for r in records] == [True, False, False, False]
     assert [r.test is not None for r in records] == [True, False, False, False]
     assert res.test == records[0].test
+    assert [r.last for r in records] == [False, False, False, True]  # early stop flagged on its epoch
+
+
+def test_last_epoch_is_flagged_when_the_budget_is_spent_and_not_when_the_callback_stops():
+    records: list[EpochRecord] = []
+    res = train_emoe(make_cfg(max_epochs=3), make_data(), on_epoch=collect(records))
+    assert res.epochs_run == 3 and [r.last for r in records] == [False, False, True]
+    stopped: list[EpochRecord] = []
+    res = train_emoe(make_cfg(max_epochs=3), make_data(),
+                     on_epoch=lambda record, _: stopped.append(record) or record.epoch == 2)
+    assert res.epochs_run == 2 and [r.last for r in stopped] == [False, False]
 
 
 def test_plateau_scheduler_halves_lr_after_patience():
