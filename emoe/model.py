@@ -113,6 +113,17 @@ class EMOE(nn.Module):
         if isinstance(self.router, LearnedRouter):
             self.router.flush_grad()
 
+    def prime_router(self, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+        """With deferred gradients on: compute the learned router's first-layer product for the coming
+        (text, audio, vision) batches of an accumulation window at once (see ``LearnedRouter.prime``).
+
+        Call it at the start of a window, before those batches' forwards; the weights must not change
+        until ``flush_grads``. Same outputs as without it. No effect with a text encoder (the router then
+        sees encoder outputs that need gradients) or a constant router.
+        """
+        if isinstance(self.router, LearnedRouter) and self.text_encoder is None:
+            self.router.prime([(t, v, a) for t, a, v in batches])
+
     def _check(self, name: str, x: torch.Tensor, length: int, dim: int) -> None:
         if x.ndim != 3 or x.shape[1] != length or x.shape[2] != dim:
             raise ValueError(f"{name}: expected shape (batch, {length}, {dim}), got {tuple(x.shape)}")

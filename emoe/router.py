@@ -8,7 +8,11 @@ weights for ablations.
 The flattened router's first layer is huge (~196M weights on MOSI) while a batch is small, so its weight
 gradient (a rank-16 update of the whole matrix per batch) costs more than the rest of the step. With
 deferral on, backward records (grad_out, input) and ``flush_grad`` adds their product for a whole
-accumulation window in one matrix product: the same sum, written once per window.
+accumulation window in one matrix product: the same sum, written once per window. Its forward product
+can be batched the same way: the weights do not change inside a window and the flattened input is the
+raw data (no parameters before it on aligned data), so ``prime`` multiplies the whole window's inputs by
+the weight once (the matrix is read once instead of once per batch) and each batch's forward then takes
+its rows.
 """
 
 from __future__ import annotations
@@ -38,10 +42,12 @@ class _DeferredLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                pending: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+                pending: list[tuple[torch.Tensor, torch.Tensor]], xw: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.pending = pending
-        return F.linear(x, weight, bias)
+        if xw is None:
+            return F.linear(x, weight, bias)
+        return xw if bias is None else torch.add(xw, bias).to(xw.dtype)  # x W^T primed for the window
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -49,7 +55,7 @@ class _DeferredLinear(torch.autograd.Function):
         ctx.pending.append((grad_out, x))  # (B, out), (B, in): summed into weight.grad by flush
         grad_x = grad_out.to(weight.dtype) @ weight if ctx.needs_input_grad[0] else None  # (B, in)
         grad_b = grad_out.sum(0) if ctx.needs_input_grad[2] else None
-        return grad_x, None, grad_b, None
+        return grad_x, None, grad_b, None, None
 
 
 class DeferredWeightGradLinear(nn.Linear):
@@ -65,12 +71,32 @@ class DeferredWeightGradLinear(nn.Linear):
         super().__init__(in_features, out_features, bias)
         self.deferred = False
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._primed: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input, input @ W^T) per coming batch
 
     def set_deferred(self, enabled: bool) -> None:
         """Turn deferral on or off; turning it off first flushes what is pending."""
         if not enabled:
             self.flush_grad()
         self.deferred = bool(enabled)
+
+    def prime(self, inputs: list[torch.Tensor]) -> None:
+        """Compute x W^T for the next batches' inputs (each (B_k, in), no gradient) in one product.
+
+        Deferred mode only, for inputs that need no gradient. The following forwards, in this order,
+        take their rows when their input equals the primed one (checked; otherwise computed as usual).
+        The weight must not change until they have run: ``flush_grad`` drops what is left.
+        """
+        self._primed.clear()
+        if not (self.deferred and self.weight.requires_grad and inputs) or any(x.requires_grad for x in inputs):
+            return
+        with torch.no_grad():
+            xw = F.linear(torch.cat(inputs), self.weight)  # (sum B_k, out): the weight read once
+        self._primed = list(zip(inputs, xw.split([x.shape[0] for x in inputs])))
+
+    @property
+    def primed(self) -> int:
+        """Primed batches not yet consumed by a forward."""
+        return len(self._primed)
 
     @property
     def pending(self) -> int:
@@ -79,6 +105,7 @@ class DeferredWeightGradLinear(nn.Linear):
 
     def flush_grad(self) -> None:
         """Add the recorded batches' weight gradient to ``weight.grad`` (created when None), then forget them."""
+        self._primed.clear()  # the weight is about to change
         if not self._pending:
             return
         w = self.weight
@@ -96,7 +123,13 @@ class DeferredWeightGradLinear(nn.Linear):
             if x.ndim != 2:
                 raise ValueError(f"deferred weight gradient: expected a 2-D input (batch, {self.in_features}), "
                                  f"got {tuple(x.shape)}")
-            return _DeferredLinear.apply(x, self.weight.detach(), self.bias, self._pending)
+            xw = None
+            if self._primed:
+                x0, xw = self._primed.pop(0)
+                if x0.shape != x.shape or x0.dtype != x.dtype or not torch.equal(x0, x):
+                    self._primed.clear()  # not the batch that was primed: compute as usual
+                    xw = None
+            return _DeferredLinear.apply(x, self.weight.detach(), self.bias, self._pending, xw)
         return super().forward(x)
 
 
@@ -136,6 +169,18 @@ class LearnedRouter(nn.Module):
     def flush_grad(self) -> None:
         """Add the deferred weight gradient of the first layer to its ``.grad``."""
         self.l1.flush_grad()
+
+    def prime(self, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+        """Prime the first layer's forward product for the coming (text, vision, audio) batches of a window.
+
+        Only where the router's input is the raw data (flattened, no learned time map): then it needs no
+        gradient and one product serves the window. Otherwise nothing happens.
+        """
+        if self.pooling != "flatten" or self.transfer_v is not None or self.transfer_a is not None:
+            return
+        with torch.no_grad():
+            inputs = [self.features(t, v, a) for t, v, a in batches]
+        self.l1.prime(inputs)
 
     @staticmethod
     def _to_length(x: torch.Tensor, transfer: nn.Linear | None) -> torch.Tensor:

@@ -6,10 +6,11 @@ pruning and checkpointing) and exact resumption; ``train_emoe`` seeds, builds th
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +27,7 @@ from emoe.checkpoint import (
     router_to_state,
 )
 from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
-from emoe.data.arrays import DataSet, Split, iter_batches
+from emoe.data.arrays import Batch, DataSet, Split, iter_batches
 from emoe.evaluate import NonFiniteOutput, autocast_context, evaluate
 from emoe.losses import total_loss
 from emoe.model import build_model
@@ -121,14 +122,16 @@ def train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torc
     model.set_deferred_grads(True)  # type: ignore[operator]
     try:
         return _train_epoch(model, split, cfg, optimizer, generator=generator, device=device, epoch=epoch,
-                            flush=model.flush_grads)  # type: ignore[arg-type]
+                            flush=model.flush_grads,  # type: ignore[arg-type]
+                            prime=getattr(model, "prime_router", None))
     finally:
         model.set_deferred_grads(False)  # type: ignore[operator]
 
 
 def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torch.optim.Optimizer, *,
                  generator: torch.Generator, device: torch.device, epoch: int,
-                 flush: Callable[[], None] | None = None) -> EpochTrain:
+                 flush: Callable[[], None] | None = None,
+                 prime: Callable[[list[Any]], None] | None = None) -> EpochTrain:
     t = cfg.train
     model.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -137,8 +140,10 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first batch with non-finite loss
     bad_value = torch.zeros((), device=device)
     steps = 0
-    for i, batch in enumerate(iter_batches(split, t.batch_size, device=device, generator=generator,
-                                           shuffle=True)):
+    batches = iter_batches(split, t.batch_size, device=device, generator=generator, shuffle=True)
+    if prime is not None:
+        batches = _primed_windows(batches, t.update_epochs, prime, cfg, device)
+    for i, batch in enumerate(batches):
         if i % t.update_epochs == 0:
             optimizer.zero_grad(set_to_none=True)
         with autocast_context(cfg, device):
@@ -172,6 +177,16 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
         steps += 1
     means = (sums / max(n_batches, 1)).tolist()
     return EpochTrain(dict(zip(LOSS_TERMS, means)), steps)
+
+
+def _primed_windows(batches: Iterator[Batch], window: int, prime: Callable[[list[Any]], None], cfg: EMOEConfig,
+                    device: torch.device) -> Iterator[Batch]:
+    """The batches as they come, reading a window ahead: before a window's first batch, ``prime`` gets
+    all of its (text, audio, vision) inputs (the model's forward then reuses one product for them)."""
+    while chunk := list(itertools.islice(batches, window)):
+        with autocast_context(cfg, device):
+            prime([(b.text, b.audio, b.vision) for b in chunk])
+        yield from chunk
 
 
 @dataclass

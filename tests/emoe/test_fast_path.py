@@ -104,6 +104,30 @@ def test_deferred_router_gradient_equals_per_batch_accumulation(aligned):
             torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_primed_product_is_used_only_for_the_batch_it_was_computed_for():
+    torch.manual_seed(0)
+    layer = DeferredWeightGradLinear(6, 3)
+    xs = [torch.randn(2, 6), torch.randn(3, 6)]
+    want = [torch.nn.functional.linear(x, layer.weight, layer.bias) for x in xs]
+    layer.prime(xs)
+    assert layer.primed == 0  # not deferred: nothing primed
+    layer.set_deferred(True)
+    layer.prime(xs)
+    assert layer.primed == 2
+    for x, w in zip(xs, want):
+        torch.testing.assert_close(layer(x.clone()), w)
+    assert layer.primed == 0
+    layer.prime(xs)
+    other = torch.randn(2, 6)  # a different batch than primed: computed as usual, the rest dropped
+    torch.testing.assert_close(layer(other), torch.nn.functional.linear(other, layer.weight, layer.bias))
+    assert layer.primed == 0
+    layer.prime(xs)
+    layer.flush_grad()  # the weight is about to change: primed rows are stale
+    assert layer.primed == 0
+    layer.prime([x.requires_grad_() for x in xs])  # inputs that need a gradient are never primed
+    assert layer.primed == 0
+
+
 def test_deferral_records_nothing_without_gradients_and_rejects_3d_inputs():
     layer = DeferredWeightGradLinear(6, 2)
     layer.set_deferred(True)
@@ -125,7 +149,14 @@ def _window_cfg(dtype_lr: float) -> EMOEConfig:
     return EMOEConfig(model=model_cfg(**NO_DROPOUT), train=train)
 
 
-def test_one_fast_training_epoch_updates_parameters_like_the_reference_procedure():
+def test_one_fast_training_epoch_updates_parameters_like_the_reference_procedure(monkeypatch):
+    primed_rows: list[int] = []  # rows of each window's single router product
+    used_primed: list[bool] = []  # per forward of the router's first layer: took its primed rows
+    prime, apply = DeferredWeightGradLinear.prime, emoe.router._DeferredLinear.apply
+    monkeypatch.setattr(DeferredWeightGradLinear, "prime",
+                        lambda self, xs: primed_rows.append(sum(len(x) for x in xs)) or prime(self, xs))
+    monkeypatch.setattr(emoe.router._DeferredLinear, "apply",
+                        lambda *a: used_primed.append(a[-1] is not None) or apply(*a))
     cfg = _window_cfg(1e-3)
     torch.manual_seed(0)
     ref_model = build_model(cfg.model, fast_path=False).double()
@@ -141,6 +172,7 @@ def test_one_fast_training_epoch_updates_parameters_like_the_reference_procedure
     assert out.error is None and out.steps == 2
     assert out.losses["loss"] == pytest.approx(ref_loss["loss"], rel=1e-5)
     assert fast_model.router.l1.pending == 0 and not fast_model.router.l1.deferred
+    assert primed_rows == [12, 6] and used_primed == [True] * 5  # one product per window, all 5 batches
     fast_params = dict(fast_model.named_parameters())
     moved = 0
     for name, p in ref_model.named_parameters():
