@@ -70,7 +70,7 @@ def evaluate(model: nn.Module, split: Split, cfg: EMOEConfig, kind: str,
     pred = torch.cat(preds)  # (N, n_out)
     w = torch.cat(weights)  # (N, 3)
     task = cfg.loss.task
-    labels_t = torch.from_numpy(np.ascontiguousarray(split.labels)).to(device)
+    labels_t = torch.tensor(split.labels, device=device)  # a copy: the split may be read-only shared memory
     loss = split_loss(pred, labels_t, task)
     # one transfer to the host for everything the metrics need
     pred_np = pred.cpu().numpy()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from emoe.outputs import EpochRecord
+from harness.memory import release_free_heap, use_mmap_for_large_blocks
 from harness.rows import epoch_row, epochs_table, router_table, trial_table
 from harness.sink import ResultStore
 
@@ -164,6 +165,7 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
         _report_finished_row(row)
         return
     torch.set_num_threads(max(1, int(ctx.cpus)))
+    use_mmap_for_large_blocks()  # batch copies of a large data set go back to the OS when freed
     cfg = from_dict(trial["emoe"])
     run = _start_attempt(ctx, tid)
     t0 = time.monotonic()
@@ -188,6 +190,7 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
         ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind))
         run["current_s"] = time.monotonic() - t0
         ctx.store.write_run(tid, run)
+        release_free_heap()
         last = record.last
         if last:
             # Written before the last report: a scheduler may stop the trial as soon as it sees that
