@@ -25,7 +25,8 @@ from harness.spec import StudySpec, dump_spec, load_spec
 __all__ = ["RESUME_FREE", "check_results_root", "main", "parse_args", "prepare"]
 
 #: Spec fields that may change between a run and its ``--resume``.
-RESUME_FREE = frozenset({"description", "concurrency", "time_budget_s", "max_failures", "report"})
+RESUME_FREE = frozenset({"description", "concurrency", "time_budget_s", "max_failures", "report",
+                         "checkpoint_min_interval_s"})
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -67,7 +67,10 @@ def make_context(plan: Plan, store: ResultStore, version: str) -> TrialContext:
     s = plan.spec
     return TrialContext(store=store, label_kind=plan.data.data.label_kind, objective=s.objective.metric,
                         mode=s.mode, cpus=s.resources.cpus, gpus=s.resources.gpus, code_version=version,
-                        data=plan.data.description, checkpoint_every=s.checkpoint_every)
+                        data=plan.data.description, checkpoint_every=s.checkpoint_every,
+                        # HyperBand pauses trials at its milestones and resumes them from their checkpoint
+                        checkpoint_min_interval_s=0.0 if s.scheduler_name == "hyperband"
+                        else s.checkpoint_min_interval_s)
 
 
 def make_scheduler(plan: Plan) -> Any:

@@ -225,6 +225,9 @@ class StudySpec(_Strict):
     time_budget_s: float | None = Field(default=None, gt=0)
     max_failures: int = Field(default=2, ge=0)
     checkpoint_every: int = Field(default=1, ge=0)  # epochs between checkpoints; 0 = never
+    # and at least this long since the trial's last checkpoint (or start): short epochs are not each
+    # paid for with a checkpoint (a crash repeats at most this much work plus an epoch); 0 = every due epoch
+    checkpoint_min_interval_s: float = Field(default=60.0, ge=0)
     report: ReportSpec | None = None
 
     @field_validator("report", mode="before")

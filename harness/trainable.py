@@ -2,8 +2,8 @@
 
 ``emoe_trainable`` is wrapped with ``tune.with_parameters(data=..., ctx=...)`` so the data set travels
 once through Ray's object store (each trial reads it zero-copy). Each epoch it rewrites the trial's
-``epochs/`` file, then reports to Tune (with a checkpoint every ``checkpoint_every`` epochs, except after
-the last); a retried or resumed trial continues from its last checkpoint. It writes the ``router/`` file
+``epochs/`` file, then reports to Tune (with a checkpoint every ``checkpoint_every`` epochs once
+``checkpoint_min_interval_s`` have passed since the last one, never after the last epoch); a retried or resumed trial continues from its last checkpoint. It writes the ``router/`` file
 and the ``trials/`` row itself: on its last epoch before reporting it (a scheduler may stop the trial on
 that report), and again when training returns unless that last epoch already did (diverged, early stop by
 a callback, or failed if training raised). The driver treats a trial that stopped without a finished row
@@ -48,6 +48,7 @@ class TrialContext:
     code_version: str
     data: str  # description for the results' data column
     checkpoint_every: int = 1
+    checkpoint_min_interval_s: float = 0.0
 
     def objective_value(self, valid: dict[str, float]) -> float:
         """The objective from selected-epoch validation metrics; the worst value when missing."""
@@ -181,6 +182,7 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
         best = {"valid": dict(resume["best_valid"]), "test": dict(resume["best_test"])}
 
     final_epoch = 0  # set once the last epoch has written the router file and the finished row
+    last_checkpoint = [t0]  # monotonic time of this attempt's start or its last checkpoint
 
     def on_epoch(record: EpochRecord, checkpoint: Any) -> None:
         nonlocal final_epoch
@@ -205,7 +207,10 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
         metrics = report_metrics(ctx, record, best["valid"], best["test"])
         # No checkpoint after the last epoch: the finished row is written, so a retried or resumed trial
         # only reports it again (and a checkpoint of a faithful-size model is gigabytes).
-        if not last and ctx.checkpoint_every and record.epoch % ctx.checkpoint_every == 0:
+        due = (not last and ctx.checkpoint_every and record.epoch % ctx.checkpoint_every == 0
+               and time.monotonic() - last_checkpoint[0] >= ctx.checkpoint_min_interval_s)
+        if due:
+            last_checkpoint[0] = time.monotonic()
             with tempfile.TemporaryDirectory(prefix="emoe-ckpt-") as d:
                 write_scratch_checkpoint(checkpoint(), list(rows.values()), Path(d))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

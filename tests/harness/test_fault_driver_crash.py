@@ -142,7 +142,8 @@ def _in_flight(root: Path, done: set[str]) -> dict[str, pd.DataFrame]:
 def test_a_killed_driver_is_resumed_without_rerunning_or_duplicating_anything(ray_cluster, write_study, tmp_path,
                                                                                capsys):
     study = tiny_study(name="crash", grid={"loss.distill_weight": [0.0, 0.3, 0.6, 1.0]}, seeds=[1],
-                       max_failures=0, checkpoint_every=1)
+                       max_failures=0, checkpoint_every=1,
+                       checkpoint_min_interval_s=0)
     study["base"]["train"]["max_epochs"] = 8
     study["data"]["synthetic"]["n_train"] = 256
     spec_path = write_study(study)

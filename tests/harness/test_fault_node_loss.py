@@ -45,7 +45,8 @@ def _watch_and_kill(study_dir: Path, cluster: Any, seen: dict[str, Any], stop: t
 
 def test_a_lost_worker_node_costs_a_retry_from_checkpoint_not_a_trial(ray_cluster, write_study, tmp_path):
     study = tiny_study(name="nodeloss", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, seeds=[1],
-                       max_failures=2, checkpoint_every=1)
+                       max_failures=2, checkpoint_every=1,
+                       checkpoint_min_interval_s=0)
     study["base"]["train"]["max_epochs"] = 8
     study["data"]["synthetic"]["n_train"] = 256  # a few tenths of a second per epoch: time to act
     spec_path = write_study(study)

@@ -27,7 +27,8 @@ def _count(path: Path, pattern: str) -> int:
 
 
 def test_killed_study_resumes_with_no_duplicated_and_no_missing_trials(write_study, tmp_path):
-    study = tiny_study(name="resume", grid={"loss.distill_weight": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]}, seeds=[1])
+    study = tiny_study(name="resume", grid={"loss.distill_weight": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]}, seeds=[1],
+                       checkpoint_min_interval_s=0)
     study["base"]["train"]["max_epochs"] = 6
     spec_path = write_study(study)
     results = tmp_path / "results"

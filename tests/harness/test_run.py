@@ -100,3 +100,17 @@ def test_trials_no_node_can_host_exit_2_before_anything_is_created(write_study, 
         assert f"a trial asks for {asked}" in err and "largest: 1 CPU, 0 GPU on 3 node(s)" in err, err
         assert "Traceback" not in err
         assert not results.exists()
+
+
+def test_checkpoints_are_spaced_by_the_minimum_interval(write_study, tmp_path):
+    """Each epoch is due (checkpoint_every 1); an interval longer than the trials leaves none at all."""
+    results = tmp_path / "results"
+    for name, interval in (("every", 0), ("spaced", 3600)):
+        study = tiny_study(name=name, grid=None, seeds=[1], checkpoint_every=1, checkpoint_min_interval_s=interval)
+        study["base"]["train"]["max_epochs"] = 3
+        assert main([str(write_study(study)), "--results", str(results)]) == 0
+    every = sorted(p.name for p in (results / "every" / "tune").rglob("checkpoint_*") if p.is_dir())
+    assert len(every) == 2  # after epochs 1 and 2; none after the last
+    assert not [p for p in (results / "spaced" / "tune").rglob("checkpoint_*") if p.is_dir()]
+    trials = pd.read_parquet(results / "spaced" / "trials")
+    assert (trials["status"] == "completed").all() and (trials["epochs_run"] == 3).all()
