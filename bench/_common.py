@@ -120,6 +120,14 @@ def _procs() -> dict[int, tuple[int, int, float]]:
     return out
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return ""
+
+
 def _descendants(roots: Sequence[int], procs: dict[int, tuple[int, int, float]]) -> list[int]:
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in procs.items():
@@ -143,13 +151,27 @@ class TreeCPU(threading.Thread):
         super().__init__(daemon=True)
         self.roots, self.interval = list(roots), interval
         self.seen: dict[tuple[int, int], float] = {}  # (pid, start time) -> CPU seconds
+        self.commands: dict[tuple[int, int], str] = {}  # (pid, start time) -> command line when first seen
         self._stop_event = threading.Event()
 
     def poll(self) -> None:
         procs = _procs()
         for pid in _descendants(self.roots, procs):
             _, started, cpu = procs[pid]
-            self.seen[(pid, started)] = cpu
+            key = (pid, started)
+            self.seen[key] = cpu
+            if key not in self.commands:
+                self.commands[key] = _cmdline(pid)
+
+    def by_kind(self) -> dict[str, float]:
+        """CPU seconds per kind of process: the roots, Ray's workers (trials), Ray's other processes."""
+        out: dict[str, float] = {}
+        for (pid, started), cpu in self.seen.items():
+            cmd = self.commands.get((pid, started), "")
+            kind = ("root" if pid in self.roots else "ray worker" if "default_worker.py" in cmd
+                    else "ray services")
+            out[kind] = out.get(kind, 0.0) + cpu
+        return out
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
@@ -163,8 +185,8 @@ class TreeCPU(threading.Thread):
         return sum(self.seen.values())
 
 
-def run_timed(cmd: Sequence[str], *, timeout: float, log: Path | None = None) -> tuple[float, float, int]:
-    """Run ``cmd`` from the repository root; (wall seconds, CPU seconds of its process tree, exit status).
+def run_timed(cmd: Sequence[str], *, timeout: float, log: Path | None = None) -> tuple[float, TreeCPU, int]:
+    """Run ``cmd`` from the repository root; (wall seconds, the CPU time of its process tree, exit status).
     Output goes to ``log`` (discarded when None)."""
     out = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
     try:
@@ -179,8 +201,8 @@ def run_timed(cmd: Sequence[str], *, timeout: float, log: Path | None = None) ->
             proc.wait()
             raise
         finally:
-            cpu_s = cpu.stop()
-        return time.perf_counter() - start, cpu_s, rc
+            cpu.stop()
+        return time.perf_counter() - start, cpu, rc
     finally:
         if log is not None:
             out.close()  # type: ignore[union-attr]

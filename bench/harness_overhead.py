@@ -3,13 +3,15 @@ Python processes calling ``emoe.train.train_emoe``, at equal parallelism, side b
 
 Both sides run P trials at a time with one torch thread each: the harness as a local Ray runtime of P
 CPUs (``--num-cpus P``, one CPU per trial), the plain side as P processes that each train every P-th
-trial one after another. Both sides are timed from launch to exit (interpreter start, imports, data,
-training; for the harness also Ray and result files), and the ratio harness / plain is printed per
-repeat and as the median. The trials' own timings (``time_total_s`` of the results against the plain
-loop's per-trial seconds) split the gap into a fixed cost (start-up) and a per-trial cost.
+trial one after another. Each side is timed from launch to exit (interpreter start, imports, data,
+training; for the harness also Ray, result files and checkpoints) and its CPU time is summed over its
+whole process tree (Ray's own processes included; far less sensitive to other load than wall time).
+Repeats alternate the order of the sides; the medians of the ratios harness / plain are printed. The
+epochs per trial are calibrated first so that a trial lasts about ``--trial-seconds`` under the
+current load (P plain processes time a 3-epoch trial).
 
-    python bench/harness_overhead.py                        # 8 trials of ~20 s, 2 at a time, 1 repeat
-    python bench/harness_overhead.py --trials 8 --repeats 3 --epochs 4
+    python bench/harness_overhead.py                          # 8 trials of ~20 s, 2 at a time, 1 repeat
+    python bench/harness_overhead.py --repeats 3 --epochs 6   # fixed epochs instead of calibrating
 """
 
 from __future__ import annotations
@@ -61,13 +63,32 @@ def plain_worker(spec_path: str, index: int, every: int, out: str) -> None:
     plan = build_plan(spec, load_study_data(spec.data))
     with open(out, "w") as fh:
         for trial in plan.trials[index::every]:
+            epoch_s: list[float] = []
             start = time.perf_counter()
-            result = train_emoe(from_dict(trial["emoe"]), plan.data.data)
+            result = train_emoe(from_dict(trial["emoe"]), plan.data.data,
+                                on_epoch=lambda record, _, acc=epoch_s: acc.append(record.time_s))
             fh.write(json.dumps({"seed": trial["seed"], "seconds": time.perf_counter() - start,
-                                 "epochs": result.epochs_run}) + "\n")
+                                 "epochs": result.epochs_run, "epoch_s": epoch_s}) + "\n")
 
 
-Side = tuple[float, float, list[float]]  # wall seconds, CPU seconds, per-trial seconds
+Side = tuple[float, dict[str, float], list[float]]  # wall seconds, CPU seconds by kind, per-trial seconds
+
+
+def calibrate(work: Path, parallel: int, target_s: float, timeout: float) -> int:
+    """Epochs per trial for trials of about ``target_s`` seconds under the current load: P plain processes
+    each train one 3-epoch trial at once; the median time of their last two epochs sets the count."""
+    spec = write_study(work / "calibrate.yaml", study("calibrate", parallel, 3))
+    outs = [work / f"calibrate-{i}.jsonl" for i in range(parallel)]
+    procs = [subprocess.Popen([PYTHON, __file__, "--plain-worker", str(spec), str(i), str(parallel), str(o)],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for i, o in enumerate(outs)]
+    for proc in procs:
+        err = proc.communicate(timeout=timeout)[1]
+        if proc.returncode != 0:
+            raise RuntimeError(f"calibration failed ({proc.returncode}):\n{err.decode()[-2000:]}")
+    epoch_s = median([t for o in outs for line in o.read_text().splitlines()
+                      for t in json.loads(line)["epoch_s"][1:]])
+    return max(2, round(target_s / epoch_s))
 
 
 def run_plain(spec_path: Path, parallel: int, work: Path, timeout: float) -> Side:
@@ -81,12 +102,12 @@ def run_plain(spec_path: Path, parallel: int, work: Path, timeout: float) -> Sid
     cpu.start()
     errors = [p.communicate(timeout=timeout)[1] for p in procs]
     wall = time.perf_counter() - start
-    cpu_s = cpu.stop()
+    cpu.stop()
     for p, err in zip(procs, errors):
         if p.returncode != 0:
             raise RuntimeError(f"plain worker failed ({p.returncode}):\n{err.decode()[-2000:]}")
     per_trial = [json.loads(line)["seconds"] for o in outs for line in o.read_text().splitlines()]
-    return wall, cpu_s, per_trial
+    return wall, {"plain processes": sum(cpu.seen.values())}, per_trial
 
 
 def run_harness(spec_path: Path, parallel: int, work: Path, timeout: float) -> Side:
@@ -95,22 +116,27 @@ def run_harness(spec_path: Path, parallel: int, work: Path, timeout: float) -> S
 
     results = work / "results"
     log = work / "harness.log"
-    wall, cpu_s, rc = run_timed([PYTHON, "-m", "harness.run", str(spec_path), "--results", str(results),
-                          "--num-cpus", str(parallel), "--progress-every", "3600"], timeout=timeout, log=log)
+    cmd = [PYTHON, "-m", "harness.run", str(spec_path), "--results", str(results), "--num-cpus", str(parallel),
+           "--progress-every", "3600"]
+    wall, cpu, rc = run_timed(cmd, timeout=timeout, log=log)
     if rc != 0:
         raise RuntimeError(f"harness run failed ({rc}); see the end of its log:\n{log.read_text()[-3000:]}")
     trials = pd.read_parquet(next(results.iterdir()) / "trials")
     if not (trials["status"] == "completed").all():
         raise RuntimeError(f"not every trial completed: {trials['status'].value_counts().to_dict()}")
-    return wall, cpu_s, trials["time_total_s"].astype(float).tolist()
+    kinds = {("driver" if k == "root" else "trial workers" if k == "ray worker" else k): v
+             for k, v in cpu.by_kind().items()}
+    return wall, kinds, trials["time_total_s"].astype(float).tolist()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--trials", type=int, default=8, help="identical trials per side (default 8)")
-    p.add_argument("--epochs", type=int, default=4,
-                   help="epochs per trial (default 4: about 20 s per trial on one loaded core)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per trial (default: calibrated to --trial-seconds under the current load)")
+    p.add_argument("--trial-seconds", type=float, default=20.0,
+                   help="target length of a trial when calibrating the epochs (default 20)")
     p.add_argument("--parallel", type=int, default=2, help="trials at a time on each side (default 2)")
     p.add_argument("--repeats", type=int, default=1,
                    help="side-by-side repeats, order alternating (default 1)")
@@ -118,8 +144,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plain-worker", nargs=4, metavar=("SPEC", "INDEX", "EVERY", "OUT"),
                    help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if min(args.trials, args.epochs, args.parallel, args.repeats) < 1:
+    if min(args.trials, args.parallel, args.repeats) < 1 or (args.epochs is not None and args.epochs < 1):
         p.error("--trials, --epochs, --parallel and --repeats must be positive")
+    if args.trial_seconds <= 0:
+        p.error("--trial-seconds must be positive")
     return args
 
 
@@ -130,23 +158,31 @@ def main(argv: list[str] | None = None) -> int:
         plain_worker(spec, int(index), int(every), out)
         return 0
     print(machine_note(), flush=True)
-    print(f"{args.trials} identical trials x {args.epochs} epochs, {args.parallel} at a time on each side",
+    with tempfile.TemporaryDirectory(prefix="bench-calibrate-") as tmp:
+        epochs = args.epochs or calibrate(Path(tmp), args.parallel, args.trial_seconds, args.timeout)
+    how = "as given" if args.epochs else f"calibrated for ~{args.trial_seconds:g} s trials"
+    print(f"{args.trials} identical trials x {epochs} epochs ({how}), {args.parallel} at a time on each side",
           flush=True)
     rows: list[list[object]] = []
     ratios: list[float] = []
     cpu_ratios: list[float] = []
+    kinds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         for rep in range(args.repeats):
             work = Path(tmp) / f"rep{rep}"
-            spec = write_study(work / "study.yaml", study(f"overhead{rep}", args.trials, args.epochs))
+            spec = write_study(work / "study.yaml", study(f"overhead{rep}", args.trials, epochs))
             sides = ["plain", "harness"] if rep % 2 == 0 else ["harness", "plain"]
             got: dict[str, Side] = {}
             for side in sides:
                 runner = run_plain if side == "plain" else run_harness
                 got[side] = runner(spec, args.parallel, work, args.timeout)
-                wall, cpu_s, _ = got[side]
-                print(f"repeat {rep + 1}: {side} {wall:.1f} s wall, {cpu_s:.1f} s CPU", flush=True)
-            (hw, hc, ht), (pw, pc, pt) = got["harness"], got["plain"]
+                wall, by_kind, _ = got[side]
+                for kind, seconds in by_kind.items():
+                    kinds.setdefault(kind, []).append(seconds)
+                print(f"repeat {rep + 1}: {side} {wall:.1f} s wall, {sum(by_kind.values()):.1f} s CPU",
+                      flush=True)
+            (hw, hk, ht), (pw, pk, pt) = got["harness"], got["plain"]
+            hc, pc = sum(hk.values()), sum(pk.values())
             ratios.append(hw / pw)
             cpu_ratios.append(hc / pc)
             rows.append([rep + 1, pw, hw, hw / pw, pc, hc, hc / pc, median(pt), median(ht)])
@@ -155,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                         "harness CPU s", "CPU ratio", "plain s/trial", "harness s/trial"], rows))
     print(f"\nharness / plain wall time, median of {len(ratios)}: {median(ratios):.3f} (target <= 1.10); "
           f"CPU time: {median(cpu_ratios):.3f}")
+    print("CPU seconds by process, medians: " + ", ".join(f"{k} {median(v):.1f}" for k, v in kinds.items()))
     print("wall: launch to exit of each side. CPU: user + system seconds of each side's whole process tree "
           "(Ray's own processes included), less sensitive to other load on the machine. s/trial: median of "
           "the trials' own time (harness: time_total_s, with per-epoch result files and checkpoints).")
