@@ -1,14 +1,21 @@
 """Harness efficiency: N identical trials through ``python -m harness.run`` against the same trials in plain
-Python processes calling ``emoe.train.train_emoe``, at equal parallelism, side by side in one run.
+Python calling ``emoe.train.train_emoe``, side by side in one run.
 
-Both sides run P trials at a time with one torch thread each: the harness as a local Ray runtime of P
-CPUs (``--num-cpus P``, one CPU per trial), the plain side as P processes that each train every P-th
-trial one after another. Each side is timed from launch to exit (interpreter start, imports, data,
-training; for the harness also Ray, result files and checkpoints) and its CPU time is summed over its
-whole process tree (Ray's own processes included; far less sensitive to other load than wall time).
-Repeats alternate the order of the sides; the medians of the ratios harness / plain are printed. The
-epochs per trial are calibrated first so that a trial lasts about ``--trial-seconds`` under the
-current load (P plain processes time a 3-epoch trial).
+Three sides, each timed from launch to exit (interpreter start, imports, data, training; for the
+harness also Ray, result files and checkpoints), with its CPU time summed over its whole process tree
+(Ray's own processes included):
+
+- ``loop``: one plain process trains the trials one after another (the plain Python loop of the
+  target, harness <= 1.1x its time), with ``--loop-threads`` torch threads: 1 by default, the fastest
+  choice for this small model (with 2 threads on 2 cores a loop took 270 s where 1 thread takes about
+  the trials' time: OpenMP synchronisation costs more than it gains at this size);
+- ``parallel``: P plain processes, one torch thread each, each training every P-th trial: the same
+  parallelism as the harness, a stricter baseline that only Ray's own costs separate from it;
+- ``harness``: a local Ray runtime of P CPUs (``--num-cpus P``), one CPU per trial.
+
+The order of the sides rotates between repeats; medians of the ratios are printed. The epochs per
+trial are calibrated first so that a trial lasts about ``--trial-seconds`` under the current load (P
+plain processes time a 3-epoch trial).
 
     python bench/harness_overhead.py                          # 8 trials of ~20 s, 2 at a time, 1 repeat
     python bench/harness_overhead.py --repeats 3 --epochs 6   # fixed epochs instead of calibrating
@@ -48,7 +55,7 @@ def study(name: str, trials: int, epochs: int) -> dict[str, Any]:
     }
 
 
-def plain_worker(spec_path: str, index: int, every: int, out: str) -> None:
+def plain_worker(spec_path: str, index: int, every: int, out: str, threads: int = 1) -> None:
     """Train trials ``index, index + every, ...`` of the study one after another, as plain Python would."""
     import torch
 
@@ -58,7 +65,7 @@ def plain_worker(spec_path: str, index: int, every: int, out: str) -> None:
     from harness.plan import build_plan
     from harness.spec import load_spec
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     spec = load_spec(spec_path)
     plan = build_plan(spec, load_study_data(spec.data))
     with open(out, "w") as fh:
@@ -79,7 +86,7 @@ def calibrate(work: Path, parallel: int, target_s: float, timeout: float) -> int
     each train one 3-epoch trial at once; the median time of their last two epochs sets the count."""
     spec = write_study(work / "calibrate.yaml", study("calibrate", parallel, 3))
     outs = [work / f"calibrate-{i}.jsonl" for i in range(parallel)]
-    procs = [subprocess.Popen([PYTHON, __file__, "--plain-worker", str(spec), str(i), str(parallel), str(o)],
+    procs = [subprocess.Popen([PYTHON, __file__, "--plain-worker", str(spec), str(i), str(parallel), str(o), "1"],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for i, o in enumerate(outs)]
     for proc in procs:
@@ -91,13 +98,17 @@ def calibrate(work: Path, parallel: int, target_s: float, timeout: float) -> int
     return max(2, round(target_s / epoch_s))
 
 
-def run_plain(spec_path: Path, parallel: int, work: Path, timeout: float) -> Side:
-    """P plain processes in parallel."""
-    outs = [work / f"plain-{i}.jsonl" for i in range(parallel)]
+def run_plain(spec_path: Path, parallel: int, work: Path, timeout: float, *, loop_threads: int = 0) -> Side:
+    """P plain processes in parallel, one torch thread each; or (``loop_threads`` > 0) one process training
+    the trials one after another with that many torch threads: the plain Python loop of the target."""
+    loop = loop_threads > 0
+    n_procs, threads = (1, loop_threads) if loop else (parallel, 1)
+    outs = [work / f"plain-{'loop' if loop else 'par'}-{i}.jsonl" for i in range(n_procs)]
     start = time.perf_counter()
-    procs = [subprocess.Popen([PYTHON, __file__, "--plain-worker", str(spec_path), str(i), str(parallel),
-                               str(outs[i])], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for i in range(parallel)]
+    procs = [subprocess.Popen([PYTHON, __file__, "--plain-worker", str(spec_path), str(i), str(n_procs),
+                               str(outs[i]), str(threads)], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+             for i in range(n_procs)]
     cpu = TreeCPU([p.pid for p in procs])
     cpu.start()
     errors = [p.communicate(timeout=timeout)[1] for p in procs]
@@ -138,10 +149,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trial-seconds", type=float, default=20.0,
                    help="target length of a trial when calibrating the epochs (default 20)")
     p.add_argument("--parallel", type=int, default=2, help="trials at a time on each side (default 2)")
+    p.add_argument("--loop-threads", type=int, default=1, help="torch threads of the plain loop (default 1)")
     p.add_argument("--repeats", type=int, default=1,
                    help="side-by-side repeats, order alternating (default 1)")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed per side and repeat")
-    p.add_argument("--plain-worker", nargs=4, metavar=("SPEC", "INDEX", "EVERY", "OUT"),
+    p.add_argument("--plain-worker", nargs=5, metavar=("SPEC", "INDEX", "EVERY", "OUT", "THREADS"),
                    help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if min(args.trials, args.parallel, args.repeats) < 1 or (args.epochs is not None and args.epochs < 1):
@@ -154,8 +166,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.plain_worker:
-        spec, index, every, out = args.plain_worker
-        plain_worker(spec, int(index), int(every), out)
+        spec, index, every, out, threads = args.plain_worker
+        plain_worker(spec, int(index), int(every), out, int(threads))
         return 0
     print(machine_note(), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-calibrate-") as tmp:
@@ -164,37 +176,46 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.trials} identical trials x {epochs} epochs ({how}), {args.parallel} at a time on each side",
           flush=True)
     rows: list[list[object]] = []
-    ratios: list[float] = []
-    cpu_ratios: list[float] = []
+    walls: dict[str, list[float]] = {"loop": [], "parallel": [], "harness": []}
+    cpus: dict[str, list[float]] = {"loop": [], "parallel": [], "harness": []}
     kinds: dict[str, list[float]] = {}
+    runners = {"loop": lambda *a: run_plain(*a, loop_threads=args.loop_threads), "parallel": run_plain,
+               "harness": run_harness}
+    order = list(runners)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         for rep in range(args.repeats):
             work = Path(tmp) / f"rep{rep}"
             spec = write_study(work / "study.yaml", study(f"overhead{rep}", args.trials, epochs))
-            sides = ["plain", "harness"] if rep % 2 == 0 else ["harness", "plain"]
             got: dict[str, Side] = {}
-            for side in sides:
-                runner = run_plain if side == "plain" else run_harness
-                got[side] = runner(spec, args.parallel, work, args.timeout)
+            for side in order[rep % 3:] + order[:rep % 3]:  # rotate, so load drifts hit every side
+                got[side] = runners[side](spec, args.parallel, work, args.timeout)
                 wall, by_kind, _ = got[side]
-                for kind, seconds in by_kind.items():
-                    kinds.setdefault(kind, []).append(seconds)
+                walls[side].append(wall)
+                cpus[side].append(sum(by_kind.values()))
+                if side == "harness":
+                    for kind, seconds in by_kind.items():
+                        kinds.setdefault(kind, []).append(seconds)
                 print(f"repeat {rep + 1}: {side} {wall:.1f} s wall, {sum(by_kind.values()):.1f} s CPU",
                       flush=True)
-            (hw, hk, ht), (pw, pk, pt) = got["harness"], got["plain"]
-            hc, pc = sum(hk.values()), sum(pk.values())
-            ratios.append(hw / pw)
-            cpu_ratios.append(hc / pc)
-            rows.append([rep + 1, pw, hw, hw / pw, pc, hc, hc / pc, median(pt), median(ht)])
+            hw, lw, pw = walls["harness"][-1], walls["loop"][-1], walls["parallel"][-1]
+            rows.append([rep + 1, lw, pw, hw, hw / lw, hw / pw, cpus["harness"][-1] / cpus["parallel"][-1],
+                         median(got["loop"][2]), median(got["parallel"][2]), median(got["harness"][2])])
     print()
-    print(format_table(["repeat", "plain wall s", "harness wall s", "wall ratio", "plain CPU s",
-                        "harness CPU s", "CPU ratio", "plain s/trial", "harness s/trial"], rows))
-    print(f"\nharness / plain wall time, median of {len(ratios)}: {median(ratios):.3f} (target <= 1.10); "
-          f"CPU time: {median(cpu_ratios):.3f}")
-    print("CPU seconds by process, medians: " + ", ".join(f"{k} {median(v):.1f}" for k, v in kinds.items()))
-    print("wall: launch to exit of each side. CPU: user + system seconds of each side's whole process tree "
-          "(Ray's own processes included), less sensitive to other load on the machine. s/trial: median of "
-          "the trials' own time (harness: time_total_s, with per-epoch result files and checkpoints).")
+    print(format_table(["repeat", "loop wall s", "parallel wall s", "harness wall s", "harness/loop",
+                        "harness/parallel", "CPU harness/parallel", "loop s/trial", "parallel s/trial",
+                        "harness s/trial"], rows))
+    loop_ratio = median([r[4] for r in rows])  # type: ignore[misc]
+    par_ratio = median([r[5] for r in rows])  # type: ignore[misc]
+    print(f"\nharness / plain loop (one process, trials one after another, {args.loop_threads} torch thread(s)), "
+          f"median of {len(rows)}: {loop_ratio:.3f} (target <= 1.10)")
+    print(f"harness / {args.parallel} plain processes in parallel (equal parallelism, a stricter baseline): "
+          f"{par_ratio:.3f}; CPU time {median([r[6] for r in rows]):.3f}")  # type: ignore[misc]
+    print("harness CPU seconds by process, medians: "
+          + ", ".join(f"{k} {median(v):.1f}" for k, v in kinds.items()))
+    print("wall: launch to exit of each side (interpreter start, imports, data, training; for the harness "
+          "also Ray, result files and checkpoints). CPU: user + system seconds of the side's whole process "
+          "tree (Ray's own processes included). s/trial: median of the trials' own time (harness: "
+          "time_total_s).")
     return 0
 
 
