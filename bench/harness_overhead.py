@@ -6,9 +6,10 @@ harness also Ray, result files and checkpoints), with its CPU time summed over i
 (Ray's own processes included):
 
 - ``loop``: one plain process trains the trials one after another (the plain Python loop of the
-  target, harness <= 1.1x its time), with ``--loop-threads`` torch threads: 1 by default, the fastest
-  choice for this small model (with 2 threads on 2 cores a loop took 270 s where 1 thread takes about
-  the trials' time: OpenMP synchronisation costs more than it gains at this size);
+  target, harness <= 1.1x its time), with ``--loop-threads`` torch threads: 1 by default (in one run
+  here, with a package install running alongside, a 2-thread loop took 271 s over trials that a
+  1-thread loop trains in 135-151 s: at this model size OpenMP synchronisation costs more than the
+  second thread gains, and far more when the cores are busy);
 - ``parallel``: P plain processes, one torch thread each, each training every P-th trial: the same
   parallelism as the harness, a stricter baseline that only Ray's own costs separate from it;
 - ``harness``: a local Ray runtime of P CPUs (``--num-cpus P``), one CPU per trial.
