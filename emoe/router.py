@@ -83,8 +83,9 @@ class DeferredWeightGradLinear(nn.Linear):
         """Compute x W^T for the next batches' inputs (each (B_k, in), no gradient) in one product.
 
         Deferred mode only, for inputs that need no gradient. The following forwards, in this order,
-        take their rows when their input equals the primed one (checked; otherwise computed as usual).
-        The weight must not change until they have run: ``flush_grad`` drops what is left.
+        take their rows when given the very tensor that was primed (an identity check: no comparison,
+        no device sync); any other input is computed as usual and drops what is left. The weight must
+        not change until they have run: ``flush_grad`` drops what is left.
         """
         self._primed.clear()
         if not (self.deferred and self.weight.requires_grad and inputs) or any(x.requires_grad for x in inputs):
@@ -126,7 +127,7 @@ class DeferredWeightGradLinear(nn.Linear):
             xw = None
             if self._primed:
                 x0, xw = self._primed.pop(0)
-                if x0.shape != x.shape or x0.dtype != x.dtype or not torch.equal(x0, x):
+                if x0 is not x:
                     self._primed.clear()  # not the batch that was primed: compute as usual
                     xw = None
             return _DeferredLinear.apply(x, self.weight.detach(), self.bias, self._pending, xw)
@@ -161,13 +162,17 @@ class LearnedRouter(nn.Module):
         self.transfer_a = nn.Linear(len_audio, len_text) if transfer else None
         self.l1 = DeferredWeightGradLinear(in_features, hidden)
         self.l2 = nn.Linear(hidden, 3)
+        self._primed: list[tuple[tuple[torch.Tensor, ...], torch.Tensor]] = []  # ((text, vision, audio), input)
 
     def set_deferred_grad(self, enabled: bool) -> None:
         """Defer the first layer's weight gradient to ``flush_grad`` (see ``DeferredWeightGradLinear``)."""
+        if not enabled:
+            self._primed.clear()
         self.l1.set_deferred(enabled)
 
     def flush_grad(self) -> None:
         """Add the deferred weight gradient of the first layer to its ``.grad``."""
+        self._primed.clear()
         self.l1.flush_grad()
 
     def prime(self, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
@@ -176,11 +181,22 @@ class LearnedRouter(nn.Module):
         Only where the router's input is the raw data (flattened, no learned time map): then it needs no
         gradient and one product serves the window. Otherwise nothing happens.
         """
+        self._primed = []
         if self.pooling != "flatten" or self.transfer_v is not None or self.transfer_a is not None:
             return
         with torch.no_grad():
             inputs = [self.features(t, v, a) for t, v, a in batches]
+        self._primed = [(batch, x) for batch, x in zip(batches, inputs)]
         self.l1.prime(inputs)
+
+    def _input(self, text: torch.Tensor, vision: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """The first layer's input: the primed one for the primed batch (same tensors), else computed."""
+        if self._primed:
+            (t, v, a), x = self._primed.pop(0)
+            if t is text and v is vision and a is audio:
+                return x
+            self._primed.clear()
+        return self.features(text, vision, audio)
 
     @staticmethod
     def _to_length(x: torch.Tensor, transfer: nn.Linear | None) -> torch.Tensor:
@@ -197,7 +213,7 @@ class LearnedRouter(nn.Module):
 
     def forward(self, text: torch.Tensor, vision: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Weights (B, 3), rows summing to 1, modality order l, v, a."""
-        h = F.relu(F.normalize(self.l1(self.features(text, vision, audio)), p=2.0, dim=1))  # (B, hidden)
+        h = F.relu(F.normalize(self.l1(self._input(text, vision, audio)), p=2.0, dim=1))  # (B, hidden)
         return torch.softmax(self.l2(h) / self.temperature, dim=1)
 
 

@@ -154,9 +154,9 @@ def _finish(plan: Any, store: Any, *, report_now: bool = True) -> None:
 def _connect(plan: Any, settings: Any) -> Iterator[None]:
     """Start or join Ray for the study and check that some node can host one of its trials."""
     from harness.cluster import check_fits, ray_session
+    from harness.runner import data_bytes
 
-    data_bytes = sum(split.nbytes for split in plan.data.data.splits().values())
-    with ray_session(settings, data_bytes=data_bytes):
+    with ray_session(settings, data_bytes=data_bytes(plan)):
         res = plan.spec.resources
         warning = check_fits(res.cpus, res.gpus, strict=settings.address is None)
         if warning:

@@ -24,7 +24,7 @@ from harness.recorder import ResultRecorder, reconcile
 from harness.sink import ResultStore
 from harness.trainable import TrialContext, emoe_trainable
 
-__all__ = ["RunOptions", "RunOutcome", "code_version", "make_context", "make_scheduler", "run_tune",
+__all__ = ["RunOptions", "RunOutcome", "code_version", "data_bytes", "make_context", "make_scheduler", "run_tune",
            "share_data"]
 
 
@@ -157,6 +157,11 @@ _TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOI
              "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
 
 
+def data_bytes(plan: Plan) -> int:
+    """Bytes of the plan's data set (what the local object store is sized for)."""
+    return sum(split.nbytes for split in plan.data.data.splits().values())
+
+
 def share_data(plan: Plan) -> Any:
     """Put the plan's data set into Ray's object store once and return its reference.
 
@@ -179,8 +184,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
 
-    data_bytes = sum(split.nbytes for split in plan.data.data.splits().values())
-    with ray_session(options.ray, data_bytes=data_bytes):
+    with ray_session(options.ray, data_bytes=data_bytes(plan)):
         data_ref = share_data(plan)
         ctx = make_context(plan, store, version)
         trainable = tune.with_resources(tune.with_parameters(emoe_trainable, data=data_ref, ctx=ctx),

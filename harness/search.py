@@ -82,11 +82,11 @@ _ANNOTATED: dict[str, tuple[type, ...]] = {"bool": (bool,), "int": (int,), "floa
 
 def _option_type_error(annotation: Any, value: Any) -> str | None:
     """Why ``value`` does not suit a sampler option annotated ``annotation`` (None when it does)."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
-    if text is inspect.Parameter.empty or text == "_empty":
+    if annotation is inspect.Parameter.empty:
         return None
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
     depth, parts, current = 0, [], ""
-    for ch in str(text):  # split "A[B | C] | None" on the top-level "|" only
+    for ch in text:  # split "A[B | C] | None" on the top-level "|" only
         depth += ch in "[("
         depth -= ch in "])"
         if ch == "|" and depth == 0:

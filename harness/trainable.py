@@ -182,10 +182,10 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
         best = {"valid": dict(resume["best_valid"]), "test": dict(resume["best_test"])}
 
     final_epoch = 0  # set once the last epoch has written the router file and the finished row
-    last_checkpoint = [t0]  # monotonic time of this attempt's start or its last checkpoint
+    last_checkpoint = t0  # monotonic time of this attempt's start or its last checkpoint
 
     def on_epoch(record: EpochRecord, checkpoint: Any) -> None:
-        nonlocal final_epoch
+        nonlocal final_epoch, last_checkpoint
         rows[record.epoch] = epoch_row(record)
         if record.improved:
             best["valid"], best["test"] = dict(record.valid), dict(record.test or {})
@@ -208,9 +208,9 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
         # No checkpoint after the last epoch: the finished row is written, so a retried or resumed trial
         # only reports it again (and a checkpoint of a faithful-size model is gigabytes).
         due = (not last and ctx.checkpoint_every and record.epoch % ctx.checkpoint_every == 0
-               and time.monotonic() - last_checkpoint[0] >= ctx.checkpoint_min_interval_s)
+               and time.monotonic() - last_checkpoint >= ctx.checkpoint_min_interval_s)
         if due:
-            last_checkpoint[0] = time.monotonic()
+            last_checkpoint = time.monotonic()
             with tempfile.TemporaryDirectory(prefix="emoe-ckpt-") as d:
                 write_scratch_checkpoint(checkpoint(), list(rows.values()), Path(d))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
