@@ -1,0 +1,118 @@
+"""Provenance of a study: which code, packages, machines, command and data made its results.
+
+Recorded in ``study.json`` when a study starts (and again when it is resumed, under ``resumes``) and copied
+into every report's sidecar files, so a table in a paper can be traced back to what produced it. Every
+probe degrades to ``None`` rather than failing: provenance must never stop a study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["PACKAGES", "ProjectVersion", "file_sha256", "machine", "package_versions", "project_version",
+           "provenance"]
+
+#: Distributions whose versions change a study's numbers or its behaviour.
+PACKAGES = ("torch", "ray", "optuna", "numpy", "pandas", "pyarrow", "scipy")
+
+#: The project's root: the folder that holds the ``harness`` package.
+_ROOT = Path(__file__).resolve().parent.parent
+_DIST = "emoe-harness"
+
+ProjectVersion = dict[str, str | bool | None]
+Scalar = str | int | float | bool | None
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5,
+                             check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def project_version(root: Path = _ROOT) -> ProjectVersion:
+    """The project's own version, and its commit when the project *is* a git checkout.
+
+    A copy of the project inside another repository (vendored, a notebook repo) would otherwise report
+    that repository's commit: the commit is taken only when the checkout's top level is the project root.
+    ``modified`` says whether tracked files of the project differ from that commit.
+    """
+    try:
+        version: str | None = importlib.metadata.version(_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    top = _git(root, "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != root.resolve():
+        return {"version": version, "commit": None, "modified": None, "source": "package"}
+    commit = _git(root, "rev-parse", "HEAD")
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".")
+    return {"version": version, "commit": commit, "modified": None if status is None else bool(status),
+            "source": "git"}
+
+
+def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (``None`` where one is missing), plus Python's and CUDA's."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    torch = sys.modules.get("torch")  # only when the driver already imported it: no torch import for this
+    found["cuda"] = getattr(getattr(torch, "version", None), "cuda", None) if torch is not None else None
+    return found
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _gpu_models() -> list[str]:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return []
+    try:
+        if not torch.cuda.is_available():
+            return []
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # a broken driver must not stop a study
+        return []
+
+
+def machine() -> dict[str, Scalar | list[str]]:
+    """This node: host name, OS, CPU model and count, GPU models."""
+    return {"host": platform.node() or None, "os": platform.platform(), "cpu": _cpu_model(),
+            "cpus": os.cpu_count(), "gpus": _gpu_models()}
+
+
+def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks (a multi-GB pickle never sits in memory whole)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance(argv: Sequence[str] | None = None) -> dict[str, object]:
+    """Everything above in one JSON-ready dict (the command line defaults to this process's)."""
+    args = list(sys.argv if argv is None else argv)
+    return {"project": project_version(), "packages": package_versions(), "driver": machine(),
+            "command": shlex.join([Path(sys.executable).name, *args])}

@@ -1,0 +1,64 @@
+"""Provenance: the project's own commit (never an enclosing repository's), packages, machine, data hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.provenance import file_sha256, machine, package_versions, project_version, provenance
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _commit_all(repo: Path) -> None:
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+
+
+def test_a_checkout_of_the_project_gives_its_commit_and_whether_it_was_modified(tmp_path: Path) -> None:
+    repo = tmp_path / "project"
+    shutil.copytree(ROOT / "harness", repo / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    _git(tmp_path, "init", "-q", str(repo))
+    _commit_all(repo)
+    info = project_version(repo)
+    assert info["source"] == "git" and info["commit"] == _git(repo, "rev-parse", "HEAD")
+    assert info["modified"] is False
+    (repo / "harness" / "run.py").write_text("# changed\n")
+    assert project_version(repo)["modified"] is True
+
+
+def test_a_copy_inside_another_repository_does_not_take_that_repositorys_commit(tmp_path: Path) -> None:
+    outer = tmp_path / "paper"
+    project = outer / "vendor" / "emoe-harness"
+    shutil.copytree(ROOT / "harness", project / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    _git(tmp_path, "init", "-q", str(outer))
+    _commit_all(outer)
+    info = project_version(project)
+    assert info["commit"] is None and info["modified"] is None and info["source"] == "package"
+
+
+def test_packages_machine_and_command_are_json_ready() -> None:
+    versions = package_versions(("pandas", "surely-not-installed-pkg"))
+    assert versions["pandas"] and versions["surely-not-installed-pkg"] is None and versions["python"]
+    node = machine()
+    assert node["cpus"] and isinstance(node["gpus"], list)
+    record = provenance(["-m", "harness.run", "studies/x.yaml", "--set", "a=b c"])
+    assert record["command"].endswith("-m harness.run studies/x.yaml --set 'a=b c'")
+    json.dumps(record)  # study.json must be able to hold it
+
+
+@pytest.mark.parametrize("size", [0, 5, (1 << 20) + 3])
+def test_file_sha256_equals_hashlib_on_the_whole_file(tmp_path: Path, size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    assert file_sha256(path, chunk=4096) == hashlib.sha256(data).hexdigest()
