@@ -62,9 +62,9 @@ def plain_worker(spec_path: str, index: int, every: int, out: str, threads: int 
 
     from emoe.config import from_dict
     from emoe.train import train_emoe
-    from harness.data import load_study_data
-    from harness.plan import build_plan
-    from harness.spec import load_spec
+    from harness.study.data import load_study_data
+    from harness.study.plan import build_plan
+    from harness.study.spec import load_spec
 
     torch.set_num_threads(threads)
     spec = load_spec(spec_path)

@@ -77,7 +77,7 @@ def load_own_copy(npy_dir: str) -> Any:
 def make_trainable(mode: str, npy_dir: str, barrier: str, timeout: float) -> Any:
     """The harness trainable, plus (own mode) a private copy of the data, plus a barrier at the end."""
     def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: Any = None) -> None:
-        from harness.trainable import emoe_trainable as harness_trainable
+        from harness.tune.trainable import emoe_trainable as harness_trainable
 
         if mode == "own":
             data = load_own_copy(npy_dir)
@@ -113,13 +113,13 @@ def save_npy(scale: float, npy_dir: Path) -> int:
 
 def child(mode: str, scale: float, trials: int, work: Path, timeout: float) -> dict[str, Any]:
     """Run one mode's study in this process and measure at the barrier."""
-    import harness.runner
+    import harness.tune.runner
     from harness.run import main as harness_main
 
     npy_dir, barrier = work / "npy", work / f"barrier-{mode}"
     barrier.mkdir(parents=True)
     data_bytes = save_npy(scale, npy_dir) if mode == "own" else 0
-    harness.runner.emoe_trainable = make_trainable(mode, str(npy_dir), str(barrier), timeout)
+    harness.tune.runner.emoe_trainable = make_trainable(mode, str(npy_dir), str(barrier), timeout)
     spec = write_study(work / f"{mode}.yaml", study(mode, scale, trials))
     me = os.getpid()
     out: dict[str, Any] = {"mode": mode, "peak": 0}

@@ -6,14 +6,14 @@ Command line: ``python -m harness.run STUDY.yaml`` (see docs/studies.md). From P
     spec = load_spec("studies/distill_weight.yaml", ["base.train.max_epochs=3"])
     plan = build_plan(spec, load_study_data(spec.data))     # trials, configurations; no Ray needed
 
-Importing this package does not import Ray; ``harness.runner.run_tune`` does.
+Importing this package does not import Ray; ``harness.tune.runner.run_tune`` does.
 """
 
-from harness.data import load_study_data
-from harness.errors import SpecError, StudyExistsError
-from harness.plan import Plan, build_plan
-from harness.sink import ResultStore
-from harness.spec import StudySpec, load_spec
+from harness.results.sink import ResultStore
+from harness.study.data import load_study_data
+from harness.study.errors import SpecError, StudyExistsError
+from harness.study.plan import Plan, build_plan
+from harness.study.spec import StudySpec, load_spec
 
 __all__ = ["Plan", "ResultStore", "SpecError", "StudyExistsError", "StudySpec", "build_plan", "load_spec",
            "load_study_data"]

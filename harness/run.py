@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from emoe.data.checks import DataError
-from harness.errors import SpecError, StudyExistsError
-from harness.params import flatten
-from harness.spec import StudySpec, dump_spec, load_spec
+from harness.study.errors import SpecError, StudyExistsError
+from harness.study.params import flatten
+from harness.study.spec import StudySpec, dump_spec, load_spec
 
 __all__ = ["RESUME_FREE", "check_results_root", "main", "parse_args", "prepare"]
 
@@ -101,9 +101,9 @@ def check_results_root(root: str) -> None:
 
 def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     """Validate everything that can be checked before starting: spec, results path, data, plan."""
-    from harness.data import load_study_data
-    from harness.plan import build_plan
-    from harness.sink import ResultStore
+    from harness.results.sink import ResultStore
+    from harness.study.data import load_study_data
+    from harness.study.plan import build_plan
 
     spec = load_spec(args.spec, args.set)
     check_results_root(args.results)
@@ -130,7 +130,7 @@ def _study_info(plan: Any, store: Any, version: str) -> dict[str, Any]:
 
 def _finish(plan: Any, store: Any, *, report_now: bool = True) -> None:
     """Print the summary and build the report the spec asks for (unless ``report_now`` is False)."""
-    from harness.summary import format_summary
+    from harness.results.summary import format_summary
 
     trials = store.read_trials()
     print(format_summary(trials, objective=plan.spec.objective.metric, mode=plan.spec.mode, varied=plan.varied))
@@ -153,8 +153,8 @@ def _finish(plan: Any, store: Any, *, report_now: bool = True) -> None:
 @contextlib.contextmanager
 def _connect(plan: Any, settings: Any) -> Iterator[None]:
     """Start or join Ray for the study and check that some node can host one of its trials."""
-    from harness.cluster import check_fits, ray_session
-    from harness.runner import data_bytes
+    from harness.tune.cluster import check_fits, ray_session
+    from harness.tune.runner import data_bytes
 
     with ray_session(settings, data_bytes=data_bytes(plan)):
         res = plan.spec.resources
@@ -178,7 +178,7 @@ def execute(args: argparse.Namespace) -> int:
         print(f"error: {args.spec}: not enough memory to prepare the study's data ({exc})", file=sys.stderr)
         return 2
     if args.dry_run:
-        from harness.describe import describe_plan
+        from harness.study.describe import describe_plan
 
         print(describe_plan(plan, measure=not args.no_measure, cpus=args.num_cpus))
         state = f" (holds a {previous.get('status', 'running')} run of this study)" if previous else ""
@@ -190,8 +190,8 @@ def execute(args: argparse.Namespace) -> int:
         return 0
     if args.resume and previous is None:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
-    from harness.cluster import ClusterError, RaySettings
-    from harness.runner import RunOptions, code_version, run_tune
+    from harness.tune.cluster import ClusterError, RaySettings
+    from harness.tune.runner import RunOptions, code_version, run_tune
 
     version = code_version()
     options = RunOptions(resume=previous is not None, retry_failed=args.retry_failed,

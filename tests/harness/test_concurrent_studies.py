@@ -21,8 +21,8 @@ import pytest
 import ray
 import yaml
 
+from harness.results.sink import ResultStore
 from harness.run import main
-from harness.sink import ResultStore
 from tests.emoe.data.mmsa_files import make_mmsa_dict
 from tests.harness.conftest import REPO, tiny_study
 

@@ -27,10 +27,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from harness.data import load_study_data
-from harness.plan import build_plan
 from harness.run import main
-from harness.spec import load_spec
+from harness.study.data import load_study_data
+from harness.study.plan import build_plan
+from harness.study.spec import load_spec
 from tests.harness.conftest import REPO, tiny_study
 
 TRIAL = "0123456789ab"
@@ -40,7 +40,7 @@ TRIAL = "0123456789ab"
 KILLER = textwrap.dedent("""
     import os, random, shutil, signal, sys, time
     import pyarrow as pa
-    from harness.sink import ResultStore
+    from harness.results.sink import ResultStore
 
     root, trial, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = ResultStore(root, "s")

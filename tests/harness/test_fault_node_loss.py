@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness.data import load_study_data
-from harness.plan import build_plan
 from harness.run import main
-from harness.spec import load_spec
+from harness.study.data import load_study_data
+from harness.study.plan import build_plan
+from harness.study.spec import load_spec
 from tests.harness.conftest import tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

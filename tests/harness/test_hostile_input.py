@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.run import main
-from harness.spec import NAME_PATTERN, StudySpec
+from harness.study.spec import NAME_PATTERN, StudySpec
 from tests.harness.conftest import REPO, tiny_study
 
 FIELDS = sorted(StudySpec.model_fields)

@@ -12,13 +12,13 @@ import textwrap
 
 import pytest
 
-from harness.memory import _libc
+from harness.tune.memory import _libc
 
 pytestmark = pytest.mark.skipif(_libc() is None, reason="needs glibc's mallopt and malloc_trim")
 
 PRELUDE = textwrap.dedent("""
     import ctypes
-    from harness.memory import _libc, release_free_heap, use_mmap_for_large_blocks
+    from harness.tune.memory import _libc, release_free_heap, use_mmap_for_large_blocks
 
     libc = _libc()
     libc.malloc.restype = ctypes.c_void_p

@@ -7,8 +7,16 @@ import optuna
 import pytest
 
 from emoe.config import EMOEConfig
-from harness.params import apply_overrides, build_config, check_path, coerce, config_id, flatten, trial_id
-from harness.space import (
+from harness.study.params import (
+    apply_overrides,
+    build_config,
+    check_path,
+    coerce,
+    config_id,
+    flatten,
+    trial_id,
+)
+from harness.study.space import (
     Point,
     RandomTrial,
     SearchSpace,

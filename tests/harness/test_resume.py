@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.data import load_study_data
-from harness.plan import build_plan
-from harness.spec import load_spec
+from harness.study.data import load_study_data
+from harness.study.plan import build_plan
+from harness.study.spec import load_spec
 from tests.harness.conftest import REPO, tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -11,12 +11,12 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from harness.data import load_study_data
-from harness.plan import build_plan
-from harness.search import StudySearch, make_sampler, sampler_errors
-from harness.sink import ResultStore
-from harness.spec import parse_spec
-from harness.trainable import TrialContext, write_trial_row
+from harness.results.sink import ResultStore
+from harness.study.data import load_study_data
+from harness.study.plan import build_plan
+from harness.study.spec import parse_spec
+from harness.tune.search import StudySearch, make_sampler, sampler_errors
+from harness.tune.trainable import TrialContext, write_trial_row
 from tests.harness.conftest import tiny_study
 
 

@@ -14,12 +14,12 @@ import pyarrow.dataset as ds
 import pytest
 
 from emoe.outputs import EpochRecord, RouterRecord
-from harness.data import load_study_data
-from harness.errors import SpecError, StudyExistsError
-from harness.plan import build_plan
-from harness.rows import epoch_row, epochs_table, router_table, trial_schema, trial_table
-from harness.sink import ResultStore
-from harness.spec import parse_spec
+from harness.results.rows import epoch_row, epochs_table, router_table, trial_schema, trial_table
+from harness.results.sink import ResultStore
+from harness.study.data import load_study_data
+from harness.study.errors import SpecError, StudyExistsError
+from harness.study.plan import build_plan
+from harness.study.spec import parse_spec
 from tests.harness.conftest import tiny_study
 
 
@@ -72,9 +72,9 @@ def test_a_crash_mid_write_leaves_the_previous_file_intact(tmp_path, trials):
     store.create("", {})
     tid = trials[0]["trial_id"]
     store.write_table("trials", tid, _row(trials[0], mae=0.5))
-    code = (f"import os, harness.sink as s\n"
+    code = (f"import os, harness.results.sink as s\n"
             f"s.os.replace = lambda *a: os._exit(9)\n"  # die between writing the temp file and renaming it
-            f"from harness.sink import ResultStore\nimport pyarrow as pa\n"
+            f"from harness.results.sink import ResultStore\nimport pyarrow as pa\n"
             f"ResultStore({str(tmp_path)!r}, 't').write_table('trials', {tid!r}, pa.table({{'x': [1]}}))\n")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 9
     assert pd.read_parquet(store.table_dir("trials"))["objective"].item() == 0.5  # readers ignore .tmp files
@@ -114,7 +114,7 @@ def test_store_paths_stay_inside_the_root(tmp_path):
 
 def test_lock_refuses_a_second_run_of_the_same_study(tmp_path):
     store = ResultStore(tmp_path, "t")
-    code = ("import time\nfrom harness.sink import ResultStore\n"
+    code = ("import time\nfrom harness.results.sink import ResultStore\n"
             f"with ResultStore({str(tmp_path)!r}, 't').lock():\n    print('locked', flush=True)\n    time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

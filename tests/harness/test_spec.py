@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.data import load_study_data
-from harness.errors import SpecError
-from harness.plan import build_plan
-from harness.spec import dump_spec, load_spec, parse_spec
+from harness.study.data import load_study_data
+from harness.study.errors import SpecError
+from harness.study.plan import build_plan
+from harness.study.spec import dump_spec, load_spec, parse_spec
 from tests.harness.conftest import STUDIES, tiny_study
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.summary import best_configuration, format_summary, summarize
+from harness.results.summary import best_configuration, format_summary, summarize
 
 
 def _trials() -> pd.DataFrame:

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import SpecError
+from harness.study.errors import SpecError
 
 __all__ = ["MAX_DEPTH", "apply_set_overrides", "read_yaml"]
 

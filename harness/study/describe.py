@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.cost import CostEstimate, estimate_cost, format_duration, parallel_slots
-from harness.plan import Plan
-from harness.space import RandomTrial
+from harness.study.cost import CostEstimate, estimate_cost, format_duration, parallel_slots
+from harness.study.plan import Plan
+from harness.study.space import RandomTrial
 
 __all__ = ["describe_plan", "plan_cost"]
 

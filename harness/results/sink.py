@@ -22,8 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.errors import SpecError, StudyExistsError
-from harness.spec import is_safe_name
+from harness.study.errors import SpecError, StudyExistsError
+from harness.study.spec import is_safe_name
 
 __all__ = ["ResultStore", "atomic_write_bytes"]
 

@@ -1,8 +1,8 @@
 """Meaning checks of a structurally valid study: paths, value types, constraints, names, files.
 
-Run by ``harness.spec.parse_spec`` after pydantic; returns every problem as ``"field.path: message"``.
+Run by ``harness.study.spec.parse_spec`` after pydantic; returns every problem as ``"field.path: message"``.
 Data shapes are not known here (the data are loaded later), so points are checked with sequence
-lengths left open; ``harness.plan`` checks them again against the real data.
+lengths left open; ``harness.study.plan`` checks them again against the real data.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emoe.metrics import METRIC_NAMES, metric_mode
-from harness.params import (
+from harness.study.params import (
     DATA_FIELDS,
     FIELDS,
     SEED_PATH,
@@ -23,8 +23,15 @@ from harness.params import (
     config_id,
     flatten,
 )
-from harness.space import Point, SearchSpace, ablation_points, check_point, feasible_fraction, grid_points
-from harness.spec import DataSpec, StudySpec, is_safe_name
+from harness.study.space import (
+    Point,
+    SearchSpace,
+    ablation_points,
+    check_point,
+    feasible_fraction,
+    grid_points,
+)
+from harness.study.spec import DataSpec, StudySpec, is_safe_name
 
 __all__ = ["OPEN_DIMS", "check_semantics", "known_metrics", "resolve_path"]
 
@@ -74,7 +81,7 @@ def _check_overrides(where: str, tree: dict[str, Any]) -> list[str]:
 
 def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
     if data.path is None:
-        from harness.data import synthetic_errors
+        from harness.study.data import synthetic_errors
 
         return data, [f"data.synthetic.{e}" for e in synthetic_errors(data.synthetic)]
     path, err = resolve_path(data.path)
@@ -92,7 +99,7 @@ def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
 
 
 def _check_search(spec: StudySpec) -> list[str]:
-    from harness.search import sampler_errors
+    from harness.tune.search import sampler_errors
 
     assert spec.search is not None
     s = spec.search

@@ -15,7 +15,7 @@ from typing import Any
 
 from ray import tune
 
-from harness.trainable import FINISHED, TrialContext, write_row_from_metrics
+from harness.tune.trainable import FINISHED, TrialContext, write_row_from_metrics
 
 __all__ = ["ResultRecorder", "error_summary", "reconcile", "record_outcome"]
 

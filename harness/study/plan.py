@@ -13,12 +13,12 @@ from typing import Any
 
 from emoe.config import EMOEConfig, to_dict
 from emoe.data.checks import DataError, check_compatible
-from harness.data import StudyData
-from harness.errors import SpecError
-from harness.params import apply_overrides, build_config, config_id, flatten, trial_id
-from harness.rows import metric_names
-from harness.space import Point, SearchSpace, ablation_points, feasible_fraction, grid_points
-from harness.spec import StudySpec
+from harness.results.rows import metric_names
+from harness.study.data import StudyData
+from harness.study.errors import SpecError
+from harness.study.params import apply_overrides, build_config, config_id, flatten, trial_id
+from harness.study.space import Point, SearchSpace, ablation_points, feasible_fraction, grid_points
+from harness.study.spec import StudySpec
 
 __all__ = ["Plan", "TrialFactory", "build_plan"]
 

@@ -16,9 +16,9 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from harness.cost import format_duration
-from harness.sink import ResultStore
-from harness.trainable import FINISHED
+from harness.results.sink import ResultStore
+from harness.study.cost import format_duration
+from harness.tune.trainable import FINISHED
 
 __all__ = ["ProgressPrinter"]
 

@@ -126,8 +126,8 @@ class _Group:
 class StudySearch(OptunaSearch):
     """OptunaSearch over a define-by-run ``SearchSpace`` with seeds, infeasibility and pruning handled.
 
-    ``factory`` turns overrides into a trial description (``harness.plan.TrialFactory``); ``store`` is
-    the study's ``harness.sink.ResultStore`` (its ``status`` tells finished from stopped trials).
+    ``factory`` turns overrides into a trial description (``harness.study.plan.TrialFactory``); ``store`` is
+    the study's ``harness.results.sink.ResultStore`` (its ``status`` tells finished from stopped trials).
     """
 
     MAX_REJECTS = 1000

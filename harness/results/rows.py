@@ -18,7 +18,7 @@ import pyarrow as pa
 from emoe.config import MODALITIES
 from emoe.metrics import METRIC_NAMES
 from emoe.outputs import EpochRecord, RouterRecord
-from harness.params import FIELDS, flatten
+from harness.study.params import FIELDS, flatten
 
 __all__ = [
     "EPOCH_LOSSES",
@@ -91,7 +91,7 @@ def trial_table(trial: dict[str, Any], *, label_kind: str, status: str, error: s
                 started_at: datetime | None, finished_at: datetime | None, cpus: float, gpus: float,
                 node: str | None, node_id: str | None, attempts: int, code_version: str,
                 data: str) -> pa.Table:
-    """One ``trials/`` row for a trial description (``harness.plan.TrialFactory.make``)."""
+    """One ``trials/`` row for a trial description (``harness.study.plan.TrialFactory.make``)."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
     row: dict[str, Any] = {k: trial[k] for k, _ in _ID_FIELDS}

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from emoe.outputs import EpochRecord
-from harness.memory import release_free_heap, use_mmap_for_large_blocks
-from harness.rows import epoch_row, epochs_table, router_table, trial_table
-from harness.sink import ResultStore
+from harness.results.rows import epoch_row, epochs_table, router_table, trial_table
+from harness.results.sink import ResultStore
+from harness.tune.memory import release_free_heap, use_mmap_for_large_blocks
 
 __all__ = ["TrialContext", "emoe_trainable", "report_metrics", "write_scratch_checkpoint",
            "write_trial_row"]
@@ -150,7 +150,7 @@ def _report_finished_row(row: dict[str, Any]) -> None:
 
 
 def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext | None = None) -> None:
-    """Train one trial (``config["trial"]`` from ``harness.plan.TrialFactory.make``) under Ray Tune."""
+    """Train one trial (``config["trial"]`` from ``harness.study.plan.TrialFactory.make``) under Ray Tune."""
     import torch
     from ray import tune
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from emoe.data.arrays import DataSet
 from emoe.data.checks import DataError
-from harness.spec import DataSpec, SyntheticSpec
+from harness.study.spec import DataSpec, SyntheticSpec
 
 __all__ = ["DataError", "StudyData", "check_splits", "load_study_data", "synthetic_errors"]
 

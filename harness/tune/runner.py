@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.cluster import RaySettings, cluster_resources, ray_session
-from harness.plan import Plan
-from harness.progress import ProgressPrinter
-from harness.recorder import ResultRecorder, reconcile
-from harness.sink import ResultStore
-from harness.trainable import TrialContext, emoe_trainable
+from harness.results.sink import ResultStore
+from harness.study.plan import Plan
+from harness.tune.cluster import RaySettings, cluster_resources, ray_session
+from harness.tune.progress import ProgressPrinter
+from harness.tune.recorder import ResultRecorder, reconcile
+from harness.tune.trainable import TrialContext, emoe_trainable
 
 __all__ = ["RunOptions", "RunOutcome", "code_version", "data_bytes", "make_context", "make_scheduler", "run_tune",
            "share_data"]
@@ -52,7 +52,7 @@ def code_version() -> str:
 
     version = emoe.__version__
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, timeout=5, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
@@ -107,7 +107,7 @@ def _searcher(plan: Plan, store: ResultStore) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from harness.search import StudySearch, make_sampler
+    from harness.tune.search import StudySearch, make_sampler
 
     s = plan.spec.search
     assert s is not None and plan.space is not None

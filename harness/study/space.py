@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from emoe.config import ConfigError, EMOEConfig, to_dict
-from harness.params import apply_overrides, build_config, coerce, flatten, format_value
+from harness.study.params import apply_overrides, build_config, coerce, flatten, format_value
 
 __all__ = [
     "Point",

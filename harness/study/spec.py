@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.errors import SpecError
-from harness.yamlio import apply_set_overrides, read_yaml
+from harness.study.errors import SpecError
+from harness.study.yamlio import apply_set_overrides, read_yaml
 
 __all__ = [
     "NAME_PATTERN",
@@ -296,7 +296,7 @@ def _pydantic_errors(exc: ValidationError) -> list[str]:
 
 def parse_spec(raw: Any, *, source: str = "<spec>") -> StudySpec:
     """Validate an already-parsed YAML document; raises ``SpecError`` listing every problem."""
-    from harness.checks import check_semantics
+    from harness.study.validation import check_semantics
 
     if not isinstance(raw, dict):
         raise SpecError([f"(top level): expected a mapping of study fields, got {type(raw).__name__}"],

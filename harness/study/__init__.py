@@ -1,0 +1,1 @@
+"""Study definition: YAML -> validated, typed spec -> resolved points -> the plan of trials (no Ray)."""
