@@ -3,8 +3,9 @@
 A trial's files (``trials/``, ``epochs/`` and ``router/<trial_id>.parquet``) are one unit. When any of them
 cannot be read (truncated, overwritten, bytes changed on disk: the Parquet page checksums catch those) or
 holds rows of another trial, all of them move to ``quarantine/<UTC time>/<table>/<trial_id>.parquet`` with
-a ``reasons.txt``: nothing is deleted, and the trial, now without a row, runs again in the resume.
-Tune's checkpoints and the ``.runs/`` bookkeeping stay where they are.
+a ``reasons.txt``: nothing is deleted, and the trial, now without a row, is run again by the resume
+like any unfinished trial. ``.runs/<id>.json`` notes the quarantine until the trial starts again, so
+what Tune last reported for it (from before) is never written back as its row. Tune's checkpoints stay.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def quarantine_trials(store: ResultStore, reasons: dict[str, str]) -> Path:
             except FileNotFoundError:
                 continue
             lines.append(f"{table}/{src.name}: moved here because {why}\n")
+        store.mark_quarantined(tid, target)
     target.mkdir(parents=True, exist_ok=True)
     with open(target / "reasons.txt", "a", encoding="utf-8") as fh:
         fh.writelines(lines)
@@ -111,5 +113,5 @@ def quarantine_damaged(store: ResultStore, previous: dict[str, Any], *,
         if previous.get("status") == "finished":
             info = store.update_info(status="incomplete")
     print(f"warning: moved the files of {len(trials)} damaged trial(s) to {target} (kept, not deleted); "
-          "they run again in this resume", file=sys.stderr, flush=True)
+          "they have no row now and run again like unfinished trials", file=sys.stderr, flush=True)
     return info

@@ -234,6 +234,15 @@ class ResultStore:
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
+    def mark_quarantined(self, trial_id: str, folder: Path) -> None:
+        """Note that the trial's files were moved to ``folder``: what Tune last reported for it predates
+        that, so no row may be written from it (the mark goes when the trial starts again)."""
+        self.write_run(trial_id, {**self.read_run(trial_id), "quarantined": str(folder)})
+
+    def awaiting_rerun(self, trial_id: str) -> bool:
+        """Whether the trial's files were quarantined and it has not started since."""
+        return "quarantined" in self.read_run(trial_id)
+
     def write_run(self, trial_id: str, run: dict[str, Any]) -> None:
         path = self._run_path(trial_id)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -111,6 +111,24 @@ def test_readers_skip_a_damaged_row_and_say_so(tmp_path, capsys):
     assert store.read_trial(IDS[1])["status"] == "completed"
 
 
+def test_what_tune_reported_before_the_quarantine_is_not_written_back_as_a_row(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.recorder import record_outcome
+
+    store = _store(tmp_path)
+    DAMAGE["garbage"](store.table_path("router", IDS[1]))
+    with contextlib.redirect_stderr(io.StringIO()):
+        quarantine_damaged(store, store.read_info())
+    ctx = SimpleNamespace(store=store)
+    assert store.awaiting_rerun(IDS[1]) and not store.awaiting_rerun(IDS[0])
+    assert record_outcome(ctx, {"trial_id": IDS[1]}, {"done": True, "objective": 0.5}, None) is None
+    assert record_outcome(ctx, {"trial_id": IDS[1]}, {}, "an error from before") is None
+    assert store.status(IDS[1]) is None
+    store.write_run(IDS[1], {"attempts": 2})  # what a new start of the trial writes: the mark goes
+    assert not store.awaiting_rerun(IDS[1])
+
+
 @pytest.fixture
 def no_ray(monkeypatch):
     def refuse(*args: Any, **kwargs: Any) -> None:
@@ -172,6 +190,12 @@ def test_a_study_with_a_damaged_trial_file_resumes_and_reports(tmp_path):
     assert json.loads((root / "study.json").read_text())["status"] != "running"
     assert damaged_files(ResultStore(results, "dmg")) == {}
     trials = pd.concat([read_parquet(p).to_pandas() for p in (root / "trials").glob("*.parquet")])
-    assert bad.stem in set(trials["trial_id"])  # the trial has a (readable) row again
+    rows = trials.set_index("trial_id")
+    if bad.stem in rows.index:  # run again: a fresh row, never one made from what Tune knew before
+        assert rows.loc[bad.stem, "status"] == "completed"
+        assert rows.loc[bad.stem, "finished_at"] > pd.Timestamp(moved.stat().st_mtime, unit="s", tz="UTC")
+    else:  # not run yet by this resume: the study says so instead of claiming to be finished
+        assert json.loads((root / "study.json").read_text())["status"] == "incomplete"
+        assert "--resume" in out
     again = subprocess.run([*cmd, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-3000:]
