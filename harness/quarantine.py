@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.errors import StudyExistsError
 from harness.sink import READ_ERRORS, TABLES, ResultStore, read_parquet
 
 __all__ = ["damaged_files", "quarantine_damaged", "quarantine_trials"]
@@ -107,11 +108,15 @@ def quarantine_damaged(store: ResultStore, previous: dict[str, Any], *,
         print(f"warning: --resume will move the files of {len(trials)} trial(s) to "
               f"{store.dir / QUARANTINE}/ and run them again", file=sys.stderr, flush=True)
         return previous
-    with store.lock():
-        target = quarantine_trials(store, trials)
-        info = previous
-        if previous.get("status") == "finished":
-            info = store.update_info(status="incomplete")
+    try:
+        with store.lock():
+            target = quarantine_trials(store, trials)
+            info = previous
+            if previous.get("status") == "finished":
+                info = store.update_info(status="incomplete")
+    except OSError as exc:
+        raise StudyExistsError(f"{store.dir}: cannot move the damaged files aside ({exc}); move them out of "
+                               "trials/, epochs/ and router/ yourself, then resume") from None
     print(f"warning: moved the files of {len(trials)} damaged trial(s) to {target} (kept, not deleted); "
           "they have no row now and run again like unfinished trials", file=sys.stderr, flush=True)
     return info

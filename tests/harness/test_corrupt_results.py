@@ -199,3 +199,19 @@ def test_a_study_with_a_damaged_trial_file_resumes_and_reports(tmp_path):
         assert "--resume" in out
     again = subprocess.run([*cmd, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-3000:]
+
+
+def test_results_that_cannot_be_changed_stop_the_resume_with_a_message(tmp_path, monkeypatch):
+    from harness.errors import StudyExistsError
+
+    store = _store(tmp_path)
+    bad = store.table_path("trials", IDS[0])
+    DAMAGE["empty"](bad)
+
+    def read_only(*args: Any) -> None:
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr("harness.quarantine.os.replace", read_only)
+    with contextlib.redirect_stderr(io.StringIO()), pytest.raises(StudyExistsError, match="cannot move the damaged"):
+        quarantine_damaged(store, store.read_info())
+    assert bad.exists() and store.read_info()["status"] == "finished"
