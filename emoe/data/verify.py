@@ -45,9 +45,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def cache_paths(root: Path) -> tuple[Path, Path]:
-    """(in the data directory, in the user cache directory) for the data directory ``root``."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+def cache_paths(root: Path) -> tuple[Path, ...]:
+    """Where the cache of data directory ``root`` may be: in it, then in the user cache directory."""
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:  # no home directory to be found
+        return (root / CACHE_NAME,)
     key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:20]
     return root / CACHE_NAME, base / "emoe" / "verified" / f"{key}.json"
 
