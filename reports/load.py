@@ -1,12 +1,14 @@
 """Read a study's result directory (docs/results.md, schema version 1) into pandas, checking the schema.
 
 Each table is one Parquet file per trial; files are read one by one and concatenated with permissive type
-promotion, so a column that is all-null in one trial's file (e.g. ``error``) does not break the read.
+promotion, so a column that is all-null in one trial's file (e.g. ``error``) does not break the read. A
+damaged file is named in a warning and left out.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,9 +87,13 @@ def read_table(directory: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
     tables = []
     for f in files:
         try:
-            tables.append(pq.read_table(f))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ResultsError(f"{f}: not a readable Parquet file ({exc})") from exc
+            tables.append(pq.read_table(f, page_checksum_verification=True))
+        except (pa.ArrowException, OSError, ValueError) as exc:  # one damaged file must not cost the report
+            logging.getLogger(__name__).warning("%s: not a readable Parquet file (%s); left out of the report "
+                                                "(`python -m harness.run ... --resume` moves it to quarantine/ "
+                                                "and runs its trial again)", f, exc)
+    if not tables:
+        return pd.DataFrame(columns=list(required))
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:

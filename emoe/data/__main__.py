@@ -1,9 +1,11 @@
 """Command line for data files: convert an MMSA pickle once, or describe a data file or directory.
 
     python -m emoe.data convert IN.pkl OUT_DIR [--overwrite] [--expect mosi|mosei|sims|none]
-    python -m emoe.data info PATH [--verify] [--text features|bert]
+    python -m emoe.data info PATH [--verify] [--text features|bert] [--expect auto|mosi|mosei|sims|none]
     python -m emoe.data info synthetic:small
 
+``--expect none`` loads a subset of a known data set (e.g. MOSI-shaped with fewer samples); ``convert``
+records it in the manifest, so ``info``, ``load_data`` and studies honour it without repeating it.
 Exit status 0 on success, 2 on a data problem (the message names the file and the problem).
 """
 
@@ -44,6 +46,9 @@ def describe(data: DataSet) -> str:
     return "\n".join(lines)
 
 
+_EXPECT_CHOICES = ["auto", "mosi", "mosei", "sims", "none"]
+
+
 def _expect(value: str) -> Expect:
     if value == "auto":
         return None
@@ -59,13 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("input", type=Path, help="MMSA .pkl file (unpickled: trusted files only)")
     conv.add_argument("output", type=Path, help="output directory (created; must be empty)")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing conversion")
-    conv.add_argument("--expect", default="auto", choices=["auto", "mosi", "mosei", "sims", "none"],
-                      help="split sizes to check (auto: when the file is recognised)")
+    conv.add_argument("--expect", default="auto", choices=_EXPECT_CHOICES,
+                      help="split sizes to check (auto: when the file is recognised; none: a subset); "
+                           "recorded in the manifest")
     conv.add_argument("--label-kind", choices=["mosi", "sims", "classification"], default=None)
     info = sub.add_parser("info", help="describe a converted directory, a pickle, or synthetic:<preset>")
     info.add_argument("path", help="directory, .pkl file, or synthetic:<preset>")
     info.add_argument("--verify", action="store_true", help="also check every file's SHA-256")
     info.add_argument("--text", choices=["features", "bert"], default="features")
+    info.add_argument("--expect", default="auto", choices=_EXPECT_CHOICES,
+                      help="split sizes to check (auto: as recorded at conversion, else when recognised)")
     return ap
 
 
@@ -76,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             manifest = convert_mmsa(args.input, args.output, expect=_expect(args.expect),
                                     label_kind=args.label_kind, overwrite=args.overwrite)
             print(f"wrote {manifest.parent} (manifest {manifest.name})")
-            print(describe(load_data(manifest.parent, verify_hash=True)))
+            # reload as a study will (the recorded expect; every hash checked, and remembered)
+            print(describe(load_data(manifest.parent, verify_hash=True, hash_cache=True)))
             return 0
         if args.path.startswith("synthetic:"):
             data = make_synthetic(args.path.split(":", 1)[1])
@@ -85,11 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if path.is_file():
                 print("note: unpickling runs code from the file; convert trusted files once with "
                       "`python -m emoe.data convert`", file=sys.stderr)
-            data = load_data(path, text=args.text, verify_hash=args.verify)
+            data = load_data(path, text=args.text, verify_hash=args.verify, expect=_expect(args.expect))
             if path.is_dir():
                 m = read_manifest(path)
                 print(f"format:     {m['format']} v{m['format_version']} from {m['source']} "
-                      f"(recognised as {m['dataset'] or 'unknown'})"
+                      f"(recognised as {m['dataset'] or 'unknown'}"
+                      + (f"; converted with expect={m['expect']}" if m.get("expect") is not None else "") + ")"
                       + (", all SHA-256 verified" if args.verify else ""))
         print(describe(data))
         return 0

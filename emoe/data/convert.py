@@ -6,13 +6,13 @@ arrays are memory-mapped (read-only) so several trials on one machine share the 
 
 Layout: ``OUT_DIR/<split>/<key>.npy`` for text, text_bert, audio, vision, labels, ids (fixed-width
 unicode), lengths and unimodal labels; ``OUT_DIR/<split>/raw_text.json``; ``OUT_DIR/manifest.json``
-with each file's shape, dtype, size and SHA-256, the source file name and hash, and the label kind.
-The manifest is written last (atomically), so a directory with a manifest is a complete conversion.
+with each file's shape, dtype, size and SHA-256, the source file name and hash, the label kind and the
+split-size expectation the conversion was checked with (``expect``, honoured again when loading). The
+manifest is written last (atomically), so a directory with a manifest is a complete conversion.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -33,9 +33,10 @@ from emoe.data.mmsa import (
     load_mmsa,
     read_mmsa,
 )
+from emoe.data.verify import sha256_file, verify_checksums
 
-__all__ = ["FORMAT", "MANIFEST", "convert_mmsa", "load_converted", "load_data", "read_manifest",
-           "read_raw_text", "write_converted"]
+__all__ = ["FORMAT", "MANIFEST", "convert_mmsa", "load_converted", "load_data", "manifest_expect",
+           "read_manifest", "read_raw_text", "write_converted"]
 
 FORMAT = "emoe-mmsa-npy"
 FORMAT_VERSION = 1
@@ -43,25 +44,44 @@ MANIFEST = "manifest.json"
 _PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _expect_to_json(expect: Expect) -> str | list[int] | None:
+    """The manifest's form of ``expect``: "none", a data set name, three sizes, or None (recognise)."""
+    if expect is None:
+        return None
+    if expect is False:
+        return "none"
+    if isinstance(expect, str):
+        return expect.lower()
+    sizes = expected_sizes(expect, None, "expect")
+    return list(sizes) if sizes is not None else None
+
+
+def manifest_expect(manifest: dict[str, Any]) -> Expect:
+    """The ``expect`` a directory was converted with (None when the manifest records none)."""
+    value = manifest.get("expect")
+    if value == "none":
+        return False
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and len(value) == 3:
+        return (int(value[0]), int(value[1]), int(value[2]))
+    return None
 
 
 def _entry(root: Path, rel: str, arr: np.ndarray | None) -> dict[str, Any]:
     path = root / rel
-    entry: dict[str, Any] = {"file": rel, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    entry: dict[str, Any] = {"file": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
     if arr is not None:
         entry.update(shape=list(arr.shape), dtype=arr.dtype.str)
     return entry
 
 
 def write_converted(arrays: MMSAArrays, out_dir: str | os.PathLike[str], *, overwrite: bool = False,
-                    source_sha256: str | None = None) -> Path:
-    """Write validated arrays as ``.npy`` files plus manifest; returns the manifest path."""
+                    source_sha256: str | None = None, expect: Expect = None) -> Path:
+    """Write validated arrays as ``.npy`` files plus manifest; returns the manifest path.
+
+    ``expect`` (what the arrays were checked with) is recorded, so a subset converted with
+    ``expect=False`` loads later without repeating it."""
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise DataError(f"{root}: exists and is not a directory")
@@ -89,6 +109,8 @@ def write_converted(arrays: MMSAArrays, out_dir: str | os.PathLike[str], *, over
         "source": Path(arrays.source).name, "source_sha256": source_sha256,
         "dataset": arrays.dataset, "label_kind": arrays.label_kind, "splits": splits,
     }
+    if expect is not None:
+        manifest["expect"] = _expect_to_json(expect)
     tmp = root / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     os.replace(tmp, root / MANIFEST)
@@ -100,7 +122,8 @@ def convert_mmsa(pkl_path: str | os.PathLike[str], out_dir: str | os.PathLike[st
                  overwrite: bool = False) -> Path:
     """Convert a (trusted) MMSA pickle once; the result loads without unpickling. Returns the manifest."""
     arrays = read_mmsa(pkl_path, expect=expect, label_kind=label_kind)
-    return write_converted(arrays, out_dir, overwrite=overwrite, source_sha256=_sha256(Path(pkl_path)))
+    return write_converted(arrays, out_dir, overwrite=overwrite, source_sha256=sha256_file(Path(pkl_path)),
+                           expect=expect)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -127,7 +150,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def _load_array(root: Path, entry: dict[str, Any], *, mmap: bool, verify_hash: bool) -> np.ndarray:
+def _load_array(root: Path, entry: dict[str, Any], *, mmap: bool) -> np.ndarray:
     path = root / entry["file"]
     if not path.is_file():
         raise DataError(f"{path}: missing (listed in {root / MANIFEST})")
@@ -135,8 +158,6 @@ def _load_array(root: Path, entry: dict[str, Any], *, mmap: bool, verify_hash: b
     if size != entry["bytes"]:
         raise DataError(f"{path}: {size} bytes but the manifest says {entry['bytes']} "
                         "(truncated or modified)")
-    if verify_hash and _sha256(path) != entry["sha256"]:
-        raise DataError(f"{path}: SHA-256 differs from the manifest (file modified or corrupt)")
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -149,19 +170,26 @@ def _load_array(root: Path, entry: dict[str, Any], *, mmap: bool, verify_hash: b
 
 def load_converted(path: str | os.PathLike[str], *, mmap: bool = True,
                    text: Literal["features", "bert"] = "features", expect: Expect = None,
-                   label_kind: LabelKind | None = None, verify_hash: bool = False) -> DataSet:
+                   label_kind: LabelKind | None = None, verify_hash: bool = False,
+                   hash_cache: bool = False) -> DataSet:
     """Load a converted directory without unpickling (``allow_pickle=False``), memory-mapped by default.
 
-    Every listed file must exist with the recorded size, shape and dtype (``verify_hash`` also checks
-    SHA-256, which reads every byte). ``expect``/``label_kind`` as in ``load_mmsa``.
+    Every listed file must exist with the recorded size, shape and dtype. ``verify_hash`` also checks
+    every file's SHA-256 against the manifest, which reads every byte; with ``hash_cache`` a file
+    verified before and unchanged since (size, times, inode: ``emoe.data.verify``) is not read again.
+    ``expect``/``label_kind`` as in ``load_mmsa``; ``expect=None`` uses the one recorded at conversion.
     """
     root = Path(path)
     manifest = read_manifest(root)
     splits: dict[str, dict[str, np.ndarray]] = {}
     for split in SPLITS:
         files = manifest["splits"][split]["files"]
-        splits[split] = {key: _load_array(root, entry, mmap=mmap, verify_hash=verify_hash)
+        splits[split] = {key: _load_array(root, entry, mmap=mmap)
                          for key, entry in files.items() if key != "raw_text"}
+    if verify_hash:
+        verify_checksums(root, manifest, cache=hash_cache)
+    if expect is None:
+        expect = manifest_expect(manifest)
     sizes = expected_sizes(expect, manifest.get("dataset"), str(root))
     got = tuple(len(splits[s]["labels"]) for s in SPLITS)
     if sizes is not None and got != sizes:
@@ -188,12 +216,12 @@ def read_raw_text(path: str | os.PathLike[str], split: str) -> list[str]:
 
 def load_data(path: str | os.PathLike[str], *, text: Literal["features", "bert"] = "features",
               expect: Expect = None, label_kind: LabelKind | None = None, mmap: bool = True,
-              verify_hash: bool = False) -> DataSet:
+              verify_hash: bool = False, hash_cache: bool = False) -> DataSet:
     """Load by path: a directory -> ``load_converted``; a ``.pkl``/``.pickle`` file -> ``load_mmsa``."""
     p = Path(path)
     if p.is_dir():
         return load_converted(p, mmap=mmap, text=text, expect=expect, label_kind=label_kind,
-                              verify_hash=verify_hash)
+                              verify_hash=verify_hash, hash_cache=hash_cache)
     if p.suffix.lower() in _PICKLE_SUFFIXES:
         return load_mmsa(p, text=text, expect=expect, label_kind=label_kind)
     if not p.exists():

@@ -5,6 +5,10 @@ written to a hidden temporary name in the same folder, flushed to disk and renam
 so a retried or resumed trial replaces its own file (never adds a row) and a crash never leaves a
 partial file visible. ``.runs/<id>.json`` counts a trial's attempts and time across retries. The
 store holds only paths, so it pickles into Ray workers; with several nodes it must be on shared storage.
+
+Files carry Parquet page checksums, so bytes damaged on disk are detected when read. A file that cannot
+be read is never allowed to stop a study: ``harness.quarantine`` moves a damaged trial's files aside
+(``quarantine/``), and the readers here treat such a file as no row (``read_trials`` skips it, saying so).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import errno
 import fcntl
 import json
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +30,18 @@ import pyarrow.parquet as pq
 from harness.study.errors import SpecError, StudyExistsError
 from harness.study.spec import is_safe_name
 
-__all__ = ["ResultStore", "atomic_write_bytes"]
+__all__ = ["READ_ERRORS", "TABLES", "ResultStore", "atomic_write_bytes", "read_parquet"]
 
-_TABLES = ("trials", "epochs", "router")
+#: The per-trial tables, each a folder of ``<trial_id>.parquet`` files.
+TABLES = ("trials", "epochs", "router")
+#: What reading a damaged Parquet file raises (ArrowInvalid is a ValueError; bad pages are OSErrors).
+READ_ERRORS = (pa.ArrowException, OSError, ValueError)
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a whole Parquet file, verifying its page checksums (``FileNotFoundError`` when absent; any
+    other ``OSError``/``ValueError``/``ArrowException`` means the file is damaged)."""
+    return pq.read_table(path, columns=columns, page_checksum_verification=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -70,7 +84,7 @@ class ResultStore:
         real_root = self.root.resolve()
         # the study directory, and each folder the harness writes into, must stay inside the root even
         # when one of them is a symbolic link (planted, or left by moving results around)
-        for path in (self.dir, *(self.dir / sub for sub in (*_TABLES, ".runs", "tune"))):
+        for path in (self.dir, *(self.dir / sub for sub in (*TABLES, ".runs", "tune", "quarantine"))):
             if (path.exists() or path.is_symlink()) and not path.resolve().is_relative_to(real_root):
                 raise SpecError([f"results: {path} points outside the results root {real_root}"],
                                 source=study)
@@ -93,7 +107,7 @@ class ResultStore:
         return self.dir / "tune"
 
     def table_dir(self, table: str) -> Path:
-        if table not in _TABLES:
+        if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         return self.dir / table
 
@@ -112,7 +126,7 @@ class ResultStore:
 
     def create(self, spec_yaml: str, info: dict[str, Any]) -> None:
         """Create the directory tree and write ``spec.yaml`` and ``study.json``."""
-        for sub in (*_TABLES, ".runs"):
+        for sub in (*TABLES, ".runs"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.spec_path, spec_yaml.encode())
         self.write_info(info)
@@ -149,26 +163,35 @@ class ResultStore:
         path = self.table_path(table, trial_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         sink = pa.BufferOutputStream()
-        pq.write_table(data, sink)
+        pq.write_table(data, sink, write_page_checksum=True)
         atomic_write_bytes(path, sink.getvalue().to_pybytes())
         return path
 
-    def read_trial(self, trial_id: str) -> dict[str, Any] | None:
-        """A trial's row as a dict, or None when it has none yet."""
+    def _read_row_file(self, trial_id: str, columns: list[str] | None = None) -> pa.Table | None:
+        """The trial's ``trials/`` file, or None when it has none or it is damaged (then moved aside)."""
         path = self.table_path("trials", trial_id)
         try:
-            rows = pq.read_table(path).to_pylist()
+            return read_parquet(path, columns)
         except FileNotFoundError:
             return None
+        except READ_ERRORS as exc:
+            from harness.quarantine import quarantine_trials
+
+            moved = quarantine_trials(self, {trial_id: f"{path.name}: {exc}"})
+            print(f"warning: {path}: damaged ({exc}); moved to {moved} and taken as no row",
+                  file=sys.stderr, flush=True)
+            return None
+
+    def read_trial(self, trial_id: str) -> dict[str, Any] | None:
+        """A trial's row as a dict, or None when it has none yet (or its file was damaged)."""
+        table = self._read_row_file(trial_id)
+        rows = table.to_pylist() if table is not None else []
         return rows[0] if rows else None
 
     def status(self, trial_id: str) -> str | None:
         """The recorded status of a trial (completed/pruned/failed/diverged), None if not recorded."""
-        path = self.table_path("trials", trial_id)
-        try:
-            col = pq.read_table(path, columns=["status"]).column("status").to_pylist()
-        except FileNotFoundError:
-            return None
+        table = self._read_row_file(trial_id, ["status"])
+        col = table.column("status").to_pylist() if table is not None else []
         return str(col[0]) if col else None
 
     def trial_ids(self) -> set[str]:
@@ -177,14 +200,27 @@ class ResultStore:
         return {p.stem for p in d.glob("*.parquet")} if d.exists() else set()
 
     def read_trials(self) -> Any:
-        """All trial rows as a pandas DataFrame (empty when none)."""
+        """All trial rows as a pandas DataFrame (empty when none).
+
+        A damaged file is left out with a warning naming it (``--resume`` moves it to ``quarantine/`` and
+        runs its trial again), so a summary never fails on one bad file.
+        """
         import pandas as pd
 
         d = self.table_dir("trials")
-        files = sorted(d.glob("*.parquet")) if d.exists() else []
-        if not files:
+        files = sorted(p for p in d.glob("*.parquet") if not p.name.startswith(".")) if d.exists() else []
+        tables = []
+        for f in files:
+            try:
+                tables.append(read_parquet(f))
+            except FileNotFoundError:  # moved aside meanwhile
+                continue
+            except READ_ERRORS as exc:
+                print(f"warning: {f}: not a readable Parquet file ({exc}); left out "
+                      "(`--resume` moves it to quarantine/ and runs its trial again)", file=sys.stderr, flush=True)
+        if not tables:
             return pd.DataFrame()
-        return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default").to_pandas()
+        return pa.concat_tables(tables, promote_options="default").to_pandas()
 
     # --- attempts and time across retries ------------------------------------------------------------
     def _run_path(self, trial_id: str) -> Path:
@@ -197,6 +233,15 @@ class ResultStore:
             return dict(json.loads(self._run_path(trial_id).read_text()))
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
+
+    def mark_quarantined(self, trial_id: str, folder: Path) -> None:
+        """Note that the trial's files were moved to ``folder``: what Tune last reported for it predates
+        that, so no row may be written from it (the mark goes when the trial starts again)."""
+        self.write_run(trial_id, {**self.read_run(trial_id), "quarantined": str(folder)})
+
+    def awaiting_rerun(self, trial_id: str) -> bool:
+        """Whether the trial's files were quarantined and it has not started since."""
+        return "quarantined" in self.read_run(trial_id)
 
     def write_run(self, trial_id: str, run: dict[str, Any]) -> None:
         path = self._run_path(trial_id)

@@ -77,6 +77,15 @@ def _fields_from(data: DataSet) -> dict[str, Any]:
     return fields
 
 
+def _data_size(path: Path) -> int:
+    """Bytes of a data file, or of a directory's files less the verification cache (not part of the data)."""
+    from emoe.data.verify import CACHE_NAME
+
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.name.startswith(CACHE_NAME))
+
+
 def load_study_data(spec: DataSpec, *, text_input: str = "features") -> StudyData:
     """Generate or read the study's data (``DataError`` naming the file and problem if it cannot)."""
     if spec.path is None:
@@ -93,15 +102,20 @@ def load_study_data(spec: DataSpec, *, text_input: str = "features") -> StudyDat
         key = "synthetic:" + json.dumps(syn.to_dict(), sort_keys=True)
         return StudyData(data, syn.describe(), key, _fields_from(data))
     from emoe.data.convert import load_data
+    from emoe.data.mmsa import Expect
 
     path = Path(spec.path)
+    expect: Expect = False if spec.expect == "none" else spec.expect
     try:
-        data = load_data(path, text="bert" if text_input == "bert" else "features")
+        # a converted directory's files must match its manifest's checksums (hashed once, then remembered
+        # by size, times and inode: see emoe.data.verify)
+        data = load_data(path, text="bert" if text_input == "bert" else "features", expect=expect,
+                         verify_hash=True, hash_cache=True)
     except DataError:
         raise
     except ValueError as exc:  # arrays the loader accepted but that do not form splits (counts differ)
         raise DataError(f"{path}: {exc}") from exc
     check_splits(data, str(path))
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    size = _data_size(path)
     key = f"file:{path.name}:{size}:{data.label_kind}:{text_input}"
     return StudyData(data, str(path), key, _fields_from(data))

@@ -65,6 +65,10 @@ class DataSpec(_Strict):
 
     synthetic: SyntheticSpec | None = None
     path: str | None = None
+    #: split sizes the file must have: a data set's, or none (a subset); unset (null): those recorded at
+    #: conversion, else those of a recognised MOSI/MOSEI/SIMS file (``emoe.data.mmsa.Expect``). Null by
+    #: default so the fingerprints of studies started before this field existed still match.
+    expect: Literal["mosi", "mosei", "sims", "none"] | None = None
 
     @field_validator("synthetic", mode="before")
     @classmethod
@@ -77,6 +81,12 @@ class DataSpec(_Strict):
             raise ValueError("give either synthetic or path, not both")
         if self.synthetic is None and self.path is None:
             object.__setattr__(self, "synthetic", SyntheticSpec())
+        return self
+
+    @model_validator(mode="after")
+    def _expect_with_path(self) -> DataSpec:
+        if self.expect is not None and self.path is None:
+            raise ValueError("expect applies to a data file (path), not to synthetic data")
         return self
 
 

@@ -31,6 +31,8 @@ def error_summary(text: str | None, limit: int = 2000) -> str:
 def record_outcome(ctx: TrialContext, trial: dict[str, Any], metrics: dict[str, Any] | None,
                    error: str | None) -> str | None:
     """Write the row of a trial Tune finished with, unless the trial wrote a final one; the status."""
+    if ctx.store.awaiting_rerun(trial["trial_id"]):
+        return None  # its files were quarantined: Tune's result predates that, and the trial must run again
     status = ctx.store.status(trial["trial_id"])
     if error is not None:
         if status in (*FINISHED, "failed"):

@@ -5,6 +5,7 @@ directory is created, Ray is never started, and a resumed study's results are le
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import pickle
@@ -120,12 +121,13 @@ def converted(tmp_path_factory) -> Path:
 
 
 def _rewrite(root: Path, rel: str, array: np.ndarray) -> None:
-    """Replace one array and make the manifest agree with it (a hand-edited conversion)."""
+    """Replace one array and make the manifest agree with it, checksum included (a hand-edited conversion)."""
     np.save(root / rel, array, allow_pickle=False)
     manifest = json.loads((root / "manifest.json").read_text())
     split, name = rel.split("/")
     entry = manifest["splits"][split]["files"][name.removesuffix(".npy")]
-    entry.update(shape=list(array.shape), dtype=array.dtype.str, bytes=(root / rel).stat().st_size)
+    entry.update(shape=list(array.shape), dtype=array.dtype.str, bytes=(root / rel).stat().st_size,
+                 sha256=hashlib.sha256((root / rel).read_bytes()).hexdigest())
     (root / "manifest.json").write_text(json.dumps(manifest))
 
 

@@ -49,7 +49,6 @@ def test_completed_needs_trials_for_tables_without_status(ablation_dir: Path) ->
     (lambda d: _meta(d, kind="random"), "kind must be one of"),
     (lambda d: shutil.rmtree(d / "trials"), "no trial files"),
     (lambda d: _drop_column(d, "seed"), r"missing required columns \['seed'\]"),
-    (lambda d: (d / "trials" / "broken.parquet").write_bytes(b"garbage"), "not a readable Parquet"),
     (lambda d: _duplicate_trial(d), "duplicated trial ids"),
 ])
 def test_bad_result_directories_raise_clear_errors(tmp_path: Path, make_study: Callable[..., Path],
