@@ -113,7 +113,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     data = load_study_data(spec.data, text_input=text_input)
     plan = build_plan(spec, data)
     if previous is not None:  # damaged result files: named, and moved aside so their trials run again
-        from harness.quarantine import quarantine_damaged
+        from harness.results.quarantine import quarantine_damaged
         previous = quarantine_damaged(store, previous, dry_run=args.dry_run)
     return plan, store, previous
 

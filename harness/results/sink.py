@@ -7,7 +7,7 @@ partial file visible. ``.runs/<id>.json`` counts a trial's attempts and time acr
 store holds only paths, so it pickles into Ray workers; with several nodes it must be on shared storage.
 
 Files carry Parquet page checksums, so bytes damaged on disk are detected when read. A file that cannot
-be read is never allowed to stop a study: ``harness.quarantine`` moves a damaged trial's files aside
+be read is never allowed to stop a study: ``harness.results.quarantine`` moves a damaged trial's files aside
 (``quarantine/``), and the readers here treat such a file as no row (``read_trials`` skips it, saying so).
 """
 
@@ -175,7 +175,7 @@ class ResultStore:
         except FileNotFoundError:
             return None
         except READ_ERRORS as exc:
-            from harness.quarantine import quarantine_trials
+            from harness.results.quarantine import quarantine_trials
 
             moved = quarantine_trials(self, {trial_id: f"{path.name}: {exc}"})
             print(f"warning: {path}: damaged ({exc}); moved to {moved} and taken as no row",

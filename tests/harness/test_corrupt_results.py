@@ -19,9 +19,9 @@ import pytest
 import ray
 import yaml
 
-from harness.quarantine import damaged_files, quarantine_damaged
+from harness.results.quarantine import damaged_files, quarantine_damaged
+from harness.results.sink import ResultStore, read_parquet
 from harness.run import main, parse_args, prepare
-from harness.sink import ResultStore, read_parquet
 from tests.harness.conftest import REPO, tiny_study
 
 IDS = ("0123456789ab", "abcdef012345", "fedcba987654")
@@ -114,7 +114,7 @@ def test_readers_skip_a_damaged_row_and_say_so(tmp_path, capsys):
 def test_what_tune_reported_before_the_quarantine_is_not_written_back_as_a_row(tmp_path):
     from types import SimpleNamespace
 
-    from harness.recorder import record_outcome
+    from harness.tune.recorder import record_outcome
 
     store = _store(tmp_path)
     DAMAGE["garbage"](store.table_path("router", IDS[1]))
@@ -202,7 +202,7 @@ def test_a_study_with_a_damaged_trial_file_resumes_and_reports(tmp_path):
 
 
 def test_results_that_cannot_be_changed_stop_the_resume_with_a_message(tmp_path, monkeypatch):
-    from harness.errors import StudyExistsError
+    from harness.study.errors import StudyExistsError
 
     store = _store(tmp_path)
     bad = store.table_path("trials", IDS[0])
@@ -211,7 +211,7 @@ def test_results_that_cannot_be_changed_stop_the_resume_with_a_message(tmp_path,
     def read_only(*args: Any) -> None:
         raise PermissionError(13, "Read-only file system")
 
-    monkeypatch.setattr("harness.quarantine.os.replace", read_only)
+    monkeypatch.setattr("harness.results.quarantine.os.replace", read_only)
     with contextlib.redirect_stderr(io.StringIO()), pytest.raises(StudyExistsError, match="cannot move the damaged"):
         quarantine_damaged(store, store.read_info())
     assert bad.exists() and store.read_info()["status"] == "finished"

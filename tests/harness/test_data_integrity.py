@@ -17,9 +17,9 @@ import yaml
 import emoe.data.verify as verify
 from emoe.data.__main__ import main as data_main
 from emoe.data.convert import convert_mmsa
-from harness.data import load_study_data
 from harness.run import main
-from harness.spec import DataSpec
+from harness.study.data import load_study_data
+from harness.study.spec import DataSpec
 from tests.emoe.data.mmsa_files import write_mmsa_pickle
 from tests.harness.conftest import tiny_study
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.provenance import file_sha256, machine, package_versions, project_version, provenance
+from harness.results.provenance import file_sha256, machine, package_versions, project_version, provenance
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.errors import StudyExistsError
-from harness.sink import READ_ERRORS, TABLES, ResultStore, read_parquet
+from harness.results.sink import READ_ERRORS, TABLES, ResultStore, read_parquet
+from harness.study.errors import StudyExistsError
 
 __all__ = ["damaged_files", "quarantine_damaged", "quarantine_trials"]
 
