@@ -33,16 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     matplotlib.use("Agg")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from pathlib import Path
-
-    from reports.build import check_output_dir, normalize_formats, write_report
+    from reports.build import normalize_formats, output_root, write_report
     from reports.load import ResultsError, load_study
     from reports.progress import incomplete_note
 
     try:
         formats = normalize_formats([f for f in args.format.split(",") if f.strip()])
         if args.out is not None:
-            check_output_dir(Path(args.out))
+            output_root(args.out)
         study = load_study(args.study_dir)
         note = incomplete_note(study)
         if note is not None:

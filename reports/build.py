@@ -23,7 +23,8 @@ from reports.sections import Item, plan
 from reports.style import style_context
 from reports.tables import Table, to_latex, to_markdown
 
-__all__ = ["FORMATS", "PNG_DPI", "OutputError", "build_report", "check_output_dir", "normalize_formats", "write_report"]
+__all__ = ["FORMATS", "PNG_DPI", "OutputError", "build_report", "check_output_dir", "normalize_formats", "output_root",
+           "write_report"]
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "pdf", "svg")
@@ -154,16 +155,27 @@ def build_report(study_dir: str | Path, out: str | Path | None = None,
     """
     formats = normalize_formats(formats)
     if out is not None:
-        check_output_dir(Path(out))
+        output_root(out)
     return write_report(load_study(study_dir), out=out, formats=formats)
+
+
+def output_root(out: str | Path) -> Path:
+    """``out`` as a Path after :func:`check_output_dir`; an empty string (which Path would silently read as
+    the current directory) is an ``OutputError`` too."""
+    if isinstance(out, str) and not out.strip():
+        raise OutputError("the output directory is an empty string; give a directory (e.g. --out paper/figs)")
+    root = Path(out)
+    check_output_dir(root)
+    return root
 
 
 def write_report(study: Study, out: str | Path | None = None, formats: Sequence[str] = ("png", "pdf")
                  ) -> list[Path]:
     """:func:`build_report` of an already loaded study."""
     formats = normalize_formats(formats)
-    root = Path(out) if out is not None else study.path
-    check_output_dir(root)
+    root = output_root(out) if out is not None else study.path
+    if out is None:
+        check_output_dir(root)
     fig_dir, tab_dir = root / "figures", root / "tables"
     written: list[Path] = []
     entries: list[tuple[Item, list[Path], object]] = []

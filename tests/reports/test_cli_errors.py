@@ -88,3 +88,10 @@ def test_subprocess_exit_status_and_no_traceback(study: Path, tmp_path: Path) ->
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "is a file" in res.stderr
     assert not (study / "figures").exists()
+
+
+def test_empty_out_is_refused_not_read_as_the_current_directory(study: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    _refused([str(study), "--out", ""], capsys, match="empty string", tmp_path=tmp_path)
