@@ -208,15 +208,16 @@ HPO_SPACE: dict[str, dict[str, Any]] = {  # as studies/hpo.yaml's search.params,
 }
 
 
-def write_hpo(out: Path, n_trials: int = 6, *, spec: bool = True, **meta: Any) -> Path:
+def write_hpo(out: Path, n_trials: int = 6, *, spec: bool = True, planned: int | None = None,
+              status: str = "finished") -> Path:
     """A search shaped like studies/hpo.yaml: 8 parameters (3 categorical, the temperature conditional on
-    the learned router), few trials, and spec.yaml recording the search space when ``spec``. ``meta``
-    overrides study.json fields (e.g. ``status="running", n_trials=9``)."""
+    the learned router), ``n_trials`` trial rows of ``planned`` (default: all), and spec.yaml recording
+    the search space when ``spec``."""
     import yaml
 
     _meta(out, study=out.name, kind="search", varied=list(HPO_SPACE),
           objective={"metric": "valid_mae", "mode": "min"}, baseline=None, seeds=[1111],
-          **{"n_trials": n_trials, "status": "finished", **meta})
+          n_trials=planned or n_trials, status=status)
     if spec:
         (out / "spec.yaml").write_text(yaml.safe_dump({"name": out.name, "search": {
             "sampler": "tpe", "seed": 0, "n_trials": n_trials, "params": HPO_SPACE}}, sort_keys=False))
@@ -237,6 +238,12 @@ def write_hpo(out: Path, n_trials: int = 6, *, spec: bool = True, **meta: Any) -
 @pytest.fixture(scope="session")
 def hpo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_hpo(tmp_path_factory.mktemp("results") / "hpo")
+
+
+@pytest.fixture(scope="session")
+def running_hpo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hpo-shaped search while it runs: 6 of 9 trials recorded."""
+    return write_hpo(tmp_path_factory.mktemp("results") / "hpo_running", planned=9, status="running")
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,8 @@ def _problems(fig: Figure, name: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("study", ["ablation_dir", "log_grid_dir", "search_dir", "hpo_dir", "running_dir"])
+@pytest.mark.parametrize("study", ["ablation_dir", "log_grid_dir", "search_dir", "hpo_dir", "running_dir",
+                                   "running_hpo_dir"])
 def test_report_figures_have_no_overlapping_or_clipped_text(study: str, request: pytest.FixtureRequest) -> None:
     path: Path = request.getfixturevalue(study)
     problems: list[str] = []
@@ -74,7 +75,7 @@ def test_report_figures_have_no_overlapping_or_clipped_text(study: str, request:
             figures.add(item.name)
             problems += _problems(obj, item.name)
     assert len(figures) >= 5
-    if study == "hpo_dir":
+    if study in ("hpo_dir", "running_hpo_dir"):
         assert {"importance", "parallel_coordinates"} <= figures
     assert not problems, "\n".join(problems)
 
