@@ -1,7 +1,8 @@
 """Command line: ``python -m reports results/<study> [--out DIR] [--format png,pdf]``.
 
-Writes the study's figures and tables (see ``reports.build.build_report``) and prints their paths.
-Exit status 2 for a missing or malformed result directory or a bad option.
+Writes the study's figures and tables (see ``reports.build.build_report``) and prints their paths; a report
+of an unfinished study says so on stdout first. Exit status 2, with nothing written, for a missing or
+malformed result directory, an output directory that is a file or cannot be written, or a bad option.
 """
 
 from __future__ import annotations
@@ -32,15 +33,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     matplotlib.use("Agg")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from reports.build import build_report
-    from reports.load import ResultsError
+    from reports.build import normalize_formats, output_root, write_report
+    from reports.load import ResultsError, load_study
+    from reports.progress import incomplete_note
 
-    formats = [f for f in args.format.split(",") if f.strip()]
     try:
-        paths = build_report(args.study_dir, out=args.out, formats=formats)
+        formats = normalize_formats([f for f in args.format.split(",") if f.strip()])
+        if args.out is not None:
+            output_root(args.out)
+        study = load_study(args.study_dir)
+        note = incomplete_note(study)
+        if note is not None:
+            print(note, flush=True)
+        paths = write_report(study, out=args.out, formats=formats)
     except (ResultsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. the disk filled up while writing
+        print(f"error: writing the report failed: {exc}", file=sys.stderr)
+        return 1
     if not args.quiet:
         for path in paths:
             print(path)

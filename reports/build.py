@@ -1,5 +1,8 @@
 """Build a study's report: make every planned figure and table and write them (the only module that
 writes files): figures/<name>.<fmt>, tables/<name>.md|.tex (CSV for raw statistics) and report.md.
+
+The output directory is checked before anything is made (a file, or a place this process cannot write,
+is an ``OutputError`` naming it), so a bad ``--out`` writes nothing.
 """
 
 from __future__ import annotations
@@ -13,17 +16,49 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from reports.load import load_study
+from reports.load import Study, load_study
+from reports.progress import incomplete_note
+from reports.scales import inferred_note, study_scales
 from reports.sections import Item, plan
 from reports.style import style_context
 from reports.tables import Table, to_latex, to_markdown
 
-__all__ = ["FORMATS", "PNG_DPI", "build_report"]
+__all__ = ["FORMATS", "PNG_DPI", "OutputError", "build_report", "check_output_dir", "normalize_formats", "output_root",
+           "write_report"]
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "pdf", "svg")
 PNG_DPI = 200  # previews and slides; the PDF (vector) is the paper version
 _META = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
+
+
+class OutputError(ValueError):
+    """The report's output directory is a file, lies under a file, or cannot be written."""
+
+
+def check_output_dir(root: Path) -> None:
+    """Raise ``OutputError`` unless ``root`` is, or can be created as, a directory this process can write
+    figures/, tables/ and report.md into. Writes nothing (a probe file is created and removed at once)."""
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"output directory {root}: is a file, not a directory")
+    for name, want_dir in (("figures", True), ("tables", True), ("report.md", False)):
+        path = root / name
+        if path.exists() and path.is_dir() != want_dir:
+            raise OutputError(f"output directory {root}: {path} is a {'file' if want_dir else 'directory'}")
+    parent = root
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"output directory {root}: {parent} is a file, so no directory can be made under it")
+    for probe_dir in (parent, *(root / d for d in ("figures", "tables") if (root / d).is_dir())):
+        try:
+            with tempfile.TemporaryFile(dir=probe_dir, prefix=".probe-"):
+                pass
+        except OSError as exc:
+            raise OutputError(f"output directory {root}: cannot write in {probe_dir} "
+                              f"({exc.strerror or exc}); choose another with --out") from exc
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -73,9 +108,16 @@ def _write_item(item: Item, obj: object, fig_dir: Path, tab_dir: Path, formats: 
     raise TypeError(f"report item {item.name!r} made a {type(obj).__name__}, not a Figure, Table or DataFrame")
 
 
-def _index(title: str, kind: str, entries: list[tuple[Item, list[Path], object]], skipped: list[tuple[Item, str]],
+def _index(study: Study, entries: list[tuple[Item, list[Path], object]], skipped: list[tuple[Item, str]],
            out: Path) -> str:
-    lines = [f"# Report: {title} ({kind} study)", ""]
+    lines = [f"# Report: {study.name} ({study.kind} study)", ""]
+    note = incomplete_note(study)
+    if note is not None:
+        lines += [f"> **Note: {note}.** Figures and tables show only the trials recorded so far; "
+                  "rebuild the report when the study has finished.", ""]
+    scale_note = inferred_note(study_scales(study)) if study.kind == "search" else None
+    if scale_note is not None:
+        lines += [f"*{scale_note}*", ""]
     section = None
     for item, paths, obj in entries:
         if item.section != section:
@@ -93,20 +135,47 @@ def _index(title: str, kind: str, entries: list[tuple[Item, list[Path], object]]
     return "\n".join(lines)
 
 
+def normalize_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """Lower-cased, de-duplicated figure formats without dots; ValueError for an unsupported one."""
+    out = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in formats))
+    bad = [f for f in out if f not in FORMATS]
+    if bad or not out:
+        raise ValueError(f"unsupported figure format(s) {bad or list(out)}; choose from {list(FORMATS)}")
+    return out
+
+
 def build_report(study_dir: str | Path, out: str | Path | None = None,
                  formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Write the figures and tables of the study in ``study_dir`` under ``out`` (default: the study directory
     itself) as ``figures/`` and ``tables/``, plus ``report.md``; return the written paths.
 
     An item the data cannot support (e.g. no completed trial of the baseline) is skipped with its reason in
-    report.md and a logged warning; malformed result directories raise ``reports.load.ResultsError``.
+    report.md and a logged warning; malformed result directories raise ``reports.load.ResultsError``, an
+    output directory that cannot be written ``OutputError`` (both before anything is written).
     """
-    formats = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in formats))
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise ValueError(f"unsupported figure format(s) {bad or list(formats)}; choose from {list(FORMATS)}")
-    study = load_study(study_dir)
-    root = Path(out) if out is not None else study.path
+    formats = normalize_formats(formats)
+    if out is not None:
+        output_root(out)
+    return write_report(load_study(study_dir), out=out, formats=formats)
+
+
+def output_root(out: str | Path) -> Path:
+    """``out`` as a Path after :func:`check_output_dir`; an empty string (which Path would silently read as
+    the current directory) is an ``OutputError`` too."""
+    if isinstance(out, str) and not out.strip():
+        raise OutputError("the output directory is an empty string; give a directory (e.g. --out paper/figs)")
+    root = Path(out)
+    check_output_dir(root)
+    return root
+
+
+def write_report(study: Study, out: str | Path | None = None, formats: Sequence[str] = ("png", "pdf")
+                 ) -> list[Path]:
+    """:func:`build_report` of an already loaded study."""
+    formats = normalize_formats(formats)
+    root = output_root(out) if out is not None else study.path
+    if out is None:
+        check_output_dir(root)
     fig_dir, tab_dir = root / "figures", root / "tables"
     written: list[Path] = []
     entries: list[tuple[Item, list[Path], object]] = []
@@ -127,5 +196,5 @@ def build_report(study_dir: str | Path, out: str | Path | None = None,
         entries.append((item, paths, obj))
     root.mkdir(parents=True, exist_ok=True)
     index = root / "report.md"
-    _atomic_write(index, _index(study.name, study.kind, entries, skipped, root).encode())
+    _atomic_write(index, _index(study, entries, skipped, root).encode())
     return [*written, index]

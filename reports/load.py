@@ -26,6 +26,7 @@ __all__ = [
     "read_table",
 ]
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 _KINDS = ("grid", "ablation", "search")
 _REQUIRED = {
@@ -41,13 +42,15 @@ class ResultsError(ValueError):
 
 @dataclass
 class Study:
-    """One study's results: its description (study.json) and the trials, epochs and router tables."""
+    """One study's results: its description (study.json), the spec as run (spec.yaml, empty when absent or
+    unreadable) and the trials, epochs and router tables."""
 
     path: Path
     meta: dict[str, Any]
     trials: pd.DataFrame
     epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
     router: pd.DataFrame = field(default_factory=pd.DataFrame)
+    spec: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -123,12 +126,45 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+def _read_spec(path: Path) -> dict[str, Any]:
+    """spec.yaml as a dict; only optional facts come from it (e.g. log-sampled parameters), so a missing or
+    unreadable file (or no PyYAML) gives {} with a warning instead of stopping the report."""
+    spec_file = path / "spec.yaml"
+    if not spec_file.is_file():
+        return {}
+    try:
+        import yaml
+
+        spec = yaml.safe_load(spec_file.read_text())
+    except Exception as exc:  # ImportError, OSError, yaml.YAMLError: all only cost the optional facts
+        log.warning("%s: not read (%s: %s); search-space facts are inferred from the values",
+                    spec_file, type(exc).__name__, exc)
+        return {}
+    return spec if isinstance(spec, dict) else {}
+
+
+def _study_dirs(path: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in path.iterdir() if (p / "study.json").is_file())
+    except OSError:
+        return []
+
+
 def load_study(path: str | Path) -> Study:
     """Load ``results/<study>``: study.json plus the trials (required), epochs and router tables."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ResultsError(f"{path}: is a file, not a study result directory (results/<study>)")
     if not path.is_dir():
         raise ResultsError(f"{path}: no such results directory")
-    meta = _read_meta(path)
+    if not (path / "study.json").exists() and (inside := _study_dirs(path)):
+        shown = ", ".join(inside[:5]) + (", ..." if len(inside) > 5 else "")
+        raise ResultsError(f"{path}: holds no study.json but the studies {shown}; give one of them, "
+                           f"e.g. {path / inside[0]}")
+    try:
+        meta = _read_meta(path)
+    except OSError as exc:
+        raise ResultsError(f"{path / 'study.json'}: cannot be read ({exc.strerror or exc})") from exc
     trials = read_table(path / "trials", _REQUIRED["trials"])
     if trials.empty:
         raise ResultsError(f"{path / 'trials'}: no trial files yet; nothing to report")
@@ -137,7 +173,7 @@ def load_study(path: str | Path) -> Study:
         raise ResultsError(f"{path / 'trials'}: duplicated trial ids {sorted(trials['trial_id'][dup].unique())}")
     epochs = read_table(path / "epochs", _REQUIRED["epochs"]) if (path / "epochs").is_dir() else pd.DataFrame()
     router = read_table(path / "router", _REQUIRED["router"]) if (path / "router").is_dir() else pd.DataFrame()
-    return Study(path=path, meta=meta, trials=trials, epochs=epochs, router=router)
+    return Study(path=path, meta=meta, trials=trials, epochs=epochs, router=router, spec=_read_spec(path))
 
 
 def completed(df: pd.DataFrame, trials: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -3,25 +3,38 @@
 Importance uses Optuna's evaluators when Optuna is importable (fANOVA when scikit-learn is installed,
 else PED-ANOVA), and otherwise a labelled fallback of our own: eta-squared, the share of the objective's
 variance explained by each parameter alone (numeric parameters in up to 5 quantile bins).
+
+No importance is computed from fewer than ``MIN_IMPORTANCE_TRIALS`` completed trials: with 5 trials every
+continuous parameter falls into 5 bins of one trial each and gets η² = 1, and fANOVA's forest fits the
+noise just as well, so a number would look like a finding where there is none.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import pandas as pd
 
 from reports.stats import is_log_spaced
 
-__all__ = ["IMPORTANCE_LABELS", "best_so_far", "eta_squared", "param_importance"]
+__all__ = ["IMPORTANCE_LABELS", "MIN_IMPORTANCE_TRIALS", "best_so_far", "eta_squared", "param_importance",
+           "too_few_note"]
 
-IMPORTANCE_LABELS: dict[str, str] = {
+IMPORTANCE_LABELS: dict[str, str] = {  # lines short enough for a 3.3 in column (the label is not clipped)
     "fanova": "Importance\n(Optuna fANOVA; sums to 1)",
     "ped-anova": "Importance\n(Optuna PED-ANOVA; sums to 1)",
-    "eta2": "Importance: η², share of the objective's\nvariance explained by the parameter alone",
+    "eta2": "Importance: η², share of the\nobjective's variance explained\nby the parameter alone",
+    "none": "Importance (not computed)",
 }
+#: fewer completed trials (with an objective value) than this: importance is "too few trials to judge"
+MIN_IMPORTANCE_TRIALS = 10
+
+
+def too_few_note(n: int) -> str:
+    """The note of a parameter whose importance is not judged from ``n`` completed trials."""
+    return f"too few trials to judge ({n} completed; needs ≥ {MIN_IMPORTANCE_TRIALS})"
 
 
 def best_so_far(trials: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame:
@@ -76,7 +89,8 @@ def eta_squared(values: pd.Series, target: pd.Series, max_bins: int = 5) -> floa
     return float(np.sum((means - y.mean()) ** 2) / total)
 
 
-def _optuna_importance(df: pd.DataFrame, params: list[str], metric: str, mode: str, method: str) -> dict[str, float]:
+def _optuna_importance(df: pd.DataFrame, params: list[str], metric: str, mode: str, method: str,
+                       log: Collection[str] | None) -> dict[str, float]:
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -85,11 +99,12 @@ def _optuna_importance(df: pd.DataFrame, params: list[str], metric: str, mode: s
     cols: dict[str, pd.Series] = {}
     for p in params:
         s = df[p]
+        is_log = bool(s.min() > 0 and (p in log if log is not None else is_log_spaced(s)))
         if pd.api.types.is_integer_dtype(s):
-            dists[p] = IntDistribution(int(s.min()), int(s.max()), log=bool(s.min() > 0 and is_log_spaced(s)))
+            dists[p] = IntDistribution(int(s.min()), int(s.max()), log=is_log)
             cols[p] = s.astype(int)
         elif pd.api.types.is_float_dtype(s):
-            dists[p] = FloatDistribution(float(s.min()), float(s.max()), log=bool(s.min() > 0 and is_log_spaced(s)))
+            dists[p] = FloatDistribution(float(s.min()), float(s.max()), log=is_log)
             cols[p] = s.astype(float)
         else:
             dists[p] = CategoricalDistribution(sorted(s.astype(str).unique()))
@@ -107,11 +122,15 @@ def _optuna_importance(df: pd.DataFrame, params: list[str], metric: str, mode: s
 
 
 def param_importance(trials: pd.DataFrame, *, params: Sequence[str], metric: str, mode: str,
-                     method: str = "auto") -> pd.DataFrame:
+                     method: str = "auto", log: Collection[str] | None = None) -> pd.DataFrame:
     """Importance of each varied parameter for ``metric`` over completed trials, most important first.
 
     ``method``: "fanova" or "ped-anova" (Optuna), "eta2" (ours), or "auto" (fanova if scikit-learn is
-    installed, else ped-anova with at least 10 completed trials, else eta2). Columns: param, importance, method.
+    installed, else ped-anova, else eta2). ``log``: the parameters sampled log-uniformly (Optuna's
+    distributions; None: guessed from the values). Columns: param, importance, method, note. With fewer than
+    ``MIN_IMPORTANCE_TRIALS`` completed trials every importance is NaN, the method "none", and the note says
+    why; a parameter
+    that never varied gets 0 and the note "did not vary".
     """
     if method not in ("auto", "fanova", "ped-anova", "eta2"):
         raise ValueError(f"method must be auto, fanova, ped-anova or eta2, got {method!r}")
@@ -119,19 +138,26 @@ def param_importance(trials: pd.DataFrame, *, params: Sequence[str], metric: str
     varying = [p for p in params if p in df.columns and df[p].nunique() > 1]
     if method == "auto":
         has_optuna = importlib.util.find_spec("optuna") is not None
-        if has_optuna and importlib.util.find_spec("sklearn") is not None and len(df) >= 4:
+        if has_optuna and importlib.util.find_spec("sklearn") is not None:
             method = "fanova"
-        elif has_optuna and len(df) >= 10:
+        elif has_optuna:
             method = "ped-anova"
         else:
             method = "eta2"
+    out = pd.DataFrame({"param": list(params)})
+    out["note"] = ["" if p in varying else "did not vary" for p in params]
+    if len(df) < MIN_IMPORTANCE_TRIALS:
+        out["importance"] = np.nan
+        out.loc[out["note"] == "", "note"] = too_few_note(len(df))
+        out["method"] = "none"
+        return out[["param", "importance", "method", "note"]]
     complete = df.dropna(subset=varying)  # Optuna needs a value for every parameter of a trial
-    if method == "eta2" or not varying or len(complete) < 4:
+    if method == "eta2" or not varying or len(complete) < MIN_IMPORTANCE_TRIALS:
         scores = {p: eta_squared(df[p], df[metric]) for p in varying}
         method = "eta2"
     else:
-        scores = _optuna_importance(complete.reset_index(drop=True), varying, metric, mode, method)
-    out = pd.DataFrame({"param": list(params)})
+        scores = _optuna_importance(complete.reset_index(drop=True), varying, metric, mode, method, log)
     out["importance"] = out["param"].map(scores).fillna(0.0).astype(float)
     out["method"] = method
+    out = out[["param", "importance", "method", "note"]]
     return out.sort_values("importance", ascending=False, kind="stable", ignore_index=True)

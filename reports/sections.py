@@ -19,7 +19,9 @@ from matplotlib.figure import Figure
 from reports import plots
 from reports.load import Study
 from reports.metrics import CLASSIFICATION_MAIN, REGRESSION_MAIN
+from reports.progress import incomplete_note, mark_incomplete
 from reports.router_stats import has_reliability
+from reports.scales import study_scales
 from reports.search_stats import param_importance
 from reports.stats import paired_comparison
 from reports.style import PAGE_WIDTH, new_figure
@@ -154,13 +156,15 @@ def _search(study: Study, metrics: list[str]) -> list[Item]:
         return fig
 
     items = [Item("Search", "best_so_far", progress)]
+    log = {p: sc.log for p, sc in study_scales(study).items()}  # the search space's log-sampled parameters
     if varied:
-        imp = lambda: param_importance(t, params=varied, metric=col, mode=mode)  # noqa: E731
+        imp = lambda: param_importance(  # noqa: E731
+            t, params=varied, metric=col, mode=mode, log=[p for p, is_log in log.items() if is_log])
         items += [Item("Search", "importance", lambda: _figure_of(lambda: plots.plot_importance(imp()))),
                   Item("Tables", "importance_raw", imp)]
     if len(varied) >= 2:
         items.append(Item("Search", "parallel_coordinates", partial(
-            _figure_of, plots.plot_parallel_coordinates, t, params=varied, metric=col, mode=mode)))
+            _figure_of, plots.plot_parallel_coordinates, t, params=varied, metric=col, mode=mode, log=log)))
     top = ranked_variants(study)[:10]
     items.append(Item("Tables", "top_configurations", lambda: results_table(
         t, by=["variant", *varied], metrics=[col, *metrics], order=top,
@@ -194,8 +198,17 @@ def _router(study: Study) -> list[Item]:
     return items
 
 
+def _marked(make: Callable[[], Artifact], note: str) -> Artifact:
+    return mark_incomplete(make(), note)  # the same object, with the note added
+
+
 def plan(study: Study) -> list[Item]:
-    """Every item of the report of ``study``, in report order."""
+    """Every item of the report of ``study``, in report order; an incomplete study's figures and tables
+    carry a note saying so (``reports.progress``)."""
     metrics = main_metrics(study)
     kind = {"grid": _grid, "ablation": _ablation, "search": _search}[study.kind]
-    return [*kind(study, metrics), *_common(study, metrics), *_router(study)]
+    items = [*kind(study, metrics), *_common(study, metrics), *_router(study)]
+    note = incomplete_note(study)
+    if note is None:
+        return items
+    return [Item(i.section, i.name, partial(_marked, i.make, note)) for i in items]

@@ -192,5 +192,64 @@ def search_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def make_study() -> Callable[..., Path]:
     """Factory: ``make_study(kind, path, **kw)`` writes a fresh study directory (for tests that alter it)."""
-    writers = {"grid": write_grid, "ablation": write_ablation, "search": write_search}
+    writers = {"grid": write_grid, "ablation": write_ablation, "search": write_search, "hpo": write_hpo}
     return lambda kind, path, **kw: writers[kind](path, **kw)
+
+
+HPO_SPACE: dict[str, dict[str, Any]] = {  # as studies/hpo.yaml's search.params, written to spec.yaml
+    "train.lr": {"type": "loguniform", "low": 1e-4, "high": 3e-3},
+    "model.d_model": {"type": "categorical", "choices": [16, 32, 64]},
+    "model.n_heads": {"type": "categorical", "choices": [2, 4, 8]},
+    "model.router": {"type": "categorical", "choices": ["learned", "uniform"]},
+    "model.temperature": {"type": "loguniform", "low": 0.03, "high": 1.0, "when": {"model.router": "learned"}},
+    "model.out_dropout": {"type": "uniform", "low": 0.0, "high": 0.5},
+    "loss.distill_weight": {"type": "uniform", "low": 0.0, "high": 1.0},
+    "loss.balance_weight": {"type": "uniform", "low": 0.0, "high": 0.3},
+}
+
+
+def write_hpo(out: Path, n_trials: int = 6, *, spec: bool = True, planned: int | None = None,
+              status: str = "finished") -> Path:
+    """A search shaped like studies/hpo.yaml: 8 parameters (3 categorical, the temperature conditional on
+    the learned router), ``n_trials`` trial rows of ``planned`` (default: all), and spec.yaml recording
+    the search space when ``spec``."""
+    import yaml
+
+    _meta(out, study=out.name, kind="search", varied=list(HPO_SPACE),
+          objective={"metric": "valid_mae", "mode": "min"}, baseline=None, seeds=[1111],
+          n_trials=planned or n_trials, status=status)
+    if spec:
+        (out / "spec.yaml").write_text(yaml.safe_dump({"name": out.name, "search": {
+            "sampler": "tpe", "seed": 0, "n_trials": n_trials, "params": HPO_SPACE}}, sort_keys=False))
+    rng = np.random.default_rng(3)
+    for i in range(n_trials):
+        lr = float(np.exp(rng.uniform(np.log(1e-4), np.log(3e-3))))
+        router = str(rng.choice(["learned", "uniform"]))
+        params = {**BASE_PARAMS, "train.lr": lr, "model.d_model": int(rng.choice([16, 32, 64])),
+                  "model.n_heads": int(rng.choice([2, 4, 8])), "model.router": router,
+                  "model.temperature": float(np.exp(rng.uniform(np.log(0.03), 0))) if router == "learned" else 0.1,
+                  "model.out_dropout": float(rng.uniform(0, 0.5)), "loss.distill_weight": float(rng.uniform(0, 1)),
+                  "loss.balance_weight": float(rng.uniform(0, 0.3))}
+        quality = float(np.clip(1 - abs(np.log10(lr) + 3.3), 0, 1))
+        _trial(out.name, f"trial{i:03d}", params, 1111, quality, i, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def hpo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_hpo(tmp_path_factory.mktemp("results") / "hpo")
+
+
+@pytest.fixture(scope="session")
+def running_hpo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hpo-shaped search while it runs: 6 of 9 trials recorded."""
+    return write_hpo(tmp_path_factory.mktemp("results") / "hpo_running", planned=9, status="running")
+
+
+@pytest.fixture(scope="session")
+def running_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ablation study still running: 2 seeds of 6 variants recorded out of 5 planned (30 trials)."""
+    d = write_ablation(tmp_path_factory.mktemp("results") / "ablation_running", seeds=(1111, 1112))
+    meta = json.loads((d / "study.json").read_text())
+    (d / "study.json").write_text(json.dumps({**meta, "status": "running", "n_trials": 30}))
+    return d

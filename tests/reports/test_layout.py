@@ -1,17 +1,22 @@
 """Every figure a report makes is legible: no two pieces of text overlap, nothing is cut off at the figure
-edge, fonts are at least 6 pt, and widths are a paper column (3.3 in) or page (6.9 in)."""
+edge, fonts are at least 6 pt, and widths are a paper column (3.3 in) or page (6.9 in). Covered: each study
+kind, a search shaped like studies/hpo.yaml (8 parameters, long names: parallel coordinates and importance),
+an unfinished study (every figure carries a title note) and the importance figure of every method."""
 
 from __future__ import annotations
 
 from itertools import combinations
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from reports.load import load_study
+from reports.plots import plot_importance
+from reports.search_stats import IMPORTANCE_LABELS, too_few_note
 from reports.sections import plan
 from reports.style import style_context
 
@@ -58,15 +63,34 @@ def _problems(fig: Figure, name: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("study", ["ablation_dir", "log_grid_dir", "search_dir"])
+@pytest.mark.parametrize("study", ["ablation_dir", "log_grid_dir", "search_dir", "hpo_dir", "running_dir",
+                                   "running_hpo_dir"])
 def test_report_figures_have_no_overlapping_or_clipped_text(study: str, request: pytest.FixtureRequest) -> None:
     path: Path = request.getfixturevalue(study)
     problems: list[str] = []
-    figures = 0
+    figures = set()
     for item in plan(load_study(path)):
         obj = item.make()
         if isinstance(obj, Figure):
-            figures += 1
+            figures.add(item.name)
             problems += _problems(obj, item.name)
-    assert figures >= 5
+    assert len(figures) >= 5
+    if study in ("hpo_dir", "running_hpo_dir"):
+        assert {"importance", "parallel_coordinates"} <= figures
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("method", sorted(IMPORTANCE_LABELS))
+@pytest.mark.parametrize("n_params", [1, 2, 8])
+def test_importance_figure_labels_fit(method: str, n_params: int) -> None:
+    """The x label (up to three lines for η²) fits even when only one or two parameters give the height."""
+    names = ["train.lr", "model.d_model", "model.n_heads", "model.router", "model.temperature",
+             "model.out_dropout", "loss.distill_weight", "loss.balance_weight"][:n_params]
+    judged = method != "none"
+    imp = pd.DataFrame({"param": names, "importance": [0.5 / (i + 1) if judged else float("nan")
+                                                       for i in range(n_params)],
+                        "method": method, "note": "" if judged else too_few_note(5)})
+    fig = plot_importance(imp).get_figure(root=True)
+    assert isinstance(fig, Figure)
+    problems = _problems(fig, f"importance[{method}, {n_params}]")
     assert not problems, "\n".join(problems)

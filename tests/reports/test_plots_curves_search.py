@@ -81,7 +81,7 @@ def test_parallel_coordinates(search_dir: Path) -> None:
     np.testing.assert_allclose(lines.get_array(), done["valid_mae"])
     best = next(ln for ln in ax.get_lines() if ln.get_label() == "best trial")
     np.testing.assert_allclose(best.get_ydata(), segs[int(done["valid_mae"].idxmin())][:, 1])
-    assert next(t.get_text() for t in ax.get_xticklabels()) == "Learning rate"
+    assert next(t.get_text() for t in ax.get_xticklabels()) == "Learning rate\n(log)"  # the axis says so
     cbar_axes = next(a for a in ax.figure.axes if a is not ax)
     assert cbar_axes.get_ylabel() == "Validation MAE (lower is better)"
     with pytest.raises(ValueError, match="at least two"):
@@ -96,3 +96,16 @@ def test_normalize_categorical_and_constant() -> None:
     np.testing.assert_allclose(norm["f"], [1.0, 0.0, 1.0])
     np.testing.assert_allclose(norm["c"], 0.5)
     assert ticks["f"] == [(0.0, "concat"), (1.0, "sum")] and ticks["c"] == [(0.5, "3")]
+
+
+def test_importance_of_too_few_trials_draws_no_bars(search_dir: Path) -> None:
+    import pandas as pd
+
+    from reports.search_stats import too_few_note
+
+    imp = pd.DataFrame({"param": ["train.lr", "model.d_model"], "importance": [np.nan, np.nan],
+                        "method": "none", "note": too_few_note(5)})
+    ax = plot_importance(imp)
+    assert not [p for p in ax.patches if isinstance(p, Rectangle) and p.get_width() > 0]
+    assert any(t.get_text().startswith("Too few trials to judge\n(5 completed") for t in ax.texts)
+    assert ax.get_xlabel() == "Importance (not computed)"

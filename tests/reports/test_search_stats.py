@@ -68,7 +68,7 @@ def test_eta_squared_by_hand() -> None:
 def test_param_importance_ranks_the_dominant_parameter_first(search_dir: Path, method: str) -> None:
     study = load_study(search_dir)
     imp = param_importance(study.trials, params=study.varied, metric="valid_mae", mode="min", method=method)
-    assert list(imp.columns) == ["param", "importance", "method"]
+    assert list(imp.columns) == ["param", "importance", "method", "note"]
     assert set(imp["param"]) == set(study.varied)
     assert imp["param"].iloc[0] == "train.lr"  # the fixture's quality depends on lr only
     assert (imp["importance"] >= 0).all()
@@ -98,3 +98,19 @@ def test_conditional_parameters_with_missing_values(search_dir: Path) -> None:
         imp = param_importance(t, params=["train.lr", "model.n_levels"], metric="valid_mae", mode="min",
                                method=method)
         assert np.isfinite(imp["importance"]).all() and imp["param"].iloc[0] == "train.lr"
+
+
+def test_too_few_trials_to_judge_importance(make_study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With 5 trials every continuous parameter would get η² = 1: nothing is judged, and it says why."""
+    from reports.search_stats import MIN_IMPORTANCE_TRIALS
+
+    study = load_study(make_study("hpo", tmp_path / "h5", n_trials=5))
+    raw = param_importance(study.trials, params=study.varied, metric="valid_mae", mode="min", method="eta2")
+    assert raw["importance"].isna().all() and set(raw["method"]) == {"none"}
+    assert set(raw["note"]) == {f"too few trials to judge (5 completed; needs ≥ {MIN_IMPORTANCE_TRIALS})"}
+    many = load_study(make_study("hpo", tmp_path / "h12", n_trials=MIN_IMPORTANCE_TRIALS + 2))
+    imp = param_importance(many.trials, params=many.varied, metric="valid_mae", mode="min", method="eta2")
+    assert np.isfinite(imp["importance"]).all() and set(imp["note"]) == {""}
+    const = param_importance(many.trials.assign(**{"model.fixed": 3}), params=["train.lr", "model.fixed"],
+                             metric="valid_mae", mode="min", method="eta2").set_index("param")
+    assert const.loc["model.fixed", "note"] == "did not vary" and const.loc["train.lr", "note"] == ""
