@@ -38,6 +38,8 @@ def load_predictions(study: Study) -> pd.DataFrame:
     else:
         raise ValueError("no per-sample predictions: the study has neither predictions/ nor router/ files")
     df = df[df["trial_id"].isin(done)]
+    for col in df.columns[[isinstance(t, pd.CategoricalDtype) for t in df.dtypes]]:  # dictionary-coded ids
+        df[col] = df[col].astype(object)  # plain values: no unobserved categories in pivots
     if df.empty:
         raise ValueError("no per-sample predictions of completed trials")
     return df

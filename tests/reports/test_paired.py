@@ -3,10 +3,13 @@ computation, no difference found between identical predictions, a planted differ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from scipy import stats as sps
 
@@ -128,3 +131,31 @@ def test_mismatched_labels_are_refused() -> None:
                        "prediction": [0.5, 0.5], "split": "test"})
     with pytest.raises(ResultsError, match="disagree on the labels"):
         sample_matrix(df)
+
+
+def test_predictions_table_is_read_first(make_study: Callable[..., Path], tmp_path: Path) -> None:
+    """A predictions/ table as docs/results.md describes it (float32, dictionary-coded ids) wins over router/."""
+    d = make_study("ablation", tmp_path / "abl", seeds=(1, 2))
+    study = load_study(d)
+    done = study.trials[study.trials["status"] == "completed"]
+    y = np.linspace(-3, 3, 50).astype(np.float32)
+    for t in done.itertuples(index=False):
+        shift = 0.5 if t.variant == "uniform_router" else 0.0
+        n = y.size
+        table = pa.table({
+            "study": pa.array(["abl"] * n).dictionary_encode(), "trial_id": pa.array([t.trial_id] * n).dictionary_encode(),
+            "config_id": pa.array([t.config_id] * n).dictionary_encode(),
+            "variant": pa.array([t.variant] * n).dictionary_encode(), "seed": pa.array([t.seed] * n, pa.int64()),
+            "split": pa.array(["test"] * n).dictionary_encode(), "sample": pa.array(np.arange(n), pa.int32()),
+            "sample_id": pa.array([f"vid_{k}" for k in range(n)]).dictionary_encode(),
+            "label": pa.array(y), "prediction": pa.array(y + np.float32(shift + 0.01 * t.seed))})
+        (d / "predictions").mkdir(exist_ok=True)
+        pq.write_table(table, d / "predictions" / f"{t.trial_id}.parquet")
+    preds = load_predictions(load_study(d))
+    assert len(preds) == 50 * len(done) and preds["label"].dtype == np.float32
+    y_all, vectors = sample_matrix(preds)
+    assert y_all.size == 50 and len(vectors) == len(done)
+    res = sample_comparison((y_all, vectors), baseline="full", metrics=["mae"], n_resamples=200)
+    ens = res[res["scope"] == "ensemble"].set_index("variant")
+    assert ens.loc["uniform_router", "diff"] == pytest.approx(0.5, abs=0.02)
+    assert ens.loc["uniform_router", "p_boot"] < 0.01 and ens.loc["no_balance", "p_boot"] > 0.05
