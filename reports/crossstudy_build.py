@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from reports.build import FORMATS, _atomic_write, _write_item
-from reports.crossstudy import friedman, ranks
+from reports.crossstudy import FriedmanResult, friedman, ranks
 from reports.effects import emphasis
 from reports.load import ResultsError, Study, load_study
 from reports.metrics import CLASSIFICATION_MAIN, REGRESSION_MAIN, metric_info, metric_title
@@ -81,14 +83,14 @@ def cross_table(studies: Sequence[Study], *, metrics: Sequence[str], variants: S
 
 
 def friedman_table(studies: Sequence[Study], *, metrics: Sequence[str], variants: Sequence[str],
-                   alpha: float = 0.05) -> tuple[Table, dict[str, object]]:
+                   alpha: float = 0.05) -> tuple[Table, dict[str, FriedmanResult]]:
     """Friedman and Iman-Davenport tests with the Nemenyi CD per metric (Demšar 2006); also the results."""
     table = Table(header=["Metric", "N data sets", "k", "χ²_F", "p", "F_F", "p (F_F)", f"CD (α={alpha:g})",
                           "best avg. rank"], rows=[], align="lrrrrrrrl",
                   caption=("Friedman test over data sets (ties corrected), Iman-Davenport F_F and the Nemenyi "
                            "critical difference of average ranks (Demšar 2006); two configurations differ "
                            "when their average ranks differ by at least CD."))
-    results: dict[str, object] = {}
+    results: dict[str, FriedmanResult] = {}
     for m in metrics:
         try:
             res = friedman(cross_scores(studies, m, variants), higher_is_better=metric_info(m).higher_is_better,
@@ -137,35 +139,36 @@ def build_cross_report(study_dirs: Sequence[str | Path], out: str | Path,
     metrics = _metrics(studies)
     variants = _by_rank(studies, metrics, variants)
     root = Path(out)
-    fig_dir, tab_dir = root / "figures", root / "tables"
     ftable, results = friedman_table(studies, metrics=metrics, variants=variants)
-    base = studies[0].baseline
-    items: list[tuple[Item, object]] = [
-        (Item("Tables", "cross_study", lambda: None), cross_table(studies, metrics=metrics, variants=variants)),
-        (Item("Tables", "cross_study_friedman", lambda: None), ftable),
-    ]
-    for m, res in results.items():
-        title = (f"{metric_title(m)}: Friedman p = {_p(res.p_chi2)} over N = {res.n} data sets")  # type: ignore[attr-defined]
-        ax = plot_critical_difference(res.avg_ranks, res.cd, title=title, baseline=base)  # type: ignore[attr-defined]
-        items.append((Item("Critical difference", f"critical_difference_{m}", lambda: None), ax.get_figure(root=True)))
-    written: list[Path] = []
+
+    def cd_figure(m: str) -> Figure:
+        res = results[m]
+        title = f"{metric_title(m)}: Friedman p = {_p(res.p_chi2)} over N = {res.n} data sets"
+        return plot_critical_difference(res.avg_ranks, res.cd, title=title,
+                                        baseline=studies[0].baseline).get_figure(root=True)
+
+    items = [Item("Tables", "cross_study", partial(cross_table, studies, metrics=metrics, variants=variants)),
+             Item("Tables", "cross_study_friedman", lambda: ftable),
+             Item("Tables", "cross_study_ranks", lambda: pd.DataFrame(
+                 {m: r.avg_ranks for m, r in results.items()}).rename_axis("variant").reset_index()),
+             *(Item("Critical difference", f"critical_difference_{m}", partial(cd_figure, m)) for m in results)]
     lines = [f"# Cross-study report: {', '.join(names)}", "",
              f"Configurations shared by every study: {', '.join(variants)}.", ""]
     dropped = sorted({v for s in studies for v in _done(s)["variant"]} - set(variants))
     if dropped:
         lines += [f"Left out (not completed in every study): {', '.join(map(str, dropped))}.", ""]
-    for item, obj in items:
-        paths = _write_item(item, obj, fig_dir, tab_dir, formats)
+    written: list[Path] = []
+    for item in items:
+        obj = item.make()
+        paths = _write_item(item, obj, root / "figures", root / "tables", formats)
         written += paths
         if isinstance(obj, Table):
             lines += [f"**{item.name}**", "", to_markdown(obj), ""]
-        else:
+        elif isinstance(obj, Figure):
             png = next((p for p in paths if p.suffix == ".png"), paths[0])
             lines += [f"![{item.name}]({png.relative_to(root).as_posix()})", ""]
-    raw = np.round(pd.DataFrame({m: r.avg_ranks for m, r in results.items()}), 6)  # type: ignore[attr-defined]
-    tab_dir.mkdir(parents=True, exist_ok=True)
-    csv = tab_dir / "cross_study_ranks.csv"
-    _atomic_write(csv, raw.rename_axis("variant").reset_index().to_csv(index=False).encode())
+        else:
+            lines += [f"- raw data: [{paths[0].name}]({paths[0].relative_to(root).as_posix()})", ""]
     index = root / "report.md"
     _atomic_write(index, "\n".join(lines).encode())
-    return [*written, csv, index]
+    return [*written, index]

@@ -99,41 +99,45 @@ def sample_comparison(preds: tuple[np.ndarray, dict[tuple[Hashable, int], np.nda
         raise ValueError(f"baseline {baseline!r} has no predictions (have {sorted(map(str, variants))})")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, y.size, size=(n_resamples, y.size))  # one draw shared by every comparison
+    memo: dict[tuple[object, ...], tuple[float, np.ndarray]] = {}
+
+    def scored(metric: str, variant: Hashable, seeds: tuple[int, ...]) -> tuple[float, np.ndarray]:
+        """(metric on the full test set, metric on every resample) of the seed-averaged predictions."""
+        key = (metric, variant, seeds)
+        if key not in memo:  # the baseline's resamples are computed once, not once per variant
+            p = np.mean([vectors[(variant, s)] for s in seeds], axis=0)
+            memo[key] = (float(batched_metric(metric, p, y, label_kind)),
+                         _resampled(metric, [p], y, idx, label_kind)[0])
+        return memo[key]
+
     rows: list[dict[str, object]] = []
     for name in (v for v in variants if v != baseline):
-        seeds = sorted({s for v, s in vectors if v == name} & {s for v, s in vectors if v == baseline})
+        seeds = tuple(sorted({s for v, s in vectors if v == name} & {s for v, s in vectors if v == baseline}))
         if not seeds:
             continue
-        ens_v = np.mean([vectors[(name, s)] for s in seeds], axis=0)
-        ens_b = np.mean([vectors[(baseline, s)] for s in seeds], axis=0)
+        scopes: list[tuple[str, tuple[int, ...]]] = [("ensemble", seeds)]
+        if per_seed:
+            scopes += [(f"seed {s}", (s,)) for s in seeds]
         for metric in metrics:
-            full = lambda p, m=metric: float(batched_metric(m, p, y, label_kind))  # noqa: E731
-            res = _resampled(metric, [ens_v, ens_b], y, idx, label_kind)
-            found = [_row(metric, "ensemble", full(ens_v), full(ens_b), res[0] - res[1], confidence, y.size)]
-            if per_seed:
-                pv = [vectors[(name, s)] for s in seeds]
-                pb = [vectors[(baseline, s)] for s in seeds]
-                rv, rb = _resampled(metric, pv, y, idx, label_kind), _resampled(metric, pb, y, idx, label_kind)
-                found += [_row(metric, f"seed {s}", full(pv[i]), full(pb[i]), rv[i] - rb[i], confidence, y.size)
-                          for i, s in enumerate(seeds)]
-                if len(seeds) > 1:
-                    found.append(_row(metric, "seed mean", float(np.mean([full(p) for p in pv])),
-                                      float(np.mean([full(p) for p in pb])), (rv - rb).mean(axis=0), confidence,
-                                      y.size))
-            for r in found:
-                r.update({"variant": name, "n_seeds": len(seeds) if r["scope"] in ("ensemble", "seed mean") else 1})
-                if metric == "acc2":
-                    s = str(r["scope"])
-                    pv1 = ens_v if s in ("ensemble", "seed mean") else vectors[(name, int(s.split()[1]))]
-                    pb1 = ens_b if s in ("ensemble", "seed mean") else vectors[(baseline, int(s.split()[1]))]
-                    if s == "seed mean":
-                        continue  # McNemar needs one prediction per sample: see the ensemble row
-                    ok_v, mask = correct_acc2(pv1, y, label_kind)
-                    ok_b, _ = correct_acc2(pb1, y, label_kind)
-                    b, c = int((ok_v & ~ok_b & mask).sum()), int((~ok_v & ok_b & mask).sum())
-                    r["b"], r["c"] = b, c
-                    r["p_mcnemar"], r["p_mcnemar_midp"] = mcnemar(b, c)
-            rows += found
+            found = []
+            for scope, used in scopes:
+                (v_full, v_res), (b_full, b_res) = scored(metric, name, used), scored(metric, baseline, used)
+                row = _row(metric, scope, v_full, b_full, v_res - b_res, confidence, y.size)
+                row["n_seeds"] = len(used)
+                if metric == "acc2":  # McNemar on the same (seed-averaged) predictions
+                    ok_v, mask = correct_acc2(np.mean([vectors[(name, s)] for s in used], axis=0), y, label_kind)
+                    ok_b, _ = correct_acc2(np.mean([vectors[(baseline, s)] for s in used], axis=0), y, label_kind)
+                    row["b"], row["c"] = int((ok_v & ~ok_b & mask).sum()), int((~ok_v & ok_b & mask).sum())
+                    row["p_mcnemar"], row["p_mcnemar_midp"] = mcnemar(int(row["b"]), int(row["c"]))
+                found.append(row)
+            if per_seed and len(seeds) > 1:  # mean over seeds of the per-seed difference, same resamples
+                per = [scored(metric, x, (s,)) for s in seeds for x in (name, baseline)]
+                v_mean = float(np.mean([f for f, _ in per[0::2]]))
+                b_mean = float(np.mean([f for f, _ in per[1::2]]))
+                diffs = np.mean([v[1] - b[1] for v, b in zip(per[0::2], per[1::2])], axis=0)
+                found.append(_row(metric, "seed mean", v_mean, b_mean, diffs, confidence, y.size)
+                             | {"n_seeds": len(seeds)})
+            rows += [r | {"variant": name} for r in found]
     cols = ["variant", "metric", "scope", "n_seeds", "n_samples", "baseline_value", "value", "diff", "ci_low",
             "ci_high", "p_boot", "b", "c", "p_mcnemar", "p_mcnemar_midp"]
     out = pd.DataFrame(rows)
