@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 
 from reports.crossstudy import cliques
-from reports.style import BASELINE_COLOR, new_axes, styled
+from reports.style import BASELINE_COLOR, COLUMN_WIDTH, PAGE_WIDTH, new_axes, styled
 
 __all__ = ["plot_critical_difference"]
 
@@ -27,11 +27,13 @@ def plot_critical_difference(avg_ranks: pd.Series, cd: float, *, title: str = ""
     groups = cliques(r, cd)
     left = (k + 1) // 2
     n_side = max(left, k - left)
-    longest = max(len(str(n)) for n in r.index)
-    ax = new_axes(ax, "column" if longest <= 14 else "page", height=0.9 + 0.16 * (n_side + len(groups)))
+    label_in = max(len(str(n)) for n in r.index) * 0.058 + 0.55  # "name (1.23)" at 7 pt, elbow included
+    width = COLUMN_WIDTH if 2 * label_in < 0.6 * COLUMN_WIDTH else PAGE_WIDTH
+    ax = new_axes(ax, width, height=0.9 + 0.16 * (n_side + len(groups)))
     lo, hi = 1.0, float(max(k, 2))
     span = hi - lo
-    pad = 0.55 * span
+    axes_in = ax.get_position().width * ax.get_figure(root=True).get_figwidth()
+    pad = label_in * span / max(axes_in - 2 * label_in, 0.2 * axes_in)  # labels fit inside the axes
     ax.set_xlim(lo - pad, hi + pad)
     clique_zone = 0.12 * (len(groups) + 1)
     step = 0.16

@@ -86,3 +86,17 @@ def test_cross_study_cli(make_study: Callable[..., Path], tmp_path: Path, capsys
     assert main([*dirs]) == 2 and "--out" in capsys.readouterr().err  # several dirs: --out is required
     assert main([dirs[0], dirs[0], "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("r", [
+    pd.Series({"full": 1.2, "uniform_router": 1.8}),
+    pd.Series({"full": 1.67, "concat_fusion": 1.33, "no_balance": 3.0, "no_distill": 4.0, "uniform_router": 5.0,
+               "no_unimodal": 6.0}),
+    pd.Series({f"variant_{i}_with_a_long_name": 1 + 0.7 * i for i in range(8)}),
+], ids=["k2", "k6", "k8-long"])
+def test_critical_difference_figure_is_legible(r: pd.Series) -> None:
+    from tests.reports.test_layout import _problems
+
+    fig = plot_critical_difference(r, nemenyi_cd(len(r), 3), title="Test MAE: Friedman p = 0.012 over N = 3 data sets",
+                                   baseline="full").get_figure(root=True)
+    assert _problems(fig, "critical_difference") == []
