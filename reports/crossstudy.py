@@ -80,7 +80,7 @@ def cliques(avg_ranks: pd.Series, cd: float) -> list[tuple[int, int]]:
     """Maximal runs (first, last position in ascending rank order) whose rank spread is below ``cd``:
     the groups a critical-difference figure joins with a bar (runs of one are left out)."""
     r = np.sort(np.asarray(avg_ranks, dtype=float))
-    runs = []
+    runs: list[tuple[int, int]] = []
     for i in range(r.size):
         j = int(np.searchsorted(r, r[i] + cd, side="left")) - 1  # last j with r[j] - r[i] < cd
         if j > i and not (runs and runs[-1][1] >= j):

@@ -72,8 +72,8 @@ def cross_table(studies: Sequence[Study], *, metrics: Sequence[str], variants: S
                                s.name, *(_mean_std(a * info.scale, b * info.scale, info.decimals)
                                          for a, b in zip(stats["mean"], stats["std"]))])
             emph = emphasis(part, metric=m, group="variant", higher_is_better=info.higher_is_better)
-            table.bold |= {(i, 2 + names.index(g)) for g in emph.best}
-            table.marked |= {(i, 2 + names.index(g)) for g in emph.tied}
+            table.bold |= {(i, 2 + names.index(str(g))) for g in emph.best}
+            table.marked |= {(i, 2 + names.index(str(g))) for g in emph.tied}
     avg = pd.concat(all_ranks).mean(axis=0)
     table.rows.append(["Avg. rank", f"over {sum(int(r.notna().all(axis=1).sum()) for r in all_ranks)} cells",
                        *(_num(float(avg[v]), 2) for v in names)])
@@ -144,8 +144,11 @@ def build_cross_report(study_dirs: Sequence[str | Path], out: str | Path,
     def cd_figure(m: str) -> Figure:
         res = results[m]
         title = f"{metric_title(m)}: Friedman p = {_p(res.p_chi2)} over N = {res.n} data sets"
-        return plot_critical_difference(res.avg_ranks, res.cd, title=title,
-                                        baseline=studies[0].baseline).get_figure(root=True)
+        fig = plot_critical_difference(res.avg_ranks, res.cd, title=title,
+                                       baseline=studies[0].baseline).get_figure(root=True)
+        if not isinstance(fig, Figure):  # pragma: no cover - axes always belong to a figure here
+            raise TypeError("critical-difference axes without a figure")
+        return fig
 
     items = [Item("Tables", "cross_study", partial(cross_table, studies, metrics=metrics, variants=variants)),
              Item("Tables", "cross_study_friedman", lambda: ftable),

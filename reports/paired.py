@@ -127,8 +127,9 @@ def sample_comparison(preds: tuple[np.ndarray, dict[tuple[Hashable, int], np.nda
                 if metric == "acc2":  # McNemar on the same (seed-averaged) predictions
                     ok_v, mask = correct_acc2(np.mean([vectors[(name, s)] for s in used], axis=0), y, label_kind)
                     ok_b, _ = correct_acc2(np.mean([vectors[(baseline, s)] for s in used], axis=0), y, label_kind)
-                    row["b"], row["c"] = int((ok_v & ~ok_b & mask).sum()), int((~ok_v & ok_b & mask).sum())
-                    row["p_mcnemar"], row["p_mcnemar_midp"] = mcnemar(int(row["b"]), int(row["c"]))
+                    b, c = int((ok_v & ~ok_b & mask).sum()), int((~ok_v & ok_b & mask).sum())
+                    row["b"], row["c"] = b, c
+                    row["p_mcnemar"], row["p_mcnemar_midp"] = mcnemar(b, c)
                 found.append(row)
             if per_seed and len(seeds) > 1:  # mean over seeds of the per-seed difference, same resamples
                 per = [scored(metric, x, (s,)) for s in seeds for x in (name, baseline)]

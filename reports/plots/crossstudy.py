@@ -32,7 +32,8 @@ def plot_critical_difference(avg_ranks: pd.Series, cd: float, *, title: str = ""
     ax = new_axes(ax, width, height=0.9 + 0.16 * (n_side + len(groups)))
     lo, hi = 1.0, float(max(k, 2))
     span = hi - lo
-    axes_in = ax.get_position().width * ax.get_figure(root=True).get_figwidth()
+    fig = ax.get_figure(root=True)
+    axes_in = ax.get_position().width * (fig.get_figwidth() if fig is not None else width)
     pad = label_in * span / max(axes_in - 2 * label_in, 0.2 * axes_in)  # labels fit inside the axes
     ax.set_xlim(lo - pad, hi + pad)
     clique_zone = 0.12 * (len(groups) + 1)
