@@ -128,9 +128,9 @@ def _grid(study: Study, metrics: list[str]) -> list[Item]:
     items.append(Item("Tables", "results", lambda: results_table(
         study.trials, by=by, metrics=shown, caption="Mean ± std over seeds.")))
     if study.trials["seed"].nunique() >= 2:  # Δ to the first configuration in the grid's order, paired by seed
-        first = str(study.trials.sort_values([*varied, "variant"], kind="stable")["variant"].iloc[0])
+        in_order = study.trials.sort_values([*varied, "variant"], kind="stable")  # rows in the grid's order
         items.append(Item("Tables", "results_effects", lambda: comparison_table(
-            study.trials, baseline=first, metrics=shown)))
+            in_order, baseline=str(in_order["variant"].iloc[0]), metrics=shown)))
     return items
 
 

@@ -159,6 +159,7 @@ def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[s
         caption += (" With n pairs the smallest two-sided Wilcoxon p is 2/2^n, so it cannot reach 0.05 with "
                     "fewer than 6 seeds.")
     with_notes = any(notes)
+    mixed = len({metric_info(m).split for m in comp["metric"]}) > 1  # e.g. valid_mae and test_mae: name the split
     table = Table(header=["Variant", "Metric", f"Δ vs {baseline}", "95% CI (bootstrap)", "n pairs", "p (t, Holm)",
                           "p (Wilcoxon, Holm)", *(["note"] if with_notes else [])], rows=[],
                   align="llrrrrr" + ("l" if with_notes else ""), caption=caption)
@@ -167,7 +168,8 @@ def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[s
         s, d = info.scale, info.decimals
         ci = f"[{_num(r.boot_ci_low * s, d)}, {_num(r.boot_ci_high * s, d)}]" if np.isfinite(r.boot_ci_low) else "–"
         p_t, p_w = r.p_t_holm, r.p_wilcoxon_holm
-        table.rows.append([str(getattr(r, group)), info.name, _mean_std(r.diff_mean * s, r.diff_std * s, d), ci,
+        name = f"{_SPLIT_SHORT.get(str(info.split), '')} {info.name}".strip() if mixed else info.name
+        table.rows.append([str(getattr(r, group)), name, _mean_std(r.diff_mean * s, r.diff_std * s, d), ci,
                            str(r.n_pairs), _p(p_t), _p(p_w), *(["; ".join(note)] if with_notes else [])])
         table.bold |= {(i, j) for j, p in ((5, p_t), (6, p_w)) if np.isfinite(p) and p < 0.05}
     return table

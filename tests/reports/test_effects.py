@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,8 @@ import pytest
 from scipy import stats as sps
 
 from reports.effects import bootstrap_mean_ci, effect_sizes, emphasis
+from reports.load import load_study
+from reports.sections import plan
 from reports.tables import results_table, to_latex, to_markdown
 
 
@@ -75,3 +78,12 @@ def test_effect_sizes_add_bootstrap_ci_of_the_paired_difference() -> None:
     row = effect_sizes(df, baseline="base", metrics=["test_mae"]).iloc[0]
     assert row["diff_mean"] == pytest.approx(-0.11 / 3)
     assert (row["boot_ci_low"], row["boot_ci_high"]) == pytest.approx(bootstrap_mean_ci([-0.05, -0.02, -0.04]))
+
+
+def test_grid_effects_table_compares_with_the_first_value(grid_dir: Path) -> None:
+    item = next(i for i in plan(load_study(grid_dir)) if i.name == "results_effects")
+    t = item.make()
+    assert t.header[2] == "Δ vs distill_weight=0" and t.header[3] == "95% CI (bootstrap)"
+    assert [r[0] for r in t.rows[:4]] == ["distill_weight=0.1", "distill_weight=0.3", "distill_weight=0.5",
+                                          "distill_weight=1"]  # the grid's order
+    assert {r[1] for r in t.rows} >= {"Val. MAE", "Test MAE"}  # the objective and test metrics told apart
