@@ -17,13 +17,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reports import plots
+from reports.effects import effect_sizes
 from reports.load import Study
 from reports.metrics import CLASSIFICATION_MAIN, REGRESSION_MAIN
+from reports.paired_tables import evidence_table, study_evidence
 from reports.progress import incomplete_note, mark_incomplete
 from reports.router_stats import has_reliability
 from reports.scales import study_scales
 from reports.search_stats import param_importance
-from reports.stats import paired_comparison
 from reports.style import PAGE_WIDTH, new_figure
 from reports.tables import Table, ablation_table, comparison_table, results_table, status_table
 
@@ -127,7 +128,11 @@ def _grid(study: Study, metrics: list[str]) -> list[Item]:
             study.trials, metrics=metrics[:3], baseline=_best(study), kind="absolute")))
     by = varied or ["variant"]
     items.append(Item("Tables", "results", lambda: results_table(
-        study.trials, by=by, metrics=shown, caption="Mean ± std over seeds; best per column in bold.")))
+        study.trials, by=by, metrics=shown, caption="Mean ± std over seeds.")))
+    if study.trials["seed"].nunique() >= 2:  # Δ to the first configuration in the grid's order, paired by seed
+        in_order = study.trials.sort_values([*varied, "variant"], kind="stable")  # rows in the grid's order
+        items.append(Item("Tables", "results_effects", lambda: comparison_table(
+            in_order, baseline=str(in_order["variant"].iloc[0]), metrics=shown)))
     return items
 
 
@@ -140,8 +145,23 @@ def _ablation(study: Study, metrics: list[str]) -> list[Item]:
             t, metrics=metrics, baseline=base, kind="absolute")),
         Item("Tables", "ablation", lambda: ablation_table(t, baseline=base, metrics=metrics)),
         Item("Tables", "ablation_tests", lambda: comparison_table(t, baseline=base, metrics=metrics)),
-        Item("Tables", "ablation_tests_raw", lambda: paired_comparison(_done(t), baseline=base, metrics=metrics)),
+        Item("Tables", "ablation_tests_raw", lambda: effect_sizes(_done(t), baseline=base, metrics=metrics)),
+        *_sample_items(study, base, metrics),
     ]
+
+
+def _sample_items(study: Study, base: str, metrics: list[str]) -> list[Item]:
+    """Per-sample paired tests (computed once, shared by the table and the raw CSV)."""
+    cache: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+
+    def run() -> tuple[pd.DataFrame, pd.DataFrame]:
+        if "x" not in cache:
+            cache["x"] = study_evidence(study, baseline=base, metrics=metrics)
+        return cache["x"]
+
+    return [Item("Tables", "ablation_sample_tests", lambda: evidence_table(
+                run()[0], baseline=base, n_samples=int(run()[1]["n_samples"].max()))),
+            Item("Tables", "ablation_sample_tests_raw", lambda: run()[1])]
 
 
 def _search(study: Study, metrics: list[str]) -> list[Item]:
@@ -168,7 +188,7 @@ def _search(study: Study, metrics: list[str]) -> list[Item]:
     top = ranked_variants(study)[:10]
     items.append(Item("Tables", "top_configurations", lambda: results_table(
         t, by=["variant", *varied], metrics=[col, *metrics], order=top,
-        caption="The 10 best configurations by the objective (mean ± std over seeds); best in bold.")))
+        caption="The 10 best configurations by the objective (mean ± std over seeds).")))
     return items
 
 

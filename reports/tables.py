@@ -1,5 +1,6 @@
-"""Paper tables: results per variant or configuration (mean ± std over seeds, n, best in bold, direction
-aware) and paired comparisons against the baseline, rendered as LaTeX (booktabs, ready to \\input) or Markdown.
+"""Paper tables: results per variant or configuration (mean ± std over seeds, n; bold only for a row
+significantly better than every other, † for rows tied with the best: ``reports.effects.emphasis``) and paired
+comparisons against the baseline, rendered as LaTeX (booktabs, ready to \\input) or Markdown.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from reports.effects import effect_sizes, emphasis
 from reports.metrics import metric_info
-from reports.stats import paired_comparison, summarize
+from reports.stats import summarize
 
 __all__ = [
+    "EMPHASIS_NOTE",
     "Table",
     "ablation_table",
     "comparison_table",
@@ -30,15 +33,21 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "λ": r"$\lambda$", "τ": r"$\tau$", "α": r"$\alpha$"}
 
 
+#: The emphasis convention, stated in the caption of every table that applies it.
+EMPHASIS_NOTE = ("Bold: significantly better than every other row; †: not significantly worse than the best "
+                 "mean (paired t-test over seeds against the best mean, Holm-corrected, p < 0.05).")
+
+
 @dataclass
 class Table:
-    """A rendered-agnostic table: header, string cells, which cells are bold, alignment and a caption."""
+    """A rendered-agnostic table: header, string cells, bold and †-marked cells, alignment and a caption."""
 
     header: list[str]
     rows: list[list[str]]
     align: str  # one of l/r/c per column
     caption: str = ""
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column)
+    marked: set[tuple[int, int]] = field(default_factory=set)  # (row, column) shown with a dagger
 
 
 def latex_escape(text: str) -> str:
@@ -78,7 +87,9 @@ def _header(col: str, split: bool = False) -> str:
 def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Sequence[str],
                   order: Sequence[object] | None = None, caption: str = "") -> Table:
     """One row per group (e.g. variant, or a grid's parameter values): n seeds and mean ± std of each metric
-    over the completed trials; the best mean per column (rounded as shown, ties included) is bold."""
+    over the completed trials. Per column, ``reports.effects.emphasis`` decides the marks: bold for a row
+    significantly better than every other, † for the rows not significantly worse than the best mean; with no
+    testable pair (fewer than 2 shared seeds) nothing is marked. The caption states the convention."""
     keys = [by] if isinstance(by, str) else list(by)
     data = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
     summ = summarize(data, keys, metrics)
@@ -91,7 +102,6 @@ def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Seq
     split = len({metric_info(m).split for m in metrics}) > 1
     table = Table(header=[*keys, "n", *(_header(m, split) for m in metrics)], rows=[],
                   align="l" * len(keys) + "r" * (1 + len(metrics)), caption=caption)
-    shown: dict[str, list[float]] = {m: [] for m in metrics}
     for label in firsts["_label"]:
         part = summ[summ["_label"] == label].set_index("metric")
         cells = [*label, str(int(part["n"].max()))]
@@ -99,13 +109,18 @@ def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Seq
             info = metric_info(m)
             mean, std = part.loc[m, "mean"] * info.scale, part.loc[m, "std"] * info.scale
             cells.append(_mean_std(mean, std, info.decimals))
-            shown[m].append(round(mean, info.decimals) if np.isfinite(mean) else np.nan)
         table.rows.append(cells)
+    rows = {label: i for i, label in enumerate(firsts["_label"])}
+    labelled = data.assign(_label=[tuple(_key_text(v) for v in r) for r in data[keys].itertuples(index=False)])
+    labelled = labelled[labelled["_label"].isin(rows)]
+    tested = False
     for j, m in enumerate(metrics):
-        vals = np.array(shown[m], dtype=float)
-        if np.isfinite(vals).any():
-            best = np.nanmax(vals) if metric_info(m).higher_is_better else np.nanmin(vals)
-            table.bold |= {(int(i), len(keys) + 1 + j) for i in np.flatnonzero(vals == best)}
+        emph = emphasis(labelled, metric=m, group="_label", higher_is_better=metric_info(m).higher_is_better)
+        tested |= emph.testable
+        table.bold |= {(rows[g], len(keys) + 1 + j) for g in emph.best}
+        table.marked |= {(rows[g], len(keys) + 1 + j) for g in emph.tied}
+    if tested:
+        table.caption = f"{caption} {EMPHASIS_NOTE}".strip()
     return table
 
 
@@ -117,8 +132,7 @@ def ablation_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[str
     n_seeds = done.groupby(group)["seed"].nunique()
     n_text = (f"seeds (n per row, {n_seeds.min()}–{n_seeds.max()})" if n_seeds.min() != n_seeds.max()
               else f"n={n_seeds.max()} seeds")
-    cap = (f"Mean ± std over {n_text} of the metrics at the epoch selected on validation; best per column "
-           "in bold; accuracies and F1 in %.")
+    cap = f"Mean ± std over {n_text} of the metrics at the epoch selected on validation; accuracies and F1 in %."
     table = results_table(done, by=group, metrics=metrics, order=names, caption=cap)
     table.header[0] = "Variant"
     return table
@@ -126,13 +140,17 @@ def ablation_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[str
 
 def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[str], group: str = "variant",
                      comparison: pd.DataFrame | None = None) -> Table:
-    """Paired differences to the baseline: Δ mean ± std over seeds, 95% CI, n pairs, paired t and Wilcoxon
-    p-values (Holm-corrected per metric); p < 0.05 in bold, notes where a test is undefined."""
+    """Paired differences to the baseline: Δ mean ± std over seeds, its 95% bootstrap CI (paired over seeds,
+    ``reports.effects.effect_sizes``), n pairs, paired t and Wilcoxon p-values (Holm-corrected per metric);
+    p < 0.05 in bold, notes where a test is undefined."""
     done = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
-    comp = comparison if comparison is not None else paired_comparison(
+    comp = comparison if comparison is not None else effect_sizes(
         done, baseline=baseline, metrics=metrics, group=group)
+    if "boot_ci_low" not in comp.columns:
+        raise ValueError("comparison_table: the comparison needs bootstrap CI columns (reports.effects.effect_sizes)")
     k = comp[group].nunique()
-    caption = (f"Δ = variant − {baseline}, paired by seed (accuracies in percentage points). "
+    caption = (f"Δ = variant − {baseline}, paired by seed (accuracies in percentage points); 95% CI: percentile "
+               "bootstrap over seeds (exact for up to 6 seeds; narrow with few seeds, the tests decide). "
                f"p: two-sided paired t-test and Wilcoxon signed-rank, Holm-corrected over the {k} variants per "
                "metric; p < 0.05 in bold.")
     notes = [[n for n in str(note).split("; ") if n and not n.startswith("Wilcoxon cannot")]
@@ -141,15 +159,17 @@ def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[s
         caption += (" With n pairs the smallest two-sided Wilcoxon p is 2/2^n, so it cannot reach 0.05 with "
                     "fewer than 6 seeds.")
     with_notes = any(notes)
-    table = Table(header=["Variant", "Metric", f"Δ vs {baseline}", "95% CI", "n pairs", "p (t, Holm)",
+    mixed = len({metric_info(m).split for m in comp["metric"]}) > 1  # e.g. valid_mae and test_mae: name the split
+    table = Table(header=["Variant", "Metric", f"Δ vs {baseline}", "95% CI (bootstrap)", "n pairs", "p (t, Holm)",
                           "p (Wilcoxon, Holm)", *(["note"] if with_notes else [])], rows=[],
                   align="llrrrrr" + ("l" if with_notes else ""), caption=caption)
     for i, (r, note) in enumerate(zip(comp.itertuples(index=False), notes)):
         info = metric_info(r.metric)
         s, d = info.scale, info.decimals
-        ci = f"[{_num(r.diff_ci_low * s, d)}, {_num(r.diff_ci_high * s, d)}]" if np.isfinite(r.diff_ci_low) else "–"
+        ci = f"[{_num(r.boot_ci_low * s, d)}, {_num(r.boot_ci_high * s, d)}]" if np.isfinite(r.boot_ci_low) else "–"
         p_t, p_w = r.p_t_holm, r.p_wilcoxon_holm
-        table.rows.append([str(getattr(r, group)), info.name, _mean_std(r.diff_mean * s, r.diff_std * s, d), ci,
+        name = f"{_SPLIT_SHORT.get(str(info.split), '')} {info.name}".strip() if mixed else info.name
+        table.rows.append([str(getattr(r, group)), name, _mean_std(r.diff_mean * s, r.diff_std * s, d), ci,
                            str(r.n_pairs), _p(p_t), _p(p_w), *(["; ".join(note)] if with_notes else [])])
         table.bold |= {(i, j) for j, p in ((5, p_t), (6, p_w)) if np.isfinite(p) and p < 0.05}
     return table
@@ -173,6 +193,8 @@ def status_table(trials: pd.DataFrame, group: str = "variant") -> Table:
 
 def _cell(table: Table, i: int, j: int, text: str, latex: bool) -> str:
     body = latex_escape(text) if latex else text.replace("|", "\\|")
+    if (i, j) in table.marked:
+        body += r"$^\dagger$" if latex else "†"
     if (i, j) in table.bold:
         return rf"\textbf{{{body}}}" if latex else f"**{body}**"
     return body

@@ -96,10 +96,10 @@ def _trial(study: str, variant: str, params: dict[str, Any], seed: int, quality:
         else:
             logits = reliability_link * rel + rng.normal(0, 0.3, size=(n_samples, 3))
             w = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-        label = np.clip(rng.normal(0, 1.5, n_samples), -3, 3)
+        label = np.clip(np.random.default_rng(0).normal(0, 1.5, n_samples), -3, 3)  # one test set for all
         router = pd.DataFrame({**ids, "sample": np.arange(n_samples, dtype=np.int64),
                                "sample_id": [f"s{i}" for i in range(n_samples)], "label": label,
-                               "pred": label + rng.normal(0, 0.7, n_samples), "w_l": w[:, 0], "w_v": w[:, 1],
+                               "pred": label + rng.normal(0, 0.7 * (1.8 - quality), n_samples), "w_l": w[:, 0], "w_v": w[:, 1],
                                "w_a": w[:, 2], "r_l": rel[:, 0], "r_v": rel[:, 1], "r_a": rel[:, 2]})
         _write(router, out / "router" / f"{trial_id}.parquet")
 

@@ -34,11 +34,13 @@ def test_ablation_report(ablation_dir: Path, tmp_path: Path) -> None:
             "figures/router_weights.png", "figures/router_reliability_full.png",
             "figures/router_by_label_full.png", "tables/ablation.md", "tables/ablation.tex",
             "tables/ablation_tests.md", "tables/ablation_tests.tex", "tables/ablation_tests_raw.csv",
+            "tables/ablation_sample_tests.md", "tables/ablation_sample_tests.tex",
+            "tables/ablation_sample_tests_raw.csv",
             "tables/status.md", "tables/status.tex", "report.md"} == names
     assert all(p.stat().st_size > 0 for p in paths)
     assert _png_size(tmp_path / "figures/ablation_delta.png")[0] == round(6.9 * PNG_DPI)  # page width
     tex = (tmp_path / "tables/ablation.tex").read_text()
-    assert r"\toprule" in tex and r"no\_unimodal & 4 &" in tex and r"\textbf{" in tex
+    assert r"\toprule" in tex and r"no\_unimodal & 4 &" in tex and r"$^\dagger$" in tex  # rows tied with the best
     report = (tmp_path / "report.md").read_text()
     assert "![ablation_delta](figures/ablation_delta.png)" in report and "| Variant | n |" in report
     assert not (ablation_dir / "figures").exists()  # --out given: nothing written beside the results

@@ -32,16 +32,18 @@ def test_results_table_values_and_direction_aware_bold() -> None:
     assert [r[0] for r in t.rows] == ["full", "no_ud", "concat"]  # baseline first
     assert t.rows[0] == ["full", "2", "51.0 ± 1.4", "0.810 ± 0.014"]
     assert t.rows[1][2:] == ["46.0 ± 1.4", "0.720 ± 0.028"]
-    # best Acc-7 is concat (52.0), best MAE is no_ud (0.720, lower is better)
-    assert t.bold == {(2, 2), (1, 3)}
-    assert "n=2 seeds" in t.caption
+    # best means: Acc-7 concat (52.0), MAE no_ud (0.720, lower is better); with 2 seeds no row is
+    # significantly better than the others, so nothing is bold and every row is marked as tied with the best
+    assert t.bold == set()
+    assert t.marked == {(i, j) for i in range(3) for j in (2, 3)}
+    assert "n=2 seeds" in t.caption and "not significantly worse than the best" in t.caption
 
 
-def test_ties_at_shown_precision_are_all_bold() -> None:
+def test_indistinguishable_rows_are_all_marked_and_none_bold() -> None:
     df = pd.DataFrame({"variant": ["a", "a", "b", "b"], "seed": [1, 2, 1, 2], "test_mae": [0.5, 0.5, 0.5001, 0.4999],
                        "status": "completed"})
     t = results_table(df, by="variant", metrics=["test_mae"])
-    assert t.bold == {(0, 2), (1, 2)}
+    assert t.bold == set() and t.marked == {(0, 2), (1, 2)}
 
 
 def test_mixed_splits_are_labelled_and_single_seed_has_no_std() -> None:
@@ -54,7 +56,7 @@ def test_mixed_splits_are_labelled_and_single_seed_has_no_std() -> None:
 
 def test_comparison_table_from_paired_tests() -> None:
     t = comparison_table(_frame(), baseline="full", metrics=["test_acc7"])
-    assert t.header[:7] == ["Variant", "Metric", "Δ vs full", "95% CI", "n pairs", "p (t, Holm)",
+    assert t.header[:7] == ["Variant", "Metric", "Δ vs full", "95% CI (bootstrap)", "n pairs", "p (t, Holm)",
                             "p (Wilcoxon, Holm)"]
     no_ud = t.rows[0]
     assert no_ud[:3] == ["no_ud", "Acc-7", "−5.0 ± 0.0"]  # both seeds 5 points lower: zero variance
@@ -91,4 +93,4 @@ def test_missing_parameter_values_form_their_own_row() -> None:
                        "test_mae": [0.5, 0.6, 0.4, 0.45], "status": "completed"})
     t = results_table(df, by=["variant", "model.x"], metrics=["test_mae"])
     assert t.rows == [["a", "1", "2", "0.550 ± 0.071"], ["b", "–", "2", "0.425 ± 0.035"]]
-    assert t.bold == {(1, 3)}
+    assert t.bold == set() and t.marked == {(0, 3), (1, 3)}  # 2 seeds: b's lead is not significant
