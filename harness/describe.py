@@ -67,8 +67,9 @@ def cost_text(cost: CostEstimate) -> str:
     return (f"cost: {cost.trials} trials x up to {cost.epochs} epochs x {cost.epoch_s:.2f} s/epoch (measured "
             f"here, training and evaluation) = {format_duration(cost.trial_time_s or 0)} of trial time, "
             f"{cost.slots} at a time: {format_duration(cost.parts['training'])}; plus {fixed_text}\n"
-            f"  about {format_duration(cost.wall_s)} wall-clock in all, an upper bound on an otherwise idle "
-            "machine (early stopping and pruning end trials sooner)")
+            f"  about {format_duration(cost.wall_s)} wall-clock in all, an upper bound: every trial counted at "
+            "its max_epochs (early stopping and pruning end trials sooner), fixed costs as measured on a busy "
+            "2-core machine")
 
 
 def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,

@@ -81,7 +81,8 @@ def set_path(tree: dict[str, Any], path: str, value: Any, by_set: set[tuple[str,
     exclusive pair given twice on the command line is not silently resolved."""
     by_set = set() if by_set is None else by_set
     parts = path.split(".")
-    node, loc = tree, ()
+    node: dict[str, Any] = tree
+    loc: tuple[str, ...] = ()
     while True:
         n = _key_length(loc, node, parts)
         key, parts = ".".join(parts[:n]), parts[n:]

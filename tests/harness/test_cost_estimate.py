@@ -75,7 +75,7 @@ def test_the_printed_total_is_not_below_its_printed_parts():
     named = re.search(r"of fixed costs \((.*)\)", text).group(1)
     assert {"driver start", "Ray and workers start", "per-trial overhead", "end", "report"} <= {
         part.rsplit(" ", 1)[0] for part in named.split(", ")}
-    assert "upper bound on an otherwise idle machine" in text
+    assert "an upper bound: every trial counted at its max_epochs" in text
     assert format_duration(est.wall_s) in text
 
 
