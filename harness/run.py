@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,9 +104,12 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     """Validate everything that can be checked before starting: spec, results path, data, plan."""
     from harness.results.sink import ResultStore
     from harness.study.data import load_study_data
+    from harness.study.devices import check_local_devices
     from harness.study.plan import build_plan
 
     spec = load_spec(args.spec, args.set)
+    if args.address is None:  # trials run here: the devices they name must exist here (harness/study/devices.py)
+        check_local_devices(spec, source=args.spec)
     check_results_root(args.results)
     store = ResultStore(args.results, spec.name)
     previous = check_existing(store, spec, args.resume or args.dry_run)
@@ -169,6 +173,7 @@ def _connect(plan: Any, settings: Any) -> Iterator[None]:
 
 def execute(args: argparse.Namespace) -> int:
     """Prepare, then dry-run or run the study; returns the exit status."""
+    t0 = time.perf_counter()  # the preparation is paid again when the study runs (--dry-run cost)
     try:
         plan, store, previous = prepare(args)
     except (SpecError, StudyExistsError) as exc:
@@ -183,7 +188,8 @@ def execute(args: argparse.Namespace) -> int:
     if args.dry_run:
         from harness.study.describe import describe_plan
 
-        print(describe_plan(plan, measure=not args.no_measure, cpus=args.num_cpus))
+        print(describe_plan(plan, measure=not args.no_measure, cpus=args.num_cpus,
+                            prepare_s=time.perf_counter() - t0))
         state = f" (holds a {previous.get('status', 'running')} run of this study)" if previous else ""
         print(f"results: {store.dir}{state}")
         return 0

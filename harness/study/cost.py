@@ -1,9 +1,14 @@
-"""Cost of a study before running it: measured seconds per epoch x epochs x trials, over parallel slots.
+"""Cost of a study before running it: measured epochs plus the fixed costs around them.
 
 ``measure_epoch_s`` trains a configuration for three epochs on a slice of the data (the fastest of the
-second and third epochs is timed, the first pays for warm-up) and scales by the split sizes, counting an
-evaluated sample as a third of a trained one (a forward pass without backward). It is an estimate for an
-otherwise idle machine, printed as such: trials that share busy cores take longer.
+second and third epochs is timed, the first pays for warm-up; an epoch's time includes its evaluation
+on validation and test) and scales by the split sizes, counting an evaluated sample as a third of a
+trained one (a forward pass without backward). ``CostEstimate`` adds what a study pays beside its
+epochs: the driver's preparation (measured in the same command: spec, data, plan), and the constants
+below for the driver's imports, Ray's start, the workers' first trial, each trial's own overhead, the end and the
+report. It is an upper bound for a machine no busier than the one the constants were measured on
+(every trial counted at its ``max_epochs``); when the load already exceeds the cores, a note says so,
+since trials that share busy cores take longer.
 """
 
 from __future__ import annotations
@@ -20,10 +25,29 @@ import numpy as np
 from emoe.config import EMOEConfig
 from emoe.data.arrays import DataSet, Split
 
-__all__ = ["CostEstimate", "estimate_cost", "format_duration", "measure_epoch_s", "parallel_slots"]
+__all__ = ["END_S", "IMPORT_S", "REPORT_S", "STARTUP_S", "TRIAL_S", "WARMUP_S", "CostEstimate", "busy_note", "estimate_cost",
+           "format_duration", "measure_epoch_s", "parallel_slots"]
 
 _EVAL_WEIGHT = 1 / 3
 _MAX_MEASURED = 4
+
+# Fixed costs of a study beside its epochs, in seconds: the smallest of five repeats of
+# `bench/run_overheads.py` (studies/smoke.yaml) on this project's 2-core machine, 2026-11-30, while other
+# work kept its load average at 15-20 (bench/README.md has the table). On the idle machine they are about
+# a third of these (bench/README.md, harness overhead: Ray starts in ~4 s, a worker in ~3 s), so there the
+# estimate errs high, as an upper bound may; it no longer leaves them out.
+#: The driver's interpreter start and imports (torch, pydantic, the harness), before it reads the study.
+IMPORT_S = 9.0
+#: Ray's local runtime, Tune's setup and the trial workers, from the driver's plan to the first trial.
+STARTUP_S = 38.0
+#: A fresh worker's first trial beyond its epochs (imports, first kernels); the workers warm up at once.
+WARMUP_S = 7.0
+#: Each trial beyond its epochs (model, rows, checkpoints, Tune's scheduling between trials).
+TRIAL_S = 0.6
+#: From the last trial to the exit: reconciling rows, the summary, Ray's shutdown.
+END_S = 7.0
+#: The figures and tables of ``report: true`` (mostly plotting).
+REPORT_S = 25.0
 
 
 def format_duration(seconds: float) -> str:
@@ -83,23 +107,58 @@ def parallel_slots(cpus_per_trial: float, gpus_per_trial: float, *, cpus: int | 
 
 @dataclass
 class CostEstimate:
-    """Trial-time and wall-clock estimate of a study (upper bounds: early stopping ends trials sooner)."""
+    """Wall-clock estimate of a study: its trials' epochs (upper bounds: early stopping ends trials
+    sooner) in waves of ``slots`` trials, plus the fixed costs around them."""
 
     trials: int
     epochs: int  # max epochs per trial
     epoch_s: float | None  # mean measured seconds per epoch (None when not measured)
     slots: int
+    prepare_s: float | None = None  # the driver's spec, data and plan, measured by the caller
+    report: bool = False  # whether figures and tables are built at the end
+
+    @property
+    def waves(self) -> int:
+        return math.ceil(self.trials / self.slots)
 
     @property
     def trial_time_s(self) -> float | None:
+        """Training time summed over trials (CPU-slot seconds), epochs only."""
         return None if self.epoch_s is None else self.trials * self.epochs * self.epoch_s
 
     @property
-    def wall_s(self) -> float | None:
-        """Waves of ``slots`` trials, each wave as long as one trial."""
-        if self.epoch_s is None:
-            return None
-        return math.ceil(self.trials / self.slots) * self.epochs * self.epoch_s
+    def fixed_parts(self) -> dict[str, float]:
+        """The costs that do not scale with epochs, by name (seconds of wall-clock time)."""
+        parts = {"driver start": IMPORT_S + (self.prepare_s or 0.0),
+                 "Ray and workers start": STARTUP_S + WARMUP_S, "per-trial overhead": self.waves * TRIAL_S,
+                 "end": END_S}
+        if self.report:
+            parts["report"] = REPORT_S
+        return parts
+
+    @property
+    def parts(self) -> dict[str, float]:
+        """Every part of the wall-clock estimate (training only when measured)."""
+        training = {} if self.epoch_s is None else {"training": self.waves * self.epochs * self.epoch_s}
+        return {**training, **self.fixed_parts}
+
+    @property
+    def wall_s(self) -> float:
+        """Waves of ``slots`` trials, each as long as one trial, plus the fixed costs."""
+        return sum(self.parts.values())
+
+
+def busy_note(cpus: int | None = None) -> str | None:
+    """A warning when other processes already use more than this machine's cores (None otherwise)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+    cores = cpus or os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (f"this machine is busy now (load {load:.1f} on {os.cpu_count()} cores): trials sharing the cores "
+            "will take longer than this estimate")
 
 
 def _cost_key(cfg: EMOEConfig) -> Any:
@@ -108,13 +167,13 @@ def _cost_key(cfg: EMOEConfig) -> Any:
 
 
 def estimate_cost(configs: list[EMOEConfig], data: DataSet, *, trials: int, slots: int, threads: int,
-                  measure: bool = True) -> CostEstimate:
+                  measure: bool = True, prepare_s: float | None = None, report: bool = False) -> CostEstimate:
     """Measure up to four distinct (cost-relevant) configurations and extrapolate to the study."""
     epochs = max((c.train.max_epochs for c in configs), default=0)
     if not measure or not configs:
-        return CostEstimate(trials, epochs, None, slots)
+        return CostEstimate(trials, epochs, None, slots, prepare_s, report)
     distinct: dict[Any, EMOEConfig] = {}
     for c in configs:
         distinct.setdefault(_cost_key(c), c)
     times = [measure_epoch_s(c, data, threads=threads) for c in list(distinct.values())[:_MAX_MEASURED]]
-    return CostEstimate(trials, epochs, float(np.mean(times)), slots)
+    return CostEstimate(trials, epochs, float(np.mean(times)), slots, prepare_s, report)

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.study.cost import CostEstimate, estimate_cost, format_duration, parallel_slots
+from harness.study.cost import CostEstimate, busy_note, estimate_cost, format_duration, parallel_slots
 from harness.study.plan import Plan
 from harness.study.space import RandomTrial
 
-__all__ = ["describe_plan", "plan_cost"]
+__all__ = ["cost_text", "describe_plan", "plan_cost"]
 
 
 def _param_text(spec: dict[str, Any]) -> str:
@@ -39,8 +39,10 @@ def sample_points(plan: Plan, n: int) -> list[dict[str, Any]]:
     return points
 
 
-def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None) -> CostEstimate:
-    """Cost estimate of a plan on this machine (or ``cpus`` cores)."""
+def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None,
+              prepare_s: float | None = None) -> CostEstimate:
+    """Cost estimate of a plan on this machine (or ``cpus`` cores); ``prepare_s``: the driver's
+    preparation as measured by the caller (it is paid again when the study runs)."""
     s = plan.spec
     slots = parallel_slots(s.resources.cpus, s.resources.gpus, cpus=cpus, gpus=max(1, int(s.resources.gpus)),
                            concurrency=s.concurrency)
@@ -50,10 +52,28 @@ def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None) -> C
     else:
         configs = [plan.factory.config(p) for p in sample_points(plan, 3)]
     return estimate_cost(configs, plan.data.data, trials=plan.n_trials, slots=slots,
-                         threads=max(1, int(s.resources.cpus)), measure=measure)
+                         threads=max(1, int(s.resources.cpus)), measure=measure, prepare_s=prepare_s,
+                         report=s.report is not None)
 
 
-def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None) -> str:
+def cost_text(cost: CostEstimate) -> str:
+    """The cost lines of ``--dry-run``: training, the fixed costs by name, and what the total covers."""
+    fixed = cost.fixed_parts
+    fixed_text = (f"{format_duration(sum(fixed.values()))} of fixed costs ("
+                  + ", ".join(f"{name} {format_duration(v)}" for name, v in fixed.items()) + ")")
+    if cost.epoch_s is None:
+        return (f"cost: {cost.trials} trials x up to {cost.epochs} epochs (step time not measured), plus "
+                f"{fixed_text}")
+    return (f"cost: {cost.trials} trials x up to {cost.epochs} epochs x {cost.epoch_s:.2f} s/epoch (measured "
+            f"here, training and evaluation) = {format_duration(cost.trial_time_s or 0)} of trial time, "
+            f"{cost.slots} at a time: {format_duration(cost.parts['training'])}; plus {fixed_text}\n"
+            f"  about {format_duration(cost.wall_s)} wall-clock in all, an upper bound: every trial counted at "
+            "its max_epochs (early stopping and pruning end trials sooner), fixed costs as measured on a busy "
+            "2-core machine")
+
+
+def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
+                  prepare_s: float | None = None) -> str:
     """Multi-line description: study, data, objective, scheduler, configurations, trial count, cost."""
     s, d = plan.spec, plan.data
     sizes = d.sizes
@@ -81,15 +101,12 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None) 
             values = ", ".join(f"{k}={v!r}" for k, v in p.overrides.items())
             lines.append(f"  {p.label:<{width}}  config {ids.get(p.label, '?')}" + (f"  {values}" if values else ""))
     try:
-        cost = plan_cost(plan, measure=measure, cpus=cpus)
+        cost = plan_cost(plan, measure=measure, cpus=cpus, prepare_s=prepare_s)
     except Exception as exc:  # timing a step is a courtesy; a configuration that cannot train here
-        cost = plan_cost(plan, measure=False, cpus=cpus)  # (out of memory, ...) fails in its trial instead
+        cost = plan_cost(plan, measure=False, cpus=cpus, prepare_s=prepare_s)  # fails in its trial instead
         lines.append(f"(could not time a training step here: {type(exc).__name__}: {str(exc)[:200]})")
-    if cost.epoch_s is None:
-        lines.append(f"cost: {cost.trials} trials x up to {cost.epochs} epochs (step time not measured)")
-    else:
-        lines.append(f"cost: {cost.trials} trials x up to {cost.epochs} epochs x {cost.epoch_s:.2f} s/epoch "
-                     f"(measured here) = {format_duration(cost.trial_time_s or 0)} of trial time; "
-                     f"{cost.slots} at a time: about {format_duration(cost.wall_s or 0)} wall-clock (an upper "
-                     "bound: early stopping and pruning end trials sooner)")
+    lines.append(cost_text(cost))
+    note = busy_note(cpus)
+    if note:
+        lines.append(f"  ({note})")
     return "\n".join(lines)

@@ -8,8 +8,11 @@ and scheduler names, data file existence). All problems are raised together as o
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.study.errors import SpecError
-from harness.study.yamlio import apply_set_overrides, read_yaml
+from harness.study.overrides import apply_set_overrides
+from harness.study.yamlio import read_yaml
 
 __all__ = [
     "NAME_PATTERN",
@@ -78,7 +82,7 @@ class DataSpec(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
         if self.synthetic is not None and self.path is not None:
-            raise ValueError("give either synthetic or path, not both")
+            raise ValueError("give either synthetic or path, not both (a --set of one replaces the file's other)")
         if self.synthetic is None and self.path is None:
             object.__setattr__(self, "synthetic", SyntheticSpec())
         return self
@@ -258,7 +262,9 @@ class StudySpec(_Strict):
     def _one_kind(self) -> StudySpec:
         given = [k for k in ("grid", "ablation", "search") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"give at most one of grid, ablation, search (got {' and '.join(given)})")
+            drop = " or ".join(f"--set {g}=null" for g in given)
+            raise ValueError(f"give at most one of grid, ablation, search (got {' and '.join(given)}); to change "
+                             f"the kind on the command line, remove the file's one: {drop}")
         return self
 
     @property
@@ -279,10 +285,50 @@ class StudySpec(_Strict):
         return self.scheduler.name or ("asha" if self.kind == "search" else "fifo")
 
 
+def _unwrap(hint: Any) -> list[Any]:
+    """The alternatives of ``hint`` without ``Annotated`` and ``None``."""
+    if typing.get_origin(hint) is Annotated:
+        return _unwrap(typing.get_args(hint)[0])
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(hint) if arg is not type(None) for a in _unwrap(arg)]
+    return [hint]
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the study-file section at ``loc`` (``()`` is the top level), for did-you-mean."""
+    options: list[Any] = [StudySpec]
+    for part in loc:
+        models = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
+        tagged = [m for m in models if "type" in m.model_fields
+                  and part in typing.get_args(m.model_fields["type"].annotation)]
+        if tagged:  # the tag pydantic puts in the location of a discriminated union's member
+            options = tagged
+        elif len(models) == 1 and part in models[0].model_fields:
+            options = _unwrap(models[0].model_fields[part].annotation)
+        elif len(options) == 1 and typing.get_origin(options[0]) in (dict, list):
+            options = _unwrap(typing.get_args(options[0])[-1])
+        else:
+            return []
+    models = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
+    return list(models[0].model_fields) if len(models) == 1 else []
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
+    return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("uniform", "loguniform", "int", "categorical")
              and not str(p).startswith("function-")]
     return ".".join(parts) or "(top level)"
+
+
+def flatten_keys(tree: Any, prefix: str = "", *, stop: str | None = None) -> list[str]:
+    """Dotted paths of the leaves of nested mappings (a mapping holding key ``stop`` is a leaf)."""
+    if not isinstance(tree, dict) or not tree or (stop is not None and stop in tree):
+        return [prefix.rstrip(".")]
+    return [p for k, v in tree.items() for p in flatten_keys(v, f"{prefix}{k}.", stop=stop)]
 
 
 def _pydantic_errors(exc: ValidationError) -> list[str]:
@@ -290,7 +336,17 @@ def _pydantic_errors(exc: ValidationError) -> list[str]:
     for e in exc.errors():
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = _unknown_key(e["loc"])
+        elif e["loc"][:1] == ("grid",) and len(e["loc"]) == 2 and isinstance(e["input"], dict):
+            path = next(iter(flatten_keys(e["input"], f"{e['loc'][1]}.")), f"{e['loc'][1]}.FIELD")
+            msg = (f"grid keys are dotted parameter paths, not nested mappings: write `{path}: [...]` under "
+                   f"grid (on the command line: --set grid.{path}=[...])")
+        elif e["loc"][:2] == ("search", "params") and e["type"] == "union_tag_not_found" and len(e["loc"]) == 3:
+            msg = "a search parameter needs a type: uniform, loguniform, int or categorical"
+            if isinstance(e["input"], dict) and e["input"] and all(isinstance(v, dict) for v in e["input"].values()):
+                path = flatten_keys(e["input"], f"{e['loc'][2]}.", stop="type")[0]
+                msg += (f"; parameter keys are dotted paths, not nested mappings: write `{path}: {{type: ...}}` "
+                        "under search.params")
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif msg.startswith("Value error, "):
@@ -304,6 +360,24 @@ def _pydantic_errors(exc: ValidationError) -> list[str]:
     return out
 
 
+def _errors_of_the_rest(raw: dict[str, Any], exc: ValidationError) -> list[str]:
+    """Meaning errors of the top-level fields that passed pydantic, so that a misspelt key or a wrong type
+    does not hide the rest (combinations of fields are not checked: they may depend on the bad ones)."""
+    from harness.study.validation import check_semantics
+
+    if any(not e["loc"] for e in exc.errors()):  # a rule between fields (e.g. grid and search): stop here
+        return []
+    bad = {e["loc"][0] for e in exc.errors()}
+    rest = {k: v for k, v in raw.items() if k not in bad}
+    if "name" not in rest:
+        rest["name"] = "unnamed"  # only to validate the rest; its own error is already listed
+    try:
+        partial = StudySpec.model_validate(rest)
+    except ValidationError:
+        return []
+    return check_semantics(partial, combinations=False)[1]
+
+
 def parse_spec(raw: Any, *, source: str = "<spec>") -> StudySpec:
     """Validate an already-parsed YAML document; raises ``SpecError`` listing every problem."""
     from harness.study.validation import check_semantics
@@ -314,7 +388,7 @@ def parse_spec(raw: Any, *, source: str = "<spec>") -> StudySpec:
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(_pydantic_errors(exc), source=source) from None
+        raise SpecError(_pydantic_errors(exc) + _errors_of_the_rest(raw, exc), source=source) from None
     spec, errors = check_semantics(spec)
     if errors:
         raise SpecError(errors, source=source)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emoe.metrics import METRIC_NAMES, metric_mode
+from harness.study.devices import device_errors
 from harness.study.params import (
     DATA_FIELDS,
     FIELDS,
@@ -98,7 +99,7 @@ def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
     return data.model_copy(update={"path": str(path)}), []
 
 
-def _check_search(spec: StudySpec) -> list[str]:
+def _check_search(spec: StudySpec, *, feasibility: bool = True) -> list[str]:
     from harness.tune.search import sampler_errors
 
     assert spec.search is not None
@@ -131,7 +132,7 @@ def _check_search(spec: StudySpec) -> list[str]:
                     coerce(cond, w)
                 except ValueError as exc:
                     errors.append(f"{where}.when.{exc}")
-    if errors:
+    if errors or not feasibility:
         return errors
     space = SearchSpace({p: v.model_dump() for p, v in s.params.items()}, spec.base)
     frac, reasons = feasible_fraction(space, spec.base, OPEN_DIMS, seed=s.seed)
@@ -164,8 +165,10 @@ def _check_points(spec: StudySpec) -> list[str]:
     return errors
 
 
-def check_semantics(spec: StudySpec) -> tuple[StudySpec, list[str]]:
-    """The spec with its data path resolved, and every meaning error (empty when it can run)."""
+def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[StudySpec, list[str]]:
+    """The spec with its data path resolved, and every meaning error (empty when it can run).
+    ``combinations=False`` checks fields one by one only (not grid points, variants or a search space as
+    wholes): for the rest of a file whose other fields are invalid."""
     data, errors = _check_data(spec.data)
     spec = spec.model_copy(update={"data": data})
     errors += _check_overrides("base", spec.base)
@@ -189,7 +192,7 @@ def check_semantics(spec: StudySpec) -> tuple[StudySpec, list[str]]:
                 errors.append(f"ablation.variants.{name}: variant names are 1-64 letters, digits, '_', '-', '.'")
             errors += _check_overrides(f"ablation.variants.{name}", overrides or {})
     if spec.search is not None:
-        errors += _check_search(spec)
+        errors += _check_search(spec, feasibility=combinations)
     metric = spec.objective.metric
     name = metric.removeprefix("valid_")
     if metric.startswith("test_"):
@@ -200,8 +203,9 @@ def check_semantics(spec: StudySpec) -> tuple[StudySpec, list[str]]:
     elif spec.objective.mode and spec.objective.mode != metric_mode(metric):
         errors.append(f"objective.mode: {metric} is better when {'lower' if metric_mode(metric) == 'min' else 'higher'}"
                       f", mode {spec.objective.mode!r} would pick the worst trials")
-    if not errors and spec.kind != "search":
+    if not errors and combinations and spec.kind != "search":
         errors += _check_points(spec)
+    errors += device_errors(spec)
     if not errors:
         spec = _normalised(spec)
     return spec, errors

@@ -1,8 +1,8 @@
-"""YAML reading with line numbers and no silent duplicate keys, and ``--set path=value`` overrides."""
+"""YAML reading with line numbers, no silent duplicate keys and bounded nesting (``harness.study.overrides``
+applies ``--set`` with the same loader)."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +10,14 @@ import yaml
 
 from harness.study.errors import SpecError
 
-__all__ = ["MAX_DEPTH", "apply_set_overrides", "read_yaml"]
+__all__ = ["MAX_DEPTH", "UniqueKeyLoader", "depth", "read_yaml"]
 
 #: Deepest nesting of mappings/lists a study file may have (real studies need about 6). Deeper documents
 #: are refused before anything walks them recursively.
 MAX_DEPTH = 32
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -41,7 +41,7 @@ def _children(node: Any) -> list[Any]:
     return [c for c in items if isinstance(c, dict | list)]
 
 
-def _depth(doc: Any, limit: int) -> int:
+def depth(doc: Any, limit: int) -> int:
     """Nesting depth of lists/mappings in ``doc``, without recursion; each container is visited once
     (YAML aliases share them) and a container inside itself (``&a [*a]``) counts as deeper than ``limit``."""
     depth: dict[int, int] = {}
@@ -73,7 +73,7 @@ def read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([f"cannot read the study file: {exc}"], source=str(path)) from None
     try:
-        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+        doc = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
     except RecursionError:
         raise SpecError([f"YAML: nested too deeply (a study file needs at most {MAX_DEPTH} levels)"],
                         source=str(path)) from None
@@ -85,60 +85,7 @@ def read_yaml(path: Path) -> Any:
         raise SpecError([f"YAML syntax: {exc}"], source=str(path)) from None
     except Exception as exc:  # a value PyYAML cannot build (a 5000-digit int, month 13, a bad !!tag)
         raise SpecError([f"YAML value: {type(exc).__name__}: {exc}"], source=str(path)) from None
-    if _depth(doc, MAX_DEPTH) > MAX_DEPTH:
+    if depth(doc, MAX_DEPTH) > MAX_DEPTH:
         raise SpecError([f"YAML: nested too deeply (a study file needs at most {MAX_DEPTH} levels)"],
                         source=str(path))
     return doc
-
-
-def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``path`` in ``tree``, matching the longest existing key first so dotted keys such as
-    ``grid.loss.distill_weight`` reach the grid entry named ``loss.distill_weight``."""
-    node: Any = tree
-    rest = path
-    while True:
-        if not isinstance(node, dict):
-            raise ValueError(f"cannot set {path!r}: {type(node).__name__} in the way")
-        if rest in node or "." not in rest:
-            node[rest] = value
-            return
-        parts = rest.split(".")
-        for n in range(len(parts) - 1, 0, -1):
-            key = ".".join(parts[:n])
-            if key in node and isinstance(node[key], dict):
-                node, rest = node[key], ".".join(parts[n:])
-                break
-        else:
-            node = node.setdefault(parts[0], {})
-            rest = ".".join(parts[1:])
-
-
-def apply_set_overrides(raw: Any, overrides: list[str], *, source: str = "<spec>") -> Any:
-    """Apply ``path=value`` strings (value parsed as YAML) to a copy of ``raw``; every bad one reported."""
-    if not overrides:
-        return raw
-    if not isinstance(raw, dict):
-        raise SpecError(["(top level): expected a mapping of study fields"], source=source)
-    out = copy.deepcopy(raw)
-    errors: list[str] = []
-    for item in overrides:
-        path, sep, text = item.partition("=")
-        path = path.strip()
-        if not sep or not path:
-            errors.append(f"--set {item!r}: expected PATH=VALUE, e.g. base.train.max_epochs=3")
-            continue
-        try:
-            value = yaml.load(text, Loader=_UniqueKeyLoader) if text.strip() else None
-        except Exception as exc:  # YAML errors, and values PyYAML cannot build (see read_yaml)
-            errors.append(f"--set {path}: the value is not valid YAML ({type(exc).__name__}: {exc})")
-            continue
-        if _depth(value, MAX_DEPTH) > MAX_DEPTH:
-            errors.append(f"--set {path}: the value is nested too deeply")
-            continue
-        try:
-            _set_path(out, path, value)
-        except ValueError as exc:
-            errors.append(f"--set {exc}")
-    if errors:
-        raise SpecError(errors, source=source)
-    return out

@@ -1,0 +1,115 @@
+"""The devices a study's trials train on (``train.device``), checked before anything starts.
+
+A trial that names a device it cannot have fails in every trial, after Ray has started, with a traceback
+each. Two checks catch that up front (``SpecError``, exit status 2):
+
+* ``device_errors`` (part of validating the file, so it holds on every machine): a CUDA device needs a
+  GPU per trial. Ray reserves GPUs only for trials that ask for them (``resources.gpus > 0``); without
+  that, trials would share whatever GPU they find, unaccounted. Inside a trial Ray numbers the GPUs it
+  assigned from 0, so ``cuda:N`` needs N below the trial's GPU count (1 for a fraction of a GPU).
+* ``local_device_errors`` (a local Ray runtime only, where the trials run on this machine): torch here
+  has CUDA, with as many devices as a trial asks for. On a cluster joined with ``--address`` the driver's
+  own devices say nothing about the workers' (a CPU-only head node often drives GPU workers), so this is
+  not checked there; ``harness.tune.cluster.check_fits`` then says whether some node has the GPUs.
+
+``auto`` (the default) is always valid: CUDA when the trial sees a GPU, else the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from harness.study.errors import SpecError
+from harness.study.params import flatten
+from harness.study.spec import StudySpec
+
+__all__ = ["DEVICE_PATH", "check_local_devices", "device_errors", "local_device_errors", "study_devices"]
+
+DEVICE_PATH = "train.device"
+
+
+def study_devices(spec: StudySpec) -> dict[str, str]:
+    """Every device a trial of ``spec`` may use -> where it is set (the first place, for messages)."""
+    base = flatten(spec.base).get(DEVICE_PATH, "auto")
+    found: dict[str, str] = {}
+
+    def add(device: Any, where: str) -> None:
+        if isinstance(device, str):
+            found.setdefault(device, where)
+
+    if spec.grid and DEVICE_PATH in spec.grid:
+        for i, device in enumerate(spec.grid[DEVICE_PATH]):
+            add(device, f"grid.{DEVICE_PATH}.{i}")
+    elif spec.ablation is not None:
+        for name, overrides in spec.ablation.variants.items():
+            flat = flatten(overrides or {})
+            add(flat.get(DEVICE_PATH, base), f"ablation.variants.{name}.{DEVICE_PATH}" if DEVICE_PATH in flat
+                else f"base.{DEVICE_PATH}")
+    elif spec.search is not None and DEVICE_PATH in spec.search.params:
+        param = spec.search.params[DEVICE_PATH]
+        for i, device in enumerate(getattr(param, "choices", [])):
+            add(device, f"search.params.{DEVICE_PATH}.choices.{i}")
+        if param.when:  # not sampled for some trials: those keep the base device
+            add(base, f"base.{DEVICE_PATH}")
+    else:
+        add(base, f"base.{DEVICE_PATH}")
+    return found
+
+
+def _cuda_index(device: str) -> int | None:
+    """``cuda:N`` -> N, ``cuda`` -> 0, anything else (cpu, auto, ...) -> None."""
+    if device == "cuda":
+        return 0
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    return None
+
+
+def device_errors(spec: StudySpec) -> list[str]:
+    """Devices the trials cannot have whatever the machine: CUDA without ``resources.gpus``, or a
+    ``cuda:N`` beyond the GPUs Ray assigns a trial."""
+    gpus = spec.resources.gpus
+    per_trial = max(1, math.ceil(gpus))
+    errors = []
+    for device, where in study_devices(spec).items():
+        index = _cuda_index(device)
+        if index is None:
+            continue
+        if gpus == 0:
+            errors.append(f"{where}: {device!r} needs a GPU per trial, but resources.gpus is 0, so Ray reserves "
+                          "none; set resources.gpus (1, or a fraction such as 0.5 to share a GPU), or use "
+                          "device auto or cpu")
+        elif index >= per_trial:
+            errors.append(f"{where}: {device!r}, but a trial gets {gpus:g} GPU, which it sees as "
+                          f"{', '.join(f'cuda:{i}' for i in range(per_trial))} (Ray numbers a trial's GPUs from "
+                          "0); use cuda, or raise resources.gpus")
+    return errors
+
+
+def local_device_errors(spec: StudySpec) -> list[str]:
+    """Devices this machine lacks, for trials that will run here (a local Ray runtime)."""
+    cuda = {d: w for d, w in study_devices(spec).items() if _cuda_index(d) is not None}
+    if not cuda:
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    errors = []
+    for device, where in cuda.items():
+        if count == 0:
+            build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
+            errors.append(f"{where}: {device!r}, but this machine has no CUDA device that torch can use "
+                          f"({build}); use device auto or cpu, or run where the GPUs are (--address joins a "
+                          "cluster)")
+        elif spec.resources.gpus > count:
+            errors.append(f"{where}: {device!r} with resources.gpus {spec.resources.gpus:g}, but this machine has "
+                          f"{count} CUDA device(s)")
+    return errors
+
+
+def check_local_devices(spec: StudySpec, *, source: str) -> None:
+    """``SpecError`` listing ``local_device_errors`` (the command line calls it for a local runtime)."""
+    errors = local_device_errors(spec)
+    if errors:
+        raise SpecError(errors, source=source)

@@ -1,0 +1,99 @@
+"""The ``--dry-run`` cost estimate: the sum of named parts, the fixed costs (Ray's start, the workers,
+each trial, the end, the report) included, and said for what it is. Nothing here times anything."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.run import main
+from harness.study import cost as cost_module
+from harness.study.cost import (
+    END_S,
+    IMPORT_S,
+    REPORT_S,
+    STARTUP_S,
+    TRIAL_S,
+    WARMUP_S,
+    CostEstimate,
+    busy_note,
+    format_duration,
+)
+from harness.study.describe import cost_text
+from tests.harness.conftest import tiny_study
+
+
+def _seconds(text: str) -> int:
+    """Inverse of ``format_duration``: ``1h02m``, ``3m10s``, ``42s``."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
+    assert m and text, text
+    h, mi, s = (int(g or 0) for g in m.groups())
+    return 3600 * h + 60 * mi + s
+
+
+def test_the_constants_are_positive_and_documented():
+    for value in (IMPORT_S, STARTUP_S, WARMUP_S, TRIAL_S, END_S, REPORT_S):
+        assert value > 0
+    assert "bench/run_overheads.py" in Path(cost_module.__file__).read_text()
+
+
+@pytest.mark.parametrize("report", [False, True])
+def test_the_wall_clock_is_the_sum_of_its_parts_and_includes_the_start(report):
+    est = CostEstimate(trials=12, epochs=8, epoch_s=1.2, slots=2, prepare_s=4.0, report=report)
+    parts = est.parts
+    assert est.wall_s >= sum(parts.values()) - 1e-9
+    assert parts["training"] == pytest.approx(6 * 8 * 1.2)  # 6 waves of 2 trials, each up to 8 epochs
+    assert parts["Ray and workers start"] >= STARTUP_S + WARMUP_S
+    assert parts["driver start"] == pytest.approx(IMPORT_S + 4.0)
+    assert parts["per-trial overhead"] == pytest.approx(6 * TRIAL_S)
+    assert ("report" in parts) is report
+    assert est.wall_s >= parts["training"] + STARTUP_S + END_S + (REPORT_S if report else 0)
+
+
+def test_a_smoke_sized_study_is_not_estimated_at_zero():
+    """The issue's case: a 22 s smoke study was estimated at '0 s' (its epochs alone)."""
+    est = CostEstimate(trials=4, epochs=2, epoch_s=0.05, slots=2, prepare_s=1.0)
+    assert est.wall_s >= STARTUP_S + WARMUP_S + END_S > 10
+
+
+def test_an_unmeasured_estimate_still_counts_the_fixed_costs():
+    est = CostEstimate(trials=4, epochs=2, epoch_s=None, slots=2)
+    assert "training" not in est.parts and est.trial_time_s is None
+    assert est.wall_s == pytest.approx(sum(est.fixed_parts.values())) and est.wall_s > STARTUP_S
+    assert "step time not measured" in cost_text(est) and "Ray and workers start" in cost_text(est)
+
+
+def test_the_printed_total_is_not_below_its_printed_parts():
+    est = CostEstimate(trials=12, epochs=8, epoch_s=1.19, slots=2, prepare_s=3.2, report=True)
+    text = cost_text(est)
+    training = _seconds(re.search(r"2 at a time: (\S+);", text).group(1))
+    fixed = _seconds(re.search(r"plus (\S+) of fixed costs", text).group(1))
+    total = _seconds(re.search(r"about (\S+) wall-clock in all", text).group(1))
+    assert total >= training + fixed - 1  # each figure is rounded to the second
+    named = re.search(r"of fixed costs \((.*)\)", text).group(1)
+    assert {"driver start", "Ray and workers start", "per-trial overhead", "end", "report"} <= {
+        part.rsplit(" ", 1)[0] for part in named.split(", ")}
+    assert "an upper bound: every trial counted at its max_epochs" in text
+    assert format_duration(est.wall_s) in text
+
+
+def test_a_busy_machine_is_named(monkeypatch):
+    monkeypatch.setattr(cost_module.os, "getloadavg", lambda: (9.5, 9.0, 8.0))
+    monkeypatch.setattr(cost_module.os, "cpu_count", lambda: 2)
+    assert "load 9.5 on 2 cores" in busy_note()
+    monkeypatch.setattr(cost_module.os, "getloadavg", lambda: (0.3, 0.2, 0.1))
+    assert busy_note() is None
+
+
+def test_the_dry_run_prints_the_fixed_costs(write_study, tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray must not be started"))
+    study = tiny_study(report=True)
+    assert main([str(write_study(study)), "--results", str(tmp_path / "r"), "--dry-run", "--no-measure"]) == 0
+    out = capsys.readouterr().out
+    assert "Ray and workers start" in out and "report" in out and "driver start" in out
+    fixed = _seconds(re.search(r"plus (\S+) of fixed costs", out).group(1))
+    assert fixed >= STARTUP_S + WARMUP_S + END_S + REPORT_S - 1
