@@ -124,11 +124,26 @@ def _run(argv: list[str], work: Path) -> int:
         from reports.__main__ import main as reports_main
         from tests.reports.conftest import write_ablation
 
-        study = Path(args[0])
-        if not study.exists():
-            write_ablation(study, seeds=(1, 2, 3))
-        return reports_main([*args, "--quiet"])
+        positional = args[1:] if args[0] == "plan" else args
+        studies = [Path(a) for a in _positional(positional)]
+        for study in studies:  # one study, a pilot for `plan`, or several data sets' studies
+            if not study.exists():
+                write_ablation(study, seeds=(1, 2, 3))
+        return reports_main([*args, "--quiet"] if args[0] != "plan" else args)
     raise AssertionError(f"no runner for {module}")
+
+
+def _positional(args: list[str]) -> list[str]:
+    """The positional arguments of a reports command (every option of reports takes one value)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = "=" not in arg and arg not in ("-q", "--quiet")
+        else:
+            out.append(arg)
+    return out
 
 
 def _param(where: str, command: str) -> object:
