@@ -104,6 +104,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     from harness.data import load_study_data
     from harness.plan import build_plan
     from harness.sink import ResultStore
+    from harness.tracking import preflight
 
     spec = load_spec(args.spec, args.set)
     check_results_root(args.results)
@@ -112,10 +113,13 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     text_input = str(flatten(spec.base).get("model.text_input", "features"))
     data = load_study_data(spec.data, text_input=text_input)
     plan = build_plan(spec, data)
+    preflight(spec.tracking, spec.name)  # trackers usable (packages, servers) before Ray starts
     return plan, store, previous
 
 
 def _study_info(plan: Any, store: Any, version: str) -> dict[str, Any]:
+    from harness.study_provenance import study_provenance
+
     s = plan.spec
     fp = spec_fingerprint(s)
     return {"schema_version": 1, "study": s.name, "kind": plan.kind, "varied": plan.varied,
@@ -125,7 +129,8 @@ def _study_info(plan: Any, store: Any, version: str) -> dict[str, Any]:
             "label_kind": plan.data.data.label_kind, "n_trials": plan.n_trials,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "status": "running",
             "results_dir": str(store.dir), "code_version": version, "fingerprint": fp,
-            "spec_hash": _fingerprint_hash(fp)}
+            "spec_hash": _fingerprint_hash(fp),
+            "provenance": study_provenance(s.data.path, plan.data.key)}  # code, packages, nodes, data checksum
 
 
 def _finish(plan: Any, store: Any, *, report_now: bool = True) -> None:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import SpecError
+from harness.tracking import TrackingSpec
 from harness.yamlio import apply_set_overrides, read_yaml
 
 __all__ = [
@@ -229,6 +230,7 @@ class StudySpec(_Strict):
     # paid for with a checkpoint (a crash repeats at most this much work plus an epoch); 0 = every due epoch
     checkpoint_min_interval_s: float = Field(default=60.0, ge=0)
     report: ReportSpec | None = None
+    tracking: TrackingSpec | None = None  # MLflow / TensorBoard / W&B (harness.tracking)
 
     @field_validator("report", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from reports.load import load_study
+from reports.provenance import stamp, study_stamp
 from reports.sections import Item, plan
 from reports.style import style_context
 from reports.tables import Table, to_latex, to_markdown
@@ -106,6 +107,7 @@ def build_report(study_dir: str | Path, out: str | Path | None = None,
     if bad or not formats:
         raise ValueError(f"unsupported figure format(s) {bad or list(formats)}; choose from {list(FORMATS)}")
     study = load_study(study_dir)
+    provenance = study_stamp(study.meta, study.trials)
     root = Path(out) if out is not None else study.path
     fig_dir, tab_dir = root / "figures", root / "tables"
     written: list[Path] = []
@@ -123,6 +125,7 @@ def build_report(study_dir: str | Path, out: str | Path | None = None,
             skipped.append((item, f"{type(exc).__name__}: {exc} (a bug: please report it)"))
             continue
         paths = _write_item(item, obj, fig_dir, tab_dir, formats)
+        stamp(paths, provenance)  # <file>.json sidecars and a % line atop LaTeX (reports.provenance)
         written += paths
         entries.append((item, paths, obj))
     root.mkdir(parents=True, exist_ok=True)
