@@ -197,6 +197,7 @@ def execute(args: argparse.Namespace) -> int:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
     from harness.cluster import ClusterError, RaySettings
     from harness.runner import RunOptions, code_version, run_tune
+    from harness.study_provenance import resume_record
 
     version = code_version()
     options = RunOptions(resume=previous is not None, retry_failed=args.retry_failed,
@@ -211,7 +212,9 @@ def execute(args: argparse.Namespace) -> int:
                     check_existing(store, plan.spec, resume=False)
                 store.create(dump_spec(plan.spec), _study_info(plan, store, version))
             else:
-                store.update_info(status="running", resumed_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                now = datetime.now(UTC).isoformat(timespec="seconds")
+                store.update_info(status="running", resumed_at=now,
+                                  resumes=resume_record(previous, plan.spec.data.path, plan.data.key, now))
             print(f"study {plan.spec.name}: {plan.n_trials} trials -> {store.dir}", flush=True)
             started = True
             outcome = run_tune(plan, store, options, version)

@@ -21,7 +21,7 @@ from typing import Any
 
 from harness.provenance import file_sha256, machine, provenance
 
-__all__ = ["cache_dir", "data_checksum", "gpu_names", "node_machines", "study_provenance"]
+__all__ = ["cache_dir", "data_checksum", "gpu_names", "node_machines", "resume_record", "study_provenance"]
 
 #: Seconds the node probes may take together (a node that does not answer is recorded without details).
 NODE_PROBE_TIMEOUT_S = 15.0
@@ -130,3 +130,11 @@ def study_provenance(data_path: str | None, data_key: str, argv: list[str] | Non
     except Exception as exc:  # probing is best effort
         info["nodes"] = {"error": f"{type(exc).__name__}: {exc}"}
     return info
+
+
+def resume_record(previous: dict[str, Any], data_path: str | None, data_key: str, at: str) -> list[dict[str, Any]]:
+    """``study.json``'s ``resumes`` with this resume added: when, and its provenance (a study may be resumed
+    with other code, packages or machines than it started with)."""
+    earlier = previous.get("resumes")
+    return [*(earlier if isinstance(earlier, list) else []),
+            {"at": at, "provenance": study_provenance(data_path, data_key)}]

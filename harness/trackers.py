@@ -117,7 +117,7 @@ class _Guarded:
         self._guard("on_experiment_end", *args, **kwargs)
 
     def _row(self, desc: dict[str, Any]) -> dict[str, Any] | None:
-        return self.store.read_trial(desc["trial_id"])  # type: ignore[no-any-return]
+        return self.store.read_trial(desc["trial_id"])
 
 
 def _status(row: dict[str, Any] | None, failed: bool) -> str:
@@ -232,10 +232,37 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
 
     name = "wandb"
 
+    #: Seconds the end of a study waits for the trials' W&B processes to write out and exit.
+    EXIT_TIMEOUT_S = 120.0
+
     def __init__(self, store: Any, *, project: str, group: str, **init: Any):
         super().__init__(project=project, group=group, **init)
         self.store = store
         self._last_step: dict[Any, int] = {}
+        self._exiting: list[Any] = []
+
+    def _cleanup_logging_actor(self, trial: Any) -> None:
+        """Let a trial's logging actor exit on its own once its run has finished, instead of killing it
+        (Ray's way): ``wandb.finish()`` returns before W&B's service has written an offline run out, and a
+        killed actor takes the service down with it, leaving an empty run file."""
+        import ray
+
+        future = self._trial_logging_futures.pop(trial)
+        del self._trial_queues[trial]
+        actor = self._trial_logging_actors.pop(trial)
+        done, _ = ray.wait([future], timeout=0)
+        if done:
+            self._exiting.append(actor.__ray_terminate__.remote())
+        else:  # still running at the end of the study's wait: stop it
+            ray.kill(actor)
+
+    def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False) -> None:
+        super()._cleanup_logging_actors(timeout=timeout, kill_on_timeout=kill_on_timeout)
+        if kill_on_timeout and self._exiting:  # the study's end: wait (bounded) until every run is written
+            import ray
+
+            ray.wait(self._exiting, num_returns=len(self._exiting), timeout=self.EXIT_TIMEOUT_S)
+            self._exiting = []
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
         if self.kwargs.get("mode") == "offline":

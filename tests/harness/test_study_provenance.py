@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.study_provenance import data_checksum, node_machines, study_provenance
+from harness.study_provenance import data_checksum, node_machines, resume_record, study_provenance
 
 
 def test_a_pickle_is_hashed_once_and_again_only_when_it_changes(tmp_path: Path, monkeypatch) -> None:
@@ -52,3 +52,10 @@ def test_every_alive_ray_node_is_probed(ray_cluster) -> None:
     assert record["data"]["kind"] == "synthetic" and len(record["nodes"]) == len(nodes)
     assert record["packages"]["ray"] and record["project"]["version"] is not None
     json.dumps(record)
+
+
+def test_each_resume_adds_its_own_provenance() -> None:
+    first = resume_record({"status": "incomplete"}, None, 'synthetic:{"seed": 1}', "2026-01-01T00:00:00+00:00")
+    second = resume_record({"resumes": first}, None, 'synthetic:{"seed": 1}', "2026-01-02T00:00:00+00:00")
+    assert [r["at"][:10] for r in second] == ["2026-01-01", "2026-01-02"]
+    assert second[1]["provenance"]["data"]["kind"] == "synthetic" and "packages" in second[1]["provenance"]
