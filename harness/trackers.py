@@ -145,11 +145,28 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         from mlflow.entities import Param
 
         client = self._client()
-        run = client.create_run(self.mlflow_util.experiment_id, run_name=run_name(desc), tags=run_tags(desc))
+        tags = {**run_tags(desc), "results_dir": str(self.store.dir)}
+        previous = self._previous_run(client, tags)
+        if previous is not None:  # the trial of a resumed study (or a retried failed one) continues its run
+            client.update_run(previous, status="RUNNING")
+            self._trial_runs[trial] = previous
+            return
+        run = client.create_run(self.mlflow_util.experiment_id, run_name=run_name(desc), tags=tags)
         params = [Param(k, str(v)) for k, v in run_params(desc).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
             client.log_batch(run.info.run_id, params=params[i:i + 100])
         self._trial_runs[trial] = run.info.run_id
+
+    def _previous_run(self, client: Any, tags: dict[str, str]) -> str | None:
+        """The run this trial logged to in an earlier run of the same study directory, if any."""
+        if "'" in tags["results_dir"]:
+            return None  # not expressible in a filter string; start a new run
+        query = f"tags.trial_id = '{tags['trial_id']}' and tags.results_dir = '{tags['results_dir']}'"
+        try:
+            runs = client.search_runs([self.mlflow_util.experiment_id], filter_string=query, max_results=1)
+        except Exception:  # a store that cannot search: a new run is still right
+            return None
+        return str(runs[0].info.run_id) if runs else None
 
     def _log(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric

@@ -116,3 +116,30 @@ def test_an_mlflow_store_that_becomes_unwritable_is_a_warning_not_a_failure(tmp_
     tracker.on_trial_complete(3, [], trial)
     assert capsys.readouterr().err == ""
     assert Path(store_dir).is_file()
+
+
+def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    store = ResultStore(tmp_path / "results", "s")
+    first = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")
+    first.setup()
+    trial = _Trial({"trial": _DESC})
+    first.on_trial_start(0, [], trial)
+    first.on_trial_result(1, [], trial, {"epoch": 1, "valid_mae": 0.9})  # then the driver dies
+    second = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")  # --resume: Tune restores it
+    second.setup()
+    restored = _Trial({"trial": _DESC})
+    second.on_trial_start(0, [], restored)
+    second.on_trial_result(2, [], restored, {"epoch": 2, "valid_mae": 0.8})
+    second.on_trial_complete(2, [], restored)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_mae")] == [1, 2]
+    assert run.info.status == "FINISHED" and run.data.tags["status"] == "unknown"  # no trials/ row here
+    other = MLflowTracker(ResultStore(tmp_path / "elsewhere", "s"), tracking_uri=uri, experiment_name="exp")
+    other.setup()
+    other.on_trial_start(0, [], _Trial({"trial": _DESC}))  # same study name, other results: its own run
+    assert len(client.search_runs([client.get_experiment_by_name("exp").experiment_id])) == 2
