@@ -106,6 +106,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     from harness.study.data import load_study_data
     from harness.study.devices import check_local_devices
     from harness.study.plan import build_plan
+    from harness.study.tracking import preflight
 
     spec = load_spec(args.spec, args.set)
     if args.address is None:  # trials run here: the devices they name must exist here (harness/study/devices.py)
@@ -119,10 +120,13 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     if previous is not None:  # damaged result files: named, and moved aside so their trials run again
         from harness.results.quarantine import quarantine_damaged
         previous = quarantine_damaged(store, previous, dry_run=args.dry_run)
+    preflight(spec.tracking, spec.name)  # trackers usable (packages, servers) before Ray starts
     return plan, store, previous
 
 
 def _study_info(plan: Any, store: Any, version: str) -> dict[str, Any]:
+    from harness.results.study_provenance import study_provenance
+
     s = plan.spec
     fp = spec_fingerprint(s)
     return {"schema_version": 1, "study": s.name, "kind": plan.kind, "varied": plan.varied,
@@ -132,7 +136,8 @@ def _study_info(plan: Any, store: Any, version: str) -> dict[str, Any]:
             "label_kind": plan.data.data.label_kind, "n_trials": plan.n_trials,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "status": "running",
             "results_dir": str(store.dir), "code_version": version, "fingerprint": fp,
-            "spec_hash": _fingerprint_hash(fp)}
+            "spec_hash": _fingerprint_hash(fp),
+            "provenance": study_provenance(s.data.path, plan.data.key)}  # code, packages, nodes, data checksum
 
 
 def _finish(plan: Any, store: Any, *, report_now: bool = True) -> None:
@@ -199,6 +204,7 @@ def execute(args: argparse.Namespace) -> int:
         return 0
     if args.resume and previous is None:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
+    from harness.results.study_provenance import resume_record
     from harness.tune.cluster import ClusterError, RaySettings
     from harness.tune.runner import RunOptions, code_version, run_tune
 
@@ -215,7 +221,9 @@ def execute(args: argparse.Namespace) -> int:
                     check_existing(store, plan.spec, resume=False)
                 store.create(dump_spec(plan.spec), _study_info(plan, store, version))
             else:
-                store.update_info(status="running", resumed_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                now = datetime.now(UTC).isoformat(timespec="seconds")
+                store.update_info(status="running", resumed_at=now,
+                                  resumes=resume_record(previous, plan.spec.data.path, plan.data.key, now))
             print(f"study {plan.spec.name}: {plan.n_trials} trials -> {store.dir}", flush=True)
             started = True
             outcome = run_tune(plan, store, options, version)

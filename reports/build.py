@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from reports.load import Study, load_study
 from reports.progress import incomplete_note
+from reports.provenance import stamp, study_stamp
 from reports.scales import inferred_note, study_scales
 from reports.sections import Item, plan
 from reports.style import style_context
@@ -176,6 +177,7 @@ def write_report(study: Study, out: str | Path | None = None, formats: Sequence[
     root = output_root(out) if out is not None else study.path
     if out is None:
         check_output_dir(root)
+    provenance = study_stamp(study.meta, study.trials)
     fig_dir, tab_dir = root / "figures", root / "tables"
     written: list[Path] = []
     entries: list[tuple[Item, list[Path], object]] = []
@@ -192,6 +194,7 @@ def write_report(study: Study, out: str | Path | None = None, formats: Sequence[
             skipped.append((item, f"{type(exc).__name__}: {exc} (a bug: please report it)"))
             continue
         paths = _write_item(item, obj, fig_dir, tab_dir, formats)
+        stamp(paths, provenance)  # <file>.json sidecars and a % line atop LaTeX (reports.provenance)
         written += paths
         entries.append((item, paths, obj))
     root.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.study.errors import SpecError
 from harness.study.overrides import apply_set_overrides
+from harness.study.tracking import TrackingSpec
 from harness.study.yamlio import read_yaml
 
 __all__ = [
@@ -243,6 +244,7 @@ class StudySpec(_Strict):
     # paid for with a checkpoint (a crash repeats at most this much work plus an epoch); 0 = every due epoch
     checkpoint_min_interval_s: float = Field(default=60.0, ge=0)
     report: ReportSpec | None = None
+    tracking: TrackingSpec | None = None  # MLflow / TensorBoard / W&B (harness.study.tracking)
 
     @field_validator("report", mode="before")
     @classmethod

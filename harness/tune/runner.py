@@ -22,6 +22,7 @@ from harness.study.plan import Plan
 from harness.tune.cluster import RaySettings, cluster_resources, ray_session
 from harness.tune.progress import ProgressPrinter
 from harness.tune.recorder import ResultRecorder, reconcile
+from harness.tune.trackers import tracking_callbacks
 from harness.tune.trainable import TrialContext, emoe_trainable
 
 __all__ = ["RunOptions", "RunOutcome", "code_version", "data_bytes", "make_context", "make_scheduler", "run_tune",
@@ -191,6 +192,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
         callbacks = [ResultRecorder(ctx), ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
                                                           mode=plan.spec.mode, interval_s=options.progress_interval_s)]
+        callbacks += tracking_callbacks(plan.spec.tracking, store)  # after ResultRecorder: rows exist at trial end
         # Tune reads every trial's results when restoring and at the end; trials that never started have
         # none, which it logs as a warning per trial. Expected here (pending at a crash or a time budget).
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)

@@ -204,7 +204,8 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
             write_trial_row(ctx, trial, status="completed", error=None, best_epoch=record.best_epoch,
                             epochs_run=record.epoch, valid=best["valid"], test=best["test"])
             final_epoch = record.epoch
-        metrics = report_metrics(ctx, record, best["valid"], best["test"])
+        # the epoch's own metrics (its epochs/ row) too, for trackers; the report's keys take precedence
+        metrics = {**rows[record.epoch], **report_metrics(ctx, record, best["valid"], best["test"])}
         # No checkpoint after the last epoch: the finished row is written, so a retried or resumed trial
         # only reports it again (and a checkpoint of a faithful-size model is gigabytes).
         due = (not last and ctx.checkpoint_every and record.epoch % ctx.checkpoint_every == 0

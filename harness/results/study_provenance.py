@@ -1,0 +1,140 @@
+"""A study's provenance for ``study.json``: ``harness.results.provenance`` plus its data's checksum and its nodes.
+
+The data checksum identifies exactly what was trained on: a converted directory's ``manifest.json`` (which
+holds every array's SHA-256), an MMSA pickle's SHA-256 (computed once per file and cached by size and
+modification time under ``$XDG_CACHE_HOME/emoe-harness``, since hashing gigabytes at every start is
+slow), or the synthetic generator's fingerprint (preset, seed and every field). The nodes are the driver
+plus each alive Ray node, probed by one tiny task pinned to it, bounded in time. Nothing here may stop a
+study: a probe that fails records ``None``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness.results.provenance import file_sha256, machine, provenance
+
+__all__ = ["cache_dir", "data_checksum", "gpu_names", "node_machines", "resume_record", "study_provenance"]
+
+#: Seconds the node probes may take together (a node that does not answer is recorded without details).
+NODE_PROBE_TIMEOUT_S = 15.0
+
+
+def cache_dir() -> Path:
+    """Where cached checksums live: ``$XDG_CACHE_HOME/emoe-harness`` (default ``~/.cache/emoe-harness``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "emoe-harness"
+
+
+def _cached_sha256(path: Path) -> str:
+    """A file's SHA-256, reusing a cached value while its size and modification time are unchanged."""
+    st = path.stat()
+    key = str(path.resolve())
+    cache = cache_dir() / "sha256.json"
+    entries: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        entries = dict(json.loads(cache.read_text()))
+    hit = entries.get(key)
+    if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+        return str(hit["sha256"])
+    digest = file_sha256(path)
+    entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    with contextlib.suppress(OSError):  # a read-only home only costs the next start another hash
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        os.replace(tmp, cache)
+    return digest
+
+
+def data_checksum(path: str | None, key: str) -> dict[str, Any]:
+    """What identifies a study's data: ``{"kind", "sha256", ...}`` (``key``: ``StudyData.key``)."""
+    if path is None:
+        return {"kind": "synthetic", "sha256": hashlib.sha256(key.encode()).hexdigest(),
+                "spec": json.loads(key.removeprefix("synthetic:"))}
+    p = Path(path)
+    try:
+        if p.is_dir():
+            manifest = p / "manifest.json"
+            source = json.loads(manifest.read_text()).get("source_sha256")
+            return {"kind": "converted", "sha256": file_sha256(manifest), "source_sha256": source}
+        return {"kind": "file", "sha256": _cached_sha256(p), "bytes": p.stat().st_size}
+    except (OSError, ValueError) as exc:
+        return {"kind": "file", "sha256": None, "error": str(exc)}
+
+
+def gpu_names() -> list[str]:
+    """This node's GPU models from ``nvidia-smi`` (no torch import, no CUDA context); [] without one."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _probe() -> dict[str, Any]:
+    """This node's machine facts (run on each node as a Ray task)."""
+    info = machine()
+    if not info["gpus"]:
+        info["gpus"] = gpu_names()
+    return info
+
+
+def node_machines(timeout_s: float = NODE_PROBE_TIMEOUT_S) -> list[dict[str, Any]]:
+    """Each alive Ray node: id, address, resources and (when its probe answers in time) its machine."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if not ray.is_initialized():
+        return []
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    probe = ray.remote(num_cpus=0, max_retries=0)(_probe)
+    refs = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote() for n in nodes}
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+    out = []
+    for n in nodes:
+        ref = refs[n["NodeID"]]
+        found: Any = None
+        if ref in ready:
+            with contextlib.suppress(Exception):
+                found = ray.get(ref, timeout=1)
+        else:
+            ray.cancel(ref, force=True)
+        resources = {k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")}
+        out.append({"node_id": n["NodeID"], "address": n.get("NodeManagerAddress"), "resources": resources,
+                    "machine": found})
+    return out
+
+
+def study_provenance(data_path: str | None, data_key: str, argv: list[str] | None = None) -> dict[str, Any]:
+    """``harness.results.provenance.provenance`` plus the data checksum and the Ray nodes (when Ray is up)."""
+    info = provenance(argv)
+    driver = info["driver"]
+    if isinstance(driver, dict) and not driver.get("gpus"):
+        driver["gpus"] = gpu_names()
+    info["data"] = data_checksum(data_path, data_key)
+    try:
+        info["nodes"] = node_machines()
+    except Exception as exc:  # probing is best effort
+        info["nodes"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return info
+
+
+def resume_record(previous: dict[str, Any], data_path: str | None, data_key: str, at: str) -> list[dict[str, Any]]:
+    """``study.json``'s ``resumes`` with this resume added: when, and its provenance (a study may be resumed
+    with other code, packages or machines than it started with)."""
+    earlier = previous.get("resumes")
+    return [*(earlier if isinstance(earlier, list) else []),
+            {"at": at, "provenance": study_provenance(data_path, data_key)}]

@@ -1,0 +1,340 @@
+"""Ray Tune logger callbacks that show a study's trials in MLflow, TensorBoard and Weights & Biases.
+
+Each is Ray's own integration (``MLflowLoggerCallback``, ``TBXLoggerCallback``, ``WandbLoggerCallback``)
+told what a harness trial is: one run per trial, named ``<variant>-seed<seed>``, whose parameters are the
+flattened EMOE configuration (the ``trials/`` table's config columns, not Tune's internal config), tagged
+with study, trial, configuration, variant and seed; every epoch's metrics under their ``epochs/`` column
+names at step = epoch; and when the trial settles, its selected-epoch metrics (``selected/valid_mae``, ...)
+and status from its ``trials/`` row. The study is the MLflow experiment / W&B group.
+
+A tracker that fails while the study runs (server down, store unwritable) prints one warning and is off
+for the rest of the run: trials go on, and the Parquet results, the study's record, lose nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
+from ray.tune.logger import TBXLoggerCallback
+
+from harness.study.params import flatten
+from harness.study.tracking import TrackingSpec, mlflow_uri
+
+__all__ = ["MLflowTracker", "TensorBoardTracker", "WandbTracker", "epoch_metrics", "run_name", "run_params",
+           "run_tags", "selected_metrics", "tracking_callbacks"]
+
+#: Prefixes and names of the per-epoch metrics a trial reports (the ``epochs/`` table's metric columns).
+EPOCH_PREFIXES = ("train_", "valid_", "test_", "w_")
+EPOCH_NAMES = ("lr", "time_s", "objective")
+TAG_FIELDS = ("study", "trial_id", "config_id", "variant", "seed")
+
+
+def _description(trial: Any) -> dict[str, Any] | None:
+    config = getattr(trial, "config", None) or {}
+    desc = config.get("trial")
+    return desc if isinstance(desc, dict) else None
+
+
+def run_name(desc: dict[str, Any]) -> str:
+    """A trial's run name in the trackers: its variant (configuration label) and seed."""
+    return f"{desc['variant']}-seed{desc['seed']}"
+
+
+def run_params(desc: dict[str, Any]) -> dict[str, Any]:
+    """The trial's flattened EMOE configuration, as the ``trials/`` table's config columns hold it."""
+    out: dict[str, Any] = {}
+    for path, value in flatten(desc["emoe"]).items():
+        out[path] = "[" + ", ".join(str(v) for v in value) + "]" if isinstance(value, list | tuple) else value
+    return out
+
+
+def run_tags(desc: dict[str, Any]) -> dict[str, str]:
+    """Tags that find a trial's run again: study, trial id, configuration id, variant and seed."""
+    return {k: str(desc[k]) for k in TAG_FIELDS}
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def epoch_metrics(result: dict[str, Any]) -> tuple[int, dict[str, float]] | None:
+    """(epoch, metrics) of one reported epoch, or None for a result that is not an epoch's."""
+    if result.get("resumed_finished") or not isinstance(result.get("epoch"), int):
+        return None
+    metrics = {k: x for k, v in result.items()
+               if (k.startswith(EPOCH_PREFIXES) or k in EPOCH_NAMES) and (x := _number(v)) is not None}
+    return int(result["epoch"]), metrics
+
+
+def selected_metrics(row: dict[str, Any] | None) -> dict[str, float]:
+    """A settled trial's selected-epoch metrics from its ``trials/`` row, as ``selected/<column>``."""
+    if not row:
+        return {}
+    keys = [k for k in row if k.startswith(("valid_", "test_"))] + ["objective", "best_epoch", "epochs_run"]
+    return {f"selected/{k}": x for k in keys if (x := _number(row.get(k))) is not None}
+
+
+class _Guarded:
+    """Mixin: a tracker that raises warns once and turns itself off; the study never fails for it."""
+
+    name = "tracker"
+    store: Any
+
+    def _guard(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        if getattr(self, "_broken", False):
+            return
+        try:
+            getattr(super(), hook)(*args, **kwargs)
+        except Exception as exc:
+            self._broken = True
+            print(f"warning: tracking: {self.name} failed ({type(exc).__name__}: {exc}); it is off for the "
+                  f"rest of this run; trials go on and their results are in {self.store.dir}",
+                  file=sys.stderr, flush=True)
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("setup", *args, **kwargs)
+
+    def on_trial_start(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("on_trial_start", *args, **kwargs)
+
+    def on_trial_result(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("on_trial_result", *args, **kwargs)
+
+    def on_trial_complete(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("on_trial_complete", *args, **kwargs)
+
+    def on_trial_error(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("on_trial_error", *args, **kwargs)
+
+    def on_experiment_end(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("on_experiment_end", *args, **kwargs)
+
+    def _row(self, desc: dict[str, Any]) -> dict[str, Any] | None:
+        return self.store.read_trial(desc["trial_id"])
+
+
+def _status(row: dict[str, Any] | None, failed: bool) -> str:
+    return str(row["status"]) if row else ("failed" if failed else "unknown")
+
+
+class MLflowTracker(_Guarded, MLflowLoggerCallback):
+    """One MLflow run per trial in the study's experiment (Ray's callback, logging in batches)."""
+
+    name = "mlflow"
+
+    def __init__(self, store: Any, *, tracking_uri: str | None, experiment_name: str):
+        super().__init__(tracking_uri=tracking_uri, experiment_name=experiment_name)
+        self.store = store
+
+    def _client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    def log_trial_start(self, trial: Any) -> None:
+        desc = _description(trial)
+        if desc is None or trial in self._trial_runs:  # a retried trial goes on logging to its run
+            return
+        from mlflow.entities import Param
+
+        client = self._client()
+        tags = {**run_tags(desc), "results_dir": str(self.store.dir)}
+        previous = self._previous_run(client, tags)
+        if previous is not None:  # the trial of a resumed study (or a retried failed one) continues its run
+            client.update_run(previous, status="RUNNING")
+            self._trial_runs[trial] = previous
+            return
+        run = client.create_run(self.mlflow_util.experiment_id, run_name=run_name(desc), tags=tags)
+        params = [Param(k, str(v)) for k, v in run_params(desc).items()]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
+            client.log_batch(run.info.run_id, params=params[i:i + 100])
+        self._trial_runs[trial] = run.info.run_id
+
+    def _previous_run(self, client: Any, tags: dict[str, str]) -> str | None:
+        """The run this trial logged to in an earlier run of the same study directory, if any."""
+        if "'" in tags["results_dir"]:
+            return None  # not expressible in a filter string; start a new run
+        query = f"tags.trial_id = '{tags['trial_id']}' and tags.results_dir = '{tags['results_dir']}'"
+        try:
+            runs = client.search_runs([self.mlflow_util.experiment_id], filter_string=query, max_results=1)
+        except Exception:  # a store that cannot search: a new run is still right
+            return None
+        return str(runs[0].info.run_id) if runs else None
+
+    def _log(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._client().log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        found = epoch_metrics(result)
+        if found is not None and trial in self._trial_runs:
+            self._log(self._trial_runs[trial], found[1], found[0])
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        desc = _description(trial)
+        run_id = self._trial_runs.pop(trial, None)
+        if desc is None or run_id is None:
+            return
+        row = self._row(desc)
+        selected = selected_metrics(row)
+        if selected:
+            self._log(run_id, selected, int(selected.get("selected/best_epoch", 0)))
+        client = self._client()
+        client.set_tag(run_id, "status", _status(row, failed))
+        client.set_terminated(run_id, "FAILED" if _status(row, failed) == "failed" else "FINISHED")
+
+
+def _hparam(v: Any) -> Any:
+    return v if isinstance(v, str | bool | int | float) else str(v)
+
+
+class TensorBoardTracker(_Guarded, TBXLoggerCallback):
+    """TensorBoard event files per trial in ``<logdir>/<trial_id>/``: scalars per epoch, hparams at the end."""
+
+    name = "tensorboard"
+
+    def __init__(self, store: Any, logdir: str | Path):
+        super().__init__()
+        self.store = store
+        self.logdir = Path(logdir)
+
+    def log_trial_start(self, trial: Any) -> None:
+        desc = _description(trial)
+        if desc is None or trial in self._trial_writer:
+            return
+        self._trial_writer[trial] = self._summary_writer_cls(str(self.logdir / desc["trial_id"]), flush_secs=30)
+        self._trial_result[trial] = {}
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        found = epoch_metrics(result)
+        writer = self._trial_writer.get(trial)
+        if found is None or writer is None:
+            return
+        step, metrics = found
+        for key, value in metrics.items():
+            writer.add_scalar(key, value, global_step=step)
+        writer.flush()
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        desc = _description(trial)
+        writer = self._trial_writer.pop(trial, None)
+        self._trial_result.pop(trial, None)
+        if desc is None or writer is None:
+            return
+        from tensorboardX.summary import hparams
+
+        row = self._row(desc)
+        selected = selected_metrics(row)
+        step = int(selected.get("selected/best_epoch", 0))
+        for key, value in selected.items():
+            writer.add_scalar(key, value, global_step=step)
+        params = {k: _hparam(v) for k, v in {**run_params(desc), **run_tags(desc)}.items()}
+        params["status"] = _status(row, failed)
+        for summary in hparams(hparam_dict=params, metric_dict=selected):
+            writer.file_writer.add_summary(summary)
+        writer.close()
+
+
+class WandbTracker(_Guarded, WandbLoggerCallback):
+    """One W&B run per trial, grouped by study (Ray's callback: a logging actor per trial on the driver)."""
+
+    name = "wandb"
+
+    #: Seconds the end of a study waits for the trials' W&B processes to write out and exit.
+    EXIT_TIMEOUT_S = 120.0
+
+    def __init__(self, store: Any, *, project: str, group: str, **init: Any):
+        super().__init__(project=project, group=group, **init)
+        self.store = store
+        self._last_step: dict[Any, int] = {}
+        self._exiting: list[Any] = []
+
+    def _cleanup_logging_actor(self, trial: Any) -> None:
+        """Let a trial's logging actor exit on its own once its run has finished, instead of killing it
+        (Ray's way): ``wandb.finish()`` returns before W&B's service has written an offline run out, and a
+        killed actor takes the service down with it, leaving an empty run file."""
+        import ray
+
+        future = self._trial_logging_futures.pop(trial)
+        del self._trial_queues[trial]
+        actor = self._trial_logging_actors.pop(trial)
+        done, _ = ray.wait([future], timeout=0)
+        if done:
+            self._exiting.append(actor.__ray_terminate__.remote())
+        else:  # still running at the end of the study's wait: stop it
+            ray.kill(actor)
+
+    def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False) -> None:
+        super()._cleanup_logging_actors(timeout=timeout, kill_on_timeout=kill_on_timeout)
+        if kill_on_timeout and self._exiting:  # the study's end: wait (bounded) until every run is written
+            import ray
+
+            ray.wait(self._exiting, num_returns=len(self._exiting), timeout=self.EXIT_TIMEOUT_S)
+            self._exiting = []
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        if self.kwargs.get("mode") == "offline":
+            return  # no API key needed, nothing to look up
+        super().setup(*args, **kwargs)
+
+    def log_trial_start(self, trial: Any) -> None:
+        desc = _description(trial)
+        if desc is None or trial in self._trial_logging_futures:
+            return
+        trial.init_local_path()  # the logging actor starts in the trial's directory
+        config = {**run_tags(desc), **run_params(desc)}
+        tags = [f"variant:{desc['variant']}"[:64], f"seed:{desc['seed']}"[:64], f"config:{desc['config_id']}"]
+        init = {"name": run_name(desc), "group": self.group, "project": self.project, "config": config,
+                "tags": tags, "allow_val_change": True, **self.kwargs}
+        self._start_logging_actor(trial, [], **init)
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        found = epoch_metrics(result)
+        if found is None or trial not in self._trial_queues:
+            return
+        step, metrics = found
+        self._last_step[trial] = step
+        self._trial_queues[trial].put((_QueueItem.RESULT, {**metrics, "training_iteration": step}))
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        desc = _description(trial)
+        if desc is None or trial not in self._trial_queues:
+            return
+        row = self._row(desc)
+        final = {**selected_metrics(row), "training_iteration": self._last_step.pop(trial, 0),
+                 "config": {"status": _status(row, failed)}}
+        self._trial_queues[trial].put((_QueueItem.RESULT, final))
+        super().log_trial_end(trial, failed)
+
+
+def tracking_callbacks(tracking: TrackingSpec | None, store: Any) -> list[Any]:
+    """The Ray Tune callbacks that log the study's trials to its trackers (none without ``tracking``)."""
+    if tracking is None:
+        return []
+    study = store.study
+    callbacks: list[Any] = []
+    if tracking.mlflow is not None:
+        callbacks.append(MLflowTracker(store, tracking_uri=mlflow_uri(tracking.mlflow),
+                                                experiment_name=tracking.mlflow.experiment or study))
+    if tracking.tensorboard:
+        callbacks.append(TensorBoardTracker(store, store.dir / "tensorboard"))
+    if tracking.wandb is not None:
+        w = tracking.wandb
+        extra: dict[str, Any] = {"mode": w.mode}
+        if w.entity:
+            extra["entity"] = w.entity
+        if not os.environ.get("WANDB_DIR"):
+            extra["dir"] = str(store.dir)  # offline runs under results/<study>/wandb/
+        callbacks.append(WandbTracker(store, project=w.project, group=study, **extra))
+    return callbacks

@@ -1,0 +1,61 @@
+"""A study's provenance: the data checksum (converted manifest, cached pickle hash, synthetic fingerprint)
+and each Ray node's machine, probed by a pinned task."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.results.study_provenance import data_checksum, node_machines, resume_record, study_provenance
+
+
+def test_a_pickle_is_hashed_once_and_again_only_when_it_changes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pkl = tmp_path / "mosi.pkl"
+    pkl.write_bytes(b"a" * 1000)
+    first = data_checksum(str(pkl), "file:mosi.pkl")
+    assert first == {"kind": "file", "sha256": hashlib.sha256(b"a" * 1000).hexdigest(), "bytes": 1000}
+    cache = json.loads((tmp_path / "cache" / "emoe-harness" / "sha256.json").read_text())
+    assert cache[str(pkl.resolve())]["sha256"] == first["sha256"]
+    # a cached value is reused while size and mtime hold: poison it to see it is read, not recomputed
+    cache[str(pkl.resolve())]["sha256"] = "cached"
+    (tmp_path / "cache" / "emoe-harness" / "sha256.json").write_text(json.dumps(cache))
+    assert data_checksum(str(pkl), "k")["sha256"] == "cached"
+    pkl.write_bytes(b"b" * 1000)  # same size, new content and mtime
+    os.utime(pkl, ns=(1, 1))
+    assert data_checksum(str(pkl), "k")["sha256"] == hashlib.sha256(b"b" * 1000).hexdigest()
+
+
+def test_converted_directories_and_synthetic_data(tmp_path: Path) -> None:
+    conv = tmp_path / "conv"
+    conv.mkdir()
+    (conv / "manifest.json").write_text(json.dumps({"source_sha256": "abc"}))
+    found = data_checksum(str(conv), "file:conv")
+    assert found == {"kind": "converted", "source_sha256": "abc",
+                     "sha256": hashlib.sha256((conv / "manifest.json").read_bytes()).hexdigest()}
+    key = 'synthetic:{"preset": "tiny", "seed": 0}'
+    syn = data_checksum(None, key)
+    assert syn["sha256"] == hashlib.sha256(key.encode()).hexdigest() and syn["spec"]["seed"] == 0
+    assert data_checksum(None, key.replace("0", "1"))["sha256"] != syn["sha256"]
+
+
+@pytest.mark.ray
+def test_every_alive_ray_node_is_probed(ray_cluster) -> None:
+    nodes = node_machines(timeout_s=60)
+    assert {n["node_id"] for n in nodes} >= ray_cluster.worker_ids
+    assert all(n["machine"] and n["machine"]["cpu"] for n in nodes)
+    record = study_provenance(None, 'synthetic:{"preset": "tiny"}', ["-m", "harness.run", "x.yaml"])
+    assert record["data"]["kind"] == "synthetic" and len(record["nodes"]) == len(nodes)
+    assert record["packages"]["ray"] and record["project"]["version"] is not None
+    json.dumps(record)
+
+
+def test_each_resume_adds_its_own_provenance() -> None:
+    first = resume_record({"status": "incomplete"}, None, 'synthetic:{"seed": 1}', "2026-01-01T00:00:00+00:00")
+    second = resume_record({"resumes": first}, None, 'synthetic:{"seed": 1}', "2026-01-02T00:00:00+00:00")
+    assert [r["at"][:10] for r in second] == ["2026-01-01", "2026-01-02"]
+    assert second[1]["provenance"]["data"]["kind"] == "synthetic" and "packages" in second[1]["provenance"]

@@ -1,0 +1,145 @@
+"""The ``tracking:`` block: parsed and overridable, checked before Ray (exit 2, nothing created), and a
+tracker that fails mid-study is a warning that leaves the study going (no Ray needed here)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.results.sink import ResultStore
+from harness.run import main
+from harness.study.errors import SpecError
+from harness.study.spec import load_spec
+from harness.study.tracking import TrackingSpec, preflight
+from harness.tune.trackers import MLflowTracker, epoch_metrics, run_params, run_tags, selected_metrics
+from tests.harness.conftest import tiny_study
+
+
+def test_the_block_parses_with_shorthands_and_set_overrides(write_study):
+    spec = load_spec(write_study(tiny_study(tracking={"tensorboard": True})),
+                     ["tracking.mlflow=true", "tracking.wandb.project=emoe", "tracking.wandb.mode=offline"])
+    t = spec.tracking
+    assert t is not None and t.tensorboard and t.mlflow is not None and t.mlflow.uri is None
+    assert t.wandb is not None and t.wandb.project == "emoe" and t.wandb.mode == "offline"
+    assert t.enabled == ["mlflow", "tensorboard", "wandb"]
+    assert load_spec(write_study(tiny_study())).tracking is None
+
+
+def test_unknown_keys_and_modes_are_spec_errors(write_study):
+    with pytest.raises(SpecError) as err:
+        load_spec(write_study(tiny_study(tracking={"mlfow": {}, "wandb": {"project": "p", "mode": "cloud"}})))
+    text = str(err.value)
+    assert "tracking.mlfow: unknown key" in text and "tracking.wandb.mode" in text
+
+
+def test_a_missing_package_fails_before_anything_is_created(write_study, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb now raises ImportError
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
+    spec = write_study(tiny_study(tracking={"mlflow": {"uri": "http://127.0.0.1:9"},
+                                            "wandb": {"project": "p", "mode": "offline"}}))
+    results = tmp_path / "results"
+    assert main([str(spec), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "tracking.mlflow: the mlflow package is not installed" in err
+    assert "tracking.wandb: the wandb package is not installed" in err and "Traceback" not in err
+    assert not results.exists()
+
+
+def test_an_unreachable_server_or_missing_uri_fails_at_once(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a W&B key
+    with pytest.raises(SpecError) as err:
+        preflight(TrackingSpec.model_validate({"mlflow": {"uri": "http://127.0.0.1:9"},
+                                               "wandb": {"project": "p"}}), "s")
+    text = str(err.value)
+    assert "cannot use the MLflow tracking store http://127.0.0.1:9" in text
+    assert "online mode needs an API key" in text
+    with pytest.raises(SpecError, match=r"tracking.mlflow.uri: required"):
+        preflight(TrackingSpec.model_validate({"mlflow": True}), "s")
+    preflight(TrackingSpec.model_validate({"tensorboard": True, "wandb": {"project": "p", "mode": "offline"}}),
+              "s")
+
+
+_DESC = {"study": "s", "trial_id": "0123456789ab", "config_id": "c0ffee", "variant": "dw=0.5", "seed": 3,
+         "emoe": {"model": {"d_model": 8, "kernels": [3, 5]}, "loss": {"distill_weight": 0.5}}}
+
+
+def test_runs_get_the_flattened_config_tags_and_epoch_metrics():
+    assert run_params(_DESC) == {"model.d_model": 8, "model.kernels": "[3, 5]", "loss.distill_weight": 0.5}
+    assert run_tags(_DESC) == {"study": "s", "trial_id": "0123456789ab", "config_id": "c0ffee",
+                               "variant": "dw=0.5", "seed": "3"}
+    step, metrics = epoch_metrics({"epoch": 2, "valid_mae": 0.7, "train_loss": 1.0, "w_l": 0.3, "lr": 1e-3,
+                                   "test_mae": None, "valid_corr": float("nan"), "pid": 12, "config": {},
+                                   "best_valid_mae": 0.6, "training_iteration": 2})
+    assert step == 2 and metrics == {"valid_mae": 0.7, "train_loss": 1.0, "w_l": 0.3, "lr": 1e-3}
+    assert epoch_metrics({"epoch": 2, "resumed_finished": True}) is None
+    assert selected_metrics({"valid_mae": 0.5, "test_mae": None, "objective": 0.5, "best_epoch": 2,
+                             "epochs_run": 3, "status": "completed"}) == {
+        "selected/valid_mae": 0.5, "selected/objective": 0.5, "selected/best_epoch": 2.0,
+        "selected/epochs_run": 3.0}
+
+
+class _Trial:
+    """What the trackers read of a Tune trial: its config (hashable by identity, like Tune's)."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+
+def test_an_mlflow_store_that_becomes_unwritable_is_a_warning_not_a_failure(tmp_path, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store_dir = tmp_path / "mlruns"
+    uri = store_dir.as_uri()
+    store = ResultStore(tmp_path / "results", "s")
+    tracker = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")
+    tracker.setup()
+    trial = _Trial({"trial": _DESC})
+    tracker.on_trial_start(0, [], trial)
+    tracker.on_trial_result(1, [], trial, {"epoch": 1, "valid_mae": 0.9})
+    (run,) = MlflowClient(tracking_uri=uri).search_runs(
+        [MlflowClient(tracking_uri=uri).get_experiment_by_name("exp").experiment_id])
+    assert run.data.metrics == {"valid_mae": 0.9} and run.data.params["model.kernels"] == "[3, 5]"
+
+    shutil.rmtree(store_dir)
+    store_dir.write_text("not a directory any more")  # every write to the store now fails (even as root)
+    tracker.on_trial_result(2, [], trial, {"epoch": 2, "valid_mae": 0.8})  # must not raise
+    err = capsys.readouterr().err
+    assert err.count("warning: tracking: mlflow failed") == 1 and "trials go on" in err
+    tracker.on_trial_result(3, [], trial, {"epoch": 3, "valid_mae": 0.7})  # off now: silent
+    tracker.on_trial_complete(3, [], trial)
+    assert capsys.readouterr().err == ""
+    assert Path(store_dir).is_file()
+
+
+def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    store = ResultStore(tmp_path / "results", "s")
+    first = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")
+    first.setup()
+    trial = _Trial({"trial": _DESC})
+    first.on_trial_start(0, [], trial)
+    first.on_trial_result(1, [], trial, {"epoch": 1, "valid_mae": 0.9})  # then the driver dies
+    second = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")  # --resume: Tune restores it
+    second.setup()
+    restored = _Trial({"trial": _DESC})
+    second.on_trial_start(0, [], restored)
+    second.on_trial_result(2, [], restored, {"epoch": 2, "valid_mae": 0.8})
+    second.on_trial_complete(2, [], restored)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_mae")] == [1, 2]
+    assert run.info.status == "FINISHED" and run.data.tags["status"] == "unknown"  # no trials/ row here
+    other = MLflowTracker(ResultStore(tmp_path / "elsewhere", "s"), tracking_uri=uri, experiment_name="exp")
+    other.setup()
+    other.on_trial_start(0, [], _Trial({"trial": _DESC}))  # same study name, other results: its own run
+    assert len(client.search_runs([client.get_experiment_by_name("exp").experiment_id])) == 2
