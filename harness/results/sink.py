@@ -17,17 +17,35 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from emoe_schema import TABLES
 from harness.study.errors import SpecError, StudyExistsError
+from harness.study.params import JSONValue
 from harness.study.spec import is_safe_name
 
-__all__ = ["ResultStore", "atomic_write_bytes"]
+__all__ = ["ResultStore", "RunRecord", "atomic_write_bytes"]
 
-_TABLES = ("trials", "epochs", "router")
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.results.rows import Cell
+
+
+class RunRecord(TypedDict, total=False):
+    """A trial's attempts across retries and resumes (``.runs/<trial>.json``)."""
+
+    attempts: int
+    started_at: str  # ISO time of the first attempt
+    prior_s: float  # seconds spent by earlier attempts
+    current_s: float  # seconds spent by the current attempt so far
+    node: str
+    node_id: str | None
+
+_TABLES = TABLES
 
 
 def _fsync_dir(path: Path) -> None:
@@ -107,20 +125,20 @@ class ResultStore:
         """Whether a study was started here (``study.json`` exists)."""
         return self.info_path.exists()
 
-    def read_info(self) -> dict[str, Any]:
+    def read_info(self) -> dict[str, JSONValue]:
         return dict(json.loads(self.info_path.read_text()))
 
-    def create(self, spec_yaml: str, info: dict[str, Any]) -> None:
+    def create(self, spec_yaml: str, info: dict[str, JSONValue]) -> None:
         """Create the directory tree and write ``spec.yaml`` and ``study.json``."""
         for sub in (*_TABLES, ".runs"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.spec_path, spec_yaml.encode())
         self.write_info(info)
 
-    def write_info(self, info: dict[str, Any]) -> None:
+    def write_info(self, info: dict[str, JSONValue]) -> None:
         atomic_write_bytes(self.info_path, (json.dumps(info, indent=2, default=str) + "\n").encode())
 
-    def update_info(self, **fields: Any) -> dict[str, Any]:
+    def update_info(self, **fields: JSONValue) -> dict[str, JSONValue]:
         info = {**self.read_info(), **fields}
         self.write_info(info)
         return info
@@ -153,7 +171,7 @@ class ResultStore:
         atomic_write_bytes(path, sink.getvalue().to_pybytes())
         return path
 
-    def read_trial(self, trial_id: str) -> dict[str, Any] | None:
+    def read_trial(self, trial_id: str) -> dict[str, Cell] | None:
         """A trial's row as a dict, or None when it has none yet."""
         path = self.table_path("trials", trial_id)
         try:
@@ -176,9 +194,9 @@ class ResultStore:
         d = self.table_dir("trials")
         return {p.stem for p in d.glob("*.parquet")} if d.exists() else set()
 
-    def read_trials(self) -> Any:
+    def read_trials(self) -> pd.DataFrame:
         """All trial rows as a pandas DataFrame (empty when none)."""
-        import pandas as pd
+        import pandas as pd  # only the driver's summary reads the table back; workers need no pandas
 
         d = self.table_dir("trials")
         files = sorted(d.glob("*.parquet")) if d.exists() else []
@@ -191,14 +209,14 @@ class ResultStore:
         self.table_path("trials", trial_id)  # validates the id
         return self.dir / ".runs" / f"{trial_id}.json"
 
-    def read_run(self, trial_id: str) -> dict[str, Any]:
+    def read_run(self, trial_id: str) -> RunRecord:
         """Attempts, first start time, time spent and node of a trial ({} before its first start)."""
         try:
-            return dict(json.loads(self._run_path(trial_id).read_text()))
+            return RunRecord(**json.loads(self._run_path(trial_id).read_text()))
         except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+            return RunRecord()
 
-    def write_run(self, trial_id: str, run: dict[str, Any]) -> None:
+    def write_run(self, trial_id: str, run: RunRecord) -> None:
         path = self._run_path(trial_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, json.dumps(run, default=str).encode())

@@ -25,6 +25,9 @@ __all__ = [
     "INT_LIMIT",
     "NOT_IDENTITY",
     "SEED_PATH",
+    "JSONValue",
+    "ParamValue",
+    "Scalar",
     "apply_overrides",
     "build_config",
     "check_path",
@@ -34,6 +37,13 @@ __all__ = [
     "format_value",
     "trial_id",
 ]
+
+#: A scalar a study file gives a field (after YAML parsing).
+Scalar = str | int | float | bool | None
+#: A parameter value: a scalar or a sequence of them (``model.fixed_weights``).
+ParamValue = Scalar | list["ParamValue"] | tuple["ParamValue", ...]
+#: A YAML/JSON document or any part of it.
+JSONValue = Scalar | list["JSONValue"] | dict[str, "JSONValue"]
 
 _SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from emoe.config import ConfigError, EMOEConfig, to_dict
-from harness.study.params import apply_overrides, build_config, coerce, flatten, format_value
+from harness.study.params import JSONValue, ParamValue, coerce, flatten, format_value
+from harness.study.trial import resolve_point
 
 __all__ = [
     "Point",
@@ -65,12 +66,13 @@ def ablation_points(variants: Mapping[str, Mapping[str, Any]]) -> list[Point]:
     return [Point(name, {p: coerce(p, v) for p, v in flatten(ov).items()}) for name, ov in variants.items()]
 
 
-def check_point(base: Mapping[str, Any], point: Point, dims: Mapping[str, int] | None = None
+def check_point(base: Mapping[str, JSONValue], point: Point, dims: Mapping[str, ParamValue] | None = None
                 ) -> tuple[EMOEConfig | None, list[str]]:
-    """Build the point's config (data shape fields from ``dims``); the config or its errors."""
-    overrides = {**point.overrides, **{f"model.{k}": v for k, v in (dims or {}).items()}}
+    """The point's config (data shape fields from ``dims``: ``model.len_text`` or just ``len_text``),
+    built by ``resolve_point``; the config or its errors."""
+    dotted = {(k if "." in k else f"model.{k}"): v for k, v in (dims or {}).items()}
     try:
-        return build_config(apply_overrides(base, overrides)), []
+        return resolve_point(base, point.overrides, dotted), []
     except ConfigError as exc:
         return None, list(exc.errors)
 

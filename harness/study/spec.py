@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.study.errors import SpecError
-from harness.study.yamlio import apply_set_overrides, read_yaml
 
 __all__ = [
     "NAME_PATTERN",
@@ -33,8 +31,9 @@ __all__ = [
     "SearchSpec",
     "SpecError",
     "StudySpec",
-    "load_spec",
-    "parse_spec",
+    "dump_spec",
+    "is_safe_name",
+    "pydantic_errors",
 ]
 
 #: Study and variant names become file and directory names: letters, digits, '_', '-', '.' (not first).
@@ -275,7 +274,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _pydantic_errors(exc: ValidationError) -> list[str]:
+def pydantic_errors(exc: ValidationError) -> list[str]:
     out = []
     for e in exc.errors():
         msg = e["msg"]
@@ -292,31 +291,6 @@ def _pydantic_errors(exc: ValidationError) -> list[str]:
             msg = "type must be one of uniform, loguniform, int, categorical"
         out.append(f"{_loc(e['loc'])}: {msg}")
     return out
-
-
-def parse_spec(raw: Any, *, source: str = "<spec>") -> StudySpec:
-    """Validate an already-parsed YAML document; raises ``SpecError`` listing every problem."""
-    from harness.study.validation import check_semantics
-
-    if not isinstance(raw, dict):
-        raise SpecError([f"(top level): expected a mapping of study fields, got {type(raw).__name__}"],
-                        source=source)
-    try:
-        spec = StudySpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(_pydantic_errors(exc), source=source) from None
-    spec, errors = check_semantics(spec)
-    if errors:
-        raise SpecError(errors, source=source)
-    return spec
-
-
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
-    """Read, override (``--set path=value``) and validate a study file; ``SpecError`` on any problem."""
-    path = Path(path)
-    raw = read_yaml(path)
-    raw = apply_set_overrides(raw, overrides or [], source=str(path))
-    return parse_spec(raw, source=str(path))
 
 
 def dump_spec(spec: StudySpec) -> str:

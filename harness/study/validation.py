@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emoe.metrics import METRIC_NAMES, metric_mode
+from harness.study.data import synthetic_errors
 from harness.study.params import (
     DATA_FIELDS,
     FIELDS,
@@ -23,6 +24,7 @@ from harness.study.params import (
     config_id,
     flatten,
 )
+from harness.study.samplers import sampler_errors
 from harness.study.space import (
     Point,
     SearchSpace,
@@ -32,11 +34,9 @@ from harness.study.space import (
     grid_points,
 )
 from harness.study.spec import DataSpec, StudySpec, is_safe_name
+from harness.study.trial import OPEN_DIMS
 
-__all__ = ["OPEN_DIMS", "check_semantics", "known_metrics", "resolve_path"]
-
-#: Sequence lengths used before the data are loaded: long enough for any kernel.
-OPEN_DIMS = {"len_text": 1 << 20, "len_audio": 1 << 20, "len_vision": 1 << 20}
+__all__ = ["OPEN_DIMS", "check_semantics", "known_metrics", "locate", "resolve_path", "same_configuration"]
 _MAX_LISTED = 12
 _VAR = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
 
@@ -81,8 +81,6 @@ def _check_overrides(where: str, tree: dict[str, Any]) -> list[str]:
 
 def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
     if data.path is None:
-        from harness.study.data import synthetic_errors
-
         return data, [f"data.synthetic.{e}" for e in synthetic_errors(data.synthetic)]
     path, err = resolve_path(data.path)
     if err or path is None:
@@ -99,8 +97,6 @@ def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
 
 
 def _check_search(spec: StudySpec) -> list[str]:
-    from harness.tune.search import sampler_errors
-
     assert spec.search is not None
     s = spec.search
     errors = [f"search.{e}" for e in sampler_errors(s.sampler, s.sampler_options)]
@@ -141,24 +137,35 @@ def _check_search(spec: StudySpec) -> list[str]:
     return errors
 
 
-def _check_points(spec: StudySpec) -> list[str]:
+def locate(spec: StudySpec, point: Point) -> str:
+    """Where a point comes from in the study file, as error messages name it."""
     if spec.ablation is not None:
-        points = ablation_points(spec.ablation.variants)
-        where = {p.label: f"ablation.variants.{p.label}" for p in points}
-    else:
-        points = grid_points(spec.grid)
-        where = {p.label: ("base" if p.label == "base" else f"grid point {p.label}") for p in points}
+        return f"ablation.variants.{point.label}"
+    return "base" if point.label == "base" else f"grid point {point.label}"
+
+
+def same_configuration(spec: StudySpec, keyed: list[tuple[Point, str]], *, note: str) -> list[str]:
+    """An error for every point whose identity ``key`` an earlier point already has."""
     errors: list[str] = []
-    seen: dict[Any, str] = {}
+    seen: dict[str, Point] = {}
+    for point, key in keyed:
+        if key in seen:
+            errors.append(f"{locate(spec, point)}: same configuration as {locate(spec, seen[key])} ({note})")
+        seen.setdefault(key, point)
+    return errors
+
+
+def _check_points(spec: StudySpec) -> list[str]:
+    points = (ablation_points(spec.ablation.variants) if spec.ablation is not None else grid_points(spec.grid))
+    errors: list[str] = []
+    keyed: list[tuple[Point, str]] = []
     for point in points:
         cfg, errs = check_point(spec.base, point, OPEN_DIMS)
-        errors.extend(f"{where[point.label]}: {e}" for e in errs)
+        errors.extend(f"{locate(spec, point)}: {e}" for e in errs)
         if cfg is not None:
-            key = config_id(cfg, "")
-            if key in seen:
-                errors.append(f"{where[point.label]}: same configuration as {where[seen[key]]} (fields such as "
-                              "train.device or train.fast_path do not change results and are not compared)")
-            seen.setdefault(key, point.label)
+            keyed.append((point, config_id(cfg, "")))
+    errors += same_configuration(spec, keyed, note="fields such as train.device or train.fast_path do not "
+                                                   "change results and are not compared")
     if len(errors) > _MAX_LISTED:
         errors = [*errors[:_MAX_LISTED], f"... and {len(errors) - _MAX_LISTED} more invalid points"]
     return errors
@@ -220,9 +227,3 @@ def _normalised(spec: StudySpec) -> StudySpec:
         variants = {name: typed(ov or {}) for name, ov in spec.ablation.variants.items()}
         update["ablation"] = spec.ablation.model_copy(update={"variants": variants})
     return spec.model_copy(update=update)
-
-
-def describe_point(point: Point) -> str:
-    """``label (path=value, ...)`` for plans and error messages."""
-    inner = ", ".join(f"{k}={v!r}" for k, v in point.overrides.items())
-    return f"{point.label} ({inner})" if inner else point.label

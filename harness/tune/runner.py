@@ -107,7 +107,8 @@ def _searcher(plan: Plan, store: ResultStore) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from harness.tune.search import StudySearch, make_sampler
+    from harness.study.samplers import make_sampler
+    from harness.tune.search import StudySearch
 
     s = plan.spec.search
     assert s is not None and plan.space is not None
