@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reports import plots
-from reports.load import Study
+from reports.load import Study, completed
 from reports.metrics import CLASSIFICATION_MAIN, REGRESSION_MAIN
 from reports.router_stats import has_reliability
 from reports.search_stats import param_importance
@@ -44,7 +44,7 @@ def _slug(text: str) -> str:
 
 
 def _done(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "completed"]
+    return completed(df)
 
 
 def main_metrics(study: Study) -> list[str]:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from emoe_schema import STATUSES
+from reports.load import completed
 from reports.metrics import metric_info
 from reports.stats import paired_comparison, summarize
 
@@ -80,7 +82,7 @@ def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Seq
     """One row per group (e.g. variant, or a grid's parameter values): n seeds and mean ± std of each metric
     over the completed trials; the best mean per column (rounded as shown, ties included) is bold."""
     keys = [by] if isinstance(by, str) else list(by)
-    data = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
+    data = completed(trials) if "status" in trials.columns else trials
     summ = summarize(data, keys, metrics)
     # group labels as shown; a missing parameter value (conditional search space) shows as "–"
     summ["_label"] = [tuple(_key_text(v) for v in row) for row in summ[keys].itertuples(index=False)]
@@ -112,7 +114,7 @@ def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Seq
 def ablation_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[str],
                    group: str = "variant") -> Table:
     """Variants (baseline first) with mean ± std over seeds and n; best in bold."""
-    done = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
+    done = completed(trials) if "status" in trials.columns else trials
     names = [baseline, *[v for v in pd.unique(done[group]) if v != baseline]]
     n_seeds = done.groupby(group)["seed"].nunique()
     n_text = (f"seeds (n per row, {n_seeds.min()}–{n_seeds.max()})" if n_seeds.min() != n_seeds.max()
@@ -128,7 +130,7 @@ def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[s
                      comparison: pd.DataFrame | None = None) -> Table:
     """Paired differences to the baseline: Δ mean ± std over seeds, 95% CI, n pairs, paired t and Wilcoxon
     p-values (Holm-corrected per metric); p < 0.05 in bold, notes where a test is undefined."""
-    done = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
+    done = completed(trials) if "status" in trials.columns else trials
     comp = comparison if comparison is not None else paired_comparison(
         done, baseline=baseline, metrics=metrics, group=group)
     k = comp[group].nunique()
@@ -164,7 +166,7 @@ def _p(p: float) -> str:
 def status_table(trials: pd.DataFrame, group: str = "variant") -> Table:
     """Trials per status and group, so failed, diverged and pruned trials are never silently dropped."""
     counts = trials.groupby([group, "status"]).size().unstack(fill_value=0)
-    statuses = [s for s in ("completed", "pruned", "failed", "diverged") if s in counts.columns]
+    statuses = [s for s in STATUSES if s in counts.columns]
     statuses += [s for s in counts.columns if s not in statuses]
     rows = [[str(g), *(str(int(counts.loc[g, s])) for s in statuses)] for g in counts.index]
     return Table(header=[group, *statuses], rows=rows, align="l" + "r" * len(statuses),
