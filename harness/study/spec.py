@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from emoe_schema import metric_mode
 from harness.study.errors import SpecError
 
 __all__ = [
@@ -259,8 +260,6 @@ class StudySpec(_Strict):
 
     @property
     def mode(self) -> Literal["min", "max"]:
-        from emoe.metrics import metric_mode
-
         return self.objective.mode or metric_mode(self.objective.metric)
 
     @property
