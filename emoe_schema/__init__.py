@@ -102,7 +102,8 @@ def metric_names(label_kind: str) -> list[str]:
 
 def config_dtype(python_type: type) -> Dtype:
     """Column type of a configuration field of ``python_type``; sequences and names are strings."""
-    return {bool: "bool", int: "int64", float: "float64"}.get(python_type, "string")
+    types: dict[type, Dtype] = {bool: "bool", int: "int64", float: "float64"}
+    return types.get(python_type, "string")
 
 
 def format_sequence(values: Iterable[object]) -> str:

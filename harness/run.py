@@ -21,7 +21,7 @@ from emoe.data.checks import DataError
 from emoe_schema import SCHEMA_VERSION
 from harness.study.errors import SpecError, StudyExistsError
 from harness.study.load import load_spec
-from harness.study.params import JSONValue, flatten
+from harness.study.params import ParamValue, flatten
 from harness.study.spec import StudySpec, dump_spec
 
 if TYPE_CHECKING:
@@ -58,17 +58,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def spec_fingerprint(spec: StudySpec) -> dict[str, JSONValue]:
+def spec_fingerprint(spec: StudySpec) -> dict[str, ParamValue]:
     """The spec fields a resume must not change, flattened (for comparing a run with its resume)."""
     return {k: v for k, v in flatten(json.loads(spec.model_dump_json())).items()
             if k.split(".", 1)[0] not in RESUME_FREE}
 
 
-def _fingerprint_hash(fp: dict[str, JSONValue]) -> str:
+def _fingerprint_hash(fp: dict[str, ParamValue]) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def check_existing(store: ResultStore, spec: StudySpec, resume: bool) -> dict[str, JSONValue] | None:
+def check_existing(store: ResultStore, spec: StudySpec, resume: bool) -> dict[str, object] | None:
     """The previous run's study.json when resuming it; refuses to overwrite, or to resume a changed spec."""
     if not store.exists():
         return None
@@ -84,7 +84,8 @@ def check_existing(store: ResultStore, spec: StudySpec, resume: bool) -> dict[st
     if info.get("results_dir") not in (None, str(store.dir)):
         raise StudyExistsError(f"{store.dir}: this study was started in {info['results_dir']}; resume it there "
                                "(Tune's state refers to absolute paths)")
-    old = info.get("fingerprint", {})
+    saved = info.get("fingerprint")
+    old: dict[str, object] = saved if isinstance(saved, dict) else {}
     new = spec_fingerprint(spec)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if old and changed:
@@ -106,7 +107,7 @@ def check_results_root(root: str) -> None:
             return
 
 
-def prepare(args: argparse.Namespace) -> tuple[Plan, ResultStore, dict[str, JSONValue] | None]:
+def prepare(args: argparse.Namespace) -> tuple[Plan, ResultStore, dict[str, object] | None]:
     """Validate everything that can be checked before starting: spec, results path, data, plan."""
     # Imported here, not at the top: they bring torch and pyarrow, which `--help` and a bad spec never need.
     from harness.results.sink import ResultStore
@@ -123,7 +124,7 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, ResultStore, dict[str, JSON
     return plan, store, previous
 
 
-def _study_info(plan: Plan, store: ResultStore, version: str) -> dict[str, JSONValue]:
+def _study_info(plan: Plan, store: ResultStore, version: str) -> dict[str, object]:
     s = plan.spec
     fp = spec_fingerprint(s)
     return {"schema_version": SCHEMA_VERSION, "study": s.name, "kind": plan.kind, "varied": plan.varied,

@@ -126,12 +126,17 @@ def epoch_row(record: EpochRecord) -> dict[str, Cell]:
     return row
 
 
+def _epoch_of(row: Mapping[str, Cell]) -> int:
+    epoch = row["epoch"]
+    assert isinstance(epoch, int), "epoch_row writes an int epoch"
+    return epoch
+
+
 def epochs_table(trial: Trial, rows: Sequence[Mapping[str, Cell]], *, label_kind: str) -> pa.Table:
     """``epochs/`` rows of one trial from ``epoch_row`` dicts (sorted by epoch)."""
     schema = _arrow_schema(epochs_columns(label_kind))
     ids = _ids(trial)
-    data = [{f.name: {**ids, **r}.get(f.name) for f in schema}
-            for r in sorted(rows, key=lambda r: int(r["epoch"] or 0))]
+    data = [{f.name: {**ids, **r}.get(f.name) for f in schema} for r in sorted(rows, key=_epoch_of)]
     return pa.Table.from_pylist(data, schema=schema)
 
 

@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 
 from emoe_schema import TABLES
 from harness.study.errors import SpecError, StudyExistsError
-from harness.study.params import JSONValue
 from harness.study.spec import is_safe_name
 
 __all__ = ["ResultStore", "RunRecord", "atomic_write_bytes"]
@@ -125,20 +124,20 @@ class ResultStore:
         """Whether a study was started here (``study.json`` exists)."""
         return self.info_path.exists()
 
-    def read_info(self) -> dict[str, JSONValue]:
+    def read_info(self) -> dict[str, object]:
         return dict(json.loads(self.info_path.read_text()))
 
-    def create(self, spec_yaml: str, info: dict[str, JSONValue]) -> None:
+    def create(self, spec_yaml: str, info: dict[str, object]) -> None:
         """Create the directory tree and write ``spec.yaml`` and ``study.json``."""
         for sub in (*_TABLES, ".runs"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.spec_path, spec_yaml.encode())
         self.write_info(info)
 
-    def write_info(self, info: dict[str, JSONValue]) -> None:
+    def write_info(self, info: dict[str, object]) -> None:
         atomic_write_bytes(self.info_path, (json.dumps(info, indent=2, default=str) + "\n").encode())
 
-    def update_info(self, **fields: JSONValue) -> dict[str, JSONValue]:
+    def update_info(self, **fields: object) -> dict[str, object]:
         info = {**self.read_info(), **fields}
         self.write_info(info)
         return info

@@ -13,7 +13,6 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -102,7 +101,7 @@ class CostEstimate:
         return math.ceil(self.trials / self.slots) * self.epochs * self.epoch_s
 
 
-def _cost_key(cfg: EMOEConfig) -> Any:
+def _cost_key(cfg: EMOEConfig) -> tuple[object, ...]:
     t = cfg.train
     return (cfg.model, t.batch_size, t.update_epochs, t.fast_path, t.bf16, cfg.loss.task)
 
@@ -113,7 +112,7 @@ def estimate_cost(configs: list[EMOEConfig], data: DataSet, *, trials: int, slot
     epochs = max((c.train.max_epochs for c in configs), default=0)
     if not measure or not configs:
         return CostEstimate(trials, epochs, None, slots)
-    distinct: dict[Any, EMOEConfig] = {}
+    distinct: dict[tuple[object, ...], EMOEConfig] = {}
     for c in configs:
         distinct.setdefault(_cost_key(c), c)
     times = [measure_epoch_s(c, data, threads=threads) for c in list(distinct.values())[:_MAX_MEASURED]]

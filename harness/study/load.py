@@ -11,7 +11,6 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from harness.study.errors import SpecError
-from harness.study.params import JSONValue
 from harness.study.spec import StudySpec, pydantic_errors
 from harness.study.validation import check_semantics
 from harness.study.yamlio import apply_set_overrides, read_yaml
@@ -19,7 +18,7 @@ from harness.study.yamlio import apply_set_overrides, read_yaml
 __all__ = ["load_spec", "parse_spec"]
 
 
-def parse_spec(raw: JSONValue, *, source: str = "<spec>") -> StudySpec:
+def parse_spec(raw: object, *, source: str = "<spec>") -> StudySpec:
     """Validate an already-parsed YAML document; raises ``SpecError`` listing every problem."""
     if not isinstance(raw, dict):
         raise SpecError([f"(top level): expected a mapping of study fields, got {type(raw).__name__}"],

@@ -15,7 +15,7 @@ from emoe.data.checks import DataError, check_compatible
 from emoe_schema import metric_names
 from harness.study.data import StudyData
 from harness.study.errors import SpecError
-from harness.study.params import JSONValue, ParamValue
+from harness.study.params import ParamValue
 from harness.study.space import Point, SearchSpace, ablation_points, feasible_fraction, grid_points
 from harness.study.spec import StudySpec
 from harness.study.trial import Trial, make_trial, resolve_point
@@ -29,7 +29,7 @@ class TrialFactory:
     """Turns a point (label + overrides) and a seed into a ``Trial``; picklable plain data."""
 
     study: str
-    base: dict[str, JSONValue]
+    base: dict[str, object]
     data_fields: dict[str, ParamValue]
     data_key: str
     seeds: tuple[int, ...]
@@ -40,7 +40,7 @@ class TrialFactory:
 
     def config(self, overrides: dict[str, ParamValue], seed: int | None = None) -> EMOEConfig:
         """The full configuration of a point (``ConfigError`` if invalid)."""
-        return resolve_point(self.base, overrides, self.data_fields, seed)  # type: ignore[arg-type]
+        return resolve_point(self.base, overrides, self.data_fields, seed)
 
     def trials(self, label: str, overrides: dict[str, ParamValue], *, instance: str | None = None
                ) -> tuple[list[Trial], list[str]]:

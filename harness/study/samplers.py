@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
-
-from harness.study.params import JSONValue
 
 if TYPE_CHECKING:
     import optuna
@@ -30,7 +29,7 @@ SAMPLERS: dict[str, tuple[str, str | None]] = {
 _PLAIN = (str, int, float, bool, type(None), list, dict)
 
 
-def sampler_errors(name: str, options: dict[str, JSONValue]) -> list[str]:
+def sampler_errors(name: str, options: Mapping[str, object]) -> list[str]:
     """Problems with a sampler name and its options (unknown option, missing package), as messages."""
     import optuna  # only a search study needs Optuna (see the module docstring)
 
@@ -64,7 +63,7 @@ _ANNOTATED: dict[str, tuple[type, ...]] = {"bool": (bool,), "int": (int,), "floa
                                            "None": (type(None),), "list": (list,), "dict": (dict,)}
 
 
-def _option_type_error(annotation: object, value: JSONValue) -> str | None:
+def _option_type_error(annotation: object, value: object) -> str | None:
     """Why ``value`` does not suit a sampler option annotated ``annotation`` (None when it does)."""
     if annotation is inspect.Parameter.empty:
         return None
@@ -90,7 +89,7 @@ def _option_type_error(annotation: object, value: JSONValue) -> str | None:
     return None
 
 
-def make_sampler(name: str, options: dict[str, JSONValue], seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, options: Mapping[str, object], seed: int) -> optuna.samplers.BaseSampler:
     """The named Optuna sampler, seeded."""
     import optuna  # see the module docstring
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -68,7 +68,7 @@ class DataSpec(_Strict):
 
     @field_validator("synthetic", mode="before")
     @classmethod
-    def _preset_shorthand(cls, v: Any) -> Any:
+    def _preset_shorthand(cls, v: object) -> object:
         return {"preset": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
@@ -82,7 +82,7 @@ class DataSpec(_Strict):
 
 class _Param(_Strict):
     #: only sample this parameter when the named (earlier or base) values match, e.g. {model.router: fixed}
-    when: dict[str, Any] | None = None
+    when: dict[str, object] | None = None
 
 
 class FloatParam(_Param):
@@ -128,11 +128,11 @@ class CategoricalParam(_Param):
     """A choice among listed values (numbers, strings, booleans, null or lists)."""
 
     type: Literal["categorical"]
-    choices: list[Any] = Field(min_length=1)
+    choices: list[object] = Field(min_length=1)
 
     @field_validator("choices")
     @classmethod
-    def _unique(cls, v: list[Any]) -> list[Any]:
+    def _unique(cls, v: list[object]) -> list[object]:
         seen = [repr(c) for c in v]
         dup = sorted({s for s in seen if seen.count(s) > 1})
         if dup:
@@ -147,7 +147,7 @@ class SearchSpec(_Strict):
     """Optuna search: ``n_trials`` configurations proposed by a named, seeded sampler."""
 
     sampler: str = "tpe"
-    sampler_options: dict[str, Any] = Field(default_factory=dict)
+    sampler_options: dict[str, object] = Field(default_factory=dict)
     seed: int = Field(default=0, ge=0, le=SAMPLER_SEED_LIMIT)
     n_trials: int = Field(ge=1)
     params: dict[str, ParamSpec] = Field(min_length=1)
@@ -157,11 +157,11 @@ class AblationSpec(_Strict):
     """Named variants, each a set of overrides on the base configuration; one is the baseline."""
 
     baseline: str
-    variants: dict[str, dict[str, Any]] = Field(min_length=2)
+    variants: dict[str, dict[str, object]] = Field(min_length=2)
 
     @field_validator("variants", mode="before")
     @classmethod
-    def _empty_variant(cls, v: Any) -> Any:
+    def _empty_variant(cls, v: object) -> object:
         return {k: ({} if o is None else o) for k, o in v.items()} if isinstance(v, dict) else v
 
     @model_validator(mode="after")
@@ -212,8 +212,8 @@ class StudySpec(_Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str = ""
     data: DataSpec = Field(default_factory=DataSpec)
-    base: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] | None = None
+    base: dict[str, object] = Field(default_factory=dict)
+    grid: dict[str, Annotated[list[object], Field(min_length=1)]] | None = None
     ablation: AblationSpec | None = None
     search: SearchSpec | None = None
     seeds: Annotated[list[Annotated[int, Field(ge=-SEED_LIMIT, le=SEED_LIMIT)]], Field(min_length=1)] = Field(
@@ -232,7 +232,7 @@ class StudySpec(_Strict):
 
     @field_validator("report", mode="before")
     @classmethod
-    def _report_flag(cls, v: Any) -> Any:
+    def _report_flag(cls, v: object) -> object:
         if v is True:
             return {}
         return None if v is False else v
@@ -267,7 +267,7 @@ class StudySpec(_Strict):
         return self.scheduler.name or ("asha" if self.kind == "search" else "fifo")
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
+def _loc(loc: tuple[int | str, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("uniform", "loguniform", "int", "categorical")
              and not str(p).startswith("function-")]
     return ".".join(parts) or "(top level)"

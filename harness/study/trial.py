@@ -22,8 +22,7 @@ OPEN_DIMS: dict[str, ParamValue] = {"model.len_text": 1 << 20, "model.len_audio"
                                     "model.len_vision": 1 << 20}
 
 
-def resolve_point(base: Mapping[str, ParamValue | Mapping[str, ParamValue]],
-                  overrides: Mapping[str, ParamValue], dims: Mapping[str, ParamValue],
+def resolve_point(base: Mapping[str, object], overrides: Mapping[str, ParamValue], dims: Mapping[str, ParamValue],
                   seed: int | None = None) -> EMOEConfig:
     """The configuration of a point: ``base`` with ``overrides``, the data's ``dims`` (dotted
     ``model.*`` fields) and the seed applied; raises ``emoe.config.ConfigError`` listing every problem."""

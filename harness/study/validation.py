@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from emoe.metrics import METRIC_NAMES, metric_mode
 from harness.study.data import synthetic_errors
@@ -18,6 +17,7 @@ from harness.study.params import (
     DATA_FIELDS,
     FIELDS,
     SEED_PATH,
+    ParamValue,
     apply_overrides,
     check_path,
     coerce,
@@ -65,7 +65,7 @@ def _param_path_error(where: str, path: str) -> str | None:
     return None
 
 
-def _check_overrides(where: str, tree: dict[str, Any]) -> list[str]:
+def _check_overrides(where: str, tree: dict[str, object]) -> list[str]:
     errors = []
     for path, value in flatten(tree).items():
         err = _param_path_error(f"{where}.{path}", path)
@@ -216,11 +216,11 @@ def check_semantics(spec: StudySpec) -> tuple[StudySpec, list[str]]:
 
 def _normalised(spec: StudySpec) -> StudySpec:
     """Values converted to their field types (``"1e-3"`` -> 0.001), so spec.yaml and resume checks agree."""
-    def typed(tree: dict[str, Any]) -> dict[str, Any]:
+    def typed(tree: dict[str, object]) -> dict[str, ParamValue]:
         return {p: coerce(p, v) for p, v in flatten(tree).items()}
 
-    update: dict[str, Any] = {"base": apply_overrides({}, typed(spec.base))}
-    update["base"] = {sec: fields for sec, fields in update["base"].items() if fields}
+    base = apply_overrides({}, typed(spec.base))
+    update: dict[str, object] = {"base": {sec: fields for sec, fields in base.items() if fields}}
     if spec.grid is not None:
         update["grid"] = {p: [coerce(p, v) for v in values] for p, values in spec.grid.items()}
     if spec.ablation is not None:

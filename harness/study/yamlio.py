@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -20,8 +19,8 @@ MAX_DEPTH = 32
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: dict[object, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             try:
@@ -36,17 +35,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _children(node: Any) -> list[Any]:
+def _children(node: object) -> list[object]:
     items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
     return [c for c in items if isinstance(c, dict | list)]
 
 
-def _depth(doc: Any, limit: int) -> int:
+def _depth(doc: object, limit: int) -> int:
     """Nesting depth of lists/mappings in ``doc``, without recursion; each container is visited once
     (YAML aliases share them) and a container inside itself (``&a [*a]``) counts as deeper than ``limit``."""
     depth: dict[int, int] = {}
     open_: set[int] = set()  # containers whose children are being measured: the current path
-    stack: list[tuple[Any, bool]] = [(doc, False)] if _children([doc]) else []
+    stack: list[tuple[object, bool]] = [(doc, False)] if _children([doc]) else []
     while stack:
         node, closing = stack.pop()
         if closing:
@@ -63,7 +62,7 @@ def _depth(doc: Any, limit: int) -> int:
     return depth.get(id(doc), 0)
 
 
-def read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> object:
     """Parse one YAML document; a missing/unreadable file, a syntax error or absurd nesting is a
     ``SpecError``."""
     try:
@@ -91,10 +90,10 @@ def read_yaml(path: Path) -> Any:
     return doc
 
 
-def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+def _set_path(tree: dict[str, object], path: str, value: object) -> None:
     """Set ``path`` in ``tree``, matching the longest existing key first so dotted keys such as
     ``grid.loss.distill_weight`` reach the grid entry named ``loss.distill_weight``."""
-    node: Any = tree
+    node: object = tree
     rest = path
     while True:
         if not isinstance(node, dict):
@@ -113,7 +112,7 @@ def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
             rest = ".".join(parts[1:])
 
 
-def apply_set_overrides(raw: Any, overrides: list[str], *, source: str = "<spec>") -> Any:
+def apply_set_overrides(raw: object, overrides: list[str], *, source: str = "<spec>") -> object:
     """Apply ``path=value`` strings (value parsed as YAML) to a copy of ``raw``; every bad one reported."""
     if not overrides:
         return raw

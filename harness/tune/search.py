@@ -159,7 +159,8 @@ class StudySearch(OptunaSearch):
         value = result.get(self.metric)
         if index != 0 or not isinstance(value, int | float) or not math.isfinite(value):
             return
-        step = int(result.get("training_iteration", 0))
+        iteration = result.get("training_iteration", 0)
+        step = int(iteration) if isinstance(iteration, int | float) else 0
         group = self._groups[number]
         if step not in group.reported:
             group.reported.add(step)

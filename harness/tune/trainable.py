@@ -226,7 +226,7 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
         ctx.store.write_run(tid, run)
         tail = "".join(traceback.format_exception(exc)[-3:]).strip()
         write_trial_row(ctx, trial, status="failed", error=f"{type(exc).__name__}: {exc}\n{tail}",
-                        best_epoch=max((r["epoch"] for r in rows.values() if r.get("improved")), default=0),
+                        best_epoch=max((e for e, r in rows.items() if r.get("improved")), default=0),
                         epochs_run=len(rows), valid=best["valid"], test=best["test"])
         raise
     if result.status == "completed" and final_epoch and result.epochs_run == final_epoch:
