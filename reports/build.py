@@ -4,10 +4,11 @@ writes files): figures/<name>.<fmt>, tables/<name>.md|.tex (CSV for raw statisti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -26,16 +27,23 @@ PNG_DPI = 200  # previews and slides; the PDF (vector) is the paper version
 _META = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a hidden temporary file and rename, so readers never see half a file."""
+@contextlib.contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A hidden temporary path next to ``path`` to write to; renamed to ``path`` when the block succeeds
+    (removed when it fails), so readers never see half a file. The reports package's one such helper."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with _atomic_target(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
@@ -43,15 +51,9 @@ def _save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
     with style_context():
         for fmt in formats:
             path = stem.with_suffix(f".{fmt}")
-            fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{path.name}.")
-            os.close(fd)
-            try:
+            with _atomic_target(path) as tmp:
                 dpi = PNG_DPI if fmt == "png" else 300  # rasterised layers inside PDF/SVG
                 fig.savefig(tmp, format=fmt, metadata=_META[fmt], dpi=dpi)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
             paths.append(path)
     return paths
 

@@ -79,7 +79,7 @@ def eta_squared(values: pd.Series, target: pd.Series, max_bins: int = 5) -> floa
 
 
 def _optuna_importance(df: pd.DataFrame, params: list[str], metric: str, mode: str, method: str) -> dict[str, float]:
-    import optuna
+    import optuna  # optional (extra "reports-search"): only reached when find_spec found it
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
