@@ -16,10 +16,10 @@ from emoe_schema import metric_names
 from harness.study.data import StudyData
 from harness.study.errors import SpecError
 from harness.study.params import ParamValue
-from harness.study.space import Point, SearchSpace, ablation_points, feasible_fraction, grid_points
+from harness.study.space import Point, SearchSpace, ablation_points, grid_points
 from harness.study.spec import StudySpec
 from harness.study.trial import Trial, make_trial, resolve_point
-from harness.study.validation import locate, same_configuration
+from harness.study.validation import locate, same_configuration, search_feasibility, search_space
 
 __all__ = ["Plan", "TrialFactory", "build_plan"]
 
@@ -108,12 +108,10 @@ def build_plan(spec: StudySpec, data: StudyData) -> Plan:
     plan = Plan(spec, data, factory)
     models: list[tuple[Point, ModelConfig]] = []
     if spec.search is not None:
-        plan.space = SearchSpace({p: v.model_dump() for p, v in spec.search.params.items()}, spec.base)
-        plan.feasible, reasons = feasible_fraction(plan.space, spec.base, {k: v for k, v in data.fields.items()
-                                                                          if k.startswith("model.")},
-                                                   seed=spec.search.seed)
-        if plan.feasible == 0.0:
-            errors.append(f"search.params: no valid configuration for this data, e.g. {reasons[0]}")
+        plan.space = search_space(spec)
+        model_dims = {k: v for k, v in data.fields.items() if k.startswith("model.")}
+        plan.feasible, infeasible = search_feasibility(spec, model_dims, scope="for this data")
+        errors += infeasible
         try:
             models = [(Point("base", {}), factory.config({}).model)]
         except ConfigError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from emoe.metrics import METRIC_NAMES, metric_mode
@@ -36,7 +37,8 @@ from harness.study.space import (
 from harness.study.spec import DataSpec, StudySpec, is_safe_name
 from harness.study.trial import OPEN_DIMS
 
-__all__ = ["OPEN_DIMS", "check_semantics", "known_metrics", "locate", "resolve_path", "same_configuration"]
+__all__ = ["OPEN_DIMS", "check_semantics", "known_metrics", "locate", "resolve_path", "same_configuration",
+           "search_feasibility", "search_space"]
 _MAX_LISTED = 12
 _VAR = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
 
@@ -129,12 +131,24 @@ def _check_search(spec: StudySpec) -> list[str]:
                     errors.append(f"{where}.when.{exc}")
     if errors:
         return errors
-    space = SearchSpace({p: v.model_dump() for p, v in s.params.items()}, spec.base)
-    frac, reasons = feasible_fraction(space, spec.base, OPEN_DIMS, seed=s.seed)
-    if frac == 0.0:
-        errors.append("search.params: no valid configuration in the search space (all random draws "
-                      f"violate a constraint), e.g. {reasons[0] if reasons else '?'}")
-    return errors
+    return search_feasibility(spec, OPEN_DIMS, scope="in the search space (all random draws violate a "
+                                                    "constraint)")[1]
+
+
+def search_space(spec: StudySpec) -> SearchSpace:
+    """The study's define-by-run search space (the study must have a ``search`` section)."""
+    assert spec.search is not None
+    return SearchSpace({p: v.model_dump() for p, v in spec.search.params.items()}, spec.base)
+
+
+def search_feasibility(spec: StudySpec, dims: Mapping[str, ParamValue], *, scope: str) -> tuple[float, list[str]]:
+    """Share of random draws of the search space whose configuration is valid with data dimensions ``dims``
+    (open before the data are read, the data's after), and the error when none is."""
+    assert spec.search is not None
+    frac, reasons = feasible_fraction(search_space(spec), spec.base, dims, seed=spec.search.seed)
+    if frac > 0.0:
+        return frac, []
+    return frac, [f"search.params: no valid configuration {scope}, e.g. {reasons[0] if reasons else '?'}"]
 
 
 def locate(spec: StudySpec, point: Point) -> str:
