@@ -60,11 +60,10 @@ def plain_worker(spec_path: str, index: int, every: int, out: str, threads: int 
     """Train trials ``index, index + every, ...`` of the study one after another, as plain Python would."""
     import torch
 
-    from emoe.config import from_dict
     from emoe.train import train_emoe
     from harness.study.data import load_study_data
+    from harness.study.load import load_spec
     from harness.study.plan import build_plan
-    from harness.study.spec import load_spec
 
     torch.set_num_threads(threads)
     spec = load_spec(spec_path)
@@ -73,9 +72,9 @@ def plain_worker(spec_path: str, index: int, every: int, out: str, threads: int 
         for trial in plan.trials[index::every]:
             epoch_s: list[float] = []
             start = time.perf_counter()
-            result = train_emoe(from_dict(trial["emoe"]), plan.data.data,
+            result = train_emoe(trial.config, plan.data.data,
                                 on_epoch=lambda record, _, acc=epoch_s: acc.append(record.time_s))
-            fh.write(json.dumps({"seed": trial["seed"], "seconds": time.perf_counter() - start,
+            fh.write(json.dumps({"seed": trial.seed, "seconds": time.perf_counter() - start,
                                  "epochs": result.epochs_run, "epoch_s": epoch_s}) + "\n")
 
 

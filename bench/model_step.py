@@ -5,7 +5,7 @@ configuration (batch 16, d_model 256, 4 levels, flattened ~196M-weight router, w
 one, on random MOSI-shaped data. Variants, measured side by side in one run with interleaved repeats
 (so a change in machine load hits all of them alike), medians reported:
 
-- ``reference``: ``emoe.reference_step`` (plain attention over every step, per-sample fusion loop,
+- ``reference``: ``bench/reference_step.py`` (plain attention over every step, per-sample fusion loop,
   single-tensor Adam, the loss read back after every batch): the baseline the speed-up is quoted against.
 - ``plain``: ``emoe.train.train_epoch`` with ``fast_path=False``.
 - ``fast``: ``train_epoch`` with the fast path (fused attention, last-step-only last layer, deferred
@@ -30,11 +30,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from reference_step import reference_epoch, reference_optimizer
 
 from emoe.config import EMOEConfig, ModelConfig, TrainConfig
 from emoe.data.arrays import Split
 from emoe.model import EMOE, build_model
-from emoe.reference_step import reference_epoch, reference_optimizer
 from emoe.train import make_optimizer, resolve_device, train_epoch
 
 _MOSI = ModelConfig(d_text=768, d_audio=5, d_vision=20, len_text=50, len_audio=50, len_vision=50)
@@ -44,7 +44,7 @@ CONFIGS: dict[str, ModelConfig] = {
     # a cheap study configuration on the same inputs: narrow, shallow experts, mean-pooled router
     "small": dataclasses.replace(_MOSI, d_model=64, n_heads=4, n_levels=2, router_input="mean"),
 }
-#: TrainConfig fields per variant; "reference" uses emoe.reference_step with the plain path.
+#: TrainConfig fields per variant; "reference" uses bench/reference_step.py with the plain path.
 VARIANTS: dict[str, dict[str, bool]] = {
     "reference": {"fast_path": False},
     "plain": {"fast_path": False},

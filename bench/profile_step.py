@@ -2,7 +2,7 @@
 
 Profiles one accumulation window (forward + backward per batch, one Adam step) of the faithful MOSI
 configuration on random data, after an untimed warm-up window, and prints the operators with the most
-self CPU time. Variants: ``reference`` (``emoe.reference_step``: plain arithmetic, per-sample fusion,
+self CPU time. Variants: ``reference`` (``bench/reference_step.py``: plain arithmetic, per-sample fusion,
 single-tensor Adam, a loss read per batch), ``plain``/``fast``/``bf16`` (``emoe.train.train_epoch``).
 
     python bench/profile_step.py --variant reference --threads 1
@@ -21,10 +21,10 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_step import CONFIGS, VARIANTS, random_split
+from reference_step import reference_epoch, reference_optimizer
 
 from emoe.config import EMOEConfig, TrainConfig
 from emoe.model import build_model
-from emoe.reference_step import reference_epoch, reference_optimizer
 from emoe.train import make_optimizer, resolve_device, train_epoch
 
 

@@ -85,7 +85,7 @@ def make_trainable(mode: str, npy_dir: str, barrier: str, timeout: float) -> Any
         info = {"pid": os.getpid(), "rows": len(text), "writeable": bool(text.flags.writeable),
                 "owns_memory": bool(text.flags.owndata)}
         harness_trainable(config, data=data, ctx=ctx)
-        tid = config["trial"]["trial_id"]
+        tid = config["trial"].trial_id
         (Path(barrier) / f"ready-{tid}").write_text(json.dumps(info))
         deadline = time.monotonic() + timeout
         while not (Path(barrier) / "release").exists() and time.monotonic() < deadline:

@@ -17,8 +17,12 @@ import torch
 from emoe.outputs import EpochRecord, RouterRecord
 
 __all__ = [
+    "META_FILE",
+    "STATE_FILE",
     "STATE_KEYS",
     "STATE_VERSION",
+    "Key",
+    "TrainState",
     "check_state",
     "load_state",
     "record_from_state",
@@ -29,11 +33,35 @@ __all__ = [
 ]
 
 STATE_VERSION = 1
-#: Keys every training state has (see ``emoe.train.fit``).
-STATE_KEYS = frozenset({
-    "version", "config", "epoch", "model", "optimizer", "scheduler", "best_loss", "best_epoch",
-    "best_valid", "best_test", "best_router", "generator", "torch_rng", "cuda_rng", "history",
-})
+#: A training state: tensors, numbers, strings, lists and dicts under the ``Key`` names.
+TrainState = dict[str, Any]
+
+
+class Key:
+    """The keys of a training state (see ``emoe.train.fit``), named once for the trainer and the harness."""
+
+    VERSION = "version"
+    CONFIG = "config"
+    EPOCH = "epoch"
+    MODEL = "model"
+    OPTIMIZER = "optimizer"
+    SCHEDULER = "scheduler"
+    BEST_LOSS = "best_loss"
+    BEST_EPOCH = "best_epoch"
+    BEST_VALID = "best_valid"
+    BEST_TEST = "best_test"
+    BEST_ROUTER = "best_router"
+    GENERATOR = "generator"
+    TORCH_RNG = "torch_rng"
+    CUDA_RNG = "cuda_rng"
+    HISTORY = "history"
+
+
+#: Keys every training state has.
+STATE_KEYS = frozenset(v for k, v in vars(Key).items() if k.isupper())
+#: File names of a checkpoint directory: the state (``torch.save``) and the epochs' rows (JSON).
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:

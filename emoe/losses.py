@@ -16,7 +16,9 @@ from emoe.config import LossConfig
 from emoe.outputs import ModelOutput
 
 __all__ = [
+    "EPOCH_LOSSES",
     "LOSS_NAMES",
+    "LOSS_TERMS",
     "LossTerms",
     "distillation_loss",
     "distillation_target",
@@ -30,7 +32,12 @@ __all__ = [
 ]
 
 #: Order of the terms in ``LossTerms.stacked()``.
-LOSS_NAMES: tuple[str, ...] = ("task", "uni", "sim", "ent", "ud", "total")
+#: The objective's terms, in the order they are reported everywhere (the results' ``train_<term>`` columns).
+LOSS_TERMS: tuple[str, ...] = ("task", "uni", "sim", "ent", "ud")
+#: The terms and their weighted total (``LossTerms`` fields).
+LOSS_NAMES: tuple[str, ...] = (*LOSS_TERMS, "total")
+#: An epoch's mean training losses: the weighted total as ``loss``, then the terms.
+EPOCH_LOSSES: tuple[str, ...] = ("loss", *LOSS_TERMS)
 _TASKS = ("regression", "classification")
 
 

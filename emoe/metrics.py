@@ -14,6 +14,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from emoe_schema import metric_mode  # directions are a fact of the results schema, named there once
+
 __all__ = [
     "METRIC_NAMES",
     "MetricKind",
@@ -41,12 +43,6 @@ _SIMS_EDGES: dict[int, tuple[float, ...]] = {
     3: (-0.1, 0.1),
     5: (-0.7, -0.1, 0.1, 0.7),
 }
-
-
-def metric_mode(name: str) -> Literal["min", "max"]:
-    """Whether a metric (optionally prefixed ``valid_``/``test_``) improves downwards or upwards."""
-    base = name.split("_", 1)[1] if name.startswith(("valid_", "test_")) else name
-    return "min" if base in ("mae", "loss") else "max"
 
 
 def _vector(x: ArrayLike, name: str) -> np.ndarray:

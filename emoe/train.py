@@ -29,12 +29,11 @@ from emoe.checkpoint import (
 from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
 from emoe.data.arrays import Batch, DataSet, Split, iter_batches
 from emoe.evaluate import NonFiniteOutput, autocast_context, evaluate
-from emoe.losses import total_loss
+from emoe.losses import EPOCH_LOSSES, total_loss
 from emoe.model import build_model
 from emoe.outputs import EpochRecord, FitResult, RouterRecord
 
 __all__ = [
-    "LOSS_TERMS",
     "EpochTrain",
     "OnEpoch",
     "check_data_fits",
@@ -45,9 +44,6 @@ __all__ = [
     "train_emoe",
     "train_epoch",
 ]
-
-#: Loss terms averaged over an epoch's batches, in ``EpochRecord.train`` ("loss" is the total).
-LOSS_TERMS: tuple[str, ...] = ("loss", "task", "uni", "sim", "ent", "ud")
 
 #: ``on_epoch(record, checkpoint)``: ``checkpoint()`` builds the full training state on demand;
 #: returning True stops training after this epoch.
@@ -136,7 +132,7 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
     model.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     n_batches = math.ceil(len(split) / t.batch_size)
-    sums = torch.zeros(len(LOSS_TERMS), device=device)
+    sums = torch.zeros(len(EPOCH_LOSSES), device=device)
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first batch with non-finite loss
     bad_value = torch.zeros((), device=device)
     steps = 0
@@ -176,7 +172,7 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
         optimizer.step()
         steps += 1
     means = (sums / max(n_batches, 1)).tolist()
-    return EpochTrain(dict(zip(LOSS_TERMS, means)), steps)
+    return EpochTrain(dict(zip(EPOCH_LOSSES, means)), steps)
 
 
 def _primed_windows(batches: Iterator[Batch], window: int, prime: Callable[[list[Any]], None], cfg: EMOEConfig,

@@ -12,8 +12,10 @@ Importing this package does not import Ray; ``harness.tune.runner.run_tune`` doe
 from harness.results.sink import ResultStore
 from harness.study.data import load_study_data
 from harness.study.errors import SpecError, StudyExistsError
+from harness.study.load import load_spec
 from harness.study.plan import Plan, build_plan
-from harness.study.spec import StudySpec, load_spec
+from harness.study.spec import StudySpec
+from harness.study.trial import Trial
 
-__all__ = ["Plan", "ResultStore", "SpecError", "StudyExistsError", "StudySpec", "build_plan", "load_spec",
+__all__ = ["Plan", "ResultStore", "SpecError", "StudyExistsError", "StudySpec", "Trial", "build_plan", "load_spec",
            "load_study_data"]

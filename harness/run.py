@@ -16,12 +16,19 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from emoe.data.checks import DataError
+from emoe_schema import SCHEMA_VERSION
 from harness.study.errors import SpecError, StudyExistsError
-from harness.study.params import flatten
-from harness.study.spec import StudySpec, dump_spec, load_spec
+from harness.study.load import load_spec
+from harness.study.params import ParamValue, flatten
+from harness.study.spec import StudySpec, dump_spec
+
+if TYPE_CHECKING:
+    from harness.results.sink import ResultStore
+    from harness.study.plan import Plan
+    from harness.tune.cluster import RaySettings
 
 __all__ = ["RESUME_FREE", "check_results_root", "main", "parse_args", "prepare"]
 
@@ -52,17 +59,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def spec_fingerprint(spec: StudySpec) -> dict[str, Any]:
+def spec_fingerprint(spec: StudySpec) -> dict[str, ParamValue]:
     """The spec fields a resume must not change, flattened (for comparing a run with its resume)."""
     return {k: v for k, v in flatten(json.loads(spec.model_dump_json())).items()
             if k.split(".", 1)[0] not in RESUME_FREE}
 
 
-def _fingerprint_hash(fp: dict[str, Any]) -> str:
+def _fingerprint_hash(fp: dict[str, ParamValue]) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def check_existing(store: Any, spec: StudySpec, resume: bool) -> dict[str, Any] | None:
+def check_existing(store: ResultStore, spec: StudySpec, resume: bool) -> dict[str, object] | None:
     """The previous run's study.json when resuming it; refuses to overwrite, or to resume a changed spec."""
     if not store.exists():
         return None
@@ -78,7 +85,8 @@ def check_existing(store: Any, spec: StudySpec, resume: bool) -> dict[str, Any] 
     if info.get("results_dir") not in (None, str(store.dir)):
         raise StudyExistsError(f"{store.dir}: this study was started in {info['results_dir']}; resume it there "
                                "(Tune's state refers to absolute paths)")
-    old = info.get("fingerprint", {})
+    saved = info.get("fingerprint")
+    old: dict[str, object] = saved if isinstance(saved, dict) else {}
     new = spec_fingerprint(spec)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if old and changed:
@@ -100,8 +108,9 @@ def check_results_root(root: str) -> None:
             return
 
 
-def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
+def prepare(args: argparse.Namespace) -> tuple[Plan, ResultStore, dict[str, object] | None]:
     """Validate everything that can be checked before starting: spec, results path, data, plan."""
+    # Imported here, not at the top: they bring torch and pyarrow, which `--help` and a bad spec never need.
     from harness.results.sink import ResultStore
     from harness.study.data import load_study_data
     from harness.study.devices import check_local_devices
@@ -124,12 +133,12 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
     return plan, store, previous
 
 
-def _study_info(plan: Any, store: Any, version: str) -> dict[str, Any]:
+def _study_info(plan: Plan, store: ResultStore, version: str) -> dict[str, object]:
     from harness.results.study_provenance import study_provenance
 
     s = plan.spec
     fp = spec_fingerprint(s)
-    return {"schema_version": 1, "study": s.name, "kind": plan.kind, "varied": plan.varied,
+    return {"schema_version": SCHEMA_VERSION, "study": s.name, "kind": plan.kind, "varied": plan.varied,
             "objective": {"metric": s.objective.metric, "mode": s.mode},
             "baseline": s.ablation.baseline if s.ablation is not None else None,
             "seeds": list(s.seeds), "data": plan.data.description, "task": plan.data.task,
@@ -140,7 +149,7 @@ def _study_info(plan: Any, store: Any, version: str) -> dict[str, Any]:
             "provenance": study_provenance(s.data.path, plan.data.key)}  # code, packages, nodes, data checksum
 
 
-def _finish(plan: Any, store: Any, *, report_now: bool = True) -> None:
+def _finish(plan: Plan, store: ResultStore, *, report_now: bool = True) -> None:
     """Print the summary and build the report the spec asks for (unless ``report_now`` is False)."""
     from harness.results.summary import format_summary
 
@@ -163,8 +172,9 @@ def _finish(plan: Any, store: Any, *, report_now: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def _connect(plan: Any, settings: Any) -> Iterator[None]:
+def _connect(plan: Plan, settings: RaySettings) -> Iterator[None]:
     """Start or join Ray for the study and check that some node can host one of its trials."""
+    # Ray is imported only once a study is to run (not for a dry run or a rejected spec).
     from harness.tune.cluster import check_fits, ray_session
     from harness.tune.runner import data_bytes
 

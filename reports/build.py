@@ -7,10 +7,11 @@ is an ``OutputError`` naming it), so a bad ``--out`` writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -62,16 +63,23 @@ def check_output_dir(root: Path) -> None:
                               f"({exc.strerror or exc}); choose another with --out") from exc
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a hidden temporary file and rename, so readers never see half a file."""
+@contextlib.contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A hidden temporary path next to ``path`` to write to; renamed to ``path`` when the block succeeds
+    (removed when it fails), so readers never see half a file. The reports package's one such helper."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with _atomic_target(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
@@ -79,15 +87,9 @@ def _save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
     with style_context():
         for fmt in formats:
             path = stem.with_suffix(f".{fmt}")
-            fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{path.name}.")
-            os.close(fd)
-            try:
+            with _atomic_target(path) as tmp:
                 dpi = PNG_DPI if fmt == "png" else 300  # rasterised layers inside PDF/SVG
                 fig.savefig(tmp, format=fmt, metadata=_META[fmt], dpi=dpi)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
             paths.append(path)
     return paths
 

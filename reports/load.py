@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from emoe_schema import COMPLETED, REQUIRED, SCHEMA_VERSION, STUDY_KINDS
+
 __all__ = [
     "SCHEMA_VERSION",
     "ResultsError",
@@ -27,13 +29,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
-_KINDS = ("grid", "ablation", "search")
-_REQUIRED = {
-    "trials": ("study", "trial_id", "config_id", "variant", "seed", "status"),
-    "epochs": ("trial_id", "config_id", "variant", "seed", "epoch"),
-    "router": ("trial_id", "config_id", "variant", "seed", "sample", "label", "w_l", "w_v", "w_a"),
-}
+_KINDS = STUDY_KINDS
+_REQUIRED = REQUIRED
 
 
 class ResultsError(ValueError):
@@ -179,8 +176,8 @@ def load_study(path: str | Path) -> Study:
 def completed(df: pd.DataFrame, trials: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows of completed trials only; for epochs/router tables pass the trials table to look statuses up."""
     if "status" in df.columns:
-        return df[df["status"] == "completed"]
+        return df[df["status"] == COMPLETED]
     if trials is None:
         raise ValueError("a table without a status column needs the trials table to find completed trials")
-    done = set(trials.loc[trials["status"] == "completed", "trial_id"])
+    done = set(trials.loc[trials["status"] == COMPLETED, "trial_id"])
     return df[df["trial_id"].isin(done)]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from emoe_schema import LOWER_IS_BETTER
+
 __all__ = [
     "CLASSIFICATION_MAIN",
     "REGRESSION_MAIN",
@@ -41,7 +43,6 @@ _NAMES: dict[str, str] = {
 }
 _PERCENT = {"acc2", "f1", "acc2_hz", "f1_hz", "acc3", "acc5", "acc7", "acc", "f1_macro", "precision_macro",
             "recall_macro"}
-_LOWER = {"loss", "mae", "task", "uni", "sim", "ent", "ud"}
 _PARAMS: dict[str, str] = {
     "loss.distill_weight": r"Distillation weight $\lambda_\mathrm{ud}$",
     "loss.balance_weight": r"Balance weight $\lambda_\mathrm{bal}$",
@@ -125,7 +126,7 @@ def metric_info(column: str, *, mode: str | None = None) -> MetricInfo:
             f"unknown metric column {column!r}: expected valid_/test_/train_ + one of {sorted(_NAMES)}, "
             "or pass mode='min'|'max'"
         )
-    higher = (metric not in _LOWER) if mode is None else mode == "max"
+    higher = (metric not in LOWER_IS_BETTER) if mode is None else mode == "max"
     name = _NAMES.get(metric, metric)
     if split == "train" and metric == "loss":
         name = "Loss"

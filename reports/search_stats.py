@@ -17,6 +17,8 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import pandas as pd
 
+from emoe_schema import COMPLETED
+from reports.load import completed
 from reports.stats import is_log_spaced
 
 __all__ = ["IMPORTANCE_LABELS", "MIN_IMPORTANCE_TRIALS", "best_so_far", "eta_squared", "param_importance",
@@ -52,10 +54,10 @@ def best_so_far(trials: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame
         raise KeyError(f"best_so_far: trials lack columns {missing}")
     df = trials.copy()
     df["_start"] = pd.to_datetime(df["started_at"], utc=True) if "started_at" in df else pd.NaT
-    df["_value"] = pd.to_numeric(df[metric], errors="coerce").where(df["status"] == "completed")
+    df["_value"] = pd.to_numeric(df[metric], errors="coerce").where(df["status"] == COMPLETED)
     df["_epochs"] = pd.to_numeric(df.get("epochs_run", pd.Series(0, index=df.index)), errors="coerce").fillna(0)
     df["_time"] = pd.to_numeric(df.get("time_total_s", pd.Series(0.0, index=df.index)), errors="coerce").fillna(0)
-    df["_done"] = df["status"] == "completed"
+    df["_done"] = df["status"] == COMPLETED
     df["_row"] = np.arange(len(df))
     g = df.groupby("config_id", sort=False)
     out = pd.DataFrame({
@@ -91,7 +93,7 @@ def eta_squared(values: pd.Series, target: pd.Series, max_bins: int = 5) -> floa
 
 def _optuna_importance(df: pd.DataFrame, params: list[str], metric: str, mode: str, method: str,
                        log: Collection[str] | None) -> dict[str, float]:
-    import optuna
+    import optuna  # optional (extra "reports-search"): only reached when find_spec found it
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -134,7 +136,7 @@ def param_importance(trials: pd.DataFrame, *, params: Sequence[str], metric: str
     """
     if method not in ("auto", "fanova", "ped-anova", "eta2"):
         raise ValueError(f"method must be auto, fanova, ped-anova or eta2, got {method!r}")
-    df = trials[trials["status"] == "completed"].dropna(subset=[metric]).reset_index(drop=True)
+    df = completed(trials).dropna(subset=[metric]).reset_index(drop=True)
     varying = [p for p in params if p in df.columns and df[p].nunique() > 1]
     if method == "auto":
         has_optuna = importlib.util.find_spec("optuna") is not None

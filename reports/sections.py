@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from reports import plots
 from reports.effects import effect_sizes
-from reports.load import Study
+from reports.load import Study, completed
 from reports.metrics import CLASSIFICATION_MAIN, REGRESSION_MAIN
 from reports.paired_tables import evidence_table, study_evidence
 from reports.progress import incomplete_note, mark_incomplete
@@ -47,7 +47,7 @@ def _slug(text: str) -> str:
 
 
 def _done(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "completed"]
+    return completed(df)
 
 
 def main_metrics(study: Study) -> list[str]:

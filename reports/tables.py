@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from emoe_schema import STATUSES
 from reports.effects import effect_sizes, emphasis
+from reports.load import completed
 from reports.metrics import metric_info
 from reports.stats import summarize
 
@@ -91,7 +93,7 @@ def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Seq
     significantly better than every other, † for the rows not significantly worse than the best mean; with no
     testable pair (fewer than 2 shared seeds) nothing is marked. The caption states the convention."""
     keys = [by] if isinstance(by, str) else list(by)
-    data = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
+    data = completed(trials) if "status" in trials.columns else trials
     summ = summarize(data, keys, metrics)
     # group labels as shown; a missing parameter value (conditional search space) shows as "–"
     summ["_label"] = [tuple(_key_text(v) for v in row) for row in summ[keys].itertuples(index=False)]
@@ -127,7 +129,7 @@ def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Seq
 def ablation_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[str],
                    group: str = "variant") -> Table:
     """Variants (baseline first) with mean ± std over seeds and n; best in bold."""
-    done = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
+    done = completed(trials) if "status" in trials.columns else trials
     names = [baseline, *[v for v in pd.unique(done[group]) if v != baseline]]
     n_seeds = done.groupby(group)["seed"].nunique()
     n_text = (f"seeds (n per row, {n_seeds.min()}–{n_seeds.max()})" if n_seeds.min() != n_seeds.max()
@@ -143,7 +145,7 @@ def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[s
     """Paired differences to the baseline: Δ mean ± std over seeds, its 95% bootstrap CI (paired over seeds,
     ``reports.effects.effect_sizes``), n pairs, paired t and Wilcoxon p-values (Holm-corrected per metric);
     p < 0.05 in bold, notes where a test is undefined."""
-    done = trials[trials["status"] == "completed"] if "status" in trials.columns else trials
+    done = completed(trials) if "status" in trials.columns else trials
     comp = comparison if comparison is not None else effect_sizes(
         done, baseline=baseline, metrics=metrics, group=group)
     if "boot_ci_low" not in comp.columns:
@@ -184,7 +186,7 @@ def _p(p: float) -> str:
 def status_table(trials: pd.DataFrame, group: str = "variant") -> Table:
     """Trials per status and group, so failed, diverged and pruned trials are never silently dropped."""
     counts = trials.groupby([group, "status"]).size().unstack(fill_value=0)
-    statuses = [s for s in ("completed", "pruned", "failed", "diverged") if s in counts.columns]
+    statuses = [s for s in STATUSES if s in counts.columns]
     statuses += [s for s in counts.columns if s not in statuses]
     rows = [[str(g), *(str(int(counts.loc[g, s])) for s in statuses)] for g in counts.index]
     return Table(header=[group, *statuses], rows=rows, align="l" + "r" * len(statuses),

@@ -10,19 +10,14 @@ what Tune last reported for it (from before) is never written back as its row. T
 
 from __future__ import annotations
 
-import os
 import sys
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.results.sink import READ_ERRORS, TABLES, ResultStore, read_parquet
+from harness.results.sink import QUARANTINE, READ_ERRORS, TABLES, ResultStore, read_parquet
 from harness.study.errors import StudyExistsError
 
-__all__ = ["damaged_files", "quarantine_damaged", "quarantine_trials"]
-
-QUARANTINE = "quarantine"
+__all__ = ["damaged_files", "quarantine_damaged"]
 
 
 def _is_trial_id(stem: str) -> bool:
@@ -64,32 +59,6 @@ def damaged_files(store: ResultStore) -> dict[Path, str]:
     return found
 
 
-def quarantine_trials(store: ResultStore, reasons: dict[str, str]) -> Path:
-    """Move every file of the given trials under a new ``quarantine/<time>/`` folder; returns that folder.
-
-    ``reasons`` maps trial id -> why (written to ``reasons.txt``). A file already gone is skipped, so two
-    processes quarantining the same trial at once do no harm.
-    """
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = store.dir / QUARANTINE / f"{stamp}-{uuid.uuid4().hex[:6]}"
-    lines = []
-    for tid, why in sorted(reasons.items()):
-        for table in TABLES:
-            src = store.table_path(table, tid)
-            dst = target / table / src.name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.replace(src, dst)
-            except FileNotFoundError:
-                continue
-            lines.append(f"{table}/{src.name}: moved here because {why}\n")
-        store.mark_quarantined(tid, target)
-    target.mkdir(parents=True, exist_ok=True)
-    with open(target / "reasons.txt", "a", encoding="utf-8") as fh:
-        fh.writelines(lines)
-    return target
-
-
 def quarantine_damaged(store: ResultStore, previous: dict[str, Any], *,
                        dry_run: bool = False) -> dict[str, Any]:
     """Before a resume: name every damaged file, move its trial's files aside (not on a dry run), and mark
@@ -110,7 +79,7 @@ def quarantine_damaged(store: ResultStore, previous: dict[str, Any], *,
         return previous
     try:
         with store.lock():
-            target = quarantine_trials(store, trials)
+            target = store.quarantine(trials)
             info = previous
             if previous.get("status") == "finished":
                 info = store.update_info(status="incomplete")

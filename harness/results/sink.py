@@ -21,21 +21,40 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from emoe_schema import TABLES
 from harness.study.errors import SpecError, StudyExistsError
 from harness.study.spec import is_safe_name
 
-__all__ = ["READ_ERRORS", "TABLES", "ResultStore", "atomic_write_bytes", "read_parquet"]
+__all__ = ["QUARANTINE", "READ_ERRORS", "TABLES", "ResultStore", "RunRecord", "atomic_write_bytes", "read_parquet"]
 
-#: The per-trial tables, each a folder of ``<trial_id>.parquet`` files.
-TABLES = ("trials", "epochs", "router")
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.results.rows import Cell
+
+#: Where damaged trial files are moved (``quarantine/<UTC time>/<table>/<trial_id>.parquet``), never deleted.
+QUARANTINE = "quarantine"
 #: What reading a damaged Parquet file raises (ArrowInvalid is a ValueError; bad pages are OSErrors).
 READ_ERRORS = (pa.ArrowException, OSError, ValueError)
+
+
+class RunRecord(TypedDict, total=False):
+    """A trial's attempts across retries and resumes (``.runs/<trial>.json``)."""
+
+    attempts: int
+    started_at: str  # ISO time of the first attempt
+    prior_s: float  # seconds spent by earlier attempts
+    current_s: float  # seconds spent by the current attempt so far
+    node: str
+    node_id: str | None
+    quarantined: str  # the folder its damaged files went to, until the trial starts again
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -121,20 +140,20 @@ class ResultStore:
         """Whether a study was started here (``study.json`` exists)."""
         return self.info_path.exists()
 
-    def read_info(self) -> dict[str, Any]:
+    def read_info(self) -> dict[str, object]:
         return dict(json.loads(self.info_path.read_text()))
 
-    def create(self, spec_yaml: str, info: dict[str, Any]) -> None:
+    def create(self, spec_yaml: str, info: dict[str, object]) -> None:
         """Create the directory tree and write ``spec.yaml`` and ``study.json``."""
         for sub in (*TABLES, ".runs"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.spec_path, spec_yaml.encode())
         self.write_info(info)
 
-    def write_info(self, info: dict[str, Any]) -> None:
+    def write_info(self, info: dict[str, object]) -> None:
         atomic_write_bytes(self.info_path, (json.dumps(info, indent=2, default=str) + "\n").encode())
 
-    def update_info(self, **fields: Any) -> dict[str, Any]:
+    def update_info(self, **fields: object) -> dict[str, object]:
         info = {**self.read_info(), **fields}
         self.write_info(info)
         return info
@@ -175,14 +194,12 @@ class ResultStore:
         except FileNotFoundError:
             return None
         except READ_ERRORS as exc:
-            from harness.results.quarantine import quarantine_trials
-
-            moved = quarantine_trials(self, {trial_id: f"{path.name}: {exc}"})
+            moved = self.quarantine({trial_id: f"{path.name}: {exc}"})
             print(f"warning: {path}: damaged ({exc}); moved to {moved} and taken as no row",
                   file=sys.stderr, flush=True)
             return None
 
-    def read_trial(self, trial_id: str) -> dict[str, Any] | None:
+    def read_trial(self, trial_id: str) -> dict[str, Cell] | None:
         """A trial's row as a dict, or None when it has none yet (or its file was damaged)."""
         table = self._read_row_file(trial_id)
         rows = table.to_pylist() if table is not None else []
@@ -199,13 +216,13 @@ class ResultStore:
         d = self.table_dir("trials")
         return {p.stem for p in d.glob("*.parquet")} if d.exists() else set()
 
-    def read_trials(self) -> Any:
+    def read_trials(self) -> pd.DataFrame:
         """All trial rows as a pandas DataFrame (empty when none).
 
         A damaged file is left out with a warning naming it (``--resume`` moves it to ``quarantine/`` and
         runs its trial again), so a summary never fails on one bad file.
         """
-        import pandas as pd
+        import pandas as pd  # only the driver's summary reads the table back; workers need no pandas
 
         d = self.table_dir("trials")
         files = sorted(p for p in d.glob("*.parquet") if not p.name.startswith(".")) if d.exists() else []
@@ -227,12 +244,37 @@ class ResultStore:
         self.table_path("trials", trial_id)  # validates the id
         return self.dir / ".runs" / f"{trial_id}.json"
 
-    def read_run(self, trial_id: str) -> dict[str, Any]:
+    def read_run(self, trial_id: str) -> RunRecord:
         """Attempts, first start time, time spent and node of a trial ({} before its first start)."""
         try:
-            return dict(json.loads(self._run_path(trial_id).read_text()))
+            return RunRecord(**json.loads(self._run_path(trial_id).read_text()))
         except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+            return RunRecord()
+
+    def quarantine(self, reasons: dict[str, str]) -> Path:
+        """Move every file of the given trials under a new ``quarantine/<time>/`` folder; returns that folder.
+
+        ``reasons`` maps trial id -> why (written to ``reasons.txt``). A file already gone is skipped, so two
+        processes quarantining the same trial at once do no harm.
+        """
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self.dir / QUARANTINE / f"{stamp}-{uuid.uuid4().hex[:6]}"
+        lines = []
+        for tid, why in sorted(reasons.items()):
+            for table in TABLES:
+                src = self.table_path(table, tid)
+                dst = target / table / src.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(src, dst)
+                except FileNotFoundError:
+                    continue
+                lines.append(f"{table}/{src.name}: moved here because {why}\n")
+            self.mark_quarantined(tid, target)
+        target.mkdir(parents=True, exist_ok=True)
+        with open(target / "reasons.txt", "a", encoding="utf-8") as fh:
+            fh.writelines(lines)
+        return target
 
     def mark_quarantined(self, trial_id: str, folder: Path) -> None:
         """Note that the trial's files were moved to ``folder``: what Tune last reported for it predates
@@ -243,7 +285,7 @@ class ResultStore:
         """Whether the trial's files were quarantined and it has not started since."""
         return "quarantined" in self.read_run(trial_id)
 
-    def write_run(self, trial_id: str, run: dict[str, Any]) -> None:
+    def write_run(self, trial_id: str, run: RunRecord) -> None:
         path = self._run_path(trial_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, json.dumps(run, default=str).encode())

@@ -8,11 +8,21 @@ use completed and diverged trials (those that ran to their own end); pruned and 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TypedDict
 
 import pandas as pd
 
-__all__ = ["SUMMARY_TEST_METRICS", "best_configuration", "format_summary", "summarize"]
+__all__ = ["SUMMARY_TEST_METRICS", "BestConfiguration", "best_configuration", "format_summary", "summarize"]
+
+
+class BestConfiguration(TypedDict):
+    """The best configuration of a study: ids, the values of its varied fields, the objective over seeds."""
+
+    config_id: str
+    variant: str
+    params: dict[str, object]
+    objective_mean: float
+    objective_std: float
 
 #: Test metrics shown in the summary, per label kind family (the first ones present are used).
 SUMMARY_TEST_METRICS = ("test_mae", "test_corr", "test_acc2", "test_f1", "test_acc7", "test_acc",
@@ -40,7 +50,7 @@ def summarize(trials: pd.DataFrame, *, mode: str) -> pd.DataFrame:
     return out
 
 
-def best_configuration(trials: pd.DataFrame, *, mode: str, varied: list[str]) -> dict[str, Any] | None:
+def best_configuration(trials: pd.DataFrame, *, mode: str, varied: list[str]) -> BestConfiguration | None:
     """The best configuration by mean objective over seeds: its label, values of the varied fields."""
     table = summarize(trials, mode=mode)
     if table.empty or "objective_mean" not in table or table["objective_mean"].isna().all():
@@ -53,7 +63,7 @@ def best_configuration(trials: pd.DataFrame, *, mode: str, varied: list[str]) ->
             "objective_std": float(table.loc[cid, "objective_std"])}
 
 
-def _pm(mean: Any, std: Any) -> str:
+def _pm(mean: float | None, std: float | None) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
     if std is None or (isinstance(std, float) and math.isnan(std)):

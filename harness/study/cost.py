@@ -18,7 +18,6 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -161,7 +160,7 @@ def busy_note(cpus: int | None = None) -> str | None:
             "will take longer than this estimate")
 
 
-def _cost_key(cfg: EMOEConfig) -> Any:
+def _cost_key(cfg: EMOEConfig) -> tuple[object, ...]:
     t = cfg.train
     return (cfg.model, t.batch_size, t.update_epochs, t.fast_path, t.bf16, cfg.loss.task)
 
@@ -172,7 +171,7 @@ def estimate_cost(configs: list[EMOEConfig], data: DataSet, *, trials: int, slot
     epochs = max((c.train.max_epochs for c in configs), default=0)
     if not measure or not configs:
         return CostEstimate(trials, epochs, None, slots, prepare_s, report)
-    distinct: dict[Any, EMOEConfig] = {}
+    distinct: dict[tuple[object, ...], EMOEConfig] = {}
     for c in configs:
         distinct.setdefault(_cost_key(c), c)
     times = [measure_epoch_s(c, data, threads=threads) for c in list(distinct.values())[:_MAX_MEASURED]]

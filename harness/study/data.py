@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from emoe.data.arrays import DataSet
 from emoe.data.checks import DataError
+from harness.study.params import ParamValue
 from harness.study.spec import DataSpec, SyntheticSpec
 
 __all__ = ["DataError", "StudyData", "check_splits", "load_study_data", "synthetic_errors"]
@@ -28,7 +28,7 @@ class StudyData:
     data: DataSet
     description: str  # the results' ``data`` column
     key: str  # data part of ``config_id``
-    fields: dict[str, Any]  # dotted config fields set by the data (model.d_text, ..., loss.task)
+    fields: dict[str, ParamValue]  # dotted config fields set by the data (model.d_text, ..., loss.task)
 
     @property
     def task(self) -> str:
@@ -68,8 +68,8 @@ def check_splits(data: DataSet, source: str) -> None:
         raise DataError(f"{source}: " + "; ".join(errors))
 
 
-def _fields_from(data: DataSet) -> dict[str, Any]:
-    fields: dict[str, Any] = {f"model.{k}": v for k, v in data.dims.items()}
+def _fields_from(data: DataSet) -> dict[str, ParamValue]:
+    fields: dict[str, ParamValue] = {f"model.{k}": v for k, v in data.dims.items()}
     if data.label_kind == "classification":
         labels = np.concatenate([s.labels for s in data.splits().values()])
         fields["loss.task"] = "classification"

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from emoe.config import ConfigError, EMOEConfig
 from harness.study.cost import CostEstimate, busy_note, estimate_cost, format_duration, parallel_slots
 from harness.study.plan import Plan
 from harness.study.space import RandomTrial
@@ -13,7 +14,7 @@ from harness.study.space import RandomTrial
 __all__ = ["cost_text", "describe_plan", "plan_cost"]
 
 
-def _param_text(spec: dict[str, Any]) -> str:
+def _param_text(spec: dict[str, Any]) -> str:  # pydantic model_dump() of a search parameter
     kind = spec["type"]
     if kind == "categorical":
         text = "one of " + ", ".join(repr(c) for c in spec["choices"])
@@ -25,15 +26,17 @@ def _param_text(spec: dict[str, Any]) -> str:
     return text
 
 
-def sample_points(plan: Plan, n: int) -> list[dict[str, Any]]:
-    """Up to ``n`` valid random points of a search space (seeded), to time a search's trials."""
+def sample_points(plan: Plan, n: int) -> list[EMOEConfig]:
+    """The configurations of up to ``n`` valid random points of a search space (seeded), to time a search's
+    trials."""
     assert plan.space is not None
     rng = np.random.default_rng(plan.spec.search.seed if plan.spec.search else 0)
-    points: list[dict[str, Any]] = []
+    points: list[EMOEConfig] = []
     for _ in range(50 * n):
-        overrides = plan.space(RandomTrial(rng))
-        if not plan.factory.check(overrides):
-            points.append(overrides)
+        try:
+            points.append(plan.factory.config(plan.space(RandomTrial(rng))))
+        except ConfigError:
+            continue
         if len(points) == n:
             break
     return points
@@ -47,10 +50,9 @@ def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None,
     slots = parallel_slots(s.resources.cpus, s.resources.gpus, cpus=cpus, gpus=max(1, int(s.resources.gpus)),
                            concurrency=s.concurrency)
     if plan.trials:
-        by_config = {t["config_id"]: t for t in plan.trials}
-        configs = [plan.factory.config(dict(t["params"]), t["seed"]) for t in by_config.values()]
+        configs = list({t.config_id: t.config for t in plan.trials}.values())
     else:
-        configs = [plan.factory.config(p) for p in sample_points(plan, 3)]
+        configs = sample_points(plan, 3)
     return estimate_cost(configs, plan.data.data, trials=plan.n_trials, slots=slots,
                          threads=max(1, int(s.resources.cpus)), measure=measure, prepare_s=prepare_s,
                          report=s.report is not None)
@@ -95,7 +97,7 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
     else:
         base = f" (baseline: {s.ablation.baseline})" if s.ablation is not None else ""
         lines.append(f"configurations: {len(plan.points)}{base} x seeds {s.seeds} = {plan.n_trials} trials")
-        ids = {t["variant"]: t["config_id"] for t in plan.trials}
+        ids = {t.variant: t.config_id for t in plan.trials}
         width = max(len(p.label) for p in plan.points)
         for p in plan.points:
             values = ", ".join(f"{k}={v!r}" for k, v in p.overrides.items())

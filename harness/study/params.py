@@ -15,7 +15,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal, cast
 
 from emoe.config import ConfigError, EMOEConfig, LossConfig, ModelConfig, TrainConfig, from_dict, to_dict
 
@@ -25,6 +25,9 @@ __all__ = [
     "INT_LIMIT",
     "NOT_IDENTITY",
     "SEED_PATH",
+    "JSONValue",
+    "ParamValue",
+    "Scalar",
     "apply_overrides",
     "build_config",
     "check_path",
@@ -35,10 +38,17 @@ __all__ = [
     "trial_id",
 ]
 
+#: A scalar a study file gives a field (after YAML parsing).
+Scalar = str | int | float | bool | None
+#: A parameter value: a scalar or a sequence of them (``model.fixed_weights``).
+ParamValue = Scalar | list["ParamValue"] | tuple["ParamValue", ...]
+#: A YAML/JSON document or any part of it.
+JSONValue = Scalar | list["JSONValue"] | dict[str, "JSONValue"]
+
 _SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
 
 #: Every settable path and its resolved type annotation.
-FIELDS: dict[str, Any] = {
+FIELDS: dict[str, object] = {
     f"{sec}.{name}": hint
     for sec, cls in _SECTIONS.items()
     for name, hint in typing.get_type_hints(cls).items()
@@ -73,13 +83,13 @@ def check_path(path: str) -> str | None:
     return f"unknown parameter {path!r}{hint}"
 
 
-def _type_name(hint: Any) -> str:
+def _type_name(hint: object) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     return getattr(hint, "__name__", str(hint))
 
 
-def _coerce_one(hint: Any, value: Any) -> Any:
+def _coerce_one(hint: object, value: object) -> ParamValue:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
@@ -97,7 +107,7 @@ def _coerce_one(hint: Any, value: Any) -> Any:
     if origin is Literal:
         if value not in typing.get_args(hint):
             raise ValueError(f"must be {_type_name(hint)}, got {value!r}")
-        return value
+        return cast(Scalar, value)  # one of the Literal's own values
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, list | tuple) or len(value) != len(args):
@@ -128,10 +138,10 @@ def _coerce_one(hint: Any, value: Any) -> Any:
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {value!r}")
         return value
-    return value
+    return cast(ParamValue, value)  # a field type without a rule (none today): kept as given
 
 
-def coerce(path: str, value: Any) -> Any:
+def coerce(path: str, value: object) -> ParamValue:
     """Convert a YAML value to the type of the field at ``path``; raises ``ValueError`` naming the path."""
     err = check_path(path)
     if err:
@@ -142,32 +152,32 @@ def coerce(path: str, value: Any) -> Any:
         raise ValueError(f"{path}: {exc}") from None
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping[str, object], prefix: str = "") -> dict[str, ParamValue]:
     """Nested mappings to dotted keys; dotted keys pass through (``{"model": {"d_model": 8}}`` and
     ``{"model.d_model": 8}`` both give ``{"model.d_model": 8}``). Lists are values, not nesting."""
-    out: dict[str, Any] = {}
+    out: dict[str, ParamValue] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(flatten(value, path + "."))
         else:
-            out[path] = value
+            out[path] = cast(ParamValue, value)  # a leaf: a YAML scalar or list, coerced where it is used
     return out
 
 
-def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def apply_overrides(base: Mapping[str, object], overrides: Mapping[str, object]) -> dict[str, dict[str, ParamValue]]:
     """A nested ``{"model": {...}, "loss": {...}, "train": {...}}`` with dotted ``overrides`` applied."""
-    nested: dict[str, dict[str, Any]] = {sec: {} for sec in _SECTIONS}
+    nested: dict[str, dict[str, ParamValue]] = {sec: {} for sec in _SECTIONS}
     for path, value in {**flatten(base), **flatten(overrides)}.items():
         sec, _, name = path.partition(".")
         nested.setdefault(sec, {})[name] = value
     return nested
 
 
-def build_config(nested: Mapping[str, Mapping[str, Any]]) -> EMOEConfig:
+def build_config(nested: Mapping[str, Mapping[str, object]]) -> EMOEConfig:
     """Coerce every value and build the frozen config; raises ``ConfigError`` with every problem."""
     errors: list[str] = []
-    clean: dict[str, dict[str, Any]] = {}
+    clean: dict[str, dict[str, ParamValue]] = {}
     for sec, fields in nested.items():
         for name, value in fields.items():
             try:
@@ -179,7 +189,7 @@ def build_config(nested: Mapping[str, Mapping[str, Any]]) -> EMOEConfig:
     return from_dict(clean)
 
 
-def _canonical(obj: Any) -> str:
+def _canonical(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -191,11 +201,11 @@ def config_id(cfg: EMOEConfig, data_key: str) -> str:
 
 def trial_id(cfg_id: str, seed: int, instance: str | None = None) -> str:
     """12 hex characters from the config id and the seed (plus a search instance, see docs/results.md)."""
-    parts: list[Any] = [cfg_id, int(seed)] + ([instance] if instance is not None else [])
+    parts: list[str | int] = [cfg_id, int(seed), *([instance] if instance is not None else [])]
     return hashlib.sha256(_canonical(parts).encode()).hexdigest()[:12]
 
 
-def format_value(value: Any) -> str:
+def format_value(value: object) -> str:
     """Short, stable text for labels: ``0.1``, ``learned``, ``[0.5,0.25,0.25]``."""
     if isinstance(value, float):
         return f"{value:.6g}"

@@ -9,27 +9,28 @@ description is a plain dict (``TrialFactory.make``) that travels in Tune's confi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from emoe.config import EMOEConfig, to_dict
+from emoe.config import ConfigError, EMOEConfig, ModelConfig
 from emoe.data.checks import DataError, check_compatible
-from harness.results.rows import metric_names
+from emoe_schema import metric_names
 from harness.study.data import StudyData
 from harness.study.errors import SpecError
-from harness.study.params import apply_overrides, build_config, config_id, flatten, trial_id
-from harness.study.space import Point, SearchSpace, ablation_points, feasible_fraction, grid_points
+from harness.study.params import ParamValue
+from harness.study.space import Point, SearchSpace, ablation_points, grid_points
 from harness.study.spec import StudySpec
+from harness.study.trial import Trial, make_trial, resolve_point
+from harness.study.validation import locate, same_configuration, search_feasibility, search_space
 
 __all__ = ["Plan", "TrialFactory", "build_plan"]
 
 
 @dataclass(frozen=True)
 class TrialFactory:
-    """Turns a point (label + overrides) and a seed into a trial description; picklable plain data."""
+    """Turns a point (label + overrides) and a seed into a ``Trial``; picklable plain data."""
 
     study: str
-    base: dict[str, Any]
-    data_fields: dict[str, Any]
+    base: dict[str, object]
+    data_fields: dict[str, ParamValue]
     data_key: str
     seeds: tuple[int, ...]
 
@@ -37,30 +38,23 @@ class TrialFactory:
     def n_seeds(self) -> int:
         return len(self.seeds)
 
-    def config(self, overrides: dict[str, Any], seed: int | None = None) -> EMOEConfig:
+    def config(self, overrides: dict[str, ParamValue], seed: int | None = None) -> EMOEConfig:
         """The full configuration of a point (``ConfigError`` if invalid)."""
-        extra = {} if seed is None else {"train.seed": seed}
-        return build_config(apply_overrides(self.base, {**overrides, **self.data_fields, **extra}))
+        return resolve_point(self.base, overrides, self.data_fields, seed)
 
-    def check(self, overrides: dict[str, Any]) -> list[str]:
-        """Every reason the point's configuration is invalid (empty list when it is valid)."""
-        try:
-            self.config(overrides)
-        except ValueError as exc:
-            return list(getattr(exc, "errors", [str(exc)]))
-        return []
-
-    def make(self, label: str, overrides: dict[str, Any], *, seed_index: int,
-             instance: str | None = None) -> dict[str, Any]:
-        """The trial description: ids, label, seed, the varied values and the full nested config."""
-        seed = self.seeds[seed_index]
-        cfg = self.config(overrides, seed)
-        cid = config_id(cfg, self.data_key)
-        return {
-            "study": self.study, "trial_id": trial_id(cid, seed, instance), "config_id": cid,
-            "variant": label, "seed": seed, "seed_index": seed_index, "params": dict(overrides),
-            "emoe": to_dict(cfg),
-        }
+    def trials(self, label: str, overrides: dict[str, ParamValue], *, instance: str | None = None
+               ) -> tuple[list[Trial], list[str]]:
+        """One ``Trial`` per study seed, each configuration resolved once; or every reason it is invalid
+        (found on the first seed; the seed does not change validity)."""
+        out: list[Trial] = []
+        for index, seed in enumerate(self.seeds):
+            try:
+                cfg = self.config(overrides, seed)
+            except ConfigError as exc:
+                return [], list(exc.errors)
+            out.append(make_trial(self.study, label, overrides, cfg, data_key=self.data_key, seed_index=index,
+                                  instance=instance))
+        return out, []
 
 
 @dataclass
@@ -71,7 +65,7 @@ class Plan:
     data: StudyData
     factory: TrialFactory
     points: list[Point] = field(default_factory=list)  # grid/ablation configurations
-    trials: list[dict[str, Any]] = field(default_factory=list)  # grid/ablation trials, run order
+    trials: list[Trial] = field(default_factory=list)  # grid/ablation trials, run order
     space: SearchSpace | None = None
     feasible: float | None = None  # search: share of random draws that satisfy the constraints
 
@@ -100,14 +94,11 @@ class Plan:
     def max_epochs(self) -> int:
         """Largest ``train.max_epochs`` of any trial (the scheduler's budget)."""
         if self.trials:
-            return max(int(t["emoe"]["train"]["max_epochs"]) for t in self.trials)
-        return int(self.factory.config({}).train.max_epochs) if not self.factory.check({}) else 100
-
-
-def _prefix(spec: StudySpec, point: Point) -> str:
-    if spec.ablation is not None:
-        return f"ablation.variants.{point.label}"
-    return "base" if point.label == "base" else f"grid point {point.label}"
+            return max(t.config.train.max_epochs for t in self.trials)
+        try:
+            return self.factory.config({}).train.max_epochs
+        except ConfigError:
+            return 100
 
 
 def build_plan(spec: StudySpec, data: StudyData) -> Plan:
@@ -115,37 +106,35 @@ def build_plan(spec: StudySpec, data: StudyData) -> Plan:
     factory = TrialFactory(spec.name, dict(spec.base), dict(data.fields), data.key, tuple(spec.seeds))
     errors: list[str] = []
     plan = Plan(spec, data, factory)
-    models: list[tuple[Point, Any]] = []
+    models: list[tuple[Point, ModelConfig]] = []
     if spec.search is not None:
-        plan.space = SearchSpace({p: v.model_dump() for p, v in spec.search.params.items()}, spec.base)
-        plan.feasible, reasons = feasible_fraction(plan.space, spec.base,
-                                                   {k.split(".", 1)[1]: v for k, v in data.fields.items()
-                                                    if k.startswith("model.")}, seed=spec.search.seed)
-        if plan.feasible == 0.0:
-            errors.append(f"search.params: no valid configuration for this data, e.g. {reasons[0]}")
-        cfg_errors = factory.check({})
-        models = [] if cfg_errors else [(Point("base", {}), factory.config({}).model)]
+        plan.space = search_space(spec)
+        model_dims = {k: v for k, v in data.fields.items() if k.startswith("model.")}
+        plan.feasible, infeasible = search_feasibility(spec, model_dims, scope="for this data")
+        errors += infeasible
+        try:
+            models = [(Point("base", {}), factory.config({}).model)]
+        except ConfigError:
+            models = []
     else:
         plan.points = (ablation_points(spec.ablation.variants) if spec.ablation is not None
                        else grid_points(spec.grid))
+        by_point: list[list[Trial]] = []
         for point in plan.points:
-            errs = factory.check(point.overrides)
-            errors.extend(f"{_prefix(spec, point)}: {e}" for e in errs)
-            if not errs:
-                models.append((point, factory.config(point.overrides).model))
+            trials, errs = factory.trials(point.label, point.overrides)
+            errors.extend(f"{locate(spec, point)}: {e}" for e in errs)
+            if trials:
+                by_point.append(trials)
+                models.append((point, trials[0].config.model))
         if not errors:
-            plan.trials = [factory.make(p.label, p.overrides, seed_index=i)
-                           for i in range(len(spec.seeds)) for p in plan.points]
-            first: dict[str, str] = {}
-            for t in plan.trials:
-                if first.setdefault(t["trial_id"], t["variant"]) != t["variant"]:
-                    errors.append(f"{t['variant']}: same trial as {first[t['trial_id']]} (only fields that "
-                                  "do not change results differ)")
+            plan.trials = [trials[i] for i in range(len(spec.seeds)) for trials in by_point]
+            errors += same_configuration(spec, [(p, ts[0].config_id) for p, ts in zip(plan.points, by_point)],
+                                         note="only fields that do not change results differ")
     for point, model in models[:1] + [m for m in models[1:] if m[1].text_input != models[0][1].text_input]:
         try:
             check_compatible(data.data, model)
         except DataError as exc:
-            errors.append(f"{_prefix(spec, point)}: {exc}")
+            errors.append(f"{locate(spec, point)}: {exc}")
     available = metric_names(data.data.label_kind)
     if spec.objective.metric.removeprefix("valid_") not in available:
         errors.append(f"objective.metric: {spec.objective.metric} is not computed on {data.data.label_kind} "
@@ -153,8 +142,3 @@ def build_plan(spec: StudySpec, data: StudyData) -> Plan:
     if errors:
         raise SpecError(errors, source=spec.name)
     return plan
-
-
-def point_overrides(trial: dict[str, Any]) -> dict[str, Any]:
-    """The flattened full configuration of a trial description (``model.d_model`` -> value)."""
-    return flatten(trial["emoe"])

@@ -11,14 +11,15 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from emoe.config import ConfigError, EMOEConfig, to_dict
-from harness.study.params import apply_overrides, build_config, coerce, flatten, format_value
+from harness.study.params import JSONValue, ParamValue, Scalar, coerce, flatten, format_value
+from harness.study.trial import resolve_point
 
 __all__ = [
     "Point",
@@ -32,12 +33,23 @@ __all__ = [
 ]
 
 
+class Suggester(Protocol):
+    """What ``SearchSpace`` asks of a trial: ``optuna.Trial``'s suggest methods (or ``RandomTrial``)."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float: ...
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+
+    def suggest_categorical(self, name: str, choices: list[Scalar]) -> Scalar: ...
+
+
 @dataclass(frozen=True)
 class Point:
     """One configuration of a study before seeds: a label and the overrides it applies to the base."""
 
     label: str
-    overrides: dict[str, Any]
+    overrides: dict[str, ParamValue]
 
 
 def short_names(paths: list[str]) -> dict[str, str]:
@@ -46,7 +58,7 @@ def short_names(paths: list[str]) -> dict[str, str]:
     return {p: (s if last.count(s) == 1 else p) for p, s in zip(paths, last)}
 
 
-def grid_points(grid: Mapping[str, list[Any]] | None) -> list[Point]:
+def grid_points(grid: Mapping[str, Sequence[object]] | None) -> list[Point]:
     """Cartesian product of the grid's (coerced) values in file order; no grid gives one ``base`` point."""
     if not grid:
         return [Point("base", {})]
@@ -60,27 +72,28 @@ def grid_points(grid: Mapping[str, list[Any]] | None) -> list[Point]:
     return points
 
 
-def ablation_points(variants: Mapping[str, Mapping[str, Any]]) -> list[Point]:
+def ablation_points(variants: Mapping[str, Mapping[str, object]]) -> list[Point]:
     """One point per named variant, overrides flattened and coerced, in file order."""
     return [Point(name, {p: coerce(p, v) for p, v in flatten(ov).items()}) for name, ov in variants.items()]
 
 
-def check_point(base: Mapping[str, Any], point: Point, dims: Mapping[str, int] | None = None
+def check_point(base: Mapping[str, object], point: Point, dims: Mapping[str, ParamValue] | None = None
                 ) -> tuple[EMOEConfig | None, list[str]]:
-    """Build the point's config (data shape fields from ``dims``); the config or its errors."""
-    overrides = {**point.overrides, **{f"model.{k}": v for k, v in (dims or {}).items()}}
+    """The point's config (data shape fields from ``dims``: ``model.len_text`` or just ``len_text``),
+    built by ``resolve_point``; the config or its errors."""
+    dotted = {(k if "." in k else f"model.{k}"): v for k, v in (dims or {}).items()}
     try:
-        return build_config(apply_overrides(base, overrides)), []
+        return resolve_point(base, point.overrides, dotted), []
     except ConfigError as exc:
         return None, list(exc.errors)
 
 
-def _encode(choice: Any) -> Any:
+def _encode(choice: JSONValue) -> Scalar:
     """Optuna categorical choices must be None/bool/int/float/str: lists travel as JSON text."""
     return json.dumps(choice) if isinstance(choice, list | tuple | dict) else choice
 
 
-def _decode(choice: Any, choices: list[Any]) -> Any:
+def _decode(choice: JSONValue, choices: list[JSONValue]) -> JSONValue:
     for c in choices:
         if _encode(c) == choice:
             return c
@@ -94,11 +107,12 @@ class SearchSpace:
     path) and returns the overrides. Picklable, so Tune can checkpoint the searcher that holds it.
     """
 
-    def __init__(self, params: Mapping[str, Mapping[str, Any]], base: Mapping[str, Any]):
+    # A parameter's spec is pydantic's model_dump() of a search.params entry: str keys, mixed values.
+    def __init__(self, params: Mapping[str, Mapping[str, Any]], base: Mapping[str, object]):
         self.params = {p: dict(spec) for p, spec in params.items()}
         self.base = {**flatten(to_dict(EMOEConfig())), **flatten(base)}
 
-    def _active(self, spec: Mapping[str, Any], chosen: Mapping[str, Any]) -> bool:
+    def _active(self, spec: Mapping[str, Any], chosen: Mapping[str, ParamValue]) -> bool:
         for path, want in (spec.get("when") or {}).items():
             have = chosen.get(path, self.base.get(path))
             allowed = want if isinstance(want, list) else [want]
@@ -106,9 +120,9 @@ class SearchSpace:
                 return False
         return True
 
-    def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def decode(self, params: Mapping[str, JSONValue]) -> dict[str, ParamValue]:
         """The overrides of an Optuna trial's ``params`` (as ``__call__`` returned them when it ran)."""
-        out: dict[str, Any] = {}
+        out: dict[str, ParamValue] = {}
         for path, spec in self.params.items():
             if path in params:
                 value = params[path]
@@ -117,14 +131,14 @@ class SearchSpace:
                 out[path] = coerce(path, value)
         return out
 
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        chosen: dict[str, Any] = {}
+    def __call__(self, trial: Suggester) -> dict[str, ParamValue]:
+        chosen: dict[str, ParamValue] = {}
         for path, spec in self.params.items():
             if not self._active(spec, chosen):
                 continue
             kind = spec["type"]
             if kind in ("uniform", "loguniform"):
-                value: Any = trial.suggest_float(path, float(spec["low"]), float(spec["high"]),
+                value: JSONValue = trial.suggest_float(path, float(spec["low"]), float(spec["high"]),
                                                  step=spec.get("step"), log=kind == "loguniform")
             elif kind == "int":
                 value = trial.suggest_int(path, int(spec["low"]), int(spec["high"]),
@@ -155,11 +169,11 @@ class RandomTrial:
             return int(min(high, max(low, round(math.exp(self.rng.uniform(math.log(low), math.log(high)))))))
         return int(low + step * self.rng.integers(0, (high - low) // step + 1))
 
-    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+    def suggest_categorical(self, name: str, choices: list[Scalar]) -> Scalar:
         return choices[int(self.rng.integers(0, len(choices)))]
 
 
-def feasible_fraction(space: SearchSpace, base: Mapping[str, Any], dims: Mapping[str, int] | None = None,
+def feasible_fraction(space: SearchSpace, base: Mapping[str, object], dims: Mapping[str, ParamValue] | None = None,
                       *, draws: int = 256, seed: int = 0) -> tuple[float, list[str]]:
     """Fraction of random draws whose configuration is valid, and the distinct errors of the others."""
     rng = np.random.default_rng(seed)

@@ -13,16 +13,14 @@ import math
 import re
 import types
 import typing
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from emoe_schema import metric_mode
 from harness.study.errors import SpecError
-from harness.study.overrides import apply_set_overrides
 from harness.study.tracking import TrackingSpec
-from harness.study.yamlio import read_yaml
 
 __all__ = [
     "NAME_PATTERN",
@@ -38,8 +36,9 @@ __all__ = [
     "SearchSpec",
     "SpecError",
     "StudySpec",
-    "load_spec",
-    "parse_spec",
+    "dump_spec",
+    "is_safe_name",
+    "pydantic_errors",
 ]
 
 #: Study and variant names become file and directory names: letters, digits, '_', '-', '.' (not first).
@@ -77,7 +76,7 @@ class DataSpec(_Strict):
 
     @field_validator("synthetic", mode="before")
     @classmethod
-    def _preset_shorthand(cls, v: Any) -> Any:
+    def _preset_shorthand(cls, v: object) -> object:
         return {"preset": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
@@ -97,7 +96,7 @@ class DataSpec(_Strict):
 
 class _Param(_Strict):
     #: only sample this parameter when the named (earlier or base) values match, e.g. {model.router: fixed}
-    when: dict[str, Any] | None = None
+    when: dict[str, object] | None = None
 
 
 class FloatParam(_Param):
@@ -143,11 +142,11 @@ class CategoricalParam(_Param):
     """A choice among listed values (numbers, strings, booleans, null or lists)."""
 
     type: Literal["categorical"]
-    choices: list[Any] = Field(min_length=1)
+    choices: list[object] = Field(min_length=1)
 
     @field_validator("choices")
     @classmethod
-    def _unique(cls, v: list[Any]) -> list[Any]:
+    def _unique(cls, v: list[object]) -> list[object]:
         seen = [repr(c) for c in v]
         dup = sorted({s for s in seen if seen.count(s) > 1})
         if dup:
@@ -162,7 +161,7 @@ class SearchSpec(_Strict):
     """Optuna search: ``n_trials`` configurations proposed by a named, seeded sampler."""
 
     sampler: str = "tpe"
-    sampler_options: dict[str, Any] = Field(default_factory=dict)
+    sampler_options: dict[str, object] = Field(default_factory=dict)
     seed: int = Field(default=0, ge=0, le=SAMPLER_SEED_LIMIT)
     n_trials: int = Field(ge=1)
     params: dict[str, ParamSpec] = Field(min_length=1)
@@ -172,11 +171,11 @@ class AblationSpec(_Strict):
     """Named variants, each a set of overrides on the base configuration; one is the baseline."""
 
     baseline: str
-    variants: dict[str, dict[str, Any]] = Field(min_length=2)
+    variants: dict[str, dict[str, object]] = Field(min_length=2)
 
     @field_validator("variants", mode="before")
     @classmethod
-    def _empty_variant(cls, v: Any) -> Any:
+    def _empty_variant(cls, v: object) -> object:
         return {k: ({} if o is None else o) for k, o in v.items()} if isinstance(v, dict) else v
 
     @model_validator(mode="after")
@@ -227,8 +226,8 @@ class StudySpec(_Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str = ""
     data: DataSpec = Field(default_factory=DataSpec)
-    base: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] | None = None
+    base: dict[str, object] = Field(default_factory=dict)
+    grid: dict[str, Annotated[list[object], Field(min_length=1)]] | None = None
     ablation: AblationSpec | None = None
     search: SearchSpec | None = None
     seeds: Annotated[list[Annotated[int, Field(ge=-SEED_LIMIT, le=SEED_LIMIT)]], Field(min_length=1)] = Field(
@@ -248,7 +247,7 @@ class StudySpec(_Strict):
 
     @field_validator("report", mode="before")
     @classmethod
-    def _report_flag(cls, v: Any) -> Any:
+    def _report_flag(cls, v: object) -> object:
         if v is True:
             return {}
         return None if v is False else v
@@ -278,8 +277,6 @@ class StudySpec(_Strict):
 
     @property
     def mode(self) -> Literal["min", "max"]:
-        from emoe.metrics import metric_mode
-
         return self.objective.mode or metric_mode(self.objective.metric)
 
     @property
@@ -320,7 +317,7 @@ def _unknown_key(loc: tuple[Any, ...]) -> str:
     return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
+def _loc(loc: tuple[int | str, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("uniform", "loguniform", "int", "categorical")
              and not str(p).startswith("function-")]
     return ".".join(parts) or "(top level)"
@@ -333,7 +330,7 @@ def flatten_keys(tree: Any, prefix: str = "", *, stop: str | None = None) -> lis
     return [p for k, v in tree.items() for p in flatten_keys(v, f"{prefix}{k}.", stop=stop)]
 
 
-def _pydantic_errors(exc: ValidationError) -> list[str]:
+def pydantic_errors(exc: ValidationError) -> list[str]:
     out = []
     for e in exc.errors():
         msg = e["msg"]
@@ -360,49 +357,6 @@ def _pydantic_errors(exc: ValidationError) -> list[str]:
             msg = "type must be one of uniform, loguniform, int, categorical"
         out.append(f"{_loc(e['loc'])}: {msg}")
     return out
-
-
-def _errors_of_the_rest(raw: dict[str, Any], exc: ValidationError) -> list[str]:
-    """Meaning errors of the top-level fields that passed pydantic, so that a misspelt key or a wrong type
-    does not hide the rest (combinations of fields are not checked: they may depend on the bad ones)."""
-    from harness.study.validation import check_semantics
-
-    if any(not e["loc"] for e in exc.errors()):  # a rule between fields (e.g. grid and search): stop here
-        return []
-    bad = {e["loc"][0] for e in exc.errors()}
-    rest = {k: v for k, v in raw.items() if k not in bad}
-    if "name" not in rest:
-        rest["name"] = "unnamed"  # only to validate the rest; its own error is already listed
-    try:
-        partial = StudySpec.model_validate(rest)
-    except ValidationError:
-        return []
-    return check_semantics(partial, combinations=False)[1]
-
-
-def parse_spec(raw: Any, *, source: str = "<spec>") -> StudySpec:
-    """Validate an already-parsed YAML document; raises ``SpecError`` listing every problem."""
-    from harness.study.validation import check_semantics
-
-    if not isinstance(raw, dict):
-        raise SpecError([f"(top level): expected a mapping of study fields, got {type(raw).__name__}"],
-                        source=source)
-    try:
-        spec = StudySpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(_pydantic_errors(exc) + _errors_of_the_rest(raw, exc), source=source) from None
-    spec, errors = check_semantics(spec)
-    if errors:
-        raise SpecError(errors, source=source)
-    return spec
-
-
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
-    """Read, override (``--set path=value``) and validate a study file; ``SpecError`` on any problem."""
-    path = Path(path)
-    raw = read_yaml(path)
-    raw = apply_set_overrides(raw, overrides or [], source=str(path))
-    return parse_spec(raw, source=str(path))
 
 
 def dump_spec(spec: StudySpec) -> str:

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from emoe.metrics import METRIC_NAMES, metric_mode
+from harness.study.data import synthetic_errors
 from harness.study.devices import device_errors
 from harness.study.params import (
     DATA_FIELDS,
     FIELDS,
     SEED_PATH,
+    ParamValue,
     apply_overrides,
     check_path,
     coerce,
     config_id,
     flatten,
 )
+from harness.study.samplers import sampler_errors
 from harness.study.space import (
     Point,
     SearchSpace,
@@ -33,11 +36,10 @@ from harness.study.space import (
     grid_points,
 )
 from harness.study.spec import DataSpec, StudySpec, is_safe_name
+from harness.study.trial import OPEN_DIMS
 
-__all__ = ["OPEN_DIMS", "check_semantics", "known_metrics", "resolve_path"]
-
-#: Sequence lengths used before the data are loaded: long enough for any kernel.
-OPEN_DIMS = {"len_text": 1 << 20, "len_audio": 1 << 20, "len_vision": 1 << 20}
+__all__ = ["OPEN_DIMS", "check_semantics", "known_metrics", "locate", "resolve_path", "same_configuration",
+           "search_feasibility", "search_space"]
 _MAX_LISTED = 12
 _VAR = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
 
@@ -66,7 +68,7 @@ def _param_path_error(where: str, path: str) -> str | None:
     return None
 
 
-def _check_overrides(where: str, tree: dict[str, Any]) -> list[str]:
+def _check_overrides(where: str, tree: dict[str, object]) -> list[str]:
     errors = []
     for path, value in flatten(tree).items():
         err = _param_path_error(f"{where}.{path}", path)
@@ -82,8 +84,6 @@ def _check_overrides(where: str, tree: dict[str, Any]) -> list[str]:
 
 def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
     if data.path is None:
-        from harness.study.data import synthetic_errors
-
         return data, [f"data.synthetic.{e}" for e in synthetic_errors(data.synthetic)]
     path, err = resolve_path(data.path)
     if err or path is None:
@@ -100,8 +100,6 @@ def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
 
 
 def _check_search(spec: StudySpec, *, feasibility: bool = True) -> list[str]:
-    from harness.tune.search import sampler_errors
-
     assert spec.search is not None
     s = spec.search
     errors = [f"search.{e}" for e in sampler_errors(s.sampler, s.sampler_options)]
@@ -134,32 +132,55 @@ def _check_search(spec: StudySpec, *, feasibility: bool = True) -> list[str]:
                     errors.append(f"{where}.when.{exc}")
     if errors or not feasibility:
         return errors
-    space = SearchSpace({p: v.model_dump() for p, v in s.params.items()}, spec.base)
-    frac, reasons = feasible_fraction(space, spec.base, OPEN_DIMS, seed=s.seed)
-    if frac == 0.0:
-        errors.append("search.params: no valid configuration in the search space (all random draws "
-                      f"violate a constraint), e.g. {reasons[0] if reasons else '?'}")
+    return search_feasibility(spec, OPEN_DIMS, scope="in the search space (all random draws violate a "
+                                                    "constraint)")[1]
+
+
+def search_space(spec: StudySpec) -> SearchSpace:
+    """The study's define-by-run search space (the study must have a ``search`` section)."""
+    assert spec.search is not None
+    return SearchSpace({p: v.model_dump() for p, v in spec.search.params.items()}, spec.base)
+
+
+def search_feasibility(spec: StudySpec, dims: Mapping[str, ParamValue], *, scope: str) -> tuple[float, list[str]]:
+    """Share of random draws of the search space whose configuration is valid with data dimensions ``dims``
+    (open before the data are read, the data's after), and the error when none is."""
+    assert spec.search is not None
+    frac, reasons = feasible_fraction(search_space(spec), spec.base, dims, seed=spec.search.seed)
+    if frac > 0.0:
+        return frac, []
+    return frac, [f"search.params: no valid configuration {scope}, e.g. {reasons[0] if reasons else '?'}"]
+
+
+def locate(spec: StudySpec, point: Point) -> str:
+    """Where a point comes from in the study file, as error messages name it."""
+    if spec.ablation is not None:
+        return f"ablation.variants.{point.label}"
+    return "base" if point.label == "base" else f"grid point {point.label}"
+
+
+def same_configuration(spec: StudySpec, keyed: list[tuple[Point, str]], *, note: str) -> list[str]:
+    """An error for every point whose identity ``key`` an earlier point already has."""
+    errors: list[str] = []
+    seen: dict[str, Point] = {}
+    for point, key in keyed:
+        if key in seen:
+            errors.append(f"{locate(spec, point)}: same configuration as {locate(spec, seen[key])} ({note})")
+        seen.setdefault(key, point)
     return errors
 
 
 def _check_points(spec: StudySpec) -> list[str]:
-    if spec.ablation is not None:
-        points = ablation_points(spec.ablation.variants)
-        where = {p.label: f"ablation.variants.{p.label}" for p in points}
-    else:
-        points = grid_points(spec.grid)
-        where = {p.label: ("base" if p.label == "base" else f"grid point {p.label}") for p in points}
+    points = (ablation_points(spec.ablation.variants) if spec.ablation is not None else grid_points(spec.grid))
     errors: list[str] = []
-    seen: dict[Any, str] = {}
+    keyed: list[tuple[Point, str]] = []
     for point in points:
         cfg, errs = check_point(spec.base, point, OPEN_DIMS)
-        errors.extend(f"{where[point.label]}: {e}" for e in errs)
+        errors.extend(f"{locate(spec, point)}: {e}" for e in errs)
         if cfg is not None:
-            key = config_id(cfg, "")
-            if key in seen:
-                errors.append(f"{where[point.label]}: same configuration as {where[seen[key]]} (fields such as "
-                              "train.device or train.fast_path do not change results and are not compared)")
-            seen.setdefault(key, point.label)
+            keyed.append((point, config_id(cfg, "")))
+    errors += same_configuration(spec, keyed, note="fields such as train.device or train.fast_path do not "
+                                                   "change results and are not compared")
     if len(errors) > _MAX_LISTED:
         errors = [*errors[:_MAX_LISTED], f"... and {len(errors) - _MAX_LISTED} more invalid points"]
     return errors
@@ -213,20 +234,14 @@ def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[Stud
 
 def _normalised(spec: StudySpec) -> StudySpec:
     """Values converted to their field types (``"1e-3"`` -> 0.001), so spec.yaml and resume checks agree."""
-    def typed(tree: dict[str, Any]) -> dict[str, Any]:
+    def typed(tree: dict[str, object]) -> dict[str, ParamValue]:
         return {p: coerce(p, v) for p, v in flatten(tree).items()}
 
-    update: dict[str, Any] = {"base": apply_overrides({}, typed(spec.base))}
-    update["base"] = {sec: fields for sec, fields in update["base"].items() if fields}
+    base = apply_overrides({}, typed(spec.base))
+    update: dict[str, object] = {"base": {sec: fields for sec, fields in base.items() if fields}}
     if spec.grid is not None:
         update["grid"] = {p: [coerce(p, v) for v in values] for p, values in spec.grid.items()}
     if spec.ablation is not None:
         variants = {name: typed(ov or {}) for name, ov in spec.ablation.variants.items()}
         update["ablation"] = spec.ablation.model_copy(update={"variants": variants})
     return spec.model_copy(update=update)
-
-
-def describe_point(point: Point) -> str:
-    """``label (path=value, ...)`` for plans and error messages."""
-    inner = ", ".join(f"{k}={v!r}" for k, v in point.overrides.items())
-    return f"{point.label} ({inner})" if inner else point.label

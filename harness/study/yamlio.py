@@ -4,7 +4,6 @@ applies ``--set`` with the same loader)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -20,8 +19,8 @@ MAX_DEPTH = 32
 class UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: dict[object, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             try:
@@ -36,17 +35,17 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _children(node: Any) -> list[Any]:
+def _children(node: object) -> list[object]:
     items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
     return [c for c in items if isinstance(c, dict | list)]
 
 
-def depth(doc: Any, limit: int) -> int:
+def depth(doc: object, limit: int) -> int:
     """Nesting depth of lists/mappings in ``doc``, without recursion; each container is visited once
     (YAML aliases share them) and a container inside itself (``&a [*a]``) counts as deeper than ``limit``."""
     depth: dict[int, int] = {}
     open_: set[int] = set()  # containers whose children are being measured: the current path
-    stack: list[tuple[Any, bool]] = [(doc, False)] if _children([doc]) else []
+    stack: list[tuple[object, bool]] = [(doc, False)] if _children([doc]) else []
     while stack:
         node, closing = stack.pop()
         if closing:
@@ -63,7 +62,7 @@ def depth(doc: Any, limit: int) -> int:
     return depth.get(id(doc), 0)
 
 
-def read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> object:
     """Parse one YAML document; a missing/unreadable file, a syntax error or absurd nesting is a
     ``SpecError``."""
     try:

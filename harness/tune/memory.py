@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-from typing import Any
 
 __all__ = ["release_free_heap", "use_mmap_for_large_blocks"]
 
@@ -21,7 +20,7 @@ _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 
 
 @functools.cache
-def _libc() -> Any | None:
+def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if name is None:
         return None

@@ -12,13 +12,17 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ray import tune
 
 from harness.results.sink import ResultStore
 from harness.study.cost import format_duration
-from harness.tune.trainable import FINISHED
+from harness.study.trial import Trial
+from harness.tune.trainable import FINISHED, Metrics
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial as TuneTrial
 
 __all__ = ["ProgressPrinter"]
 
@@ -42,20 +46,20 @@ class ProgressPrinter(tune.Callback):
         self.best: tuple[float, str] | None = None
         self.finished_here = 0
 
-    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
-              **info: Any) -> None:
+    def setup(self, stop: object = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: object) -> None:
         self._reset()
 
     @property
     def out(self) -> TextIO:
         return sys.stdout
 
-    def _counts(self, trials: list[Any]) -> tuple[int, int]:
+    def _counts(self, trials: list[TuneTrial]) -> tuple[int, int]:
         running = sum(t.status == "RUNNING" for t in trials)
         settled = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         return running, settled
 
-    def line(self, trials: list[Any]) -> str:
+    def line(self, trials: list[TuneTrial]) -> str:
         running, settled = self._counts(trials)
         done = max(settled, len(self.statuses))
         running = min(running, self.total - done)
@@ -74,36 +78,36 @@ class ProgressPrinter(tune.Callback):
             parts.append(f"~{format_duration(left)} left")
         return " | ".join(parts)
 
-    def _print(self, trials: list[Any], force: bool = False) -> None:
+    def _print(self, trials: list[TuneTrial], force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self.last_print >= self.interval_s:
             self.last_print = now
             print(self.line(trials), file=self.out, flush=True)
 
-    def _settle(self, trial: Any, failed: bool) -> None:
+    def _settle(self, trial: TuneTrial, failed: bool) -> None:
         desc = trial.config.get("trial") if isinstance(trial.config, dict) else None
-        if desc is None:
+        if not isinstance(desc, Trial):
             return
-        status = self.store.status(desc["trial_id"]) or ("failed" if failed else "pruned")
-        self.statuses[desc["trial_id"]] = status
+        status = self.store.status(desc.trial_id) or ("failed" if failed else "pruned")
+        self.statuses[desc.trial_id] = status
         self.finished_here += 1
         value = (trial.last_result or {}).get("objective")
         if status in FINISHED and isinstance(value, int | float) and math.isfinite(value):
             better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
             if better:
-                self.best = (float(value), f"{desc['variant']}, seed {desc['seed']}")
+                self.best = (float(value), f"{desc.variant}, seed {desc.seed}")
 
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         self._print(trials, force=self.last_print == 0.0)
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
-                        **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, result: Metrics,
+                        **info: object) -> None:
         self._print(trials)
 
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         self._settle(trial, failed=False)
         self._print(trials, force=True)
 
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_error(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         self._settle(trial, failed=True)
         self._print(trials, force=True)

@@ -11,11 +11,18 @@ with the driver is not done and gets no row (``--resume`` continues it).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ray import tune
 
-from harness.tune.trainable import FINISHED, TrialContext, write_row_from_metrics
+from emoe_schema import FINISHED
+from harness.study.trial import Trial
+from harness.tune.trainable import Metrics, TrialContext, write_row_from_metrics
+
+if TYPE_CHECKING:
+    from ray.tune import Result
+    from ray.tune.experiment import Trial as TuneTrial
 
 __all__ = ["ResultRecorder", "error_summary", "reconcile", "record_outcome"]
 
@@ -28,12 +35,11 @@ def error_summary(text: str | None, limit: int = 2000) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-def record_outcome(ctx: TrialContext, trial: dict[str, Any], metrics: dict[str, Any] | None,
-                   error: str | None) -> str | None:
+def record_outcome(ctx: TrialContext, trial: Trial, metrics: Metrics | None, error: str | None) -> str | None:
     """Write the row of a trial Tune finished with, unless the trial wrote a final one; the status."""
-    if ctx.store.awaiting_rerun(trial["trial_id"]):
+    if ctx.store.awaiting_rerun(trial.trial_id):
         return None  # its files were quarantined: Tune's result predates that, and the trial must run again
-    status = ctx.store.status(trial["trial_id"])
+    status = ctx.store.status(trial.trial_id)
     if error is not None:
         if status in (*FINISHED, "failed"):
             return status
@@ -53,17 +59,17 @@ class ResultRecorder(tune.Callback):
     def __init__(self, ctx: TrialContext):
         self.ctx = ctx
 
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if "trial" in trial.config:
             record_outcome(self.ctx, trial.config["trial"], trial.last_result, None)
 
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_error(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if "trial" in trial.config:
             text = trial.get_error() or f"trial errored after {trial.num_failures} failure(s)"
             record_outcome(self.ctx, trial.config["trial"], trial.last_result, str(text))
 
 
-def reconcile(ctx: TrialContext, results: Any) -> dict[str, int]:
+def reconcile(ctx: TrialContext, results: Iterable[Result]) -> dict[str, int]:
     """Record every settled trial of a ``ResultGrid`` that has no final row; counts of final statuses."""
     written: dict[str, int] = {}
     for result in results:

@@ -15,15 +15,38 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+import optuna
+import ray
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from ray import tune
+from ray.tune.schedulers import (
+    AsyncHyperBandScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    TrialScheduler,
+)
+
+import emoe
 from harness.results.sink import ResultStore
 from harness.study.plan import Plan
+from harness.study.samplers import make_sampler
 from harness.tune.cluster import RaySettings, cluster_resources, ray_session
 from harness.tune.progress import ProgressPrinter
 from harness.tune.recorder import ResultRecorder, reconcile
+from harness.tune.search import StudySearch
 from harness.tune.trackers import tracking_callbacks
 from harness.tune.trainable import TrialContext, emoe_trainable
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
+    from ray.tune import Callback, Trainable, Tuner
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from emoe.data.arrays import DataSet
 
 __all__ = ["RunOptions", "RunOutcome", "code_version", "data_bytes", "make_context", "make_scheduler", "run_tune",
            "share_data"]
@@ -49,8 +72,6 @@ class RunOutcome:
 
 def code_version() -> str:
     """Package version plus the git commit of the source tree when available (``0.1.0+g1a2b3c4``)."""
-    import emoe
-
     version = emoe.__version__
     try:
         root = Path(__file__).resolve().parents[2]
@@ -74,15 +95,8 @@ def make_context(plan: Plan, store: ResultStore, version: str) -> TrialContext:
                         else s.checkpoint_min_interval_s)
 
 
-def make_scheduler(plan: Plan) -> Any:
+def make_scheduler(plan: Plan) -> TrialScheduler:
     """The Tune scheduler the study names, on ``training_iteration`` (= epochs), budget max_epochs."""
-    from ray.tune.schedulers import (
-        AsyncHyperBandScheduler,
-        FIFOScheduler,
-        HyperBandScheduler,
-        MedianStoppingRule,
-    )
-
     sch, max_t = plan.spec.scheduler, plan.max_epochs
     name = plan.spec.scheduler_name
     if name == "asha":
@@ -98,18 +112,12 @@ def make_scheduler(plan: Plan) -> Any:
     return FIFOScheduler()
 
 
-def trial_dirname(trial: Any) -> str:
+def trial_dirname(trial: TuneTrial) -> str:
     """Short trial directory names (long ones break some file systems, ray#29586)."""
     return f"trial_{trial.trial_id}"
 
 
-def _searcher(plan: Plan, store: ResultStore) -> Any:
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    from harness.tune.search import StudySearch, make_sampler
-
+def _searcher(plan: Plan, store: ResultStore) -> StudySearch:
     s = plan.spec.search
     assert s is not None and plan.space is not None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -131,9 +139,7 @@ def _concurrency(plan: Plan) -> int | None:
     return max(1, slots)
 
 
-def _tuner(plan: Plan, store: ResultStore, trainable: Any, callbacks: list[Any]) -> Any:
-    from ray import tune
-
+def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback]) -> Tuner:
     s = plan.spec
     search = s.search is not None
     tune_config = tune.TuneConfig(
@@ -163,7 +169,7 @@ def data_bytes(plan: Plan) -> int:
     return sum(split.nbytes for split in plan.data.data.splits().values())
 
 
-def share_data(plan: Plan) -> Any:
+def share_data(plan: Plan) -> ObjectRef[DataSet]:
     """Put the plan's data set into Ray's object store once and return its reference.
 
     Every trial reads the stored copy zero-copy (read-only numpy views into shared memory). The plan's
@@ -171,8 +177,6 @@ def share_data(plan: Plan) -> Any:
     driver would hold a second copy of the data for the whole study. The views stay readable after Ray
     shuts down.
     """
-    import ray
-
     ref = ray.put(plan.data.data)
     plan.data = dataclasses.replace(plan.data, data=ray.get(ref))
     return ref
@@ -180,8 +184,6 @@ def share_data(plan: Plan) -> Any:
 
 def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) -> RunOutcome:
     """Run (or resume) the study's trials on Ray Tune; every settled trial ends with exactly one row."""
-    from ray import tune
-
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
 
@@ -202,6 +204,6 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         else:
             tuner = _tuner(plan, store, trainable, callbacks)
         results = tuner.fit()
-        counts = reconcile(ctx, results)
+        counts = reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__
     complete = sum(counts.values()) >= plan.n_trials
     return RunOutcome(counts, complete)

@@ -20,104 +20,39 @@ What ``StudySearch`` adds to Ray's ``OptunaSearch`` (see shared/RAY_OPTUNA_NOTES
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["SAMPLERS", "StudySearch", "make_sampler", "sampler_errors"]
+from harness.study.params import ParamValue
+from harness.study.trial import Trial
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
+    from harness.results.sink import ResultStore
+    from harness.study.plan import TrialFactory
+    from harness.study.space import SearchSpace
+
+#: A result Tune reports for a trial (``harness.tune.trainable.report_metrics``).
+Metrics = dict[str, float | int | bool | str | None]
+
+__all__ = ["StudySearch"]
 
 logger = logging.getLogger(__name__)
-
-#: Sampler names a study may use, with the Optuna class and any extra package it needs.
-SAMPLERS: dict[str, tuple[str, str | None]] = {
-    "tpe": ("TPESampler", None),
-    "random": ("RandomSampler", None),
-    "cmaes": ("CmaEsSampler", "cmaes"),
-    "gp": ("GPSampler", "scipy"),
-    "qmc": ("QMCSampler", "scipy"),
-    "nsgaii": ("NSGAIISampler", None),
-    "bruteforce": ("BruteForceSampler", None),
-}
-_PLAIN = (str, int, float, bool, type(None), list, dict)
-
-
-def sampler_errors(name: str, options: dict[str, Any]) -> list[str]:
-    """Problems with a sampler name and its options (unknown option, missing package), as messages."""
-    if name not in SAMPLERS:
-        return [f"sampler: unknown sampler {name!r}, choose one of {sorted(SAMPLERS)}"]
-    cls_name, package = SAMPLERS[name]
-    errors = []
-    if package is not None:
-        try:
-            importlib.import_module(package)
-        except ImportError:
-            errors.append(f"sampler: {name} needs the {package!r} package (pip install {package})")
-    params = inspect.signature(getattr(optuna.samplers, cls_name)).parameters
-    for key, value in options.items():
-        if key == "seed":
-            errors.append("sampler_options.seed: give the seed as search.seed")
-        elif key not in params:
-            errors.append(f"sampler_options.{key}: unknown option of {cls_name}; known: "
-                          f"{sorted(p for p in params if p != 'seed')}")
-        elif not isinstance(value, _PLAIN):
-            errors.append(f"sampler_options.{key}: only plain values can be given in a study file")
-        else:
-            problem = _option_type_error(params[key].annotation, value)
-            if problem:
-                errors.append(f"sampler_options.{key}: {problem}")
-    return errors
-
-
-#: Plain types an option's annotation may name, and the YAML values each accepts.
-_ANNOTATED: dict[str, tuple[type, ...]] = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,),
-                                           "None": (type(None),), "list": (list,), "dict": (dict,)}
-
-
-def _option_type_error(annotation: Any, value: Any) -> str | None:
-    """Why ``value`` does not suit a sampler option annotated ``annotation`` (None when it does)."""
-    if annotation is inspect.Parameter.empty:
-        return None
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
-    depth, parts, current = 0, [], ""
-    for ch in text:  # split "A[B | C] | None" on the top-level "|" only
-        depth += ch in "[("
-        depth -= ch in "])"
-        if ch == "|" and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += ch
-    parts.append(current.strip())
-    kinds = [_ANNOTATED.get(part.split("[", 1)[0].strip()) for part in parts]
-    accepted = tuple(t for k in kinds if k for t in k)
-    if not accepted:
-        return f"takes a Python object ({text}), which a study file cannot give"
-    if isinstance(value, bool) and bool not in accepted:
-        return f"expected {text}, got {value!r}"
-    if not isinstance(value, accepted):
-        return f"expected {text}, got {type(value).__name__} {value!r}"
-    return None
-
-
-def make_sampler(name: str, options: dict[str, Any], seed: int) -> optuna.samplers.BaseSampler:
-    """The named Optuna sampler, seeded."""
-    cls = getattr(optuna.samplers, SAMPLERS[name][0])
-    return cls(seed=seed, **options)
-
 
 @dataclass
 class _Group:
     """One Optuna trial and the Tune trials (one per seed) that evaluate it."""
 
     number: int
-    overrides: dict[str, Any]
+    overrides: dict[str, ParamValue]
+    trials: list[Trial]  # one per study seed, seed order
     members: list[str] = field(default_factory=list)  # Tune trial ids, seed order
     outcomes: dict[str, tuple[str, float | None]] = field(default_factory=dict)
     reported: set[int] = field(default_factory=set)  # steps told to Optuna as intermediate values
@@ -126,16 +61,18 @@ class _Group:
 class StudySearch(OptunaSearch):
     """OptunaSearch over a define-by-run ``SearchSpace`` with seeds, infeasibility and pruning handled.
 
-    ``factory`` turns overrides into a trial description (``harness.study.plan.TrialFactory``); ``store`` is
-    the study's ``harness.results.sink.ResultStore`` (its ``status`` tells finished from stopped trials).
+    ``factory`` turns overrides into one ``Trial`` per seed; ``store``'s ``status`` tells finished from
+    stopped trials.
     """
 
     MAX_REJECTS = 1000
 
-    def __init__(self, space: Any, factory: Any, store: Any, *, n_configs: int, metric: str, mode: str,
-                 sampler: optuna.samplers.BaseSampler, storage: Any, study_name: str):
+    def __init__(self, space: SearchSpace, factory: TrialFactory, store: ResultStore, *, n_configs: int,
+                 metric: str, mode: str, sampler: optuna.samplers.BaseSampler, storage: BaseStorage,
+                 study_name: str):
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, storage=storage,
                          study_name=study_name)
+        self._study_space = space
         self._factory = factory
         self._store = store
         self._n_configs = n_configs
@@ -165,10 +102,11 @@ class StudySearch(OptunaSearch):
         for frozen in self._study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if frozen.number in self._groups or "infeasible" in frozen.user_attrs:
                 continue
-            overrides = self._space.decode(frozen.params)  # type: ignore[union-attr]
-            if self._factory.check(overrides):
+            overrides = self._study_space.decode(frozen.params)
+            trials, errors = self._trials(frozen.number, overrides)
+            if errors:
                 continue
-            group = _Group(frozen.number, overrides, reported=set(frozen.intermediate_values))
+            group = _Group(frozen.number, overrides, trials, reported=set(frozen.intermediate_values))
             self._groups[group.number] = group
             self._ot_trials[f"optuna:{group.number}"] = optuna.trial.Trial(self._study, frozen._trial_id)
             return group
@@ -184,13 +122,12 @@ class StudySearch(OptunaSearch):
             return orphan
         if self._proposed() >= self._n_configs:
             return None  # the study's n_trials configurations exist, even if Tune lost some in a crash
-        space: Any = self._space
         for _ in range(self.MAX_REJECTS):
             ot_trial = self._study.ask()
-            overrides: dict[str, Any] = space(ot_trial)
-            errors = self._factory.check(overrides)
+            overrides = self._study_space(ot_trial)
+            trials, errors = self._trials(ot_trial.number, overrides)
             if not errors:
-                group = _Group(ot_trial.number, overrides)
+                group = _Group(ot_trial.number, overrides, trials)
                 self._groups[group.number] = group
                 self._ot_trials[f"optuna:{group.number}"] = ot_trial
                 return group
@@ -198,7 +135,11 @@ class StudySearch(OptunaSearch):
             self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
         raise RuntimeError(f"the sampler proposed {self.MAX_REJECTS} infeasible configurations in a row")
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def _trials(self, number: int, overrides: dict[str, ParamValue]) -> tuple[list[Trial], list[str]]:
+        """The Tune trials (one per seed) of Optuna trial ``number``, or why its configuration is invalid."""
+        return self._factory.trials(f"trial{number:03d}", overrides, instance=f"optuna:{number}")
+
+    def suggest(self, trial_id: str) -> dict[str, Trial] | None:
         if trial_id in self._member_of:
             number, index = self._member_of[trial_id]
             group = self._groups[number]
@@ -211,22 +152,21 @@ class StudySearch(OptunaSearch):
             group.members.append(trial_id)
             self._member_of[trial_id] = (group.number, index)
             self._filling = group.number if len(group.members) < self._factory.n_seeds else None
-        trial = self._factory.make(f"trial{group.number:03d}", group.overrides, seed_index=index,
-                                   instance=f"optuna:{group.number}")
-        return {"trial": trial}
+        return {"trial": group.trials[index]}
 
-    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+    def on_trial_result(self, trial_id: str, result: Metrics) -> None:
         number, index = self._member_of.get(trial_id, (-1, -1))
         value = result.get(self.metric)
         if index != 0 or not isinstance(value, int | float) or not math.isfinite(value):
             return
-        step = int(result.get("training_iteration", 0))
+        iteration = result.get("training_iteration", 0)
+        step = int(iteration) if isinstance(iteration, int | float) else 0
         group = self._groups[number]
         if step not in group.reported:
             group.reported.add(step)
             self._ot_trials[f"optuna:{number}"].report(float(value), step)
 
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+    def on_trial_complete(self, trial_id: str, result: Metrics | None = None,
                           error: bool = False) -> None:
         if trial_id not in self._member_of or trial_id in self._completed_trials:
             return
@@ -243,9 +183,7 @@ class StudySearch(OptunaSearch):
             self._tell(group)
 
     def _trial_key(self, group: _Group, tune_trial_id: str) -> str:
-        index = group.members.index(tune_trial_id)
-        trial = self._factory.make("", group.overrides, seed_index=index, instance=f"optuna:{group.number}")
-        return str(trial["trial_id"])
+        return group.trials[group.members.index(tune_trial_id)].trial_id
 
     def _tell(self, group: _Group) -> None:
         told = [t for t in self._study.get_trials(deepcopy=False) if t.number == group.number]

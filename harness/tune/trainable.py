@@ -22,17 +22,31 @@ import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+import ray
+import torch
+from ray import tune
+
+from emoe.checkpoint import META_FILE, STATE_FILE, Key, TrainState, check_state, load_state, router_from_state
 from emoe.outputs import EpochRecord
-from harness.results.rows import epoch_row, epochs_table, router_table, trial_table
-from harness.results.sink import ResultStore
+from emoe.train import train_emoe
+from emoe_schema import FINISHED
+from harness.results.rows import Cell, epoch_row, epochs_table, router_table, trial_table
+from harness.results.sink import ResultStore, RunRecord
+from harness.study.trial import Trial
 from harness.tune.memory import release_free_heap, use_mmap_for_large_blocks
 
-__all__ = ["TrialContext", "emoe_trainable", "report_metrics", "write_scratch_checkpoint",
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from emoe.data.arrays import DataSet
+
+__all__ = ["FINISHED", "Metrics", "TrialContext", "emoe_trainable", "report_metrics", "write_scratch_checkpoint",
            "write_trial_row"]
 
-FINISHED = ("completed", "diverged")
+#: What a trial reports to Tune per epoch (``report_metrics``), and what Tune hands back as a result.
+Metrics = dict[str, float | int | bool | str | None]
 
 
 @dataclass(frozen=True)
@@ -59,9 +73,9 @@ class TrialContext:
 
 
 def report_metrics(ctx: TrialContext, record: EpochRecord, best_valid: dict[str, float],
-                   best_test: dict[str, float]) -> dict[str, Any]:
+                   best_test: dict[str, float]) -> Metrics:
     """What a trial reports to Tune after an epoch: the best-so-far objective and selected metrics."""
-    metrics: dict[str, Any] = {
+    metrics: Metrics = {
         "epoch": record.epoch, "best_epoch": record.best_epoch,
         "objective": ctx.objective_value(best_valid), "improved": record.improved,
         "train_loss": record.train.get("loss"), "valid_loss": record.valid.get("loss"), "lr": record.lr,
@@ -71,15 +85,16 @@ def report_metrics(ctx: TrialContext, record: EpochRecord, best_valid: dict[str,
     return metrics
 
 
-def _selected(metrics: dict[str, Any], split: str) -> dict[str, float]:
+def _selected(metrics: Metrics, split: str) -> dict[str, float]:
     prefix = f"best_{split}_"
-    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix) and v is not None}
+    return {k[len(prefix):]: float(v) for k, v in metrics.items()
+            if k.startswith(prefix) and isinstance(v, int | float)}
 
 
-def write_trial_row(ctx: TrialContext, trial: dict[str, Any], *, status: str, error: str | None,
+def write_trial_row(ctx: TrialContext, trial: Trial, *, status: str, error: str | None,
                     best_epoch: int, epochs_run: int, valid: dict[str, float], test: dict[str, float]) -> None:
     """Write the trial's ``trials/`` row, with timings and attempts from its run record."""
-    run = ctx.store.read_run(trial["trial_id"])
+    run = ctx.store.read_run(trial.trial_id)
     total = run.get("prior_s", 0.0) + run.get("current_s", 0.0) if run else None
     started = datetime.fromisoformat(run["started_at"]) if run.get("started_at") else None
     table = trial_table(
@@ -89,10 +104,10 @@ def write_trial_row(ctx: TrialContext, trial: dict[str, Any], *, status: str, er
         started_at=started, finished_at=datetime.now(UTC), cpus=ctx.cpus, gpus=ctx.gpus,
         node=run.get("node"), node_id=run.get("node_id"), attempts=int(run.get("attempts", 0)),
         code_version=ctx.code_version, data=ctx.data)
-    ctx.store.write_table("trials", trial["trial_id"], table)
+    ctx.store.write_table("trials", trial.trial_id, table)
 
 
-def write_row_from_metrics(ctx: TrialContext, trial: dict[str, Any], metrics: dict[str, Any] | None, *,
+def write_row_from_metrics(ctx: TrialContext, trial: Trial, metrics: Metrics | None, *,
                            status: str, error: str | None) -> None:
     """Driver side: a row for a trial that cannot write its own (pruned, or failed outside training)."""
     m = metrics or {}
@@ -100,33 +115,27 @@ def write_row_from_metrics(ctx: TrialContext, trial: dict[str, Any], metrics: di
                     epochs_run=int(m.get("epoch") or 0), valid=_selected(m, "valid"), test=_selected(m, "test"))
 
 
-def write_scratch_checkpoint(state: dict[str, Any], epochs: list[dict[str, Any]], directory: Path) -> None:
+def write_scratch_checkpoint(state: TrainState, epochs: list[dict[str, Cell]], directory: Path) -> None:
     """Write a trial checkpoint (``state.pt`` + ``meta.json``) into a scratch directory for ``tune.report``.
 
     Tune copies the directory into the study's storage and the scratch copy is deleted right after, so
     it is written without ``save_state``'s fsync and rename (for a faithful-size model, gigabytes of
     synchronous writes per epoch that nothing reads). ``load_state`` reads it back.
     """
-    import torch
-
-    from emoe.checkpoint import check_state
-
     check_state(state)
-    torch.save(state, directory / "state.pt")
-    (directory / "meta.json").write_text(json.dumps({"epochs": epochs}))
+    torch.save(state, directory / STATE_FILE)
+    (directory / META_FILE).write_text(json.dumps({"epochs": epochs}))
 
 
 def _node() -> tuple[str, str | None]:
     try:
-        import ray
-
         node_id: str | None = ray.get_runtime_context().get_node_id()
     except Exception:  # not inside Ray (direct calls in tests)
         node_id = None
     return socket.gethostname(), node_id
 
 
-def _start_attempt(ctx: TrialContext, trial_id: str) -> dict[str, Any]:
+def _start_attempt(ctx: TrialContext, trial_id: str) -> RunRecord:
     run = ctx.store.read_run(trial_id)
     host, node_id = _node()
     run = {
@@ -139,9 +148,7 @@ def _start_attempt(ctx: TrialContext, trial_id: str) -> dict[str, Any]:
     return run
 
 
-def _report_finished_row(row: dict[str, Any]) -> None:
-    from ray import tune
-
+def _report_finished_row(row: dict[str, Cell]) -> None:
     metrics = {"epoch": row["epochs_run"], "best_epoch": row["best_epoch"], "resumed_finished": True}
     metrics.update({f"best_{k}": v for k, v in row.items()
                     if k.startswith(("valid_", "test_")) and v is not None})
@@ -149,42 +156,37 @@ def _report_finished_row(row: dict[str, Any]) -> None:
         tune.report({**metrics, "objective": row["objective"]})
 
 
-def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext | None = None) -> None:
-    """Train one trial (``config["trial"]`` from ``harness.study.plan.TrialFactory.make``) under Ray Tune."""
-    import torch
-    from ray import tune
+def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: TrialContext | None = None) -> None:
+    """Train one trial (``config["trial"]``, a ``Trial`` of the plan or the searcher) under Ray Tune.
 
-    from emoe.checkpoint import load_state, router_from_state
-    from emoe.config import from_dict
-    from emoe.train import train_emoe
-
+    The trial carries its resolved configuration: the worker trains it as planned, building nothing."""
     assert ctx is not None and data is not None, "wrap with tune.with_parameters(data=..., ctx=...)"
     trial = config["trial"]
-    tid = trial["trial_id"]
+    tid = trial.trial_id
     row = ctx.store.read_trial(tid)
     if row is not None and row["status"] in FINISHED:
         _report_finished_row(row)
         return
     torch.set_num_threads(max(1, int(ctx.cpus)))
     use_mmap_for_large_blocks()  # batch copies of a large data set go back to the OS when freed
-    cfg = from_dict(trial["emoe"])
+    cfg = trial.config
     run = _start_attempt(ctx, tid)
     t0 = time.monotonic()
-    rows: dict[int, dict[str, Any]] = {}
+    rows: dict[int, dict[str, Cell]] = {}
     best: dict[str, dict[str, float]] = {"valid": {}, "test": {}}
     resume = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            resume = load_state(Path(d) / "state.pt")
-            meta = json.loads((Path(d) / "meta.json").read_text())
+            resume = load_state(Path(d) / STATE_FILE)
+            meta = json.loads((Path(d) / META_FILE).read_text())
         rows = {int(r["epoch"]): r for r in meta["epochs"]}
-        best = {"valid": dict(resume["best_valid"]), "test": dict(resume["best_test"])}
+        best = {"valid": dict(resume[Key.BEST_VALID]), "test": dict(resume[Key.BEST_TEST])}
 
     final_epoch = 0  # set once the last epoch has written the router file and the finished row
     last_checkpoint = t0  # monotonic time of this attempt's start or its last checkpoint
 
-    def on_epoch(record: EpochRecord, checkpoint: Any) -> None:
+    def on_epoch(record: EpochRecord, checkpoint: Callable[[], TrainState]) -> None:
         nonlocal final_epoch, last_checkpoint
         rows[record.epoch] = epoch_row(record)
         if record.improved:
@@ -198,7 +200,7 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
             # Written before the last report: a scheduler may stop the trial as soon as it sees that
             # result (ASHA does at max_t), and a trial without a finished row is taken as pruned.
             state = checkpoint()
-            router = router_from_state(state["best_router"])
+            router = router_from_state(state[Key.BEST_ROUTER])
             if router is not None:
                 ctx.store.write_table("router", tid, router_table(trial, router))
             write_trial_row(ctx, trial, status="completed", error=None, best_epoch=record.best_epoch,
@@ -225,7 +227,7 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
         ctx.store.write_run(tid, run)
         tail = "".join(traceback.format_exception(exc)[-3:]).strip()
         write_trial_row(ctx, trial, status="failed", error=f"{type(exc).__name__}: {exc}\n{tail}",
-                        best_epoch=max((r["epoch"] for r in rows.values() if r.get("improved")), default=0),
+                        best_epoch=max((e for e, r in rows.items() if r.get("improved")), default=0),
                         epochs_run=len(rows), valid=best["valid"], test=best["test"])
         raise
     if result.status == "completed" and final_epoch and result.epochs_run == final_epoch:

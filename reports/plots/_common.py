@@ -11,6 +11,8 @@ from matplotlib.collections import PolyCollection
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
+from reports.load import completed
+
 __all__ = ["completed_rows", "draw_mean_band", "log_axis", "require_columns"]
 
 
@@ -23,7 +25,7 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str | None], what: str) 
 
 def completed_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of completed trials (tables without a status column are returned unchanged)."""
-    return df[df["status"] == "completed"] if "status" in df.columns else df
+    return completed(df) if "status" in df.columns else df
 
 
 def draw_mean_band(ax: Axes, x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, *,

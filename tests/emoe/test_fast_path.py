@@ -1,6 +1,6 @@
 """The optimised training path gives the reference procedure's outputs: forward, gradients, Adam updates.
 
-The reference procedure (``emoe.reference_step``) is the speed baseline of ``bench/model_step.py``; the
+The reference procedure (``bench/reference_step.py``) is the speed baseline of ``bench/model_step.py``; the
 fast path (fused attention, last-step-only last layer, deferred router weight gradient, fused Adam) must
 compute the same thing. Also: the test split is only evaluated on epochs that improve validation.
 """
@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import emoe.train
+from bench.reference_step import reference_epoch, reference_forward, reference_optimizer
 from emoe.config import EMOEConfig, ModelConfig, TrainConfig
 from emoe.data.arrays import DataSet, Split
 from emoe.losses import total_loss
 from emoe.model import build_model
-from emoe.reference_step import reference_epoch, reference_forward, reference_optimizer
 from emoe.router import DeferredWeightGradLinear
 from emoe.train import fit, make_optimizer, train_epoch
 

@@ -122,8 +122,8 @@ def test_what_tune_reported_before_the_quarantine_is_not_written_back_as_a_row(t
         quarantine_damaged(store, store.read_info())
     ctx = SimpleNamespace(store=store)
     assert store.awaiting_rerun(IDS[1]) and not store.awaiting_rerun(IDS[0])
-    assert record_outcome(ctx, {"trial_id": IDS[1]}, {"done": True, "objective": 0.5}, None) is None
-    assert record_outcome(ctx, {"trial_id": IDS[1]}, {}, "an error from before") is None
+    assert record_outcome(ctx, SimpleNamespace(trial_id=IDS[1]), {"done": True, "objective": 0.5}, None) is None
+    assert record_outcome(ctx, SimpleNamespace(trial_id=IDS[1]), {}, "an error from before") is None
     assert store.status(IDS[1]) is None
     store.write_run(IDS[1], {"attempts": 2})  # what a new start of the trial writes: the mark goes
     assert not store.awaiting_rerun(IDS[1])
@@ -211,7 +211,7 @@ def test_results_that_cannot_be_changed_stop_the_resume_with_a_message(tmp_path,
     def read_only(*args: Any) -> None:
         raise PermissionError(13, "Read-only file system")
 
-    monkeypatch.setattr("harness.results.quarantine.os.replace", read_only)
+    monkeypatch.setattr("harness.results.sink.os.replace", read_only)
     with contextlib.redirect_stderr(io.StringIO()), pytest.raises(StudyExistsError, match="cannot move the damaged"):
         quarantine_damaged(store, store.read_info())
     assert bad.exists() and store.read_info()["status"] == "finished"

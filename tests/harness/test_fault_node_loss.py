@@ -18,8 +18,8 @@ import pytest
 
 from harness.run import main
 from harness.study.data import load_study_data
+from harness.study.load import load_spec
 from harness.study.plan import build_plan
-from harness.study.spec import load_spec
 from tests.harness.conftest import tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

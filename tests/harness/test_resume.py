@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from harness.study.data import load_study_data
+from harness.study.load import load_spec
 from harness.study.plan import build_plan
-from harness.study.spec import load_spec
 from tests.harness.conftest import REPO, tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -13,9 +13,10 @@ from ray.tune.search import Searcher
 
 from harness.results.sink import ResultStore
 from harness.study.data import load_study_data
+from harness.study.load import parse_spec
 from harness.study.plan import build_plan
-from harness.study.spec import parse_spec
-from harness.tune.search import StudySearch, make_sampler, sampler_errors
+from harness.study.samplers import make_sampler, sampler_errors
+from harness.tune.search import StudySearch
 from harness.tune.trainable import TrialContext, write_trial_row
 from tests.harness.conftest import tiny_study
 

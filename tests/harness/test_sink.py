@@ -18,8 +18,8 @@ from harness.results.rows import epoch_row, epochs_table, router_table, trial_sc
 from harness.results.sink import ResultStore
 from harness.study.data import load_study_data
 from harness.study.errors import SpecError, StudyExistsError
+from harness.study.load import parse_spec
 from harness.study.plan import build_plan
-from harness.study.spec import parse_spec
 from tests.harness.conftest import tiny_study
 
 

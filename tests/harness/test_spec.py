@@ -11,8 +11,9 @@ import yaml
 
 from harness.study.data import load_study_data
 from harness.study.errors import SpecError
+from harness.study.load import load_spec, parse_spec
 from harness.study.plan import build_plan
-from harness.study.spec import dump_spec, load_spec, parse_spec
+from harness.study.spec import dump_spec
 from tests.harness.conftest import STUDIES, tiny_study
 
 

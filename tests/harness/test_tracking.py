@@ -12,7 +12,7 @@ import pytest
 from harness.results.sink import ResultStore
 from harness.run import main
 from harness.study.errors import SpecError
-from harness.study.spec import load_spec
+from harness.study.load import load_spec
 from harness.study.tracking import TrackingSpec, preflight
 from harness.tune.trackers import MLflowTracker, epoch_metrics, run_params, run_tags, selected_metrics
 from tests.harness.conftest import tiny_study

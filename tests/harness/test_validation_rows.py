@@ -12,8 +12,8 @@ import yaml
 
 from harness.run import main
 from harness.study.errors import SpecError
+from harness.study.load import load_spec, parse_spec
 from harness.study.overrides import apply_set_overrides
-from harness.study.spec import load_spec, parse_spec
 from tests.emoe.data.mmsa_files import write_mmsa_pickle
 from tests.harness.conftest import REPO, tiny_study
 
