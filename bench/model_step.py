@@ -31,11 +31,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from emoe.capture import TrainStep
 from emoe.config import EMOEConfig, ModelConfig, TrainConfig
 from emoe.data.arrays import Split
-from emoe.model import EMOE, build_model
+from emoe.dropout import NATIVE, PlannedDropout
+from emoe.model import EMOE
 from emoe.reference_step import reference_epoch, reference_optimizer
-from emoe.train import make_optimizer, resolve_device, train_epoch
+from emoe.train import dropout_generator, make_optimizer, resolve_device, train_epoch
 
 _MOSI = ModelConfig(d_text=768, d_audio=5, d_vision=20, len_text=50, len_audio=50, len_vision=50)
 CONFIGS: dict[str, ModelConfig] = {
@@ -84,10 +86,16 @@ def make_pass(variant: str, model: EMOE, cfg: EMOEConfig, device: torch.device,
         return run_reference
     kind = "fused" if cfg.train.fast_path else "single-tensor"
     opt = optimizers.setdefault(kind, make_optimizer(model, cfg))
+    dropout = PlannedDropout([dropout_generator(0, device)], device)  # the run's own masks, as fit uses
+    step = TrainStep(model, cfg, device, dropout)
 
     def run_loop(split: Split) -> str | None:
         model.set_fast_path(cfg.train.fast_path)
-        return train_epoch(model, split, cfg, opt, generator=gen, device=device).error
+        model.set_dropout_source(dropout.feed)
+        try:
+            return train_epoch(model, split, cfg, opt, generator=gen, device=device, step=step).error
+        finally:
+            model.set_dropout_source(NATIVE)
 
     return run_loop
 
@@ -97,7 +105,7 @@ def bench_config(name: str, model_cfg: ModelConfig, variants: list[str], args: a
     window, batch = args.window, args.batch
     n = batch * window * args.windows
     torch.manual_seed(0)
-    model = build_model(model_cfg)
+    model = EMOE(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
     timed, warm = random_split(model_cfg, n, seed=1), random_split(model_cfg, 2 * batch, seed=2)
     device = resolve_device(args.device)

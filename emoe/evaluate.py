@@ -62,7 +62,7 @@ def evaluate(model: nn.Module, split: Split, cfg: EMOEConfig, kind: str,
     try:
         with autocast_context(cfg, device):
             for batch in iter_batches(split, cfg.train.eval_batch_size, device=device):
-                out = model(batch.text, batch.audio, batch.vision)
+                out = model(text=batch.text, audio=batch.audio, vision=batch.vision)
                 preds.append(out.pred.float())  # (B, n_out)
                 weights.append(out.weights.float())  # (B, 3)
     finally:
