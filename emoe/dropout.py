@@ -120,13 +120,13 @@ def draw_uniforms(plans: Sequence[Sequence[DropoutSite]], generators: Sequence[t
     return out
 
 
-def cut_masks(plans: Sequence[Sequence[DropoutSite]], uniforms: Sequence[torch.Tensor | None]
-              ) -> list[torch.Tensor | None]:
+def cut_masks(plans: Sequence[Sequence[DropoutSite]], uniforms: Sequence[torch.Tensor | None], *,
+              stacked: bool = False) -> list[torch.Tensor | None]:
     """The masks cut from ``draw_uniforms``' vectors: keep = u < 1 - p, mask = keep / (1 - p).
 
     Plain tensor arithmetic (no random draw, so it can run inside a compiled or captured step). K = 1:
-    one mask per site (None at rate 0); K > 1: (K, *shape) per site, ones for a run whose rate there is
-    0 (None where every run's is).
+    one mask per site (None at rate 0); ``stacked`` (any K): (K, *shape) per site, ones for a run whose
+    rate there is 0 (None where every run's is).
     """
     per_run: list[list[torch.Tensor | None]] = []
     for plan, u in zip(plans, uniforms):
@@ -141,7 +141,9 @@ def cut_masks(plans: Sequence[Sequence[DropoutSite]], uniforms: Sequence[torch.T
             else:
                 masks.append(None)
         per_run.append(masks)
-    if len(per_run) == 1:
+    if not stacked:
+        if len(per_run) != 1:
+            raise ValueError(f"cut_masks: {len(per_run)} runs need stacked=True")
         return per_run[0]
     out: list[torch.Tensor | None] = []
     for i, site in enumerate(plans[0]):
@@ -158,7 +160,7 @@ def cut_masks(plans: Sequence[Sequence[DropoutSite]], uniforms: Sequence[torch.T
 def draw_masks(plans: Sequence[Sequence[DropoutSite]], generators: Sequence[torch.Generator],
                device: torch.device) -> list[torch.Tensor | None]:
     """One batch's masks for K runs (plans and generators per run, the same sites in the same order)."""
-    return cut_masks(plans, draw_uniforms(plans, generators, device))
+    return cut_masks(plans, draw_uniforms(plans, generators, device), stacked=len(plans) > 1)
 
 
 def _numel(shape: tuple[int, ...]) -> int:

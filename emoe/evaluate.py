@@ -17,7 +17,7 @@ from emoe.data.arrays import Split, iter_batches
 from emoe.metrics import compute_metrics
 from emoe.outputs import RouterRecord
 
-__all__ = ["NonFiniteOutput", "autocast_context", "evaluate", "split_loss"]
+__all__ = ["NonFiniteOutput", "autocast_context", "evaluate", "split_loss", "summarize"]
 
 
 class NonFiniteOutput(ValueError):
@@ -67,8 +67,16 @@ def evaluate(model: nn.Module, split: Split, cfg: EMOEConfig, kind: str,
                 weights.append(out.weights.float())  # (B, 3)
     finally:
         model.train(was_training)
-    pred = torch.cat(preds)  # (N, n_out)
-    w = torch.cat(weights)  # (N, 3)
+    return summarize(torch.cat(preds), torch.cat(weights), split, cfg, kind)
+
+
+def summarize(pred: torch.Tensor, w: torch.Tensor, split: Split, cfg: EMOEConfig,
+              kind: str) -> tuple[dict[str, float], RouterRecord]:
+    """Metrics and router record of a split's predictions pred (N, n_out) and router weights w (N, 3).
+
+    Shared by ``evaluate`` and the stacked evaluation of ``emoe.stack`` (one call per member).
+    """
+    device = pred.device
     task = cfg.loss.task
     labels_t = torch.tensor(split.labels, device=device)  # a copy: the split may be read-only shared memory
     loss = split_loss(pred, labels_t, task)
