@@ -17,17 +17,22 @@ from emoe.data.arrays import Split, iter_batches
 from emoe.metrics import compute_metrics
 from emoe.outputs import RouterRecord
 
-__all__ = ["NonFiniteOutput", "autocast_context", "evaluate", "split_loss", "summarize"]
+__all__ = ["NonFiniteOutput", "autocast_context", "bf16_active", "evaluate", "split_loss", "summarize"]
 
 
 class NonFiniteOutput(ValueError):
     """The model predicted NaN or infinity on an evaluation split (the run has diverged)."""
 
 
+def bf16_active(cfg: EMOEConfig, device: torch.device) -> bool:
+    """Whether ``train.bf16`` applies on ``device`` (CUDA, or CPU with ``allow_cpu_bf16``)."""
+    t = cfg.train
+    return bool(t.bf16 and (device.type == "cuda" or t.allow_cpu_bf16))
+
+
 def autocast_context(cfg: EMOEConfig, device: torch.device) -> AbstractContextManager[object]:
     """bf16 autocast when ``train.bf16`` is on and the device allows it (CUDA, or CPU with allow_cpu_bf16)."""
-    t = cfg.train
-    if t.bf16 and (device.type == "cuda" or t.allow_cpu_bf16):
+    if bf16_active(cfg, device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 

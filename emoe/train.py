@@ -30,9 +30,10 @@ from emoe.checkpoint import (
 from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
 from emoe.data.arrays import Batch, DataSet, Split, iter_batches
 from emoe.dropout import NATIVE, PlannedDropout
-from emoe.evaluate import NonFiniteOutput, autocast_context, evaluate
+from emoe.evaluate import NonFiniteOutput, autocast_context, bf16_active, evaluate
 from emoe.model import EMOE
 from emoe.outputs import EpochRecord, FitResult, RouterRecord
+from emoe.precision import BF16Weights
 
 __all__ = [
     "LOSS_TERMS",
@@ -91,11 +92,12 @@ def resolve_device(name: str) -> torch.device:
     raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
 
 
-def make_optimizer(model: nn.Module, cfg: EMOEConfig) -> torch.optim.Adam:
-    """Adam over all trainable parameters; ``train.fast_path`` picks the fused kernel (one pass over each
-    parameter, no temporaries: what the ~196M-weight router needs), else the per-tensor reference loop."""
+def make_optimizer(model: nn.Module, cfg: EMOEConfig, params: list[torch.Tensor] | None = None) -> torch.optim.Adam:
+    """Adam over all trainable parameters (or ``params``, e.g. bf16 training's float32 masters);
+    ``train.fast_path`` picks the fused kernel (one pass over each parameter, no temporaries: what the
+    ~196M-weight router needs), else the per-tensor reference loop."""
     t = cfg.train
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
     if t.fast_path:
         return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=True)
     return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, foreach=False)
@@ -116,7 +118,7 @@ def _nonfinite_name(value: float) -> str:
 
 def train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torch.optim.Optimizer, *,
                 generator: torch.Generator, device: torch.device, epoch: int = 1,
-                step: TrainStep | None = None) -> EpochTrain:
+                step: TrainStep | None = None, precision: BF16Weights | None = None) -> EpochTrain:
     """One pass over ``split`` in shuffled batches with the reference accumulation window.
 
     Gradients are zeroed at the start of each window of ``train.update_epochs`` batches and the optimiser
@@ -127,16 +129,19 @@ def train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torc
     loss (``emoe.capture.TrainStep``: eager or compiled, with the run's dropout; default eager on the
     global generator). With ``train.fast_path`` and an eager step, a model offering
     ``set_deferred_grads``/``flush_grads`` (EMOE) computes its router's weight gradient once per window
-    instead of once per batch (same sum) and its forward product once per window.
+    instead of once per batch (same sum) and its forward product once per window. ``precision``: bf16
+    working weights whose gradients move to the optimiser's float32 masters once per window and which are
+    refreshed once per step (``emoe.precision``).
     """
     step = step if step is not None else TrainStep(model, cfg, device)
     deferred = cfg.train.fast_path and step.eager and callable(getattr(model, "flush_grads", None))
     if not deferred:
-        return _train_epoch(model, split, cfg, optimizer, step, generator=generator, device=device, epoch=epoch)
+        return _train_epoch(model, split, cfg, optimizer, step, generator=generator, device=device, epoch=epoch,
+                            precision=precision)
     model.set_deferred_grads(True)  # type: ignore[operator]
     try:
         return _train_epoch(model, split, cfg, optimizer, step, generator=generator, device=device, epoch=epoch,
-                            flush=model.flush_grads,  # type: ignore[arg-type]
+                            precision=precision, flush=model.flush_grads,  # type: ignore[arg-type]
                             prime=getattr(model, "prime_router", None))
     finally:
         model.set_deferred_grads(False)  # type: ignore[operator]
@@ -144,7 +149,7 @@ def train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torc
 
 def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torch.optim.Optimizer,
                  step: TrainStep, *, generator: torch.Generator, device: torch.device, epoch: int,
-                 flush: Callable[[], None] | None = None,
+                 precision: BF16Weights | None = None, flush: Callable[[], None] | None = None,
                  prime: Callable[[list[Any]], list[Any]] | None = None) -> EpochTrain:
     t = cfg.train
     model.train()
@@ -161,6 +166,8 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
     for i, (batch, primed) in enumerate(batches):
         if i % t.update_epochs == 0:
             optimizer.zero_grad(set_to_none=True)
+            if precision is not None:
+                precision.zero_grad()
         total, vals = step(batch, primed)
         total.backward()
         sums += vals
@@ -171,6 +178,8 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
             continue
         if flush is not None:
             flush()
+        if precision is not None:
+            precision.grads_to_master()
         grads = [p.grad for p in params if p.grad is not None]
         norm = (torch.nn.utils.get_total_norm(grads, foreach=t.fast_path) if grads
                 else torch.zeros((), device=device))
@@ -186,6 +195,8 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
         if t.grad_clip is not None and grads:
             torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm, foreach=t.fast_path)
         optimizer.step()
+        if precision is not None:
+            precision.refresh()
         steps += 1
     means = (sums / max(n_batches, 1)).tolist()
     return EpochTrain(dict(zip(LOSS_TERMS, means)), steps)
@@ -248,7 +259,9 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     set_fast_path = getattr(model, "set_fast_path", None)
     if callable(set_fast_path):  # the training config decides fused vs plain attention
         set_fast_path(t.fast_path)
-    optimizer = make_optimizer(model, cfg)
+    # bf16: bf16 working weights, float32 masters for the optimiser (no per-batch weight conversion)
+    precision = BF16Weights(model) if bf16_active(cfg, device) else None
+    optimizer = make_optimizer(model, cfg, None if precision is None else precision.masters)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=t.plateau_factor, patience=t.plateau_patience)
     generator = torch.Generator()
@@ -259,7 +272,10 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     epoch = 0
     if resume is not None:
         _check_resume(resume, cfg)
-        model.load_state_dict(resume["model"])
+        if precision is not None:
+            precision.load_state_dict(resume["model"])
+        else:
+            model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         generator.set_state(resume["generator"])
@@ -275,7 +291,8 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
         # References live tensors: save (save_state) or copy it before training continues.
         return {
             "version": STATE_VERSION, "config": to_dict(cfg), "epoch": epoch,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": model.state_dict() if precision is None else precision.state_dict(),
+            "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "best_loss": sel.loss, "best_epoch": sel.epoch, "best_valid": dict(sel.valid),
             "best_test": dict(sel.test), "best_router": router_to_state(sel.router),
@@ -303,7 +320,7 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
             start = time.perf_counter()
             lr = float(optimizer.param_groups[0]["lr"])
             outcome = train_epoch(model, data.train, cfg, optimizer, generator=generator, device=device,
-                                  epoch=epoch + 1, step=step)
+                                  epoch=epoch + 1, step=step, precision=precision)
             if outcome.error is not None:
                 status, error = "diverged", outcome.error
                 break
@@ -335,6 +352,8 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     finally:
         if callable(set_source):
             set_source(NATIVE)
+        if precision is not None:
+            precision.restore()  # the caller gets float32 weights (the masters) back
     return FitResult(
         status=status, best_epoch=sel.epoch, epochs_run=len(history), valid=sel.valid, test=sel.test,
         history=history, router=sel.router, error=error,
