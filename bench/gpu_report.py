@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = ["eager", "compile", "graphs", "bf16"]
         plan = [(c, v) for c in ("faithful", "small") for v in variants]
         plan += [("small", "stacked=8"), ("faithful", "stacked=2")]
-        limit = 20 if args.cpu_check else 45
+        limit = 90 if args.cpu_check else 45
         eager: dict[str, float] = {}
         for config, variant in plan:
             status, value = _timed(_step_figure, (config, variant, args.cpu_check, device), limit)
