@@ -155,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         variants = ["eager", "compile", "graphs", "bf16"]
         plan = [(c, v) for c in ("faithful", "small") for v in variants]
         plan += [("small", "stacked=8"), ("faithful", "stacked=2")]
-        limit = 90 if args.cpu_check else 45
         eager: dict[str, float] = {}
         for config, variant in plan:
+            compiled = variant in ("compile", "graphs")  # compilation is slow: a longer limit
+            limit = (120 if compiled else 60) if args.cpu_check else (75 if compiled else 30)
             status, value = _timed(_step_figure, (config, variant, args.cpu_check, device), limit)
             if status == "ok":
                 rate, warm_s, note = value
