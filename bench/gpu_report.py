@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     report = [f"# GPU report: {what}", "",
               f"torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
               f"{time.perf_counter() - began:.0f} s in all", "",
-              "| figure | variant | value (samples/s unless said) | vs eager | warm-up s | note |",
+              "| figure | variant | value (samples/s unless said) | ratio (to eager; packing: to 1 per GPU) | warm-up s | note |",
               "|---|---|---|---|---|---|"]
     report += ["| " + " | ".join(r) + " |" for r in rows]
     text = "\n".join(report) + "\n"
