@@ -10,8 +10,11 @@ one, on random MOSI-shaped data. Variants, measured side by side in one run with
 - ``plain``: ``emoe.train.train_epoch`` with ``fast_path=False``.
 - ``fast``: ``train_epoch`` with the fast path (fused attention, last-step-only last layer, deferred
   router weight gradient, fused Adam); float32, same outputs as the reference (tests/emoe/test_fast_path.py).
-- ``bf16``: ``fast`` under bf16 autocast (on CPU too; one pass by default on a CPU without native bf16,
-  where it is an order of magnitude slower than float32).
+- ``bf16``: ``fast`` with bf16 working weights (float32 masters, refreshed once per step) under bf16
+  autocast (on CPU too; one pass by default on a CPU without native bf16, where it is an order of
+  magnitude slower than float32).
+- ``stacked4``: four seeds trained as one vmapped model (``emoe.stack``), in member-samples/s: compare
+  with ``fast`` for the gain (or loss) of stacking per member-sample.
 
     python bench/model_step.py                                  # reference, fast, bf16; faithful + small
     python bench/model_step.py --variants reference,plain,fast --configs faithful --repeats 5 --threads 1
@@ -20,6 +23,7 @@ one, on random MOSI-shaped data. Variants, measured side by side in one run with
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import gc
 import os
@@ -32,10 +36,13 @@ import numpy as np
 import torch
 from reference_step import reference_epoch, reference_optimizer
 
+from emoe.capture import TrainStep
 from emoe.config import EMOEConfig, ModelConfig, TrainConfig
 from emoe.data.arrays import Split
-from emoe.model import EMOE, build_model
-from emoe.train import make_optimizer, resolve_device, train_epoch
+from emoe.dropout import NATIVE, PlannedDropout
+from emoe.model import EMOE
+from emoe.precision import BF16Weights
+from emoe.train import dropout_generator, make_optimizer, resolve_device, train_epoch
 
 _MOSI = ModelConfig(d_text=768, d_audio=5, d_vision=20, len_text=50, len_audio=50, len_vision=50)
 CONFIGS: dict[str, ModelConfig] = {
@@ -50,6 +57,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "plain": {"fast_path": False},
     "fast": {"fast_path": True},
     "bf16": {"fast_path": True, "bf16": True, "allow_cpu_bf16": True},
+    "stacked4": {"fast_path": True},
 }
 BASELINE = "reference"
 
@@ -82,12 +90,38 @@ def make_pass(variant: str, model: EMOE, cfg: EMOEConfig, device: torch.device,
             return None
 
         return run_reference
+    if variant.startswith("stacked"):
+        from emoe.stack import _Stack
+        from emoe.stack import _train_epoch as stacked_epoch
+
+        k = int(variant.removeprefix("stacked"))
+        stack = _Stack([dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=s))
+                        for s in range(1111, 1111 + k)], device)
+
+        def run_stack(split: Split) -> str | None:
+            stacked_epoch(stack, split, cfg)
+            return None if len(stack.members) == k else "a member diverged"
+
+        return run_stack
     kind = "fused" if cfg.train.fast_path else "single-tensor"
-    opt = optimizers.setdefault(kind, make_optimizer(model, cfg))
+    precision = None
+    if cfg.train.bf16:  # its own copy: bf16 working weights and float32 masters (the others stay float32)
+        model = copy.deepcopy(model)
+        precision = BF16Weights(model)
+    if precision is not None:
+        kind = "bf16-masters"
+    opt = optimizers.setdefault(kind, make_optimizer(model, cfg, None if precision is None else precision.masters))
+    dropout = PlannedDropout([dropout_generator(0, device)], device)  # the run's own masks, as fit uses
+    step = TrainStep(model, cfg, device, dropout)
 
     def run_loop(split: Split) -> str | None:
         model.set_fast_path(cfg.train.fast_path)
-        return train_epoch(model, split, cfg, opt, generator=gen, device=device).error
+        model.set_dropout_source(dropout.feed)
+        try:
+            return train_epoch(model, split, cfg, opt, generator=gen, device=device, step=step,
+                               precision=precision).error
+        finally:
+            model.set_dropout_source(NATIVE)
 
     return run_loop
 
@@ -97,7 +131,7 @@ def bench_config(name: str, model_cfg: ModelConfig, variants: list[str], args: a
     window, batch = args.window, args.batch
     n = batch * window * args.windows
     torch.manual_seed(0)
-    model = build_model(model_cfg)
+    model = EMOE(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
     timed, warm = random_split(model_cfg, n, seed=1), random_split(model_cfg, 2 * batch, seed=2)
     device = resolve_device(args.device)
@@ -120,7 +154,8 @@ def bench_config(name: str, model_cfg: ModelConfig, variants: list[str], args: a
             error = passes[variant](timed)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            rates[variant].append(n / (time.perf_counter() - start))
+            members = int(variant.removeprefix("stacked")) if variant.startswith("stacked") else 1
+            rates[variant].append(members * n / (time.perf_counter() - start))
             if error:
                 errors[variant] = error
     base = statistics.median(rates[BASELINE]) if rates.get(BASELINE) else None

@@ -24,7 +24,7 @@ from model_step import CONFIGS, VARIANTS, random_split
 from reference_step import reference_epoch, reference_optimizer
 
 from emoe.config import EMOEConfig, TrainConfig
-from emoe.model import build_model
+from emoe.model import EMOE
 from emoe.train import make_optimizer, resolve_device, train_epoch
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = EMOEConfig(model=model_cfg, train=train)
     device = resolve_device("cpu")
     torch.manual_seed(0)
-    model = build_model(model_cfg, fast_path=train.fast_path)
+    model = EMOE(model_cfg, fast_path=train.fast_path)
     data = random_split(model_cfg, args.batch * args.window, seed=1)
     gen = torch.Generator().manual_seed(0)
 

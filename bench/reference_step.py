@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from emoe.config import MODALITIES, EMOEConfig
 from emoe.data.arrays import Split, iter_batches
@@ -24,7 +23,7 @@ from emoe.outputs import ModelOutput
 __all__ = ["reference_epoch", "reference_forward", "reference_optimizer"]
 
 
-def reference_forward(model: EMOE, text: torch.Tensor, audio: torch.Tensor,
+def reference_forward(model: EMOE, *, text: torch.Tensor, audio: torch.Tensor,
                       vision: torch.Tensor) -> ModelOutput:
     """EMOE's forward pass the way the reference computes it, on ``model``'s parameters.
 
@@ -34,8 +33,8 @@ def reference_forward(model: EMOE, text: torch.Tensor, audio: torch.Tensor,
     """
     if model.text_encoder is not None:
         text = model.text_encoder(text)
-    weights = model.router(text, vision, audio)  # (B, 3)
-    inputs = {"l": F.dropout(text, model.text_dropout, model.training), "v": vision, "a": audio}
+    weights = model.router(text=text, vision=vision, audio=audio)  # (B, 3)
+    inputs = {"l": model.drop(text, model.text_dropout, model.training), "v": vision, "a": audio}
     reps = []
     for m in MODALITIES:
         c = inputs[m].transpose(1, 2)  # (B, d_m, L_m)
@@ -80,7 +79,7 @@ def reference_epoch(model: EMOE, split: Split, cfg: EMOEConfig, optimizer: torch
                                            shuffle=True)):
         if i % t.update_epochs == 0:
             optimizer.zero_grad()
-        out = reference_forward(model, batch.text, batch.audio, batch.vision)
+        out = reference_forward(model, text=batch.text, audio=batch.audio, vision=batch.vision)
         terms = total_loss(out, batch.labels, cfg.loss, cfg.model.fusion)
         terms.total.backward()
         loss_sum += terms.total.item()

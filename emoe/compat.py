@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from emoe.config import ModelConfig
-from emoe.model import EMOE, build_model
+from emoe.model import EMOE
 
 __all__ = ["CheckpointError", "load_reference_checkpoint", "load_reference_state_dict", "map_reference_keys"]
 
@@ -110,7 +110,7 @@ def load_reference_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: Model
     if cfg.router == "learned" and cfg.router_input != "flatten":
         raise CheckpointError(["router_input: reference checkpoints hold a flattened router; "
                                "use router_input='flatten' (or a uniform/fixed router to drop it)"])
-    model = build_model(cfg, text_encoder=text_encoder)
+    model = EMOE(cfg, text_encoder=text_encoder)
     own = model.state_dict()
     renames, _, unknown = map_reference_keys(list(state_dict), cfg, d_text=model.dims["l"])
     problems = [f"unexpected key in checkpoint: {k}" for k in unknown]

@@ -192,6 +192,7 @@ class TrainConfig(_Validated):
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     eval_batch_size: int = 256
     fast_path: bool = True  # fused attention / foreach optimiser where outputs are unchanged
+    compile: str = "off"  # off | default (torch.compile of the step) | graphs (CUDA graphs; eager on CPU)
 
     def validate(self) -> list[str]:
         e: list[str] = []
@@ -210,6 +211,7 @@ class TrainConfig(_Validated):
             e.append(f"grad_clip: must be > 0 or null, got {self.grad_clip}")
         if self.min_delta < 0:
             e.append(f"min_delta: must be >= 0, got {self.min_delta}")
+        _check_literal(e, "compile", self.compile, ("off", "default", "graphs"))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             e.append(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         return e

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emoe.dropout import NATIVE
+
 __all__ = [
     "CausalSelfAttention",
     "EncoderLayer",
@@ -61,6 +63,7 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"n_heads: {n_heads} does not divide the width {dim}")
         self.dim, self.n_heads, self.head_dim = dim, n_heads, dim // n_heads
         self.dropout = dropout
+        self.drop = NATIVE  # where dropout masks come from (emoe.dropout)
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
@@ -93,7 +96,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, H, Lq|L, d/H)
         p = self.dropout if self.training else 0.0
         causal = not last_only and length > 1
-        if fast:
+        if fast and self.drop.sdpa(p):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
         else:
             scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, H, Lq, L)
@@ -102,7 +105,7 @@ class CausalSelfAttention(nn.Module):
                 scores = scores.masked_fill(future, float("-inf"))
             # softmax in at least float32, as the reference does for half precision
             attn = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
-            attn = F.dropout(attn.to(scores.dtype), p=p, training=p > 0)
+            attn = self.drop(attn.to(scores.dtype), self.dropout, self.training)
             out = attn @ v  # (B, H, Lq, d/H)
         out = out.transpose(1, 2).reshape(b, q.shape[2], d)  # (B, Lq, d)
         return self.out_proj(out)
@@ -126,14 +129,15 @@ class EncoderLayer(nn.Module):
         self.fc2 = _xavier_linear(4 * dim, dim)
         self.layer_norms = nn.ModuleList([nn.LayerNorm(dim), nn.LayerNorm(dim)])
         self.relu_dropout, self.res_dropout = relu_dropout, res_dropout
+        self.drop = NATIVE
 
     def forward(self, x: torch.Tensor, *, fast: bool = True, last_only: bool = False) -> torch.Tensor:
         """x (B, L, d) -> (B, L, d); with ``last_only`` -> (B, 1, d), the output at the last step."""
         residual = x[:, -1:] if last_only else x
         h = self.self_attn(self.layer_norms[0](x), fast=fast, last_only=last_only)
-        x = residual + F.dropout(h, self.res_dropout, self.training)
-        h = F.dropout(F.relu(self.fc1(self.layer_norms[1](x))), self.relu_dropout, self.training)
-        return x + F.dropout(self.fc2(h), self.res_dropout, self.training)
+        x = residual + self.drop(h, self.res_dropout, self.training)
+        h = self.drop(F.relu(self.fc1(self.layer_norms[1](x))), self.relu_dropout, self.training)
+        return x + self.drop(self.fc2(h), self.res_dropout, self.training)
 
 
 class TransformerEncoder(nn.Module):
@@ -147,6 +151,7 @@ class TransformerEncoder(nn.Module):
         self.dim = dim
         self.embed_scale = math.sqrt(dim)
         self.embed_dropout = embed_dropout
+        self.drop = NATIVE
         self.layers = nn.ModuleList([
             EncoderLayer(dim, n_heads, attn_dropout=attn_dropout, relu_dropout=relu_dropout,
                          res_dropout=res_dropout)
@@ -156,7 +161,7 @@ class TransformerEncoder(nn.Module):
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed_scale * x + position_embedding(x)  # (B, L, d)
-        return F.dropout(h, self.embed_dropout, self.training)
+        return self.drop(h, self.embed_dropout, self.training)
 
     def sequence(self, x: torch.Tensor, *, fast: bool = True) -> torch.Tensor:
         """Every step's output: x (B, L, d) -> (B, L, d), after the final LayerNorm."""

@@ -17,17 +17,22 @@ from emoe.data.arrays import Split, iter_batches
 from emoe.metrics import compute_metrics
 from emoe.outputs import RouterRecord
 
-__all__ = ["NonFiniteOutput", "autocast_context", "evaluate", "split_loss"]
+__all__ = ["NonFiniteOutput", "autocast_context", "bf16_active", "evaluate", "split_loss", "summarize"]
 
 
 class NonFiniteOutput(ValueError):
     """The model predicted NaN or infinity on an evaluation split (the run has diverged)."""
 
 
+def bf16_active(cfg: EMOEConfig, device: torch.device) -> bool:
+    """Whether ``train.bf16`` applies on ``device`` (CUDA, or CPU with ``allow_cpu_bf16``)."""
+    t = cfg.train
+    return bool(t.bf16 and (device.type == "cuda" or t.allow_cpu_bf16))
+
+
 def autocast_context(cfg: EMOEConfig, device: torch.device) -> AbstractContextManager[object]:
     """bf16 autocast when ``train.bf16`` is on and the device allows it (CUDA, or CPU with allow_cpu_bf16)."""
-    t = cfg.train
-    if t.bf16 and (device.type == "cuda" or t.allow_cpu_bf16):
+    if bf16_active(cfg, device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
@@ -62,13 +67,21 @@ def evaluate(model: nn.Module, split: Split, cfg: EMOEConfig, kind: str,
     try:
         with autocast_context(cfg, device):
             for batch in iter_batches(split, cfg.train.eval_batch_size, device=device):
-                out = model(batch.text, batch.audio, batch.vision)
+                out = model(text=batch.text, audio=batch.audio, vision=batch.vision)
                 preds.append(out.pred.float())  # (B, n_out)
                 weights.append(out.weights.float())  # (B, 3)
     finally:
         model.train(was_training)
-    pred = torch.cat(preds)  # (N, n_out)
-    w = torch.cat(weights)  # (N, 3)
+    return summarize(torch.cat(preds), torch.cat(weights), split, cfg, kind)
+
+
+def summarize(pred: torch.Tensor, w: torch.Tensor, split: Split, cfg: EMOEConfig,
+              kind: str) -> tuple[dict[str, float], RouterRecord]:
+    """Metrics and router record of a split's predictions pred (N, n_out) and router weights w (N, 3).
+
+    Shared by ``evaluate`` and the stacked evaluation of ``emoe.stack`` (one call per member).
+    """
+    device = pred.device
     task = cfg.loss.task
     labels_t = torch.tensor(split.labels, device=device)  # a copy: the split may be read-only shared memory
     loss = split_loss(pred, labels_t, task)

@@ -29,6 +29,7 @@ __all__ = [
     "task_loss",
     "total_loss",
     "unimodal_loss",
+    "weighted_total",
 ]
 
 #: Order of the terms in ``LossTerms.stacked()``.
@@ -169,6 +170,16 @@ def total_loss(out: ModelOutput, y: torch.Tensor, cfg: LossConfig, fusion: str) 
     sim = similarity_loss(weights, target)
     ent = entropy_balance_loss(weights)
     ud = distillation_loss(p_fused, p_uni, weights, fusion)
-    total = (task + cfg.uni_weight * uni + cfg.balance_weight * (ent + cfg.sim_alpha * sim)
-             + cfg.distill_weight * ud)
+    total = weighted_total(task, uni, sim, ent, ud, uni_weight=cfg.uni_weight, balance_weight=cfg.balance_weight,
+                           sim_alpha=cfg.sim_alpha, distill_weight=cfg.distill_weight)
     return LossTerms(task=task, uni=uni, sim=sim, ent=ent, ud=ud, total=total)
+
+
+def weighted_total(task: torch.Tensor, uni: torch.Tensor, sim: torch.Tensor, ent: torch.Tensor, ud: torch.Tensor, *,
+                   uni_weight: float | torch.Tensor, balance_weight: float | torch.Tensor,
+                   sim_alpha: float | torch.Tensor, distill_weight: float | torch.Tensor) -> torch.Tensor:
+    """task + uni_weight * uni + balance_weight * (ent + sim_alpha * sim) + distill_weight * ud.
+
+    The weights may be tensors (one per stacked member in ``emoe.stack``): same arithmetic, same order.
+    """
+    return task + uni_weight * uni + balance_weight * (ent + sim_alpha * sim) + distill_weight * ud

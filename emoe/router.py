@@ -12,7 +12,8 @@ accumulation window in one matrix product: the same sum, written once per window
 can be batched the same way: the weights do not change inside a window and the flattened input is the
 raw data (no parameters before it on aligned data), so ``prime`` multiplies the whole window's inputs by
 the weight once (the matrix is read once instead of once per batch) and each batch's forward then takes
-its rows.
+its rows. The products travel explicitly (``prime`` returns them, the forward takes them), so nothing
+is matched by tensor identity and a captured step can hold them in static buffers.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConstantRouter", "DeferredWeightGradLinear", "LearnedRouter", "router_in_features"]
+__all__ = ["ConstantRouter", "DeferredWeightGradLinear", "LearnedRouter", "RouterPrimed", "router_in_features"]
 
 Pooling = Literal["flatten", "mean"]
+#: A batch's primed first-layer input and product: (x (B, in), x W^T (B, hidden)).
+RouterPrimed = tuple[torch.Tensor, torch.Tensor]
 
 
 def router_in_features(pooling: Pooling, *, d_text: int, d_vision: int, d_audio: int, len_text: int) -> int:
@@ -71,7 +74,6 @@ class DeferredWeightGradLinear(nn.Linear):
         super().__init__(in_features, out_features, bias)
         self.deferred = False
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._primed: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input, input @ W^T) per coming batch
 
     def set_deferred(self, enabled: bool) -> None:
         """Turn deferral on or off; turning it off first flushes what is pending."""
@@ -79,25 +81,17 @@ class DeferredWeightGradLinear(nn.Linear):
             self.flush_grad()
         self.deferred = bool(enabled)
 
-    def prime(self, inputs: list[torch.Tensor]) -> None:
-        """Compute x W^T for the next batches' inputs (each (B_k, in), no gradient) in one product.
+    def prime(self, inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """x W^T for the next batches' inputs (each (B_k, in), no gradient) in one product, split per batch.
 
-        Deferred mode only, for inputs that need no gradient. The following forwards, in this order,
-        take their rows when given the very tensor that was primed (an identity check: no comparison,
-        no device sync); any other input is computed as usual and drops what is left. The weight must
-        not change until they have run: ``flush_grad`` drops what is left.
+        Deferred mode only, for inputs that need no gradient (else None). Pass each batch's rows to its
+        forward as ``xw``; the weight must not change until those forwards have run.
         """
-        self._primed.clear()
         if not (self.deferred and self.weight.requires_grad and inputs) or any(x.requires_grad for x in inputs):
-            return
+            return None
         with torch.no_grad():
             xw = F.linear(torch.cat(inputs), self.weight)  # (sum B_k, out): the weight read once
-        self._primed = list(zip(inputs, xw.split([x.shape[0] for x in inputs])))
-
-    @property
-    def primed(self) -> int:
-        """Primed batches not yet consumed by a forward."""
-        return len(self._primed)
+        return list(xw.split([x.shape[0] for x in inputs]))
 
     @property
     def pending(self) -> int:
@@ -106,7 +100,6 @@ class DeferredWeightGradLinear(nn.Linear):
 
     def flush_grad(self) -> None:
         """Add the recorded batches' weight gradient to ``weight.grad`` (created when None), then forget them."""
-        self._primed.clear()  # the weight is about to change
         if not self._pending:
             return
         w = self.weight
@@ -118,18 +111,12 @@ class DeferredWeightGradLinear(nn.Linear):
         else:
             w.grad.addmm_(grad_out.t(), inputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, in) -> (B, out), the usual affine map."""
+    def forward(self, x: torch.Tensor, xw: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, in) -> (B, out), the usual affine map; ``xw`` = x W^T from ``prime`` (deferred mode only)."""
         if self.deferred and torch.is_grad_enabled() and self.weight.requires_grad:
             if x.ndim != 2:
                 raise ValueError(f"deferred weight gradient: expected a 2-D input (batch, {self.in_features}), "
                                  f"got {tuple(x.shape)}")
-            xw = None
-            if self._primed:
-                x0, xw = self._primed.pop(0)
-                if x0 is not x:
-                    self._primed.clear()  # not the batch that was primed: compute as usual
-                    xw = None
             return _DeferredLinear.apply(x, self.weight.detach(), self.bias, self._pending, xw)
         return super().forward(x)
 
@@ -155,48 +142,48 @@ class LearnedRouter(nn.Module):
         if hidden < 1:
             raise ValueError(f"router: input width {in_features} is below 8, so the hidden width "
                              f"(one eighth) would be 0; use wider features or router_input='flatten'")
-        self.pooling, self.temperature, self.len_text = pooling, float(temperature), len_text
+        self.pooling, self.len_text = pooling, len_text
+        # a buffer, not a float: members stacked by emoe.stack may each have their own (float64, so a float32
+        # model divides by the same rounded value as by the Python float before)
+        self.register_buffer("tau", torch.tensor(float(temperature), dtype=torch.float64), persistent=False)
         # as in the reference, unaligned data (any length differing from the text's) maps both modalities
         transfer = pooling == "flatten" and not len_vision == len_audio == len_text
         self.transfer_v = nn.Linear(len_vision, len_text) if transfer else None
         self.transfer_a = nn.Linear(len_audio, len_text) if transfer else None
         self.l1 = DeferredWeightGradLinear(in_features, hidden)
         self.l2 = nn.Linear(hidden, 3)
-        self._primed: list[tuple[tuple[torch.Tensor, ...], torch.Tensor]] = []  # ((text, vision, audio), input)
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature tau."""
+        return float(self.tau)
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.tau.fill_(float(value))
 
     def set_deferred_grad(self, enabled: bool) -> None:
         """Defer the first layer's weight gradient to ``flush_grad`` (see ``DeferredWeightGradLinear``)."""
-        if not enabled:
-            self._primed.clear()
         self.l1.set_deferred(enabled)
 
     def flush_grad(self) -> None:
         """Add the deferred weight gradient of the first layer to its ``.grad``."""
-        self._primed.clear()
         self.l1.flush_grad()
 
-    def prime(self, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
-        """Prime the first layer's forward product for the coming (text, vision, audio) batches of a window.
+    def prime(self, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[RouterPrimed | None]:
+        """The first layer's (input, product) for the coming (text, vision, audio) batches of a window.
 
-        Only where the router's input is the raw data (flattened, no learned time map): then it needs no
-        gradient and one product serves the window. Otherwise nothing happens.
+        Only where the router's input is the raw data (flattened, no learned time map) and deferral is
+        on: then it needs no gradient and one product serves the window. Otherwise all None.
         """
-        self._primed = []
         if self.pooling != "flatten" or self.transfer_v is not None or self.transfer_a is not None:
-            return
+            return [None] * len(batches)
         with torch.no_grad():
             inputs = [self.features(t, v, a) for t, v, a in batches]
-        self._primed = [(batch, x) for batch, x in zip(batches, inputs)]
-        self.l1.prime(inputs)
-
-    def _input(self, text: torch.Tensor, vision: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """The first layer's input: the primed one for the primed batch (same tensors), else computed."""
-        if self._primed:
-            (t, v, a), x = self._primed.pop(0)
-            if t is text and v is vision and a is audio:
-                return x
-            self._primed.clear()
-        return self.features(text, vision, audio)
+        products = self.l1.prime(inputs)
+        if products is None:
+            return [None] * len(batches)
+        return list(zip(inputs, products))
 
     @staticmethod
     def _to_length(x: torch.Tensor, transfer: nn.Linear | None) -> torch.Tensor:
@@ -211,10 +198,15 @@ class LearnedRouter(nn.Module):
         audio = self._to_length(audio, self.transfer_a)
         return torch.cat([text, vision, audio], dim=-1).flatten(1)  # (B, L_t * (d_t+d_v+d_a))
 
-    def forward(self, text: torch.Tensor, vision: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """Weights (B, 3), rows summing to 1, modality order l, v, a."""
-        h = F.relu(F.normalize(self.l1(self._input(text, vision, audio)), p=2.0, dim=1))  # (B, hidden)
-        return torch.softmax(self.l2(h) / self.temperature, dim=1)
+    def forward(self, *, text: torch.Tensor, vision: torch.Tensor, audio: torch.Tensor,
+                primed: RouterPrimed | None = None) -> torch.Tensor:
+        """Weights (B, 3), rows summing to 1, modality order l, v, a; ``primed`` from ``prime`` for this batch."""
+        if primed is None:
+            z = self.l1(self.features(text, vision, audio))
+        else:
+            z = self.l1(primed[0], primed[1])
+        h = F.relu(F.normalize(z, p=2.0, dim=1))  # (B, hidden)
+        return torch.softmax(self.l2(h) / self.tau, dim=1)
 
 
 class ConstantRouter(nn.Module):
@@ -230,7 +222,8 @@ class ConstantRouter(nn.Module):
                              f"got {tuple(weights)}")
         self.register_buffer("weights", w, persistent=False)
 
-    def forward(self, text: torch.Tensor, vision: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, *, text: torch.Tensor, vision: torch.Tensor, audio: torch.Tensor,
+                primed: RouterPrimed | None = None) -> torch.Tensor:
         """Weights (B, 3): the constant row repeated for the batch, in the inputs' floating dtype."""
         dtype = vision.dtype if vision.is_floating_point() else self.weights.dtype
         return self.weights.to(dtype).expand(vision.shape[0], 3)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emoe.capture import TrainStep
 from emoe.checkpoint import (
     STATE_VERSION,
     check_state,
@@ -28,15 +29,18 @@ from emoe.checkpoint import (
 )
 from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
 from emoe.data.arrays import Batch, DataSet, Split, iter_batches
-from emoe.evaluate import NonFiniteOutput, autocast_context, evaluate
-from emoe.losses import EPOCH_LOSSES, total_loss
-from emoe.model import build_model
+from emoe.dropout import NATIVE, PlannedDropout
+from emoe.evaluate import NonFiniteOutput, autocast_context, bf16_active, evaluate
+from emoe.losses import EPOCH_LOSSES
+from emoe.model import EMOE
 from emoe.outputs import EpochRecord, FitResult, RouterRecord
+from emoe.precision import BF16Weights
 
 __all__ = [
     "EpochTrain",
     "OnEpoch",
     "check_data_fits",
+    "dropout_generator",
     "fit",
     "make_optimizer",
     "resolve_device",
@@ -51,7 +55,7 @@ OnEpoch = Callable[[EpochRecord, Callable[[], dict[str, Any]]], bool | None]
 
 # Fields that may differ between the run that saved a state and the run resuming from it.
 _RESUME_FREE = {("train", "device"), ("train", "eval_batch_size"), ("train", "max_epochs"),
-                ("train", "early_stop"), ("train", "fast_path")}
+                ("train", "early_stop"), ("train", "fast_path"), ("train", "compile")}
 
 
 def seed_everything(seed: int) -> None:
@@ -59,6 +63,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def dropout_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A run's own dropout generator on ``device``, seeded from ``train.seed`` (a stream apart from the
+    data order's, which uses the seed itself): its masks depend on nothing else, alone or stacked."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.SeedSequence([seed, 0xD12]).generate_state(1, dtype=np.uint64)[0] >> 1))
+    return gen
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,11 +89,12 @@ def resolve_device(name: str) -> torch.device:
     raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
 
 
-def make_optimizer(model: nn.Module, cfg: EMOEConfig) -> torch.optim.Adam:
-    """Adam over all trainable parameters; ``train.fast_path`` picks the fused kernel (one pass over each
-    parameter, no temporaries: what the ~196M-weight router needs), else the per-tensor reference loop."""
+def make_optimizer(model: nn.Module, cfg: EMOEConfig, params: list[torch.Tensor] | None = None) -> torch.optim.Adam:
+    """Adam over all trainable parameters (or ``params``, e.g. bf16 training's float32 masters);
+    ``train.fast_path`` picks the fused kernel (one pass over each parameter, no temporaries: what the
+    ~196M-weight router needs), else the per-tensor reference loop."""
     t = cfg.train
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
     if t.fast_path:
         return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=True)
     return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, foreach=False)
@@ -101,33 +114,40 @@ def _nonfinite_name(value: float) -> str:
 
 
 def train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torch.optim.Optimizer, *,
-                generator: torch.Generator, device: torch.device, epoch: int = 1) -> EpochTrain:
+                generator: torch.Generator, device: torch.device, epoch: int = 1,
+                step: TrainStep | None = None, precision: BF16Weights | None = None) -> EpochTrain:
     """One pass over ``split`` in shuffled batches with the reference accumulation window.
 
     Gradients are zeroed at the start of each window of ``train.update_epochs`` batches and the optimiser
     steps at its end and after the last, partial window; the loss is not divided by the window. Before a
     step, gradients are clipped (``train.grad_clip``) and checked: a non-finite loss or gradient norm ends
     the epoch with ``error`` set and no step taken. Loss terms stay on the device; the only host syncs are
-    one finiteness check per window and the epoch means at the end. With ``train.fast_path``, a model
-    offering ``set_deferred_grads``/``flush_grads`` (EMOE) computes its router's weight gradient once
-    per window instead of once per batch (same sum).
+    one finiteness check per window and the epoch means at the end. ``step`` runs a batch's forward and
+    loss (``emoe.capture.TrainStep``: eager or compiled, with the run's dropout; default eager on the
+    global generator). With ``train.fast_path`` and an eager step, a model offering
+    ``set_deferred_grads``/``flush_grads`` (EMOE) computes its router's weight gradient once per window
+    instead of once per batch (same sum) and its forward product once per window. ``precision``: bf16
+    working weights whose gradients move to the optimiser's float32 masters once per window and which are
+    refreshed once per step (``emoe.precision``).
     """
-    deferred = cfg.train.fast_path and callable(getattr(model, "flush_grads", None))
+    step = step if step is not None else TrainStep(model, cfg, device)
+    deferred = cfg.train.fast_path and step.eager and callable(getattr(model, "flush_grads", None))
     if not deferred:
-        return _train_epoch(model, split, cfg, optimizer, generator=generator, device=device, epoch=epoch)
+        return _train_epoch(model, split, cfg, optimizer, step, generator=generator, device=device, epoch=epoch,
+                            precision=precision)
     model.set_deferred_grads(True)  # type: ignore[operator]
     try:
-        return _train_epoch(model, split, cfg, optimizer, generator=generator, device=device, epoch=epoch,
-                            flush=model.flush_grads,  # type: ignore[arg-type]
+        return _train_epoch(model, split, cfg, optimizer, step, generator=generator, device=device, epoch=epoch,
+                            precision=precision, flush=model.flush_grads,  # type: ignore[arg-type]
                             prime=getattr(model, "prime_router", None))
     finally:
         model.set_deferred_grads(False)  # type: ignore[operator]
 
 
-def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torch.optim.Optimizer, *,
-                 generator: torch.Generator, device: torch.device, epoch: int,
-                 flush: Callable[[], None] | None = None,
-                 prime: Callable[[list[Any]], None] | None = None) -> EpochTrain:
+def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torch.optim.Optimizer,
+                 step: TrainStep, *, generator: torch.Generator, device: torch.device, epoch: int,
+                 precision: BF16Weights | None = None, flush: Callable[[], None] | None = None,
+                 prime: Callable[[list[Any]], list[Any]] | None = None) -> EpochTrain:
     t = cfg.train
     model.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -136,17 +156,17 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first batch with non-finite loss
     bad_value = torch.zeros((), device=device)
     steps = 0
-    batches = iter_batches(split, t.batch_size, device=device, generator=generator, shuffle=True)
+    batches: Iterator[tuple[Batch, Any]] = (
+        (b, None) for b in iter_batches(split, t.batch_size, device=device, generator=generator, shuffle=True))
     if prime is not None:
         batches = _primed_windows(batches, t.update_epochs, prime, cfg, device)
-    for i, batch in enumerate(batches):
+    for i, (batch, primed) in enumerate(batches):
         if i % t.update_epochs == 0:
             optimizer.zero_grad(set_to_none=True)
-        with autocast_context(cfg, device):
-            out = model(batch.text, batch.audio, batch.vision)
-            terms = total_loss(out, batch.labels, cfg.loss, cfg.model.fusion)
-        terms.total.backward()
-        vals = torch.stack([terms.total, terms.task, terms.uni, terms.sim, terms.ent, terms.ud]).detach().float()
+            if precision is not None:
+                precision.zero_grad()
+        total, vals = step(batch, primed)
+        total.backward()
         sums += vals
         newly_bad = ~torch.isfinite(vals[0]) & (first_bad < 0)
         first_bad = torch.where(newly_bad, i, first_bad)
@@ -155,6 +175,8 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
             continue
         if flush is not None:
             flush()
+        if precision is not None:
+            precision.grads_to_master()
         grads = [p.grad for p in params if p.grad is not None]
         norm = (torch.nn.utils.get_total_norm(grads, foreach=t.fast_path) if grads
                 else torch.zeros((), device=device))
@@ -170,19 +192,21 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
         if t.grad_clip is not None and grads:
             torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm, foreach=t.fast_path)
         optimizer.step()
+        if precision is not None:
+            precision.refresh()
         steps += 1
     means = (sums / max(n_batches, 1)).tolist()
     return EpochTrain(dict(zip(EPOCH_LOSSES, means)), steps)
 
 
-def _primed_windows(batches: Iterator[Batch], window: int, prime: Callable[[list[Any]], None], cfg: EMOEConfig,
-                    device: torch.device) -> Iterator[Batch]:
+def _primed_windows(batches: Iterator[tuple[Batch, Any]], window: int, prime: Callable[[list[Any]], list[Any]],
+                    cfg: EMOEConfig, device: torch.device) -> Iterator[tuple[Batch, Any]]:
     """The batches as they come, reading a window ahead: before a window's first batch, ``prime`` gets
-    all of its (text, audio, vision) inputs (the model's forward then reuses one product for them)."""
-    while chunk := list(itertools.islice(batches, window)):
+    all of its inputs and returns one primed entry per batch (the router's product for the window)."""
+    while chunk := [b for b, _ in itertools.islice(batches, window)]:
         with autocast_context(cfg, device):
-            prime([(b.text, b.audio, b.vision) for b in chunk])
-        yield from chunk
+            primed = prime([{"text": b.text, "audio": b.audio, "vision": b.vision} for b in chunk])
+        yield from zip(chunk, primed)
 
 
 @dataclass
@@ -218,8 +242,10 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     the epoch trained with. ``on_epoch``'s ``checkpoint()`` returns the full state by reference (no tensor
     copies): save it (``save_state``) before training goes on. ``resume`` (such a state, e.g. from
     ``load_state``) continues exactly where it stopped; its configuration must match ``cfg`` except for
-    device, eval batch size, max_epochs, early_stop and fast_path.
-    Seed the global RNG before building the model for reproducible runs (``train_emoe`` does).
+    device, eval batch size, max_epochs, early_stop, fast_path and compile. Dropout masks come from the
+    run's own generator (``dropout_generator``), so a run's trajectory depends only on its configuration
+    and initial weights. Seed the global RNG before building the model for reproducible initial weights
+    (``train_emoe`` does).
     """
     t = cfg.train
     for name, split in data.splits().items():
@@ -230,21 +256,27 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     set_fast_path = getattr(model, "set_fast_path", None)
     if callable(set_fast_path):  # the training config decides fused vs plain attention
         set_fast_path(t.fast_path)
-    optimizer = make_optimizer(model, cfg)
+    # bf16: bf16 working weights, float32 masters for the optimiser (no per-batch weight conversion)
+    precision = BF16Weights(model) if bf16_active(cfg, device) else None
+    optimizer = make_optimizer(model, cfg, None if precision is None else precision.masters)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=t.plateau_factor, patience=t.plateau_patience)
     generator = torch.Generator()
     generator.manual_seed(t.seed)
+    drop_gen = dropout_generator(t.seed, device)
     sel = _Selection()
     history: list[EpochRecord] = []
     epoch = 0
     if resume is not None:
         _check_resume(resume, cfg)
-        model.load_state_dict(resume["model"])
+        if precision is not None:
+            precision.load_state_dict(resume["model"])
+        else:
+            model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         generator.set_state(resume["generator"])
-        torch.set_rng_state(resume["torch_rng"])
+        drop_gen.set_state(resume["torch_rng"])
         if device.type == "cuda" and resume["cuda_rng"]:
             torch.cuda.set_rng_state_all(resume["cuda_rng"])
         sel = _Selection(float(resume["best_loss"]), int(resume["best_epoch"]), dict(resume["best_valid"]),
@@ -256,11 +288,13 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
         # References live tensors: save (save_state) or copy it before training continues.
         return {
             "version": STATE_VERSION, "config": to_dict(cfg), "epoch": epoch,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": model.state_dict() if precision is None else precision.state_dict(),
+            "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "best_loss": sel.loss, "best_epoch": sel.epoch, "best_valid": dict(sel.valid),
             "best_test": dict(sel.test), "best_router": router_to_state(sel.router),
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            # "torch_rng": the run's dropout generator (its masks come from nothing else)
+            "generator": generator.get_state(), "torch_rng": drop_gen.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             "history": [record_to_state(r) for r in history],
         }
@@ -271,38 +305,52 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     def more_epochs() -> bool:  # the stopping rule: budget left and patience not exhausted
         return epoch < t.max_epochs and epoch - sel.epoch < t.early_stop
 
-    while more_epochs():
-        start = time.perf_counter()
-        lr = float(optimizer.param_groups[0]["lr"])
-        outcome = train_epoch(model, data.train, cfg, optimizer, generator=generator, device=device,
-                              epoch=epoch + 1)
-        if outcome.error is not None:
-            status, error = "diverged", outcome.error
-            break
-        epoch += 1
-        split_name = "validation"
-        try:
-            valid, vrec = evaluate(model, data.valid, cfg, data.label_kind, device)
-            improved = valid["loss"] <= sel.loss - t.min_delta
-            test, trec = None, None
-            if improved:
-                split_name = "test"
-                test, trec = evaluate(model, data.test, cfg, data.label_kind, device)
-        except NonFiniteOutput as exc:
-            status, error = "diverged", f"diverged: non-finite {split_name} predictions at epoch {epoch} ({exc})"
-            break
-        if improved and test is not None:
-            sel = _Selection(valid["loss"], epoch, valid, test, trec)
-        scheduler.step(valid["loss"])
-        mean_w = vrec.weights.mean(axis=0)
-        record = EpochRecord(
-            epoch=epoch, train=outcome.losses, valid=valid, lr=lr, improved=improved, best_epoch=sel.epoch,
-            test=test, router_mean={f"w_{m}": float(w) for m, w in zip(MODALITIES, mean_w)},
-            time_s=time.perf_counter() - start, last=not more_epochs())
-        history.append(record)
-        if on_epoch is not None and on_epoch(record, checkpoint) is True:
-            stopped_by_callback = True
-            break
+    dropout = PlannedDropout([drop_gen], device)
+    set_source = getattr(model, "set_dropout_source", None)
+    if callable(set_source):  # the run's masks come from its own generator
+        set_source(dropout.feed)
+        step = TrainStep(model, cfg, device, dropout)
+    else:  # a model that does not take planned masks: its dropout uses the global generator
+        step = TrainStep(model, cfg, device)
+    try:
+        while more_epochs():
+            start = time.perf_counter()
+            lr = float(optimizer.param_groups[0]["lr"])
+            outcome = train_epoch(model, data.train, cfg, optimizer, generator=generator, device=device,
+                                  epoch=epoch + 1, step=step, precision=precision)
+            if outcome.error is not None:
+                status, error = "diverged", outcome.error
+                break
+            epoch += 1
+            split_name = "validation"
+            try:
+                valid, vrec = evaluate(model, data.valid, cfg, data.label_kind, device)
+                improved = valid["loss"] <= sel.loss - t.min_delta
+                test, trec = None, None
+                if improved:
+                    split_name = "test"
+                    test, trec = evaluate(model, data.test, cfg, data.label_kind, device)
+            except NonFiniteOutput as exc:
+                status, error = ("diverged",
+                                 f"diverged: non-finite {split_name} predictions at epoch {epoch} ({exc})")
+                break
+            if improved and test is not None:
+                sel = _Selection(valid["loss"], epoch, valid, test, trec)
+            scheduler.step(valid["loss"])
+            mean_w = vrec.weights.mean(axis=0)
+            record = EpochRecord(
+                epoch=epoch, train=outcome.losses, valid=valid, lr=lr, improved=improved, best_epoch=sel.epoch,
+                test=test, router_mean={f"w_{m}": float(w) for m, w in zip(MODALITIES, mean_w)},
+                time_s=time.perf_counter() - start, last=not more_epochs())
+            history.append(record)
+            if on_epoch is not None and on_epoch(record, checkpoint) is True:
+                stopped_by_callback = True
+                break
+    finally:
+        if callable(set_source):
+            set_source(NATIVE)
+        if precision is not None:
+            precision.restore()  # the caller gets float32 weights (the masters) back
     return FitResult(
         status=status, best_epoch=sel.epoch, epochs_run=len(history), valid=sel.valid, test=sel.test,
         history=history, router=sel.router, error=error,
@@ -339,5 +387,5 @@ def train_emoe(cfg: EMOEConfig, data: DataSet, **fit_kwargs: Any) -> FitResult:
     """Check ``cfg`` against ``data``, seed everything from ``train.seed``, build EMOE and ``fit`` it."""
     check_data_fits(cfg, data)
     seed_everything(cfg.train.seed)
-    model = build_model(cfg.model, fast_path=cfg.train.fast_path)
+    model = EMOE(cfg.model, fast_path=cfg.train.fast_path)
     return fit(model, data, cfg, **fit_kwargs)

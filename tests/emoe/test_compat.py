@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from emoe.compat import CheckpointError, load_reference_checkpoint, load_reference_state_dict
 from emoe.config import ModelConfig
-from emoe.model import EMOE, build_model
+from emoe.model import EMOE
 
 TINY = dict(d_text=16, d_audio=3, d_vision=5, len_text=6, len_audio=6, len_vision=6, d_model=16, n_heads=2,
             n_levels=2, kernel_l=3, kernel_v=2, kernel_a=3)
@@ -56,7 +56,7 @@ def to_reference(model: EMOE, cfg: ModelConfig, *, extras: bool = True) -> dict[
 
 def random_model(cfg: ModelConfig, seed: int = 0) -> EMOE:
     torch.manual_seed(seed)
-    model = build_model(cfg)
+    model = EMOE(cfg)
     with torch.no_grad():  # move every parameter off its initial value (zero biases, unit LayerNorms)
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -70,7 +70,7 @@ def inputs(cfg: ModelConfig, batch: int = 3, seed: int = 1):
     vision = torch.randn(batch, cfg.len_vision, cfg.d_vision, generator=g)
     text[0, 2] = 0.0  # a zero step: the expert's first channel is exactly 0 there (position quirk)
     audio[1, :4] = 0.0  # leading padding: the first conv windows see only zeros
-    return text, audio, vision
+    return {"text": text, "audio": audio, "vision": vision}
 
 
 FIELDS = ("pred", "uni_pred", "weights", "h", "p_uni", "p_fused")
@@ -82,7 +82,7 @@ def test_reference_state_dict_round_trip_gives_identical_outputs(fusion, unalign
     source = random_model(cfg)
     loaded = load_reference_state_dict(to_reference(source, cfg), cfg).eval()
     x = inputs(cfg)
-    a, b = source(*x), loaded(*x)
+    a, b = source(**x), loaded(**x)
     for field in FIELDS:
         assert torch.equal(getattr(a, field), getattr(b, field)), field
 
@@ -94,7 +94,7 @@ def test_module_prefix_from_data_parallel_is_accepted(tmp_path):
     torch.save(sd, tmp_path / "emoe-mosi.pth")
     loaded = load_reference_checkpoint(tmp_path / "emoe-mosi.pth", cfg)
     x = inputs(cfg)
-    assert torch.equal(source(*x).pred, loaded.eval()(*x).pred)
+    assert torch.equal(source(**x).pred, loaded.eval()(**x).pred)
 
 
 def test_every_problem_is_listed_at_once():
@@ -124,7 +124,7 @@ def test_constant_router_ignores_the_reference_router():
     cfg = tiny_cfg()
     sd = to_reference(random_model(cfg), cfg)
     model = load_reference_state_dict(sd, tiny_cfg(router="uniform"))
-    torch.testing.assert_close(model(*inputs(cfg)).weights, torch.full((3, 3), 1 / 3))
+    torch.testing.assert_close(model(**inputs(cfg)).weights, torch.full((3, 3), 1 / 3))
 
 
 # --- an independent forward written the way the reference code computes it -------------------
@@ -211,9 +211,9 @@ def test_loaded_model_matches_a_hand_built_reference_forward(fusion, unaligned):
         sd[key] = value + 0.05 * torch.randn_like(value) if value.is_floating_point() else value
     model = load_reference_state_dict(sd, cfg).eval()
     x = inputs(cfg)
-    expected = reference_forward(sd, cfg, *x)
+    expected = reference_forward(sd, cfg, x["text"], x["audio"], x["vision"])
     for fast in (True, False):
-        out = model.set_fast_path(fast)(*x)
+        out = model.set_fast_path(fast)(**x)
         for field in FIELDS:
             torch.testing.assert_close(getattr(out, field), expected[field], rtol=1e-5, atol=1e-5,
                                        msg=lambda m, f=field: f"{f}: {m}")

@@ -18,7 +18,7 @@ from bench.reference_step import reference_epoch, reference_forward, reference_o
 from emoe.config import EMOEConfig, ModelConfig, TrainConfig
 from emoe.data.arrays import DataSet, Split
 from emoe.losses import total_loss
-from emoe.model import build_model
+from emoe.model import EMOE
 from emoe.router import DeferredWeightGradLinear
 from emoe.train import fit, make_optimizer, train_epoch
 
@@ -41,8 +41,8 @@ def random_split(cfg: ModelConfig, n: int, seed: int, dtype: type = np.float32) 
                  labels=rng.uniform(-3, 3, n).astype(np.float32))
 
 
-def tensors(split: Split, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(a).to(dtype) for a in (split.text, split.audio, split.vision))
+def tensors(split: Split, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(getattr(split, k)).to(dtype) for k in ("text", "audio", "vision")}
 
 
 @pytest.mark.parametrize("fusion", ["sum", "concat"])
@@ -51,10 +51,10 @@ def test_fast_forward_equals_the_reference_forward(fusion, aligned):
     lengths = {} if aligned else {"len_audio": 11, "len_vision": 6}
     cfg = model_cfg(fusion=fusion, **lengths)
     torch.manual_seed(0)
-    model = build_model(cfg, fast_path=True).eval()
+    model = EMOE(cfg, fast_path=True).eval()
     x = tensors(random_split(cfg, 5, seed=1))
-    fast = model(*x)
-    ref = reference_forward(model, *x)
+    fast = model(**x)
+    ref = reference_forward(model, **x)
     for field in ("pred", "uni_pred", "weights", "h", "p_uni", "p_fused"):
         torch.testing.assert_close(getattr(fast, field), getattr(ref, field), rtol=1e-5, atol=1e-5)
 
@@ -62,14 +62,14 @@ def test_fast_forward_equals_the_reference_forward(fusion, aligned):
 def test_reference_forward_draws_dropout_like_the_model_plain_path():
     cfg = model_cfg(fusion="concat")  # default dropouts, all on
     torch.manual_seed(0)
-    model = build_model(cfg, fast_path=False).train()
+    model = EMOE(cfg, fast_path=False).train()
     x = tensors(random_split(cfg, 4, seed=2))
     torch.manual_seed(5)
-    ours = model(*x)
+    ours = model(**x)
     torch.manual_seed(5)
-    ref = reference_forward(model, *x)
+    ref = reference_forward(model, **x)
     torch.manual_seed(6)
-    other = reference_forward(model, *x)
+    other = reference_forward(model, **x)
     torch.testing.assert_close(ours.pred, ref.pred, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(ours.pred, other.pred)  # dropout is really on
 
@@ -79,7 +79,7 @@ def test_deferred_router_gradient_equals_per_batch_accumulation(aligned):
     lengths = {} if aligned else {"len_audio": 11, "len_vision": 6}  # unaligned: inputs need gradients
     cfg = model_cfg(**lengths, **NO_DROPOUT)
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    model = EMOE(cfg).train()
     batches = [tensors(random_split(cfg, 4, seed=s)) for s in range(3)]
     labels = torch.linspace(-2, 2, 4)
 
@@ -90,7 +90,7 @@ def test_deferred_router_gradient_equals_per_batch_accumulation(aligned):
                 p.grad = torch.full_like(p, 0.5)
         model.set_deferred_grads(defer)
         for x in batches:
-            total_loss(model(*x), labels, emoe.config.LossConfig(), "sum").total.backward()
+            total_loss(model(**x), labels, emoe.config.LossConfig(), "sum").total.backward()
         if defer:
             assert model.router.l1.pending == 3 and (model.router.l1.weight.grad is None) != preset
         model.flush_grads()
@@ -104,28 +104,31 @@ def test_deferred_router_gradient_equals_per_batch_accumulation(aligned):
             torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_primed_product_is_used_only_for_the_batch_it_was_computed_for():
+def test_primed_products_are_explicit_and_equal_the_computed_ones():
     torch.manual_seed(0)
     layer = DeferredWeightGradLinear(6, 3)
     xs = [torch.randn(2, 6), torch.randn(3, 6)]
     want = [torch.nn.functional.linear(x, layer.weight, layer.bias) for x in xs]
-    layer.prime(xs)
-    assert layer.primed == 0  # not deferred: nothing primed
+    assert layer.prime(xs) is None  # not deferred: nothing primed
     layer.set_deferred(True)
-    layer.prime(xs)
-    assert layer.primed == 2
-    for x, w in zip(xs, want):
-        torch.testing.assert_close(layer(x.clone()), w)
-    assert layer.primed == 0
-    layer.prime(xs)
-    other = torch.randn(2, 6)  # a different batch than primed: computed as usual, the rest dropped
-    torch.testing.assert_close(layer(other), torch.nn.functional.linear(other, layer.weight, layer.bias))
-    assert layer.primed == 0
-    layer.prime(xs)
-    layer.flush_grad()  # the weight is about to change: primed rows are stale
-    assert layer.primed == 0
-    layer.prime([x.requires_grad_() for x in xs])  # inputs that need a gradient are never primed
-    assert layer.primed == 0
+    products = layer.prime(xs)
+    assert products is not None and [p.shape for p in products] == [(2, 3), (3, 3)]
+    for x, xw, w in zip(xs, products, want):
+        torch.testing.assert_close(layer(x, xw), w)  # the product given for this batch is used
+        torch.testing.assert_close(layer(x), w)  # none given: computed as usual
+    assert layer.prime([x.requires_grad_() for x in xs]) is None  # inputs that need a gradient: never primed
+
+
+def test_model_priming_is_an_explicit_argument_with_the_same_outputs():
+    cfg = model_cfg(**NO_DROPOUT)
+    torch.manual_seed(0)
+    model = EMOE(cfg).train().set_deferred_grads(True)
+    batches = [tensors(random_split(cfg, 4, seed=s)) for s in range(2)]
+    primed = model.prime_router(batches)
+    assert all(p is not None for p in primed)
+    for x, p in zip(batches, primed):
+        torch.testing.assert_close(model(**x, router_primed=p).pred, model(**x).pred)
+    model.set_deferred_grads(False)
 
 
 def test_deferral_records_nothing_without_gradients_and_rejects_3d_inputs():
@@ -159,7 +162,7 @@ def test_one_fast_training_epoch_updates_parameters_like_the_reference_procedure
                         lambda *a: used_primed.append(a[-1] is not None) or apply(*a))
     cfg = _window_cfg(1e-3)
     torch.manual_seed(0)
-    ref_model = build_model(cfg.model, fast_path=False).double()
+    ref_model = EMOE(cfg.model, fast_path=False).double()
     fast_model = copy.deepcopy(ref_model).set_fast_path(True)
     before = {n: p.detach().clone() for n, p in ref_model.named_parameters()}
     split = random_split(cfg.model, 18, seed=3, dtype=np.float64)  # 5 batches: windows of 3 and 2
@@ -195,7 +198,7 @@ def test_test_split_is_evaluated_only_on_epochs_that_improve_validation(monkeypa
 
     monkeypatch.setattr(emoe.train, "evaluate", counting)
     torch.manual_seed(0)
-    res = fit(build_model(cfg.model), data, cfg)
+    res = fit(EMOE(cfg.model), data, cfg)
     improved = [r.improved for r in res.history]
     assert calls.count("valid") == len(res.history) == 6
     assert calls.count("test") == sum(improved) and 0 < sum(improved) < 6
@@ -204,14 +207,14 @@ def test_test_split_is_evaluated_only_on_epochs_that_improve_validation(monkeypa
 def test_deferred_router_gradient_under_bf16_autocast_matches_the_autograd_one():
     cfg = model_cfg(**NO_DROPOUT)
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    model = EMOE(cfg).train()
     x = tensors(random_split(cfg, 4, seed=5))
     grads = []
     for defer in (False, True):
         model.zero_grad(set_to_none=True)
         model.set_deferred_grads(defer)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(*x)
+            out = model(**x)
         assert out.pred.dtype == torch.bfloat16
         total_loss(out, torch.ones(4), emoe.config.LossConfig(), "sum").total.backward()
         model.set_deferred_grads(False)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from emoe.config import ModelConfig
-from emoe.model import build_model, fuse
+from emoe.model import EMOE, fuse
 from emoe.outputs import ModelOutput
 
 SMALL = dict(d_text=12, d_audio=5, d_vision=7, len_text=8, len_audio=8, len_vision=8, d_model=16, n_heads=2,
@@ -24,17 +24,17 @@ def small_cfg(**kw) -> ModelConfig:
     return ModelConfig(**{**SMALL, **kw})
 
 
-def inputs(cfg: ModelConfig, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def inputs(cfg: ModelConfig, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, cfg.len_text, cfg.d_text, generator=g),
-            torch.randn(batch, cfg.len_audio, cfg.d_audio, generator=g),
-            torch.randn(batch, cfg.len_vision, cfg.d_vision, generator=g))
+    return {"text": torch.randn(batch, cfg.len_text, cfg.d_text, generator=g),
+            "audio": torch.randn(batch, cfg.len_audio, cfg.d_audio, generator=g),
+            "vision": torch.randn(batch, cfg.len_vision, cfg.d_vision, generator=g)}
 
 
 def test_output_structure_and_shapes():
     cfg = small_cfg(n_outputs=1)
     torch.manual_seed(0)
-    out = build_model(cfg).eval()(*inputs(cfg, batch=3))
+    out = EMOE(cfg).eval()(**inputs(cfg, batch=3))
     assert isinstance(out, ModelOutput)
     assert out.pred.shape == (3, 1) and out.uni_pred.shape == (3, 3, 1)
     assert out.weights.shape == (3, 3) and out.h.shape == (3, 3, 16)
@@ -59,8 +59,8 @@ def test_batched_fusion_equals_the_per_sample_formula(fusion):
 def test_model_fused_head_sees_the_weighted_fusion_of_expert_outputs(fusion):
     cfg = small_cfg(fusion=fusion)
     torch.manual_seed(1)
-    model = build_model(cfg).eval()
-    out = model(*inputs(cfg, batch=4))
+    model = EMOE(cfg).eval()
+    out = model(**inputs(cfg, batch=4))
     rows = []
     for i in range(4):
         parts = [out.h[i, m] * out.weights[i, m] for m in range(3)]
@@ -94,8 +94,8 @@ def test_forward_and_backward_for_every_switch_combination(router, router_input,
     cfg = small_cfg(router=router, router_input=router_input, fusion=fusion, n_outputs=n_outputs,
                     fixed_weights=(0.5, 0.3, 0.2), **({} if aligned else UNALIGNED))
     torch.manual_seed(0)
-    model = build_model(cfg).train()
-    out = model(*inputs(cfg))
+    model = EMOE(cfg).train()
+    out = model(**inputs(cfg))
     assert out.pred.shape == (2, n_outputs) and out.uni_pred.shape == (2, 3, n_outputs)
     assert out.p_fused.shape == (2, 16 * (3 if fusion == "concat" else 1))
     if router == "fixed":
@@ -123,8 +123,8 @@ def _dataset_cfg(name: str, **kw) -> ModelConfig:
 def test_forward_and_backward_on_mosi_and_mosei_shapes(name):
     cfg = _dataset_cfg(name, d_model=8, n_heads=2, n_levels=1, router_input="mean")
     torch.manual_seed(0)
-    model = build_model(cfg).train()
-    out = model(*inputs(cfg))
+    model = EMOE(cfg).train()
+    out = model(**inputs(cfg))
     assert out.pred.shape == (2, 1) and out.h.shape == (2, 3, 8)
     _assert_trains(model, out)
 
@@ -133,12 +133,12 @@ def test_forward_and_backward_on_mosi_and_mosei_shapes(name):
 def test_fast_path_equals_plain_path_for_the_whole_model(fusion):
     cfg = small_cfg(fusion=fusion, **UNALIGNED)
     torch.manual_seed(2)
-    model = build_model(cfg).eval()
+    model = EMOE(cfg).eval()
     x = inputs(cfg, batch=3)
     results = []
     for fast in (True, False):
         model.set_fast_path(fast).zero_grad()
-        out = model(*x)
+        out = model(**x)
         (out.pred.sum() + out.uni_pred.sum() + out.p_fused.square().sum()).backward()
         grads = torch.cat([p.grad.flatten() for p in model.parameters()])
         results.append((out, grads))
@@ -151,43 +151,45 @@ def test_fast_path_equals_plain_path_for_the_whole_model(fusion):
 def test_eval_is_deterministic_and_training_uses_dropout():
     cfg = small_cfg()
     torch.manual_seed(3)
-    model = build_model(cfg).eval()
+    model = EMOE(cfg).eval()
     x = inputs(cfg)
-    assert torch.equal(model(*x).pred, model(*x).pred)
+    assert torch.equal(model(**x).pred, model(**x).pred)
     model.train()
-    a, b = model(*x).pred, model(*x).pred
+    a, b = model(**x).pred, model(**x).pred
     assert not torch.equal(a, b)
 
 
 def test_projection_is_skipped_when_the_input_width_equals_d_model():
     cfg = small_cfg(d_text=16)
-    model = build_model(cfg)
+    model = EMOE(cfg)
     assert set(model.proj) == {"v", "a"}
-    out = model.eval()(*inputs(cfg))
+    out = model.eval()(**inputs(cfg))
     assert out.h.shape == (2, 3, 16)
 
 
 def test_bad_input_shapes_are_named():
     cfg = small_cfg()
-    model = build_model(cfg)
-    text, audio, vision = inputs(cfg)
+    model = EMOE(cfg)
+    text, audio, vision = inputs(cfg).values()
     with pytest.raises(ValueError, match=r"text: expected shape \(batch, 8, 12\)"):
-        model(text[:, :5], audio, vision)
+        model(text=text[:, :5], audio=audio, vision=vision)
     with pytest.raises(ValueError, match="audio"):
-        model(text, vision, audio)  # swapped modalities
+        model(text=text, audio=vision, vision=audio)  # swapped modalities
     with pytest.raises(ValueError, match="batch sizes differ"):
-        model(text, audio[:1], vision)
+        model(text=text, audio=audio[:1], vision=vision)
+    with pytest.raises(TypeError):
+        model(text, audio, vision)  # keyword-only: a positional swap cannot happen silently
 
 
 def test_model_runs_in_float64_and_bfloat16_autocast():
     cfg = small_cfg()
     torch.manual_seed(4)
-    model = build_model(cfg).double().eval()
-    out = model(*(t.double() for t in inputs(cfg)))
+    model = EMOE(cfg).double().eval()
+    out = model(**{k: t.double() for k, t in inputs(cfg).items()})
     assert out.pred.dtype == torch.float64
-    model = build_model(cfg).train()
+    model = EMOE(cfg).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(*inputs(cfg))
+        out = model(**inputs(cfg))
     assert torch.isfinite(out.pred.float()).all()
     _assert_trains(model, out)
 
@@ -196,14 +198,14 @@ _FAITHFUL_SCRIPT = textwrap.dedent("""
     import json, resource, sys, time
     import torch
     from emoe.config import ModelConfig
-    from emoe.model import build_model
+    from emoe.model import EMOE
     d_t, d_a, d_v, l_t, l_a, l_v = json.loads(sys.argv[1])
     cfg = ModelConfig(d_text=d_t, d_audio=d_a, d_vision=d_v, len_text=l_t, len_audio=l_a, len_vision=l_v)
     torch.manual_seed(0)
     start = time.perf_counter()
-    model = build_model(cfg).train()
+    model = EMOE(cfg).train()
     text, audio, vision = torch.randn(2, l_t, d_t), torch.randn(2, l_a, d_a), torch.randn(2, l_v, d_v)
-    out = model(text, audio, vision)
+    out = model(text=text, audio=audio, vision=vision)
     (out.pred.sum() + out.uni_pred.sum() + out.weights[:, 0].sum()).backward()
     # a norm per gradient: isfinite() on the router's gradient would itself allocate several copies
     grads_ok = all(p.grad is not None and bool(torch.isfinite(torch.linalg.vector_norm(p.grad)))
@@ -258,16 +260,17 @@ def test_bert_text_input_trains_end_to_end(tmp_path):
     path = _tiny_bert_dir(tmp_path)
     cfg = small_cfg(text_input="bert", bert_path=str(path), d_text=768)
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    model = EMOE(cfg).train()
     assert model.dims["l"] == 16  # the BERT hidden size replaces d_text
-    _, audio, vision = inputs(cfg)
-    out = model(_tokens(2, cfg.len_text), audio, vision)
+    x = inputs(cfg)
+    audio, vision = x["audio"], x["vision"]
+    out = model(text=_tokens(2, cfg.len_text), audio=audio, vision=vision)
     assert out.pred.shape == (2, 1)
     (out.pred.sum() + out.uni_pred.sum()).backward()
     emb = model.text_encoder.model.embeddings.word_embeddings.weight
     assert emb.grad is not None and emb.grad.abs().sum() > 0  # BERT is fine-tuned
     with pytest.raises(ValueError, match="BERT tokens"):
-        model(torch.randn(2, cfg.len_text, 16), audio, vision)
+        model(text=torch.randn(2, cfg.len_text, 16), audio=audio, vision=vision)
 
 
 def test_bert_loading_errors_name_the_problem(tmp_path):
@@ -285,4 +288,4 @@ def test_missing_transformers_gives_an_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
     cfg = small_cfg(text_input="bert", bert_path=str(tmp_path))
     with pytest.raises(ImportError, match=r"pip install -e '\.\[bert\]'"):
-        build_model(cfg)
+        EMOE(cfg)

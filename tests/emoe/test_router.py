@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from emoe.config import ModelConfig
-from emoe.model import build_model
+from emoe.model import EMOE
 from emoe.router import ConstantRouter, LearnedRouter, router_in_features
 
 
@@ -72,11 +72,11 @@ def test_weights_follow_the_reference_formula_and_temperature():
     x = r.features(text, vision, audio)
     hidden = torch.relu(r.l1(x) / r.l1(x).norm(dim=1, keepdim=True))
     logits = r.l2(hidden)
-    w = r(text, vision, audio)
+    w = r(text=text, vision=vision, audio=audio)
     torch.testing.assert_close(w, torch.softmax(logits * 10.0, dim=1))
     torch.testing.assert_close(w.sum(1), torch.ones(5))
     r.temperature = 1.0  # a higher temperature gives flatter weights
-    w_flat = r(text, vision, audio)
+    w_flat = r(text=text, vision=vision, audio=audio)
     assert (w_flat.max(1).values <= w.max(1).values + 1e-6).all()
 
 
@@ -91,9 +91,9 @@ def test_invalid_router_settings_are_rejected_with_their_name():
 
 def test_constant_routers_give_the_same_weights_to_every_sample():
     text, vision, audio = torch.randn(4, 3, 4), torch.randn(4, 3, 2), torch.randn(4, 3, 2)
-    uniform = ConstantRouter()(text, vision, audio)
+    uniform = ConstantRouter()(text=text, vision=vision, audio=audio)
     torch.testing.assert_close(uniform, torch.full((4, 3), 1 / 3))
-    fixed = ConstantRouter((0.5, 0.3, 0.2))(text, vision, audio)
+    fixed = ConstantRouter((0.5, 0.3, 0.2))(text=text, vision=vision, audio=audio)
     torch.testing.assert_close(fixed, torch.tensor([[0.5, 0.3, 0.2]]).expand(4, 3))
     assert list(ConstantRouter().parameters()) == []
     with pytest.raises(ValueError, match="fixed_weights"):
@@ -104,14 +104,14 @@ def test_router_sees_raw_inputs_not_text_dropout():
     cfg = ModelConfig(d_text=12, d_audio=3, d_vision=5, len_text=6, len_audio=6, len_vision=6, d_model=8,
                       n_heads=2, n_levels=1, kernel_l=3, kernel_v=3, kernel_a=3, text_dropout=0.9)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = EMOE(cfg)
     text, audio, vision = torch.randn(3, 6, 12), torch.randn(3, 6, 3), torch.randn(3, 6, 5)
     expected = F.softmax(model.router.l2(torch.relu(F.normalize(model.router.l1(
         torch.cat([text, vision, audio], -1).flatten(1)), dim=1))) / cfg.temperature, dim=1)
     model.train()
-    train_out = model(text, audio, vision)
+    train_out = model(text=text, audio=audio, vision=vision)
     torch.testing.assert_close(train_out.weights, expected)
     model.eval()
-    eval_out = model(text, audio, vision)
+    eval_out = model(text=text, audio=audio, vision=vision)
     torch.testing.assert_close(eval_out.weights, train_out.weights)
     assert (eval_out.h[:, 0] - train_out.h[:, 0]).abs().max() > 1e-4  # the text expert does see dropout

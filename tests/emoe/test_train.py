@@ -15,7 +15,7 @@ from emoe.config import ConfigError, EMOEConfig, LossConfig, ModelConfig, TrainC
 from emoe.data.arrays import DataSet, Split, iter_batches
 from emoe.evaluate import autocast_context, evaluate
 from emoe.losses import total_loss
-from emoe.model import build_model
+from emoe.model import EMOE
 from emoe.outputs import EpochRecord
 from emoe.train import check_data_fits, fit, seed_everything, train_emoe, train_epoch
 
@@ -61,9 +61,9 @@ class CountingModel(torch.nn.Module):
         super().__init__()
         self.inner, self.calls = inner, 0
 
-    def forward(self, *args):
+    def forward(self, **kwargs):
         self.calls += 1
-        return self.inner(*args)
+        return self.inner(**kwargs)
 
 
 class RecordingAdam(torch.optim.Adam):
@@ -89,7 +89,7 @@ class RecordingAdam(torch.optim.Adam):
 def test_accumulation_window_zeroes_at_start_steps_at_end_and_after_partial_window():
     data, cfg = make_data(n_train=45), make_cfg(dropout=False, batch_size=4, update_epochs=5)
     torch.manual_seed(0)
-    model = CountingModel(build_model(cfg.model))
+    model = CountingModel(EMOE(cfg.model))
     initial = copy.deepcopy(model.inner)
     opt = RecordingAdam(model)
     gen = torch.Generator().manual_seed(7)
@@ -103,7 +103,8 @@ def test_accumulation_window_zeroes_at_start_steps_at_end_and_after_partial_wind
     summed = [torch.zeros_like(p) for p in initial.parameters()]
     for _, batch in zip(range(5), replay):
         initial.zero_grad()
-        total_loss(initial(batch.text, batch.audio, batch.vision), batch.labels, cfg.loss, "sum").total.backward()
+        total_loss(initial(text=batch.text, audio=batch.audio, vision=batch.vision), batch.labels, cfg.loss,
+                   "sum").total.backward()
         summed = [s + p.grad for s, p in zip(summed, initial.parameters())]
     for got, want in zip(opt.first_grads, summed):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
@@ -114,7 +115,7 @@ def test_grad_clip_bounds_the_global_norm_at_every_step():
     for clip, bounded in ((None, False), (1e-3, True)):
         cfg = make_cfg(dropout=False, batch_size=4, update_epochs=5, grad_clip=clip)
         torch.manual_seed(0)
-        model = CountingModel(build_model(cfg.model))
+        model = CountingModel(EMOE(cfg.model))
         opt = RecordingAdam(model)
         train_epoch(model, data.train, cfg, opt, generator=torch.Generator().manual_seed(7),
                     device=torch.device("cpu"))
@@ -188,7 +189,7 @@ def test_non_finite_loss_diverges_keeping_last_good_selection(column, value):
             getattr(data.train, column)[...] = value  # the test owns these arrays
 
     seed_everything(0)
-    model = build_model(make_cfg().model)
+    model = EMOE(make_cfg().model)
     res = fit(model, data, make_cfg(max_epochs=5), on_epoch=poison_after_epoch_2)
     assert res.status == "diverged"
     assert res.error == "diverged: non-finite training loss (nan) at epoch 3, batch 1"
@@ -236,7 +237,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     state = load_state(path)
     assert not list(tmp_path.glob(".*"))  # the temporary file was renamed away
     seed_everything(999)  # a different initialisation and RNG stream: everything must come from the state
-    resumed = fit(build_model(cfg.model), make_data(), cfg, resume=state)
+    resumed = fit(EMOE(cfg.model), make_data(), cfg, resume=state)
     assert resumed.epochs_run == 6 and [r.epoch for r in resumed.history] == list(range(1, 7))
     assert [r.valid for r in resumed.history] == [r.valid for r in full.history]
     assert [r.lr for r in resumed.history] == [r.lr for r in full.history]
@@ -245,7 +246,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     # a changed configuration cannot continue from the state
     other = dataclasses.replace(cfg, loss=LossConfig(distill_weight=0.5))
     with pytest.raises(ValueError, match=r"loss.distill_weight: saved 0.1, now 0.5"):
-        fit(build_model(cfg.model), make_data(), other, resume=state)
+        fit(EMOE(cfg.model), make_data(), other, resume=state)
 
 
 def test_load_state_rejects_missing_and_corrupt_files(tmp_path):
@@ -282,7 +283,7 @@ def test_classification_trains_with_cross_entropy_selection():
 
 def test_evaluate_restores_mode_and_reports_l1_loss():
     cfg, data = make_cfg(), make_data()
-    model = build_model(cfg.model).train()
+    model = EMOE(cfg.model).train()
     metrics, rec = evaluate(model, data.valid, cfg, "mosi", "cpu")
     assert model.training
     assert metrics["loss"] == pytest.approx(float(np.abs(rec.preds - data.valid.labels).mean()), rel=1e-5)

@@ -1,0 +1,211 @@
+"""Every GPU figure of the project in one call, written as one Markdown table.
+
+Rows: the model step (training samples/s of forward + backward + Adam, accumulation window 10, batch 16)
+for the faithful MOSI configuration (207.6M parameters, flattened router) and the small one (0.7M), each
+eager (fast path, float32), ``compile=default``, ``compile=graphs``, bf16 (bf16 working weights, float32
+masters) and stacked seeds (K members as one vmapped model, member-samples/s); GPU packing 1/2/4/8 trials
+per GPU (``bench/gpu_packing.py``); and the main job (``studies/distill_weight.yaml`` with
+``resources.gpus``). Every step runs under its own time limit, so the whole report fits in about
+6 minutes on one H200; a step that fails or times out is a row saying so, never a missing number.
+
+    python bench/gpu_report.py --out gpu_report.md          # on a CUDA machine
+    python bench/gpu_report.py --cpu-check                  # same code paths on CPU, tiny sizes (~2 min)
+
+``--cpu-check`` figures mean nothing (CPU, tiny model): it only checks that every path runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+__all__ = ["main"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _configs(cpu_check: bool) -> dict[str, Any]:
+    from emoe.config import ModelConfig
+
+    if cpu_check:
+        tiny = ModelConfig(d_text=12, d_audio=5, d_vision=6, len_text=8, len_audio=8, len_vision=8, d_model=16,
+                           n_heads=2, n_levels=1, kernel_l=3, kernel_v=3, kernel_a=3)
+        return {"faithful": tiny, "small": dataclasses.replace(tiny, router_input="mean", d_model=8)}
+    mosi = ModelConfig(d_text=768, d_audio=5, d_vision=20, len_text=50, len_audio=50, len_vision=50)
+    return {"faithful": mosi, "small": dataclasses.replace(mosi, d_model=64, n_heads=4, n_levels=2,
+                                                           router_input="mean")}
+
+
+def _step_figure(args: tuple[str, str, bool, str]) -> tuple[float, float, str]:
+    """(samples/s, warm-up s, note) of one model-step variant, measured in this (child) process."""
+    config, variant, cpu_check, device_name = args
+    import torch
+    from model_step import random_split
+
+    from emoe.capture import TrainStep
+    from emoe.config import EMOEConfig, TrainConfig
+    from emoe.dropout import PlannedDropout
+    from emoe.model import EMOE
+    from emoe.precision import BF16Weights
+    from emoe.stack import _Stack
+    from emoe.stack import _train_epoch as stacked_epoch
+    from emoe.train import dropout_generator, make_optimizer, resolve_device, train_epoch
+
+    device = resolve_device(device_name)
+    model_cfg = _configs(cpu_check)[config]
+    batch, window = (8, 2) if cpu_check else (16, 10)
+    windows = 1 if cpu_check else (2 if config == "faithful" else 4)
+    n = batch * window * windows
+    extra: dict[str, Any] = {"compile": {"compile": "default"}, "graphs": {"compile": "graphs"},
+                             "bf16": {"bf16": True, "allow_cpu_bf16": True}}.get(variant, {})
+    train = TrainConfig(batch_size=batch, update_epochs=window, device=device_name, **extra)
+    cfg = EMOEConfig(model=model_cfg, train=train)
+    data, warm = random_split(model_cfg, n, seed=1), random_split(model_cfg, batch * window, seed=2)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if variant.startswith("stacked"):
+        k = int(variant.split("=")[1])
+        cfgs = [dataclasses.replace(cfg, train=dataclasses.replace(train, seed=1111 + i)) for i in range(k)]
+        stack = _Stack(cfgs, device)
+
+        def run(split: Any) -> None:
+            stacked_epoch(stack, split, cfg)
+        per_sample = k
+    else:
+        torch.manual_seed(0)
+        model = EMOE(model_cfg).to(device)
+        precision = BF16Weights(model) if variant == "bf16" else None
+        opt = make_optimizer(model, cfg, None if precision is None else precision.masters)
+        dropout = PlannedDropout([dropout_generator(0, device)], device)
+        model.set_dropout_source(dropout.feed)
+        step = TrainStep(model, cfg, device, dropout)
+        gen = torch.Generator().manual_seed(0)
+
+        def run(split: Any) -> None:
+            out = train_epoch(model, split, cfg, opt, generator=gen, device=device, step=step, precision=precision)
+            if out.error:
+                raise RuntimeError(out.error)
+        per_sample = 1
+    start = time.perf_counter()
+    run(warm)  # compilation, capture, allocations, optimiser state
+    sync()
+    warm_s = time.perf_counter() - start
+    start = time.perf_counter()
+    run(data)
+    sync()
+    rate = per_sample * n / (time.perf_counter() - start)
+    note = "member-samples/s" if per_sample > 1 else ""
+    if variant == "graphs" and device.type != "cuda":
+        note = "no CUDA: ran eagerly (fallback)"
+    return rate, warm_s, note
+
+
+def _timed(fn: Any, args: Any, limit: float) -> tuple[str, Any]:
+    """Run fn(args) in a fresh process (spawn: CUDA state and compile caches stay per figure) within limit."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        job = pool.apply_async(fn, (args,))
+        try:
+            return "ok", job.get(timeout=limit)
+        except mp.TimeoutError:
+            return "timeout", f"over {limit:.0f} s"
+        except Exception as exc:  # a failed figure is reported, the report goes on
+            return "error", f"{type(exc).__name__}: {str(exc)[:160]}"
+
+
+def _command(cmd: list[str], limit: float) -> tuple[str, float, str]:
+    start = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    except subprocess.TimeoutExpired:
+        return "timeout", limit, f"over {limit:.0f} s"
+    wall = time.perf_counter() - start
+    text = (out.stdout + out.stderr).strip()
+    return ("ok" if out.returncode == 0 else f"exit {out.returncode}"), wall, text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--cpu-check", action="store_true", help="CPU, tiny sizes: checks every path (~2 min)")
+    p.add_argument("--out", type=Path, default=None, help="write the Markdown report here (default: print only)")
+    p.add_argument("--skip", default="", help="comma list of sections to skip: step, packing, main")
+    args = p.parse_args(argv)
+    import torch
+
+    if not args.cpu_check and not torch.cuda.is_available():
+        print("gpu_report: no CUDA device (use --cpu-check to check the paths on CPU)")
+        return 2
+    device = "cpu" if args.cpu_check else "cuda"
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    what = "CPU check (tiny sizes: figures mean nothing)" if args.cpu_check else torch.cuda.get_device_name(0)
+    rows: list[list[str]] = []
+    began = time.perf_counter()
+    if "step" not in skip:
+        variants = ["eager", "compile", "graphs", "bf16"]
+        plan = [(c, v) for c in ("faithful", "small") for v in variants]
+        plan += [("small", "stacked=8"), ("faithful", "stacked=2")]
+        eager: dict[str, float] = {}
+        for config, variant in plan:
+            compiled = variant in ("compile", "graphs")  # compilation is slow: a longer limit
+            limit = (120 if compiled else 60) if args.cpu_check else (75 if compiled else 30)
+            status, value = _timed(_step_figure, (config, variant, args.cpu_check, device), limit)
+            if status == "ok":
+                rate, warm_s, note = value
+                if variant == "eager":
+                    eager[config] = rate
+                ratio = f"{rate / eager[config]:.2f}x" if config in eager else "-"
+                rows.append([f"model step, {config}", variant, f"{rate:,.0f}", ratio, f"{warm_s:.1f}", note])
+            else:
+                rows.append([f"model step, {config}", variant, "-", "-", "-", f"{status}: {value}"])
+            print(" | ".join(rows[-1]), flush=True)
+    if "packing" not in skip:
+        cmd = [sys.executable, "bench/gpu_packing.py", "--packings", "1,2" if args.cpu_check else "1,2,4,8"]
+        cmd += ["--cpu-check", "--trials", "2", "--epochs", "1"] if args.cpu_check else ["--trials", "8"]
+        status, wall, text = _command(cmd, 60 if args.cpu_check else 150)
+        table = [line for line in text.splitlines() if line.strip().split(" ")[0].isdigit()]
+        for line in table:
+            cells = line.split()
+            rows.append(["GPU packing", f"{cells[0]} per GPU", f"{float(cells[-2]):,.0f}", f"{cells[-1]}x", "-",
+                         "trials/hour"])
+        if status != "ok" or not table:
+            rows.append(["GPU packing", "1/2/4/8", "-", "-", f"{wall:.0f}", f"{status}: {text[-160:]}"])
+        print(" | ".join(rows[-1]), flush=True)
+    if "main" not in skip:
+        with tempfile.TemporaryDirectory(prefix="gpu-report-") as tmp:
+            cmd = [sys.executable, "-m", "harness.run", "studies/distill_weight.yaml", "--results", tmp]
+            if args.cpu_check:
+                cmd += ["--set", "base.train.max_epochs=1", "--set", "seeds=[1111]", "--set", "report=false"]
+            else:
+                cmd += ["--set", "resources.gpus=0.25"]
+            status, wall, text = _command(cmd, 90 if args.cpu_check else 120)
+        rows.append(["main job (distill_weight.yaml)", "resources.gpus" + ("" if args.cpu_check else "=0.25"),
+                     f"{wall:.1f} s wall", "-", "-", status if status == "ok" else f"{status}: {text[-160:]}"])
+        rows.append(["main job (distill_weight.yaml)", "with stacks", "-", "-", "-",
+                     "not measured: the harness does not stack trials yet (emoe.stack.fit_stacked exists)"])
+        print(" | ".join(rows[-2]), flush=True)
+    report = [f"# GPU report: {what}", "",
+              f"torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+              f"{time.perf_counter() - began:.0f} s in all", "",
+              "| figure | variant | value (samples/s unless said) | ratio (to eager; packing: to 1 per GPU) | warm-up s | note |",
+              "|---|---|---|---|---|---|"]
+    report += ["| " + " | ".join(r) + " |" for r in rows]
+    text = "\n".join(report) + "\n"
+    print("\n" + text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

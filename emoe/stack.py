@@ -1,0 +1,407 @@
+"""Stacked seeds: K runs of the same shapes trained as one batched model, each exactly as it would run alone.
+
+The K members' parameters are stacked along a leading member dimension (``torch.func.stack_module_state``)
+and one ``torch.func.vmap`` of ``functional_call`` runs every member's forward and loss per batch, so the
+kernels of K small models become K-times-larger kernels. Members may differ in their seed and in scalars
+that leave the shapes alone: dropout rates, router temperature and fixed weights, loss weights, learning
+rate, weight decay, gradient clipping, the plateau schedule, early stopping and the epoch budget
+(``STACKABLE``). Each member keeps what makes its trajectory its own: its initial weights (built under its
+seed like ``train_emoe``), its data-order generator, its dropout generator (``emoe.dropout``: masks are
+drawn per member and passed into the vmapped step), its Adam state and learning rate, its plateau
+scheduler, selection, early stopping and divergence. A member that stops (patience, budget, divergence or
+its callback) leaves the stack; the others go on. Results, epoch records and checkpoints are per member,
+in ``emoe.train.fit``'s format (a member's checkpoint resumes alone with ``fit`` and vice versa).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from emoe.checkpoint import (
+    STATE_VERSION,
+    record_from_state,
+    record_to_state,
+    router_from_state,
+    router_to_state,
+)
+from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
+from emoe.data.arrays import DataSet, Split, iter_batches
+from emoe.dropout import PlannedDropout, cut_masks, record_plan
+from emoe.evaluate import NonFiniteOutput, autocast_context, summarize
+from emoe.losses import (
+    EPOCH_LOSSES,
+    distillation_loss,
+    entropy_balance_loss,
+    importance_target,
+    per_sample_error,
+    similarity_loss,
+    task_loss,
+    unimodal_loss,
+    weighted_total,
+)
+from emoe.model import EMOE
+from emoe.outputs import EpochRecord, FitResult
+from emoe.stack_optim import StackedAdam
+from emoe.train import (
+    _check_resume,
+    _nonfinite_name,
+    _Selection,
+    check_data_fits,
+    dropout_generator,
+    resolve_device,
+    seed_everything,
+)
+
+__all__ = ["STACKABLE", "OnMemberEpoch", "check_stackable", "fit_stacked"]
+
+#: Fields that may differ between the members of one stack (everything else must be equal).
+STACKABLE: frozenset[tuple[str, str]] = frozenset(
+    {("model", f) for f in ("text_dropout", "embed_dropout", "attn_dropout_l", "attn_dropout_v", "attn_dropout_a",
+                            "relu_dropout", "res_dropout", "out_dropout", "temperature", "fixed_weights")}
+    | {("loss", f) for f in ("uni_weight", "balance_weight", "sim_alpha", "distill_weight")}
+    | {("train", f) for f in ("lr", "seed", "weight_decay", "grad_clip", "plateau_patience", "plateau_factor",
+                              "max_epochs", "early_stop", "min_delta")})
+_LOSS_WEIGHTS = ("uni_weight", "balance_weight", "sim_alpha", "distill_weight")
+
+#: ``on_epoch(member, record, checkpoint)``: as ``emoe.train.OnEpoch`` for member ``member`` (its index
+#: in the list given to ``fit_stacked``); returning True stops that member.
+OnMemberEpoch = Callable[[int, EpochRecord, Callable[[], dict[str, Any]]], bool | None]
+
+
+def check_stackable(cfgs: list[EMOEConfig]) -> list[str]:
+    """Every reason the configurations cannot train as one stack, as ``"section.field: ..."`` strings."""
+    if not cfgs:
+        return ["members: need at least one configuration"]
+    errors = []
+    first = to_dict(cfgs[0])
+    for k, cfg in enumerate(cfgs[1:], start=1):
+        now = to_dict(cfg)
+        for sec, fields in first.items():
+            for name, value in fields.items():
+                if (sec, name) not in STACKABLE and now[sec][name] != value:
+                    errors.append(f"{sec}.{name}: member {k} has {now[sec][name]!r}, member 0 {value!r} "
+                                  "(only dropout rates, temperature, fixed weights, loss weights and training "
+                                  "scalars may differ within a stack)")
+    if cfgs[0].model.text_input != "features":
+        errors.append("model.text_input: a fine-tuned BERT encoder is not stacked (use text features)")
+    if cfgs[0].train.compile != "off":
+        errors.append(f"train.compile: stacked members run eagerly, got {cfgs[0].train.compile!r}")
+    return errors
+
+
+class _Member:
+    """One member's own state: generators, scheduler, selection, history, stop reason."""
+
+    def __init__(self, index: int, cfg: EMOEConfig, device: torch.device, n_params: int):
+        self.index, self.cfg = index, cfg
+        t = cfg.train
+        self.data_gen = torch.Generator().manual_seed(t.seed)
+        self.drop_gen = dropout_generator(t.seed, device)
+        self.lr_holder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=t.lr)  # the scheduler's view
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.lr_holder, mode="min", factor=t.plateau_factor, patience=t.plateau_patience)
+        self.sel = _Selection()
+        self.history: list[EpochRecord] = []
+        self.epoch = 0
+        self.status, self.error, self.stopped_by_callback = "completed", None, False
+
+    @property
+    def lr(self) -> float:
+        return float(self.lr_holder.param_groups[0]["lr"])
+
+    def more_epochs(self) -> bool:
+        t = self.cfg.train
+        return self.epoch < t.max_epochs and self.epoch - self.sel.epoch < t.early_stop
+
+
+class _Stack:
+    """The stacked parameters, their functional model and optimiser, and the members still in the stack."""
+
+    def __init__(self, cfgs: list[EMOEConfig], device: torch.device):
+        models = []
+        for cfg in cfgs:  # each member's initial weights exactly as train_emoe builds them
+            seed_everything(cfg.train.seed)
+            models.append(EMOE(cfg.model, fast_path=cfg.train.fast_path))
+        params, buffers = stack_module_state(models)
+        self.params = {n: p.detach().to(device).requires_grad_(True) for n, p in params.items()}
+        self.buffers = {n: b.to(device) for n, b in buffers.items()}
+        self.names = list(self.params)
+        self.template = models[0].to("meta")
+        self.members = [_Member(k, cfg, device, len(self.names)) for k, cfg in enumerate(cfgs)]
+        self.plan_models = [m.to("meta") for m in models]  # dropout plans are recorded on meta tensors
+        self.dropout = PlannedDropout([m.drop_gen for m in self.members], device, stacked=True)
+        self.template.set_dropout_source(self.dropout.feed)
+        self.optim = StackedAdam(self.params, [c.train for c in cfgs], fused_format=cfgs[0].train.fast_path)
+        self.device = device
+        c0 = cfgs[0]
+        self.loss_kind, self.fusion = c0.loss, c0.model.fusion
+        self._refresh_scalars()
+
+    def _refresh_scalars(self) -> None:
+        cfgs = [m.cfg for m in self.members]
+        self.loss_weights = torch.tensor([[getattr(c.loss, w) for w in _LOSS_WEIGHTS] for c in cfgs],
+                                         dtype=torch.float32, device=self.device)  # (K, 4)
+
+    def keep(self, index: list[int]) -> None:
+        """Keep only the members at positions ``index`` (the others stopped)."""
+        sel = torch.tensor(index, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            self.params = {n: p.index_select(0, sel).detach().requires_grad_(True) for n, p in self.params.items()}
+        self.buffers = {n: b.index_select(0, sel) for n, b in self.buffers.items()}
+        self.optim.keep(index, self.params)
+        self.members = [self.members[i] for i in index]
+        self.plan_models = [self.plan_models[i] for i in index]
+        self.dropout.keep(index)
+        self._refresh_scalars()
+
+    # --- the vmapped step ---------------------------------------------------------------------------
+    def _member_loss(self, params: dict, buffers: dict, text: torch.Tensor, audio: torch.Tensor,
+                     vision: torch.Tensor, labels: torch.Tensor, masks: list, weights: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.dropout.feed.set(masks)
+        out = functional_call(self.template, (params, buffers), (), {"text": text, "audio": audio, "vision": vision})
+        lc = self.loss_kind
+        pred, uni_pred = out.pred.float(), out.uni_pred.float()
+        w, p_uni, p_fused = out.weights.float(), out.p_uni.float(), out.p_fused.float()
+        task = task_loss(pred, labels, lc.task)
+        uni = unimodal_loss(uni_pred, labels, lc.task)
+        target = importance_target(per_sample_error(uni_pred, labels, lc.task), lc.importance, lc.importance_eps)
+        sim, ent = similarity_loss(w, target), entropy_balance_loss(w)
+        ud = distillation_loss(p_fused, p_uni, w, self.fusion)
+        total = weighted_total(task, uni, sim, ent, ud, uni_weight=weights[0], balance_weight=weights[1],
+                               sim_alpha=weights[2], distill_weight=weights[3])
+        return total, torch.stack([total, task, uni, sim, ent, ud]).detach().float()
+
+    def train_batch(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
+                    cfg: EMOEConfig) -> torch.Tensor:
+        """Forward + backward of one batch for every member (inputs (K, B, ...)); returns (K, 6) loss terms."""
+        b = text.shape[1]
+
+        def record() -> list:
+            with autocast_context(cfg, self.device):
+                return [record_plan(m, lambda m=m: m(text=text[0].to("meta"), audio=audio[0].to("meta"),
+                                                    vision=vision[0].to("meta")), stacked=True)
+                        for m in self.plan_models]
+
+        for m in self.plan_models:
+            m.train()
+        plans = self.dropout.plans(b, record)
+        masks = cut_masks(plans, self.dropout.uniforms(plans), stacked=True)
+        self.template.train()
+        with autocast_context(cfg, self.device):
+            mask_dims = [None if m is None else 0 for m in masks]
+            total, vals = vmap(self._member_loss, in_dims=(0, 0, 0, 0, 0, 0, mask_dims, 0))(
+                self.params, self.buffers, text, audio, vision, labels, masks, self.loss_weights)
+        total.sum().backward()
+        return vals
+
+    def _eval_forward(self, params: dict, buffers: dict, text: torch.Tensor, audio: torch.Tensor,
+                      vision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = functional_call(self.template, (params, buffers), (), {"text": text, "audio": audio, "vision": vision})
+        return out.pred.float(), out.weights.float()
+
+    @torch.no_grad()
+    def evaluate(self, split: Split, cfg: EMOEConfig, kind: str) -> list[tuple[dict, Any] | NonFiniteOutput]:
+        """Every member's ``evaluate`` on ``split`` (one vmapped forward per batch): metrics and router
+        record, or the ``NonFiniteOutput`` it raised."""
+        self.template.eval()
+        preds, weights = [], []
+        with autocast_context(cfg, self.device):
+            for batch in iter_batches(split, cfg.train.eval_batch_size, device=self.device):
+                p, w = vmap(self._eval_forward, in_dims=(0, 0, None, None, None))(
+                    self.params, self.buffers, batch.text, batch.audio, batch.vision)
+                preds.append(p)
+                weights.append(w)
+        pred, w = torch.cat(preds, dim=1), torch.cat(weights, dim=1)  # (K, N, n_out), (K, N, 3)
+        out: list[tuple[dict, Any] | NonFiniteOutput] = []
+        for k, member in enumerate(self.members):
+            try:
+                out.append(summarize(pred[k], w[k], split, member.cfg, kind))
+            except NonFiniteOutput as exc:
+                out.append(exc)
+        return out
+
+
+def _gather(split: Split, orders: list[torch.Tensor], start: int, size: int, device: torch.device
+            ) -> tuple[torch.Tensor, ...]:
+    """(K, B, ...) text, audio, vision and (K, B) labels: each member's next batch in its own order."""
+    idx = [o[start:start + size].numpy() for o in orders]
+    return tuple(torch.from_numpy(np.stack([np.ascontiguousarray(getattr(split, f)[i]) for i in idx])).to(device)
+                 for f in ("text", "audio", "vision", "labels"))
+
+
+def _train_epoch(stack: _Stack, split: Split, cfg: EMOEConfig) -> dict[int, str]:
+    """One epoch for every member in the stack; returns {member position: divergence message}. Members
+    that diverge leave the stack at the end of their window (no step with their gradients); each member's
+    mean loss terms are left in ``member.losses``."""
+    t = cfg.train
+    n_batches = math.ceil(len(split) / t.batch_size)
+    orders = [torch.randperm(len(split), generator=m.data_gen) for m in stack.members]
+    k = len(stack.members)
+    sums = torch.zeros(k, len(EPOCH_LOSSES), device=stack.device)
+    first_bad = torch.full((k,), -1, dtype=torch.long, device=stack.device)
+    bad_value = torch.zeros(k, device=stack.device)
+    diverged: dict[int, str] = {}
+    for i in range(n_batches):
+        if i % t.update_epochs == 0:
+            stack.optim.zero_grad()
+        text, audio, vision, labels = _gather(split, orders, i * t.batch_size, t.batch_size, stack.device)
+        vals = stack.train_batch(text, audio, vision, labels, cfg)  # (K, 6)
+        sums += vals
+        newly_bad = ~torch.isfinite(vals[:, 0]) & (first_bad < 0)
+        first_bad = torch.where(newly_bad, i, first_bad)
+        bad_value = torch.where(newly_bad, vals[:, 0], bad_value)
+        if (i + 1) % t.update_epochs and i + 1 < n_batches:
+            continue
+        norms = stack.optim.grad_norms().to(stack.device)
+        host = torch.stack([first_bad.double(), bad_value.double(), norms.double()]).tolist()  # one sync
+        epoch = [m.epoch + 1 for m in stack.members]
+        out = []
+        for pos, (bad, loss, norm) in enumerate(zip(*host)):
+            if bad >= 0:
+                out.append(pos)
+                diverged[stack.members[pos].index] = (
+                    f"diverged: non-finite training loss ({_nonfinite_name(loss)}) at epoch {epoch[pos]}, "
+                    f"batch {int(bad) + 1}")
+            elif not math.isfinite(norm):
+                out.append(pos)
+                diverged[stack.members[pos].index] = (
+                    f"diverged: non-finite gradient norm ({_nonfinite_name(norm)}) at epoch {epoch[pos]}, batch {i + 1}")
+        if out:
+            keep = [p for p in range(len(stack.members)) if p not in out]
+            for p in out:
+                stack.members[p].status, stack.members[p].error = "diverged", diverged[stack.members[p].index]
+            if not keep:
+                return diverged
+            sel = torch.tensor(keep, dtype=torch.long, device=stack.device)
+            grads = {n: p.grad.index_select(0, sel) if p.grad is not None else None for n, p in stack.params.items()}
+            orders = [orders[p] for p in keep]
+            sums, first_bad, bad_value = sums[sel], first_bad[sel], bad_value[sel]
+            norms = norms[sel]
+            stack.keep(keep)
+            for n, g in grads.items():
+                stack.params[n].grad = g
+        stack.optim.clip(norms)
+        stack.optim.step()
+    means = (sums / max(n_batches, 1)).tolist()
+    for member, row in zip(stack.members, means):
+        member.losses = dict(zip(EPOCH_LOSSES, row))  # type: ignore[attr-defined]
+    return diverged
+
+
+def _checkpoint(stack: _Stack, pos: int) -> dict[str, Any]:
+    """Member ``pos``'s full training state in ``emoe.train.fit``'s format (views of live tensors)."""
+    m = stack.members[pos]
+    return {
+        "version": STATE_VERSION, "config": to_dict(m.cfg), "epoch": m.epoch,
+        "model": {n: p[pos].detach() for n, p in stack.params.items()},
+        "optimizer": stack.optim.member_state(pos), "scheduler": m.scheduler.state_dict(),
+        "best_loss": m.sel.loss, "best_epoch": m.sel.epoch, "best_valid": dict(m.sel.valid),
+        "best_test": dict(m.sel.test), "best_router": router_to_state(m.sel.router),
+        "generator": m.data_gen.get_state(), "torch_rng": m.drop_gen.get_state(), "cuda_rng": [],
+        "history": [record_to_state(r) for r in m.history],
+    }
+
+
+def _resume(stack: _Stack, pos: int, state: dict[str, Any]) -> None:
+    m = stack.members[pos]
+    _check_resume(state, m.cfg)
+    with torch.no_grad():
+        for n, p in stack.params.items():
+            p[pos] = state["model"][n].to(p)
+    stack.optim.load_member_state(pos, state["optimizer"])
+    m.scheduler.load_state_dict(state["scheduler"])
+    m.lr_holder.param_groups[0]["lr"] = stack.optim.lrs[pos]
+    m.data_gen.set_state(state["generator"])
+    m.drop_gen.set_state(state["torch_rng"])
+    m.sel = _Selection(float(state["best_loss"]), int(state["best_epoch"]), dict(state["best_valid"]),
+                       dict(state["best_test"]), router_from_state(state["best_router"]))
+    m.history = [record_from_state(r) for r in state["history"]]
+    m.epoch = int(state["epoch"])
+
+
+def _result(m: _Member, device: torch.device) -> FitResult:
+    return FitResult(status=m.status, best_epoch=m.sel.epoch, epochs_run=len(m.history),  # type: ignore[arg-type]
+                     valid=m.sel.valid, test=m.sel.test, history=m.history, router=m.sel.router, error=m.error,
+                     extra={"device": str(device), "stopped_by_callback": m.stopped_by_callback,
+                            "final_lr": m.lr, "stacked": True})
+
+
+def fit_stacked(cfgs: list[EMOEConfig], data: DataSet, *, on_epoch: OnMemberEpoch | None = None,
+                resume: list[dict[str, Any] | None] | None = None) -> list[FitResult]:
+    """Train every configuration of ``cfgs`` (one stack, see ``check_stackable``) on ``data`` as one batched
+    model; returns one ``FitResult`` per member, in order, each what ``emoe.train.train_emoe`` gives alone.
+
+    Each member is built under its own seed, then every epoch: train (one vmapped step per batch), evaluate
+    validation (and test when the member improved), step its plateau scheduler, record its epoch and call
+    ``on_epoch(member, record, checkpoint)``. A member leaves the stack when its patience or budget is
+    spent, its callback returns True, or it diverges (its status "diverged", the others go on).
+    ``resume``: per member a state from ``checkpoint()`` or ``emoe.train.fit`` (or None to start afresh).
+    """
+    errors = check_stackable(cfgs)
+    for k, cfg in enumerate(cfgs):
+        try:
+            check_data_fits(cfg, data)
+        except ConfigError as exc:
+            errors += [f"member {k}: {e}" for e in exc.errors]
+    if errors:
+        raise ConfigError(errors)
+    for name, split in data.splits().items():
+        if len(split) == 0:
+            raise ValueError(f"data.{name}: the split is empty")
+    cfg0 = cfgs[0]
+    device = resolve_device(cfg0.train.device)
+    stack = _Stack(cfgs, device)
+    every = list(stack.members)
+    for pos, state in enumerate(resume or []):
+        if state is not None:
+            _resume(stack, pos, state)
+    stack.keep([p for p, m in enumerate(stack.members) if m.more_epochs()])
+    while stack.members:
+        start = time.perf_counter()
+        lrs = [m.lr for m in stack.members]
+        stack.optim.lrs = list(lrs)
+        lr_at = {m.index: lr for m, lr in zip(stack.members, lrs)}
+        _train_epoch(stack, data.train, cfg0)  # diverged members have left the stack
+        if not stack.members:
+            break
+        for m in stack.members:
+            m.epoch += 1
+        valid = stack.evaluate(data.valid, cfg0, data.label_kind)
+        improved = [not isinstance(v, Exception) and v[0]["loss"] <= m.sel.loss - m.cfg.train.min_delta
+                    for m, v in zip(stack.members, valid)]
+        test = stack.evaluate(data.test, cfg0, data.label_kind) if any(improved) else [None] * len(improved)
+        elapsed = time.perf_counter() - start
+        keep = []
+        for pos, (m, v, imp, te) in enumerate(zip(stack.members, valid, improved, test)):
+            if isinstance(v, NonFiniteOutput) or (imp and isinstance(te, NonFiniteOutput)):
+                where, exc = ("validation", v) if isinstance(v, NonFiniteOutput) else ("test", te)
+                m.status, m.error = "diverged", f"diverged: non-finite {where} predictions at epoch {m.epoch} ({exc})"
+                continue
+            metrics, vrec = v  # type: ignore[misc]
+            if imp:
+                m.sel = _Selection(metrics["loss"], m.epoch, metrics, te[0], te[1])  # type: ignore[index]
+            m.scheduler.step(metrics["loss"])
+            mean_w = vrec.weights.mean(axis=0)
+            record = EpochRecord(
+                epoch=m.epoch, train=m.losses, valid=metrics, lr=lr_at[m.index], improved=imp,  # type: ignore[attr-defined]
+                best_epoch=m.sel.epoch, test=te[0] if imp else None,  # type: ignore[index]
+                router_mean={f"w_{mod}": float(w) for mod, w in zip(MODALITIES, mean_w)},
+                time_s=elapsed / len(stack.members), last=not m.more_epochs())
+            m.history.append(record)
+            if on_epoch is not None and on_epoch(m.index, record, lambda pos=pos: _checkpoint(stack, pos)) is True:
+                m.stopped_by_callback = True
+                continue
+            if m.more_epochs():
+                keep.append(pos)
+        if keep != list(range(len(stack.members))):
+            stack.keep(keep)
+    return [_result(m, device) for m in every]
+

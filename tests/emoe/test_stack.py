@@ -1,0 +1,120 @@
+"""Stacked seeds: K members trained as one batched model give exactly what each gives alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from emoe.checkpoint import load_state, save_state
+from emoe.config import ConfigError, EMOEConfig, LossConfig, ModelConfig, TrainConfig
+from emoe.data.arrays import DataSet, Split
+from emoe.stack import check_stackable, fit_stacked
+from emoe.train import train_emoe
+
+DIMS = {"d_text": 12, "d_audio": 5, "d_vision": 6, "len_text": 8, "len_audio": 8, "len_vision": 8}
+
+
+def make_split(n: int, rng: np.random.Generator) -> Split:
+    text = rng.normal(size=(n, 8, 12))
+    audio = rng.normal(size=(n, 8, 5))
+    vision = rng.normal(size=(n, 8, 6))
+    labels = np.tanh(text[:, :, 0].mean(1) * 3 + vision[:, :, 0].mean(1)) * 3
+    return Split(text=text, audio=audio, vision=vision, labels=labels, ids=np.array([f"s{i}" for i in range(n)]))
+
+
+def make_data(seed: int = 0) -> DataSet:
+    rng = np.random.default_rng(seed)
+    return DataSet(make_split(40, rng), make_split(16, rng), make_split(12, rng), name="tiny")
+
+
+def member(seed: int, distill: float, **train: object) -> EMOEConfig:
+    model = ModelConfig(**DIMS, d_model=16, n_heads=2, n_levels=1, kernel_l=3, kernel_v=3, kernel_a=3,
+                        router_input="flatten")
+    base = {"lr": 3e-3, "batch_size": 8, "update_epochs": 2, "max_epochs": 4, "early_stop": 10, "device": "cpu",
+            "seed": seed}
+    return EMOEConfig(model=model, loss=LossConfig(distill_weight=distill),
+                      train=TrainConfig(**{**base, **train}))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def assert_same_run(stacked, alone, tol: float = 1e-6) -> None:
+    assert stacked.status == alone.status and stacked.error == alone.error
+    assert stacked.best_epoch == alone.best_epoch and stacked.epochs_run == alone.epochs_run
+    for s, a in zip(stacked.history, alone.history):
+        assert (s.epoch, s.improved, s.best_epoch, s.last) == (a.epoch, a.improved, a.best_epoch, a.last)
+        assert s.lr == pytest.approx(a.lr, rel=1e-12)
+        for part in ("train", "valid", "test", "router_mean"):
+            got, want = getattr(s, part), getattr(a, part)
+            assert (got is None) == (want is None), part
+            if want is not None:
+                assert got.keys() == want.keys()
+                for key in want:
+                    assert got[key] == pytest.approx(want[key], abs=tol, rel=tol), (s.epoch, part, key)
+    assert (stacked.router is None) == (alone.router is None)
+    if alone.router is not None:
+        np.testing.assert_allclose(stacked.router.weights, alone.router.weights, atol=tol)
+
+
+def test_three_stacked_members_equal_their_runs_alone_in_float64(float64):
+    data = make_data()
+    cfgs = [member(1111, 0.1), member(1112, 0.5, lr=1e-3), member(1113, 0.0, grad_clip=0.5)]
+    cfgs[2] = dataclasses.replace(cfgs[2], model=dataclasses.replace(cfgs[2].model, temperature=0.3,
+                                                                     attn_dropout_v=0.2, text_dropout=0.1))
+    stacked = fit_stacked(cfgs, data)
+    alone = [train_emoe(cfg, data) for cfg in cfgs]
+    for s, a in zip(stacked, alone):
+        assert_same_run(s, a)
+    assert stacked[0].history[-1].valid != stacked[1].history[-1].valid  # the members really differ
+
+
+def test_a_diverging_member_stops_and_the_others_go_on(float64):
+    data = make_data()
+    cfgs = [member(1, 0.1), member(2, 0.1, lr=1e6)]  # an absurd rate blows member 1 up
+    stacked = fit_stacked(cfgs, data)
+    alone = [train_emoe(cfg, data) for cfg in cfgs]
+    assert stacked[1].status == "diverged" == alone[1].status
+    assert stacked[0].status == "completed" and stacked[0].epochs_run == 4
+    for s, a in zip(stacked, alone):
+        assert_same_run(s, a)
+
+
+def test_per_member_early_stop_callback_and_resume(float64, tmp_path):
+    data = make_data()
+    cfgs = [member(1, 0.1, max_epochs=5), member(2, 0.3, max_epochs=5, early_stop=1, min_delta=100.0)]
+    full = fit_stacked(cfgs, data)
+    assert full[1].epochs_run == 2 and full[0].epochs_run == 5  # member 1 ran out of patience
+
+    def stop_after_2(k, record, checkpoint):
+        if record.epoch == 2:
+            save_state(checkpoint(), tmp_path / f"m{k}.pt")
+            return True
+        return None
+
+    part = fit_stacked(cfgs, data, on_epoch=stop_after_2)
+    assert [r.epochs_run for r in part] == [2, 2]
+    states = [load_state(tmp_path / f"m{k}.pt") for k in range(2)]
+    resumed = fit_stacked(cfgs, data, resume=states)
+    for r, f in zip(resumed, full):
+        assert_same_run(r, f, tol=1e-9)
+    alone = train_emoe(cfgs[0], data, resume=states[0])  # a stacked member's state resumes alone too
+    assert_same_run(alone, full[0])
+
+
+def test_members_that_differ_in_shape_are_rejected_with_every_reason():
+    a = member(1, 0.1)
+    b = dataclasses.replace(a, model=dataclasses.replace(a.model, d_model=32), train=dataclasses.replace(
+        a.train, batch_size=4))
+    errors = check_stackable([a, b])
+    assert any(e.startswith("model.d_model") for e in errors) and any(e.startswith("train.batch_size") for e in errors)
+    with pytest.raises(ConfigError, match="d_model"):
+        fit_stacked([a, b], make_data())
