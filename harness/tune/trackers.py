@@ -285,6 +285,7 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
                  dir: str | None = None):
         """``mode``, ``entity`` and ``dir`` go to ``wandb.init`` (None: W&B's default, e.g. ``$WANDB_DIR``)."""
         super().__init__(project=project, group=group, mode=mode, entity=entity, dir=dir)
+        self.kwargs = {k: v for k, v in self.kwargs.items() if v is not None}  # unset: wandb.init's default
         self.store = store
         self._last_step: dict[TuneTrial, int] = {}
         self._exiting: list[ObjectRef[None]] = []
