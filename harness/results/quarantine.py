@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from harness.results.sink import QUARANTINE, READ_ERRORS, TABLES, ResultStore, read_parquet
 from harness.study.errors import StudyExistsError
@@ -59,10 +58,11 @@ def damaged_files(store: ResultStore) -> dict[Path, str]:
     return found
 
 
-def quarantine_damaged(store: ResultStore, previous: dict[str, Any], *,
-                       dry_run: bool = False) -> dict[str, Any]:
+def quarantine_damaged(store: ResultStore, previous: dict[str, object], *,
+                       dry_run: bool = False) -> dict[str, object]:
     """Before a resume: name every damaged file, move its trial's files aside (not on a dry run), and mark
-    a finished study incomplete so its quarantined trials run again. Returns the study's info as now.
+    a finished study incomplete so its quarantined trials run again. ``previous`` is the study's info
+(``study.json``, as ``ResultStore.read_info`` gives it); returns it as it is now.
 
     Takes the study's lock while moving, so a study another driver is running is refused
     (``StudyExistsError``) rather than changed under it.

@@ -37,6 +37,7 @@ __all__ = [
     "STATUSES",
     "Cell",
     "config_arrow_type",
+    "config_columns",
     "config_dtype_of",
     "epoch_row",
     "epochs_table",
@@ -75,6 +76,13 @@ def _config_value(value: object) -> Cell:
     return value  # type: ignore[return-value]  # config leaves are str/int/float/bool/None
 
 
+def config_columns(trial: Trial) -> dict[str, Cell]:
+    """The trial's flattened configuration exactly as the ``trials/`` table's config columns hold it
+    (dotted path -> value, sequences as ``format_sequence`` strings); the trackers log these as run
+    parameters, so a run and its row never disagree."""
+    return {p: _config_value(v) for p, v in flatten(trial.config_dict()).items()}
+
+
 def trial_schema(label_kind: str) -> pa.Schema:
     """Column order and types of ``trials/`` for a study on data of ``label_kind``."""
     return _arrow_schema(trials_columns(label_kind, [(p, config_dtype_of(p)) for p in FIELDS]))
@@ -103,7 +111,7 @@ def trial_table(trial: Trial, *, label_kind: str, status: str, error: str | None
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
     row: dict[str, Cell] = _ids(trial)
     row.update(status=status, error=error)
-    row.update({p: _config_value(v) for p, v in flatten(trial.config_dict()).items()})
+    row.update(config_columns(trial))
     row.update(best_epoch=int(best_epoch), epochs_run=int(epochs_run), objective=_finite(objective))
     for split, values in (("valid", valid), ("test", test)):
         for m in metric_names(label_kind):

@@ -17,14 +17,29 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
-from harness.results.provenance import file_sha256, machine, provenance
+from harness.results.provenance import Scalar, file_sha256, machine, provenance
+from harness.study.params import JSONValue
 
-__all__ = ["cache_dir", "data_checksum", "gpu_names", "node_machines", "resume_record", "study_provenance"]
+__all__ = ["Machine", "NodeInfo", "cache_dir", "data_checksum", "gpu_names", "node_machines", "resume_record",
+           "study_provenance"]
 
 #: Seconds the node probes may take together (a node that does not answer is recorded without details).
 NODE_PROBE_TIMEOUT_S = 15.0
+
+
+#: One machine's facts (``harness.results.provenance.machine``): CPU, memory, GPU models...
+Machine = dict[str, Scalar | list[str]]
+
+
+class NodeInfo(TypedDict):
+    """A Ray node in ``study.json``'s ``provenance.nodes``: ``machine`` is None when its probe did not answer."""
+
+    node_id: str
+    address: str | None
+    resources: dict[str, float]
+    machine: Machine | None
 
 
 def cache_dir() -> Path:
@@ -38,7 +53,7 @@ def _cached_sha256(path: Path) -> str:
     st = path.stat()
     key = str(path.resolve())
     cache = cache_dir() / "sha256.json"
-    entries: dict[str, Any] = {}
+    entries: dict[str, JSONValue] = {}
     with contextlib.suppress(OSError, ValueError):
         entries = dict(json.loads(cache.read_text()))
     hit = entries.get(key)
@@ -54,7 +69,7 @@ def _cached_sha256(path: Path) -> str:
     return digest
 
 
-def data_checksum(path: str | None, key: str) -> dict[str, Any]:
+def data_checksum(path: str | None, key: str) -> dict[str, JSONValue]:
     """What identifies a study's data: ``{"kind", "sha256", ...}`` (``key``: ``StudyData.key``)."""
     if path is None:
         return {"kind": "synthetic", "sha256": hashlib.sha256(key.encode()).hexdigest(),
@@ -83,7 +98,7 @@ def gpu_names() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def _probe() -> dict[str, Any]:
+def _probe() -> Machine:
     """This node's machine facts (run on each node as a Ray task)."""
     info = machine()
     if not info["gpus"]:
@@ -91,7 +106,7 @@ def _probe() -> dict[str, Any]:
     return info
 
 
-def node_machines(timeout_s: float = NODE_PROBE_TIMEOUT_S) -> list[dict[str, Any]]:
+def node_machines(timeout_s: float = NODE_PROBE_TIMEOUT_S) -> list[NodeInfo]:
     """Each alive Ray node: id, address, resources and (when its probe answers in time) its machine."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -103,22 +118,22 @@ def node_machines(timeout_s: float = NODE_PROBE_TIMEOUT_S) -> list[dict[str, Any
     refs = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
             .remote() for n in nodes}
     ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
-    out = []
+    out: list[NodeInfo] = []
     for n in nodes:
         ref = refs[n["NodeID"]]
-        found: Any = None
+        found: Machine | None = None
         if ref in ready:
             with contextlib.suppress(Exception):
                 found = ray.get(ref, timeout=1)
         else:
             ray.cancel(ref, force=True)
         resources = {k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")}
-        out.append({"node_id": n["NodeID"], "address": n.get("NodeManagerAddress"), "resources": resources,
-                    "machine": found})
+        out.append(NodeInfo(node_id=n["NodeID"], address=n.get("NodeManagerAddress"), resources=resources,
+                            machine=found))
     return out
 
 
-def study_provenance(data_path: str | None, data_key: str, argv: list[str] | None = None) -> dict[str, Any]:
+def study_provenance(data_path: str | None, data_key: str, argv: list[str] | None = None) -> dict[str, object]:
     """``harness.results.provenance.provenance`` plus the data checksum and the Ray nodes (when Ray is up)."""
     info = provenance(argv)
     driver = info["driver"]
@@ -132,7 +147,8 @@ def study_provenance(data_path: str | None, data_key: str, argv: list[str] | Non
     return info
 
 
-def resume_record(previous: dict[str, Any], data_path: str | None, data_key: str, at: str) -> list[dict[str, Any]]:
+def resume_record(previous: dict[str, object], data_path: str | None, data_key: str,
+                  at: str) -> list[dict[str, object]]:
     """``study.json``'s ``resumes`` with this resume added: when, and its provenance (a study may be resumed
     with other code, packages or machines than it started with)."""
     earlier = previous.get("resumes")

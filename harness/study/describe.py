@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from emoe.config import ConfigError, EMOEConfig
 from harness.study.cost import CostEstimate, busy_note, estimate_cost, format_duration, parallel_slots
 from harness.study.plan import Plan
 from harness.study.space import RandomTrial
+from harness.study.spec import CategoricalParam, FloatParam, IntParam
 
 __all__ = ["cost_text", "describe_plan", "plan_cost"]
 
 
-def _param_text(spec: dict[str, Any]) -> str:  # pydantic model_dump() of a search parameter
-    kind = spec["type"]
-    if kind == "categorical":
-        text = "one of " + ", ".join(repr(c) for c in spec["choices"])
+def _param_text(param: FloatParam | IntParam | CategoricalParam) -> str:
+    """A search parameter in one line: its distribution (or choices) and its ``when`` condition."""
+    if isinstance(param, CategoricalParam):
+        text = "one of " + ", ".join(repr(c) for c in param.choices)
     else:
-        text = f"{kind} [{spec['low']}, {spec['high']}]" + (f" step {spec['step']}" if spec.get("step") else "")
-        text += " log" if spec.get("log") else ""
-    if spec.get("when"):
-        text += " when " + ", ".join(f"{k}={v}" for k, v in spec["when"].items())
+        text = f"{param.type} [{param.low}, {param.high}]" + (f" step {param.step}" if param.step else "")
+        text += " log" if isinstance(param, IntParam) and param.log else ""
+    if param.when:
+        text += " when " + ", ".join(f"{k}={v}" for k, v in param.when.items())
     return text
 
 
@@ -90,7 +89,7 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
         lines.append(f"search: {s.search.sampler} sampler (seed {s.search.seed}), {s.search.n_trials} "
                      f"configurations x {len(s.seeds)} seed(s) {s.seeds} = {plan.n_trials} trials")
         for path, param in s.search.params.items():
-            lines.append(f"  {path}: {_param_text(param.model_dump())}")
+            lines.append(f"  {path}: {_param_text(param)}")
         if plan.feasible is not None and plan.feasible < 1:
             lines.append(f"  {100 * (1 - plan.feasible):.0f}% of the space violates a constraint; such "
                          "proposals are rejected (told to Optuna as infeasible) and never run")

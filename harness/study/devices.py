@@ -18,7 +18,6 @@ each. Two checks catch that up front (``SpecError``, exit status 2):
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from harness.study.errors import SpecError
 from harness.study.params import flatten
@@ -34,7 +33,7 @@ def study_devices(spec: StudySpec) -> dict[str, str]:
     base = flatten(spec.base).get(DEVICE_PATH, "auto")
     found: dict[str, str] = {}
 
-    def add(device: Any, where: str) -> None:
+    def add(device: object, where: str) -> None:  # spec values are any YAML value; only strings name devices
         if isinstance(device, str):
             found.setdefault(device, where)
 

@@ -18,12 +18,12 @@ The rules (docs/studies.md, "Command line"):
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Callable
 
 import yaml
 
 from harness.study.errors import SpecError
-from harness.study.yamlio import MAX_DEPTH, UniqueKeyLoader, depth
+from harness.study.yamlio import MAX_DEPTH, UniqueKeyLoader, YAMLValue, depth
 
 __all__ = ["EXCLUSIVE", "apply_set_overrides", "set_path"]
 
@@ -34,7 +34,7 @@ EXCLUSIVE: dict[tuple[str, ...], dict[str, str]] = {("data",): {"path": "synthet
 _PARAM_FIELDS = frozenset({"type", "low", "high", "step", "log", "choices", "when"})
 
 #: Shorthands expanded when a PATH goes through them: location -> value -> the mapping it stands for.
-_SHORTHANDS: dict[tuple[str, ...], Any] = {
+_SHORTHANDS: dict[tuple[str, ...], Callable[[YAMLValue], dict[str, YAMLValue] | None]] = {
     ("report",): lambda v: {} if v is True else None,
     ("data", "synthetic"): lambda v: {"preset": v} if isinstance(v, str) else None,
 }
@@ -44,7 +44,7 @@ def _is_when(loc: tuple[str, ...]) -> bool:
     return len(loc) == 4 and loc[:2] == ("search", "params") and loc[3] == "when"
 
 
-def _key_length(loc: tuple[str, ...], node: dict[str, Any], parts: list[str]) -> int:
+def _key_length(loc: tuple[str, ...], node: dict[str, YAMLValue], parts: list[str]) -> int:
     """How many of ``parts`` form the next key of ``node`` (a mapping found at ``loc``)."""
     if loc == ("grid",) or _is_when(loc):
         return len(parts)  # one parameter path; grid values are lists, when values are plain
@@ -63,25 +63,25 @@ def _key_length(loc: tuple[str, ...], node: dict[str, Any], parts: list[str]) ->
     return 1
 
 
-def _expand(loc: tuple[str, ...], value: Any) -> dict[str, Any] | None:
+def _expand(loc: tuple[str, ...], value: YAMLValue) -> dict[str, YAMLValue] | None:
     make = _SHORTHANDS.get(loc)
     return make(value) if make else None
 
 
-def _drop_exclusive(loc: tuple[str, ...], node: dict[str, Any], key: str, value: Any,
+def _drop_exclusive(loc: tuple[str, ...], node: dict[str, YAMLValue], key: str, value: YAMLValue,
                     by_set: set[tuple[str, ...]]) -> None:
     other = EXCLUSIVE.get(loc, {}).get(key)
     if other is not None and value is not None and other in node and (*loc, other) not in by_set:
         del node[other]
 
 
-def set_path(tree: dict[str, Any], path: str, value: Any, by_set: set[tuple[str, ...]] | None = None) -> None:
+def set_path(tree: dict[str, YAMLValue], path: str, value: YAMLValue, by_set: set[tuple[str, ...]] | None = None) -> None:
     """Set dotted ``path`` in ``tree`` to ``value`` by the module's rules (``ValueError`` when a value
     that is not a mapping is in the way). ``by_set`` collects the keys set so far by overrides, so an
     exclusive pair given twice on the command line is not silently resolved."""
     by_set = set() if by_set is None else by_set
     parts = path.split(".")
-    node: dict[str, Any] = tree
+    node: dict[str, YAMLValue] = tree
     loc: tuple[str, ...] = ()
     while True:
         n = _key_length(loc, node, parts)
@@ -107,7 +107,7 @@ def set_path(tree: dict[str, Any], path: str, value: Any, by_set: set[tuple[str,
         node, loc = child, (*loc, key)
 
 
-def apply_set_overrides(raw: Any, overrides: list[str], *, source: str = "<spec>") -> Any:
+def apply_set_overrides(raw: object, overrides: list[str], *, source: str = "<spec>") -> object:
     """Apply ``path=value`` strings (value parsed as YAML) to a copy of ``raw``; every bad one reported."""
     if not overrides:
         return raw

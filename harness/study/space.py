@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol, Required, TypedDict, cast
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from harness.study.params import JSONValue, ParamValue, Scalar, coerce, flatten,
 from harness.study.trial import resolve_point
 
 __all__ = [
+    "ParamDump",
     "Point",
     "RandomTrial",
     "SearchSpace",
@@ -31,6 +32,19 @@ __all__ = [
     "grid_points",
     "short_names",
 ]
+
+
+class ParamDump(TypedDict, total=False):
+    """One ``search.params`` entry as pydantic's ``model_dump()`` gives it (``spec.FloatParam``,
+    ``IntParam``, ``CategoricalParam``): plain data, so the space pickles without the spec's classes."""
+
+    type: Required[str]  # uniform, loguniform, int or categorical
+    low: float
+    high: float
+    step: float | None
+    log: bool
+    choices: list[JSONValue]
+    when: dict[str, JSONValue] | None
 
 
 class Suggester(Protocol):
@@ -107,12 +121,12 @@ class SearchSpace:
     path) and returns the overrides. Picklable, so Tune can checkpoint the searcher that holds it.
     """
 
-    # A parameter's spec is pydantic's model_dump() of a search.params entry: str keys, mixed values.
-    def __init__(self, params: Mapping[str, Mapping[str, Any]], base: Mapping[str, object]):
-        self.params = {p: dict(spec) for p, spec in params.items()}
+    def __init__(self, params: Mapping[str, Mapping[str, object]], base: Mapping[str, object]):
+        """``params``: each search parameter's ``model_dump()`` (its keys and types are ``ParamDump``'s)."""
+        self.params = {p: cast(ParamDump, dict(spec)) for p, spec in params.items()}
         self.base = {**flatten(to_dict(EMOEConfig())), **flatten(base)}
 
-    def _active(self, spec: Mapping[str, Any], chosen: Mapping[str, ParamValue]) -> bool:
+    def _active(self, spec: ParamDump, chosen: Mapping[str, ParamValue]) -> bool:
         for path, want in (spec.get("when") or {}).items():
             have = chosen.get(path, self.base.get(path))
             allowed = want if isinstance(want, list) else [want]
@@ -142,7 +156,7 @@ class SearchSpace:
                                                  step=spec.get("step"), log=kind == "loguniform")
             elif kind == "int":
                 value = trial.suggest_int(path, int(spec["low"]), int(spec["high"]),
-                                          step=int(spec.get("step", 1)), log=bool(spec.get("log", False)))
+                                          step=int(spec.get("step") or 1), log=bool(spec.get("log", False)))
             else:
                 choices = list(spec["choices"])
                 value = _decode(trial.suggest_categorical(path, [_encode(c) for c in choices]), choices)

@@ -13,7 +13,7 @@ import math
 import re
 import types
 import typing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -284,7 +284,7 @@ class StudySpec(_Strict):
         return self.scheduler.name or ("asha" if self.kind == "search" else "fifo")
 
 
-def _unwrap(hint: Any) -> list[Any]:
+def _unwrap(hint: object) -> list[object]:
     """The alternatives of ``hint`` without ``Annotated`` and ``None``."""
     if typing.get_origin(hint) is Annotated:
         return _unwrap(typing.get_args(hint)[0])
@@ -293,15 +293,15 @@ def _unwrap(hint: Any) -> list[Any]:
     return [hint]
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     """Field names of the study-file section at ``loc`` (``()`` is the top level), for did-you-mean."""
-    options: list[Any] = [StudySpec]
+    options: list[object] = [StudySpec]
     for part in loc:
         models = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
         tagged = [m for m in models if "type" in m.model_fields
                   and part in typing.get_args(m.model_fields["type"].annotation)]
         if tagged:  # the tag pydantic puts in the location of a discriminated union's member
-            options = tagged
+            options = [*tagged]
         elif len(models) == 1 and part in models[0].model_fields:
             options = _unwrap(models[0].model_fields[part].annotation)
         elif len(options) == 1 and typing.get_origin(options[0]) in (dict, list):
@@ -312,7 +312,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     return list(models[0].model_fields) if len(models) == 1 else []
 
 
-def _unknown_key(loc: tuple[Any, ...]) -> str:
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
     close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
     return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
 
@@ -323,7 +323,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def flatten_keys(tree: Any, prefix: str = "", *, stop: str | None = None) -> list[str]:
+def flatten_keys(tree: object, prefix: str = "", *, stop: str | None = None) -> list[str]:
     """Dotted paths of the leaves of nested mappings (a mapping holding key ``stop`` is a leaf)."""
     if not isinstance(tree, dict) or not tree or (stop is not None and stop in tree):
         return [prefix.rstrip(".")]

@@ -18,7 +18,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -50,7 +50,7 @@ class WandbTracking(_Strict):
     mode: Literal["online", "offline"] = "online"
 
 
-def _flag(v: Any) -> Any:
+def _flag(v: object) -> object:
     """``mlflow: true`` means the defaults, ``false`` off (like ``report:``)."""
     if v is True:
         return {}

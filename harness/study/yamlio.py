@@ -3,13 +3,18 @@ applies ``--set`` with the same loader)."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import yaml
 
 from harness.study.errors import SpecError
 
-__all__ = ["MAX_DEPTH", "UniqueKeyLoader", "depth", "read_yaml"]
+__all__ = ["MAX_DEPTH", "UniqueKeyLoader", "YAMLValue", "depth", "read_yaml"]
+
+#: A value of a YAML document as the safe loader builds it: scalars (timestamps and ``!!binary`` too),
+#: lists and mappings. A study file's mapping keys are strings (the spec's models refuse any other).
+YAMLValue = str | int | float | bool | None | date | bytes | list["YAMLValue"] | dict[str, "YAMLValue"]
 
 #: Deepest nesting of mappings/lists a study file may have (real studies need about 6). Deeper documents
 #: are refused before anything walks them recursively.

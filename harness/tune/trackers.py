@@ -17,65 +17,85 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
-from ray.tune.logger import TBXLoggerCallback
+from ray.tune.logger import LoggerCallback, TBXLoggerCallback
 
-from harness.study.params import flatten
+from harness.results.rows import Cell, config_columns
+from harness.results.sink import ResultStore
 from harness.study.tracking import TrackingSpec, mlflow_uri
+from harness.study.trial import Trial
 
-__all__ = ["MLflowTracker", "TensorBoardTracker", "WandbTracker", "epoch_metrics", "run_name", "run_params",
-           "run_tags", "selected_metrics", "tracking_callbacks"]
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+    from ray import ObjectRef
+    from ray.tune.experiment import Trial as TuneTrial
+
+__all__ = [
+    "MLflowTracker",
+    "TensorBoardTracker",
+    "WandbTracker",
+    "epoch_metrics",
+    "run_name",
+    "run_params",
+    "run_tags",
+    "selected_metrics",
+    "tracking_callbacks",
+    "trial_of",
+]
 
 #: Prefixes and names of the per-epoch metrics a trial reports (the ``epochs/`` table's metric columns).
 EPOCH_PREFIXES = ("train_", "valid_", "test_", "w_")
 EPOCH_NAMES = ("lr", "time_s", "objective")
 TAG_FIELDS = ("study", "trial_id", "config_id", "variant", "seed")
+#: A Tune result: what the trainable reported plus Ray's own entries (``config``, timings...).
+Result = Mapping[str, object]
 
 
-def _description(trial: Any) -> dict[str, Any] | None:
-    config = getattr(trial, "config", None) or {}
-    desc = config.get("trial")
-    return desc if isinstance(desc, dict) else None
+def trial_of(tune_trial: TuneTrial) -> Trial | None:
+    """The harness ``Trial`` a Tune trial runs (``config["trial"]``), or None for a trial that is not
+    one of a harness study's (the trackers then leave it alone)."""
+    config = getattr(tune_trial, "config", None) or {}
+    trial = config.get("trial")
+    return trial if isinstance(trial, Trial) else None
 
 
-def run_name(desc: dict[str, Any]) -> str:
+def run_name(trial: Trial) -> str:
     """A trial's run name in the trackers: its variant (configuration label) and seed."""
-    return f"{desc['variant']}-seed{desc['seed']}"
+    return f"{trial.variant}-seed{trial.seed}"
 
 
-def run_params(desc: dict[str, Any]) -> dict[str, Any]:
-    """The trial's flattened EMOE configuration, as the ``trials/`` table's config columns hold it."""
-    out: dict[str, Any] = {}
-    for path, value in flatten(desc["emoe"]).items():
-        out[path] = "[" + ", ".join(str(v) for v in value) + "]" if isinstance(value, list | tuple) else value
-    return out
+def run_params(trial: Trial) -> dict[str, Cell]:
+    """The trial's resolved EMOE configuration as the ``trials/`` table's config columns hold it."""
+    return config_columns(trial)
 
 
-def run_tags(desc: dict[str, Any]) -> dict[str, str]:
+def run_tags(trial: Trial) -> dict[str, str]:
     """Tags that find a trial's run again: study, trial id, configuration id, variant and seed."""
-    return {k: str(desc[k]) for k in TAG_FIELDS}
+    return {k: str(getattr(trial, k)) for k in TAG_FIELDS}
 
 
-def _number(v: Any) -> float | None:
+def _number(v: object) -> float | None:
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
     return float(v) if math.isfinite(v) else None
 
 
-def epoch_metrics(result: dict[str, Any]) -> tuple[int, dict[str, float]] | None:
+def epoch_metrics(result: Result) -> tuple[int, dict[str, float]] | None:
     """(epoch, metrics) of one reported epoch, or None for a result that is not an epoch's."""
-    if result.get("resumed_finished") or not isinstance(result.get("epoch"), int):
+    epoch = result.get("epoch")
+    if result.get("resumed_finished") or not isinstance(epoch, int):
         return None
     metrics = {k: x for k, v in result.items()
                if (k.startswith(EPOCH_PREFIXES) or k in EPOCH_NAMES) and (x := _number(v)) is not None}
-    return int(result["epoch"]), metrics
+    return epoch, metrics
 
 
-def selected_metrics(row: dict[str, Any] | None) -> dict[str, float]:
+def selected_metrics(row: Mapping[str, Cell] | None) -> dict[str, float]:
     """A settled trial's selected-epoch metrics from its ``trials/`` row, as ``selected/<column>``."""
     if not row:
         return {}
@@ -87,9 +107,9 @@ class _Guarded:
     """Mixin: a tracker that raises warns once and turns itself off; the study never fails for it."""
 
     name = "tracker"
-    store: Any
+    store: ResultStore
 
-    def _guard(self, hook: str, *args: Any, **kwargs: Any) -> None:
+    def _guard(self, hook: str, *args: object, **kwargs: object) -> None:
         if getattr(self, "_broken", False):
             return
         try:
@@ -100,29 +120,29 @@ class _Guarded:
                   f"rest of this run; trials go on and their results are in {self.store.dir}",
                   file=sys.stderr, flush=True)
 
-    def setup(self, *args: Any, **kwargs: Any) -> None:
+    def setup(self, *args: object, **kwargs: object) -> None:
         self._guard("setup", *args, **kwargs)
 
-    def on_trial_start(self, *args: Any, **kwargs: Any) -> None:
+    def on_trial_start(self, *args: object, **kwargs: object) -> None:
         self._guard("on_trial_start", *args, **kwargs)
 
-    def on_trial_result(self, *args: Any, **kwargs: Any) -> None:
+    def on_trial_result(self, *args: object, **kwargs: object) -> None:
         self._guard("on_trial_result", *args, **kwargs)
 
-    def on_trial_complete(self, *args: Any, **kwargs: Any) -> None:
+    def on_trial_complete(self, *args: object, **kwargs: object) -> None:
         self._guard("on_trial_complete", *args, **kwargs)
 
-    def on_trial_error(self, *args: Any, **kwargs: Any) -> None:
+    def on_trial_error(self, *args: object, **kwargs: object) -> None:
         self._guard("on_trial_error", *args, **kwargs)
 
-    def on_experiment_end(self, *args: Any, **kwargs: Any) -> None:
+    def on_experiment_end(self, *args: object, **kwargs: object) -> None:
         self._guard("on_experiment_end", *args, **kwargs)
 
-    def _row(self, desc: dict[str, Any]) -> dict[str, Any] | None:
-        return self.store.read_trial(desc["trial_id"])
+    def _row(self, trial: Trial) -> dict[str, Cell] | None:
+        return self.store.read_trial(trial.trial_id)
 
 
-def _status(row: dict[str, Any] | None, failed: bool) -> str:
+def _status(row: Mapping[str, Cell] | None, failed: bool) -> str:
     return str(row["status"]) if row else ("failed" if failed else "unknown")
 
 
@@ -131,41 +151,48 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
 
     name = "mlflow"
 
-    def __init__(self, store: Any, *, tracking_uri: str | None, experiment_name: str):
+    def __init__(self, store: ResultStore, *, tracking_uri: str | None, experiment_name: str):
         super().__init__(tracking_uri=tracking_uri, experiment_name=experiment_name)
         self.store = store
 
-    def _client(self) -> Any:
+    def _client(self) -> MlflowClient:
         from mlflow.tracking import MlflowClient
 
         return MlflowClient(tracking_uri=self.tracking_uri)
 
-    def log_trial_start(self, trial: Any) -> None:
-        desc = _description(trial)
-        if desc is None or trial in self._trial_runs:  # a retried trial goes on logging to its run
+    def log_trial_start(self, trial: TuneTrial) -> None:
+        planned = trial_of(trial)
+        if planned is None or trial in self._trial_runs:  # a retried trial goes on logging to its run
             return
         from mlflow.entities import Param
 
         client = self._client()
-        tags = {**run_tags(desc), "results_dir": str(self.store.dir)}
+        tags = {**run_tags(planned), "results_dir": str(self.store.dir)}
         previous = self._previous_run(client, tags)
         if previous is not None:  # the trial of a resumed study (or a retried failed one) continues its run
             client.update_run(previous, status="RUNNING")
             self._trial_runs[trial] = previous
             return
-        run = client.create_run(self.mlflow_util.experiment_id, run_name=run_name(desc), tags=tags)
-        params = [Param(k, str(v)) for k, v in run_params(desc).items()]
+        run = client.create_run(self._experiment_id(), run_name=run_name(planned), tags=tags)
+        params = [Param(k, str(v)) for k, v in run_params(planned).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
             client.log_batch(run.info.run_id, params=params[i:i + 100])
         self._trial_runs[trial] = run.info.run_id
 
-    def _previous_run(self, client: Any, tags: dict[str, str]) -> str | None:
+    def _experiment_id(self) -> str:
+        """The study's experiment, which ``setup`` found or created."""
+        experiment_id = self.mlflow_util.experiment_id
+        if experiment_id is None:
+            raise RuntimeError("the MLflow experiment was not set up")
+        return str(experiment_id)
+
+    def _previous_run(self, client: MlflowClient, tags: dict[str, str]) -> str | None:
         """The run this trial logged to in an earlier run of the same study directory, if any."""
         if "'" in tags["results_dir"]:
             return None  # not expressible in a filter string; start a new run
         query = f"tags.trial_id = '{tags['trial_id']}' and tags.results_dir = '{tags['results_dir']}'"
         try:
-            runs = client.search_runs([self.mlflow_util.experiment_id], filter_string=query, max_results=1)
+            runs = client.search_runs([self._experiment_id()], filter_string=query, max_results=1)
         except Exception:  # a store that cannot search: a new run is still right
             return None
         return str(runs[0].info.run_id) if runs else None
@@ -176,17 +203,17 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         now = int(time.time() * 1000)
         self._client().log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
-    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+    def log_trial_result(self, iteration: int, trial: TuneTrial, result: dict[str, object]) -> None:
         found = epoch_metrics(result)
         if found is not None and trial in self._trial_runs:
             self._log(self._trial_runs[trial], found[1], found[0])
 
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        desc = _description(trial)
+    def log_trial_end(self, trial: TuneTrial, failed: bool = False) -> None:
+        planned = trial_of(trial)
         run_id = self._trial_runs.pop(trial, None)
-        if desc is None or run_id is None:
+        if planned is None or run_id is None:
             return
-        row = self._row(desc)
+        row = self._row(planned)
         selected = selected_metrics(row)
         if selected:
             self._log(run_id, selected, int(selected.get("selected/best_epoch", 0)))
@@ -195,7 +222,7 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         client.set_terminated(run_id, "FAILED" if _status(row, failed) == "failed" else "FINISHED")
 
 
-def _hparam(v: Any) -> Any:
+def _hparam(v: Cell) -> str | bool | int | float:
     return v if isinstance(v, str | bool | int | float) else str(v)
 
 
@@ -204,19 +231,19 @@ class TensorBoardTracker(_Guarded, TBXLoggerCallback):
 
     name = "tensorboard"
 
-    def __init__(self, store: Any, logdir: str | Path):
+    def __init__(self, store: ResultStore, logdir: str | Path):
         super().__init__()
         self.store = store
         self.logdir = Path(logdir)
 
-    def log_trial_start(self, trial: Any) -> None:
-        desc = _description(trial)
-        if desc is None or trial in self._trial_writer:
+    def log_trial_start(self, trial: TuneTrial) -> None:
+        planned = trial_of(trial)
+        if planned is None or trial in self._trial_writer:
             return
-        self._trial_writer[trial] = self._summary_writer_cls(str(self.logdir / desc["trial_id"]), flush_secs=30)
+        self._trial_writer[trial] = self._summary_writer_cls(str(self.logdir / planned.trial_id), flush_secs=30)
         self._trial_result[trial] = {}
 
-    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+    def log_trial_result(self, iteration: int, trial: TuneTrial, result: dict[str, object]) -> None:
         found = epoch_metrics(result)
         writer = self._trial_writer.get(trial)
         if found is None or writer is None:
@@ -226,20 +253,20 @@ class TensorBoardTracker(_Guarded, TBXLoggerCallback):
             writer.add_scalar(key, value, global_step=step)
         writer.flush()
 
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        desc = _description(trial)
+    def log_trial_end(self, trial: TuneTrial, failed: bool = False) -> None:
+        planned = trial_of(trial)
         writer = self._trial_writer.pop(trial, None)
         self._trial_result.pop(trial, None)
-        if desc is None or writer is None:
+        if planned is None or writer is None:
             return
         from tensorboardX.summary import hparams
 
-        row = self._row(desc)
+        row = self._row(planned)
         selected = selected_metrics(row)
         step = int(selected.get("selected/best_epoch", 0))
         for key, value in selected.items():
             writer.add_scalar(key, value, global_step=step)
-        params = {k: _hparam(v) for k, v in {**run_params(desc), **run_tags(desc)}.items()}
+        params = {k: _hparam(v) for k, v in {**run_params(planned), **run_tags(planned)}.items()}
         params["status"] = _status(row, failed)
         for summary in hparams(hparam_dict=params, metric_dict=selected):
             writer.file_writer.add_summary(summary)
@@ -254,13 +281,16 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
     #: Seconds the end of a study waits for the trials' W&B processes to write out and exit.
     EXIT_TIMEOUT_S = 120.0
 
-    def __init__(self, store: Any, *, project: str, group: str, **init: Any):
-        super().__init__(project=project, group=group, **init)
+    def __init__(self, store: ResultStore, *, project: str, group: str, mode: str, entity: str | None = None,
+                 dir: str | None = None):
+        """``mode``, ``entity`` and ``dir`` go to ``wandb.init`` (None: W&B's default, e.g. ``$WANDB_DIR``)."""
+        super().__init__(project=project, group=group, mode=mode, entity=entity, dir=dir)
+        self.kwargs = {k: v for k, v in self.kwargs.items() if v is not None}  # unset: wandb.init's default
         self.store = store
-        self._last_step: dict[Any, int] = {}
-        self._exiting: list[Any] = []
+        self._last_step: dict[TuneTrial, int] = {}
+        self._exiting: list[ObjectRef[None]] = []
 
-    def _cleanup_logging_actor(self, trial: Any) -> None:
+    def _cleanup_logging_actor(self, trial: TuneTrial) -> None:
         """Let a trial's logging actor exit on its own once its run has finished, instead of killing it
         (Ray's way): ``wandb.finish()`` returns before W&B's service has written an offline run out, and a
         killed actor takes the service down with it, leaving an empty run file."""
@@ -283,23 +313,23 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
             ray.wait(self._exiting, num_returns=len(self._exiting), timeout=self.EXIT_TIMEOUT_S)
             self._exiting = []
 
-    def setup(self, *args: Any, **kwargs: Any) -> None:
+    def setup(self, *args: object, **kwargs: object) -> None:
         if self.kwargs.get("mode") == "offline":
             return  # no API key needed, nothing to look up
         super().setup(*args, **kwargs)
 
-    def log_trial_start(self, trial: Any) -> None:
-        desc = _description(trial)
-        if desc is None or trial in self._trial_logging_futures:
+    def log_trial_start(self, trial: TuneTrial) -> None:
+        planned = trial_of(trial)
+        if planned is None or trial in self._trial_logging_futures:
             return
         trial.init_local_path()  # the logging actor starts in the trial's directory
-        config = {**run_tags(desc), **run_params(desc)}
-        tags = [f"variant:{desc['variant']}"[:64], f"seed:{desc['seed']}"[:64], f"config:{desc['config_id']}"]
-        init = {"name": run_name(desc), "group": self.group, "project": self.project, "config": config,
+        config = {**run_tags(planned), **run_params(planned)}
+        tags = [f"variant:{planned.variant}"[:64], f"seed:{planned.seed}"[:64], f"config:{planned.config_id}"]
+        init = {"name": run_name(planned), "group": self.group, "project": self.project, "config": config,
                 "tags": tags, "allow_val_change": True, **self.kwargs}
         self._start_logging_actor(trial, [], **init)
 
-    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+    def log_trial_result(self, iteration: int, trial: TuneTrial, result: dict[str, object]) -> None:
         found = epoch_metrics(result)
         if found is None or trial not in self._trial_queues:
             return
@@ -307,34 +337,31 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
         self._last_step[trial] = step
         self._trial_queues[trial].put((_QueueItem.RESULT, {**metrics, "training_iteration": step}))
 
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        desc = _description(trial)
-        if desc is None or trial not in self._trial_queues:
+    def log_trial_end(self, trial: TuneTrial, failed: bool = False) -> None:
+        planned = trial_of(trial)
+        if planned is None or trial not in self._trial_queues:
             return
-        row = self._row(desc)
+        row = self._row(planned)
         final = {**selected_metrics(row), "training_iteration": self._last_step.pop(trial, 0),
                  "config": {"status": _status(row, failed)}}
         self._trial_queues[trial].put((_QueueItem.RESULT, final))
         super().log_trial_end(trial, failed)
 
 
-def tracking_callbacks(tracking: TrackingSpec | None, store: Any) -> list[Any]:
+def tracking_callbacks(tracking: TrackingSpec | None, store: ResultStore) -> list[LoggerCallback]:
     """The Ray Tune callbacks that log the study's trials to its trackers (none without ``tracking``)."""
     if tracking is None:
         return []
     study = store.study
-    callbacks: list[Any] = []
+    callbacks: list[LoggerCallback] = []
     if tracking.mlflow is not None:
         callbacks.append(MLflowTracker(store, tracking_uri=mlflow_uri(tracking.mlflow),
-                                                experiment_name=tracking.mlflow.experiment or study))
+                                       experiment_name=tracking.mlflow.experiment or study))
     if tracking.tensorboard:
         callbacks.append(TensorBoardTracker(store, store.dir / "tensorboard"))
     if tracking.wandb is not None:
         w = tracking.wandb
-        extra: dict[str, Any] = {"mode": w.mode}
-        if w.entity:
-            extra["entity"] = w.entity
-        if not os.environ.get("WANDB_DIR"):
-            extra["dir"] = str(store.dir)  # offline runs under results/<study>/wandb/
-        callbacks.append(WandbTracker(store, project=w.project, group=study, **extra))
+        run_dir = None if os.environ.get("WANDB_DIR") else str(store.dir)  # offline runs: results/<study>/wandb/
+        callbacks.append(WandbTracker(store, project=w.project, group=study, mode=w.mode, entity=w.entity or None,
+                                      dir=run_dir))
     return callbacks

@@ -91,11 +91,17 @@ def test_dry_run_prints_the_plan_and_starts_nothing(write_study, tmp_path, capsy
 
 def test_dry_run_of_a_search_lists_its_space(write_study, tmp_path, capsys):
     study = tiny_study(grid=None, search={"n_trials": 3, "params": {
-        "model.n_heads": {"type": "categorical", "choices": [2, 3, 4]}}})
+        "model.n_heads": {"type": "categorical", "choices": [2, 3, 4]},
+        "train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+        "loss.distill_weight": {"type": "uniform", "low": 0, "high": 1, "step": 0.5, "when": {"model.n_heads": 2}},
+        "train.batch_size": {"type": "int", "low": 8, "high": 64, "log": True}}})
     assert main([str(write_study(study)), "--results", str(tmp_path / "r"), "--dry-run", "--no-measure"]) == 0
     out = capsys.readouterr().out
     assert "3 configurations x 2 seed(s) [1, 2] = 6 trials" in out
     assert "model.n_heads: one of 2, 3, 4" in out
+    assert "train.lr: loguniform [0.0001, 0.01]\n" in out  # every kind of parameter, each in its own words
+    assert "loss.distill_weight: uniform [0.0, 1.0] step 0.5 when model.n_heads=2\n" in out
+    assert "train.batch_size: int [8, 64] step 1 log\n" in out
     assert "violates a constraint" in out  # 3 heads do not divide d_model 8
 
 

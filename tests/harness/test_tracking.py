@@ -9,12 +9,23 @@ from pathlib import Path
 
 import pytest
 
+from harness.results.rows import trial_table
 from harness.results.sink import ResultStore
 from harness.run import main
 from harness.study.errors import SpecError
 from harness.study.load import load_spec
+from harness.study.params import FIELDS
 from harness.study.tracking import TrackingSpec, preflight
-from harness.tune.trackers import MLflowTracker, epoch_metrics, run_params, run_tags, selected_metrics
+from harness.study.trial import OPEN_DIMS, Trial, make_trial, resolve_point
+from harness.tune.trackers import (
+    MLflowTracker,
+    epoch_metrics,
+    run_name,
+    run_params,
+    run_tags,
+    selected_metrics,
+    trial_of,
+)
 from tests.harness.conftest import tiny_study
 
 
@@ -65,14 +76,36 @@ def test_an_unreachable_server_or_missing_uri_fails_at_once(tmp_path, monkeypatc
               "s")
 
 
-_DESC = {"study": "s", "trial_id": "0123456789ab", "config_id": "c0ffee", "variant": "dw=0.5", "seed": 3,
-         "emoe": {"model": {"d_model": 8, "kernels": [3, 5]}, "loss": {"distill_weight": 0.5}}}
+def _trial() -> Trial:
+    """A planned trial as Tune's config carries it: a frozen ``Trial`` with its resolved configuration."""
+    overrides = {"loss.distill_weight": 0.5, "model.fixed_weights": [0.2, 0.3, 0.5]}
+    cfg = resolve_point({"model": {"d_model": 8}}, overrides, OPEN_DIMS, seed=3)
+    return make_trial("s", "dw=0.5", overrides, cfg, data_key="k", seed_index=0)
 
 
-def test_runs_get_the_flattened_config_tags_and_epoch_metrics():
-    assert run_params(_DESC) == {"model.d_model": 8, "model.kernels": "[3, 5]", "loss.distill_weight": 0.5}
-    assert run_tags(_DESC) == {"study": "s", "trial_id": "0123456789ab", "config_id": "c0ffee",
+_TRIAL = _trial()
+
+
+def test_runs_get_the_trial_ids_and_the_trials_tables_config_columns():
+    trial = _TRIAL
+    params = run_params(trial)
+    assert set(params) == set(FIELDS)  # every config column of trials/, nothing of Tune's config
+    assert params["model.d_model"] == 8 and params["loss.distill_weight"] == 0.5 and params["train.seed"] == 3
+    assert params["model.fixed_weights"] == "[0.2, 0.3, 0.5]"  # sequences as the table stores them
+    row = trial_table(trial, label_kind="mosi", status="completed", error=None, best_epoch=1,
+                      epochs_run=1, objective=0.5, valid={}, test={}, time_total_s=None, time_per_epoch_s=None,
+                      started_at=None, finished_at=None, cpus=1, gpus=0, node=None, node_id=None, attempts=1,
+                      code_version="x", data="k").to_pylist()[0]
+    assert params == {k: row[k] for k in FIELDS}  # the run's parameters are its trials/ row's config
+    assert run_tags(trial) == {"study": "s", "trial_id": trial.trial_id, "config_id": trial.config_id,
                                "variant": "dw=0.5", "seed": "3"}
+    assert run_name(trial) == "dw=0.5-seed3"
+    assert trial_of(_Trial({"trial": trial})) is trial
+    assert trial_of(_Trial({"trial": {"trial_id": trial.trial_id}})) is None  # not a harness trial: skipped
+    assert trial_of(_Trial({})) is None
+
+
+def test_epoch_and_selected_metrics():
     step, metrics = epoch_metrics({"epoch": 2, "valid_mae": 0.7, "train_loss": 1.0, "w_l": 0.3, "lr": 1e-3,
                                    "test_mae": None, "valid_corr": float("nan"), "pid": 12, "config": {},
                                    "best_valid_mae": 0.6, "training_iteration": 2})
@@ -100,12 +133,12 @@ def test_an_mlflow_store_that_becomes_unwritable_is_a_warning_not_a_failure(tmp_
     store = ResultStore(tmp_path / "results", "s")
     tracker = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")
     tracker.setup()
-    trial = _Trial({"trial": _DESC})
+    trial = _Trial({"trial": _TRIAL})
     tracker.on_trial_start(0, [], trial)
     tracker.on_trial_result(1, [], trial, {"epoch": 1, "valid_mae": 0.9})
     (run,) = MlflowClient(tracking_uri=uri).search_runs(
         [MlflowClient(tracking_uri=uri).get_experiment_by_name("exp").experiment_id])
-    assert run.data.metrics == {"valid_mae": 0.9} and run.data.params["model.kernels"] == "[3, 5]"
+    assert run.data.metrics == {"valid_mae": 0.9} and run.data.params["model.fixed_weights"] == "[0.2, 0.3, 0.5]"
 
     shutil.rmtree(store_dir)
     store_dir.write_text("not a directory any more")  # every write to the store now fails (even as root)
@@ -126,12 +159,12 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     store = ResultStore(tmp_path / "results", "s")
     first = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")
     first.setup()
-    trial = _Trial({"trial": _DESC})
+    trial = _Trial({"trial": _TRIAL})
     first.on_trial_start(0, [], trial)
     first.on_trial_result(1, [], trial, {"epoch": 1, "valid_mae": 0.9})  # then the driver dies
     second = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")  # --resume: Tune restores it
     second.setup()
-    restored = _Trial({"trial": _DESC})
+    restored = _Trial({"trial": _TRIAL})
     second.on_trial_start(0, [], restored)
     second.on_trial_result(2, [], restored, {"epoch": 2, "valid_mae": 0.8})
     second.on_trial_complete(2, [], restored)
@@ -141,5 +174,5 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     assert run.info.status == "FINISHED" and run.data.tags["status"] == "unknown"  # no trials/ row here
     other = MLflowTracker(ResultStore(tmp_path / "elsewhere", "s"), tracking_uri=uri, experiment_name="exp")
     other.setup()
-    other.on_trial_start(0, [], _Trial({"trial": _DESC}))  # same study name, other results: its own run
+    other.on_trial_start(0, [], _Trial({"trial": _TRIAL}))  # same study name, other results: its own run
     assert len(client.search_runs([client.get_experiment_by_name("exp").experiment_id])) == 2
