@@ -32,7 +32,9 @@ _COMMAND = re.compile(r"python -m (harness\.run|harness|reports|emoe\.data)(?=[\
 
 #: Placeholders in the docs and what stands for them here (the cluster's shared checkout is this one).
 SUBSTITUTE = {"STUDY.yaml": "studies/smoke.yaml", "results/<study>": "results/ablation",
-              "/shared/emoe/studies/": "studies/"}
+              "/shared/emoe/studies/": "studies/",
+              # a tracking server of the lab: a local MLflow store in the test's working directory
+              "http://mlflow.lab:5000": "file:mlruns"}
 
 #: Shown in the docs but not a command to run, with the reason.
 NOT_RUN = {
@@ -98,6 +100,7 @@ def docs_env(tmp_path, monkeypatch) -> Path:
     data = tmp_path / "MMSA"
     write_mmsa_pickle(data / "MOSI" / "Processed" / "unaligned_50.pkl", len_text=12, len_audio=10, len_vision=11)
     monkeypatch.setenv("EMOE_DATA", str(data))
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for this before using a file store
     monkeypatch.chdir(work)
 
     def refuse(*args, **kwargs):

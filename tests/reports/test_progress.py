@@ -3,6 +3,7 @@ figure's title and every table caption (Markdown and LaTeX); a finished study's 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -62,8 +63,9 @@ def test_cli_report_of_a_running_study(running_dir: Path, tmp_path: Path,
     assert report[0].startswith("# Report:") and NOTE in report[2]
     for name in ("ablation", "ablation_tests", "status"):
         assert "*Incomplete study: 12 of 30 trials recorded (status running)." in (out / f"tables/{name}.md").read_text()
-        tex = (out / f"tables/{name}.tex").read_text().splitlines()[0]
-        assert tex.startswith("% Incomplete study: 12 of 30 trials recorded (status running).")
+        head = list(itertools.takewhile(lambda line: line.startswith("%"),
+                                        (out / f"tables/{name}.tex").read_text().splitlines()))
+        assert any(line.startswith("% Incomplete study: 12 of 30 trials recorded (status running).") for line in head)
 
 
 def test_a_finished_study_gets_no_note(ablation_dir: Path, tmp_path: Path,
