@@ -11,13 +11,15 @@ with the driver is not done and gets no row (``--resume`` continues it).
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 from harness.trainable import FINISHED, TrialContext, write_row_from_metrics
 
-__all__ = ["ResultRecorder", "error_summary", "reconcile", "record_outcome"]
+__all__ = ["ResultRecorder", "error_summary", "reconcile", "record_outcome", "trial_error"]
 
 
 def error_summary(text: str | None, limit: int = 2000) -> str:
@@ -37,8 +39,8 @@ def record_outcome(ctx: TrialContext, trial: dict[str, Any], metrics: dict[str, 
             return status
         write_row_from_metrics(ctx, trial, metrics, status="failed", error=error_summary(error))
         return "failed"
-    if status in FINISHED:
-        return status
+    if status is not None and (status != "failed" or not ctx.retry_failed):
+        return status  # recorded (a row from an earlier run is kept unless the trial is being retried)
     if not (metrics or {}).get("done"):
         return status  # not settled: interrupted, or never started (the time budget ran out first)
     write_row_from_metrics(ctx, trial, metrics, status="pruned", error=None)
@@ -57,8 +59,26 @@ class ResultRecorder(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if "trial" in trial.config:
-            text = trial.get_error() or f"trial errored after {trial.num_failures} failure(s)"
-            record_outcome(self.ctx, trial.config["trial"], trial.last_result, str(text))
+            record_outcome(self.ctx, trial.config["trial"], trial.last_result, trial_error(trial))
+
+
+def trial_error(trial: Any) -> str:
+    """Tune's error text of a trial: from Tune, else from ``error.txt`` in the trial's folder (Tune keeps
+    only that file when the error could not be brought back to the driver, e.g. a worker that cannot
+    import or unpickle the trainable)."""
+    text = None
+    try:
+        text = trial.get_error()
+    except Exception:  # the error file may be unreadable: fall back below
+        text = None
+    if not text:
+        for attr in ("local_path", "path"):
+            folder = getattr(trial, attr, None)
+            if folder:
+                with contextlib.suppress(OSError):
+                    text = (Path(folder) / "error.txt").read_text()
+                    break
+    return str(text) if text else f"trial errored after {trial.num_failures} failure(s); no error text was kept"
 
 
 def reconcile(ctx: TrialContext, results: Any) -> dict[str, int]:

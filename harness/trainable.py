@@ -19,7 +19,7 @@ import socket
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,13 @@ class TrialContext:
     data: str  # description for the results' data column
     checkpoint_every: int = 1
     checkpoint_min_interval_s: float = 0.0
+    #: checkpoints of earlier runs of the study (``--resume``), newest first, by trial id
+    earlier_checkpoints: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    retry_failed: bool = False  # a trial whose row says "failed" trains again (``--retry-failed``)
+
+    def settled(self, row: dict[str, Any] | None) -> bool:
+        """Whether a trial with this recorded row is done and must not train again."""
+        return row is not None and (row["status"] != "failed" or not self.retry_failed)
 
     def objective_value(self, valid: dict[str, float]) -> float:
         """The objective from selected-epoch validation metrics; the worst value when missing."""
@@ -149,6 +156,11 @@ def _report_finished_row(row: dict[str, Any]) -> None:
         tune.report({**metrics, "objective": row["objective"]})
 
 
+def _load_checkpoint(directory: Path, load_state: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The training state and the epoch rows of a checkpoint directory."""
+    return load_state(directory / "state.pt"), json.loads((directory / "meta.json").read_text())
+
+
 def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext | None = None) -> None:
     """Train one trial (``config["trial"]`` from ``harness.plan.TrialFactory.make``) under Ray Tune."""
     import torch
@@ -162,7 +174,8 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
     trial = config["trial"]
     tid = trial["trial_id"]
     row = ctx.store.read_trial(tid)
-    if row is not None and row["status"] in FINISHED:
+    if ctx.settled(row):
+        assert row is not None
         _report_finished_row(row)
         return
     torch.set_num_threads(max(1, int(ctx.cpus)))
@@ -174,10 +187,19 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
     best: dict[str, dict[str, float]] = {"valid": {}, "test": {}}
     resume = None
     ckpt = tune.get_checkpoint()
+    loaded = None
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            resume = load_state(Path(d) / "state.pt")
-            meta = json.loads((Path(d) / "meta.json").read_text())
+            loaded = _load_checkpoint(Path(d), load_state)
+    else:  # a resumed study: continue from the newest readable checkpoint an earlier run left
+        for directory in ctx.earlier_checkpoints.get(tid, ()):
+            try:
+                loaded = _load_checkpoint(Path(directory), load_state)
+                break
+            except Exception as exc:  # damaged by the crash that ended that run: try older
+                print(f"trial {tid}: checkpoint {directory} unreadable ({type(exc).__name__}); trying an older one")
+    if loaded is not None:
+        resume, meta = loaded
         rows = {int(r["epoch"]): r for r in meta["epochs"]}
         best = {"valid": dict(resume["best_valid"]), "test": dict(resume["best_test"])}
 
