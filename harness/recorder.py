@@ -3,10 +3,11 @@
 A trial writes its ``trials/`` row itself when training ends (completed, diverged, or failed inside
 training). ``ResultRecorder`` is a Tune callback that fills the gaps as they happen: a trial that Tune
 stopped without a finished row was stopped by the scheduler (pruned); a trial Tune gave up on after its
-retries (node lost, worker killed) is failed with Tune's error text. ``reconcile`` does the same from
+retries (node lost, worker killed) is failed with Tune's error text (read from the trial's ``error.txt``
+when Tune has no text for the driver). ``reconcile`` does the same from
 the final ``ResultGrid``, so a row missed while the driver was down is written at the end of a resume.
 Tune marks a result ``done`` when the trial returned or the scheduler stopped it; a trial interrupted
-with the driver is not done and gets no row (``--resume`` continues it).
+with the driver or cut short by the time budget is not done and gets no row (``--resume`` runs it).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def record_outcome(ctx: TrialContext, trial: dict[str, Any], metrics: dict[str, 
             return status
         write_row_from_metrics(ctx, trial, metrics, status="failed", error=error_summary(error))
         return "failed"
-    if status is not None and (status != "failed" or not ctx.retry_failed):
-        return status  # recorded (a row from an earlier run is kept unless the trial is being retried)
+    if status in (*FINISHED, "pruned"):
+        return status  # a failed row is replaced below when a retry of the trial was stopped early
     if not (metrics or {}).get("done"):
         return status  # not settled: interrupted, or never started (the time budget ran out first)
     write_row_from_metrics(ctx, trial, metrics, status="pruned", error=None)

@@ -209,7 +209,7 @@ def execute(args: argparse.Namespace) -> int:
 
     problems = check_options(args)
     if problems:
-        print(SpecError(problems, source="options"), file=sys.stderr)
+        print(f"error: {SpecError(problems, source='options')}", file=sys.stderr)
         return 2
     try:
         plan, store, previous = prepare(args)

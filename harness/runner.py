@@ -3,8 +3,9 @@
 Grids and ablations use Tune's own variant generation (one ``grid_search`` entry per trial, no
 searcher, FIFO unless the study names a scheduler); searches use ``StudySearch`` (Optuna, persisted in
 ``optuna.journal``) with ASHA by default. The data go once into Ray's object store (``share_data``),
-trials and driver read that one copy. Tune's experiment state lives in ``<study>/tune`` and ``--resume``
-restores it.
+trials and driver read that one copy. Every run, first or ``--resume``, is a new Tune experiment under
+``<study>/tune``: what it runs is decided from the recorded rows (``harness.resume``), not restored from
+Tune's saved state, so the resumed run's time budget and concurrency apply and no trial is left behind.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ once through Ray's object store (each trial reads it zero-copy). Each epoch it r
 and the ``trials/`` row itself: on its last epoch before reporting it (a scheduler may stop the trial on
 that report), and again when training returns unless that last epoch already did (diverged, early stop by
 a callback, or failed if training raised). The driver treats a trial that stopped without a finished row
-as stopped by the scheduler (pruned). A trial whose finished row already exists (a resumed study) is not
-trained again: its final metrics are reported once and it returns.
+as stopped by the scheduler (pruned). A trial whose row already exists (a resumed study) is not trained
+again, unless the row says failed (Tune retrying it, or ``--retry-failed``): its final metrics are
+reported once and it returns. A resumed trial with no checkpoint from Tune continues from the newest readable checkpoint an
+earlier run of the study left (``TrialContext.earlier_checkpoints``).
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ class TrialContext:
     checkpoint_min_interval_s: float = 0.0
     #: checkpoints of earlier runs of the study (``--resume``), newest first, by trial id
     earlier_checkpoints: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    retry_failed: bool = False  # a trial whose row says "failed" trains again (``--retry-failed``)
+    retry_failed: bool = False  # a trial whose row says "failed" is run again (``--retry-failed``)
 
     def settled(self, row: dict[str, Any] | None) -> bool:
-        """Whether a trial with this recorded row is done and must not train again."""
+        """Whether a run leaves out a trial with this recorded row (``--resume`` decides with it)."""
         return row is not None and (row["status"] != "failed" or not self.retry_failed)
 
     def objective_value(self, valid: dict[str, float]) -> float:
@@ -174,8 +176,7 @@ def emoe_trainable(config: dict[str, Any], data: Any = None, ctx: TrialContext |
     trial = config["trial"]
     tid = trial["trial_id"]
     row = ctx.store.read_trial(tid)
-    if ctx.settled(row):
-        assert row is not None
+    if row is not None and row["status"] in (*FINISHED, "pruned"):
         _report_finished_row(row)
         return
     torch.set_num_threads(max(1, int(ctx.cpus)))

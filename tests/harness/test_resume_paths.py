@@ -157,3 +157,32 @@ def test_ctrl_c_exits_130_with_the_full_resume_command_and_the_study_can_be_fini
     after = _rows(root)
     assert set(after.index) == _planned(spec_path) and (after["status"] == "completed").all()
     assert json.loads((root / "study.json").read_text())["status"] == "finished"
+
+
+def test_a_search_cut_by_the_time_budget_finishes_on_resume_with_every_configuration_told_once(
+        ray_cluster, write_study, tmp_path, capsys, monkeypatch):
+    import optuna
+
+    study = tiny_study(name="searchbudget", grid=None, seeds=[1, 2], concurrency=2, checkpoint_min_interval_s=0,
+                       search={"sampler": "random", "seed": 0, "n_trials": 3,
+                               "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}})
+    study["base"]["train"]["max_epochs"] = 3
+    results = tmp_path / "results"
+    root = results / "searchbudget"
+    args = [str(write_study(study)), "--results", str(results), "--address", ray_cluster.address]
+    monkeypatch.setattr(StudyStopper, "budget_spent", lambda self: any((root / "trials").glob("*.parquet")))
+    assert main(args) == EXIT_INCOMPLETE
+    before = _rows(root)
+    assert 1 <= len(before) < 6
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0, capsys.readouterr()
+    after = _rows(root)
+    assert len(after) == 6 and after.index.is_unique and (after["status"] == "completed").all()
+    assert after.groupby("config_id")["seed"].apply(sorted).tolist() == [[1, 2]] * 3  # paired by seed
+    for tid, row in before.iterrows():
+        assert after.loc[tid, "finished_at"] == row["finished_at"]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(root / "optuna.journal")))
+    trials = optuna.load_study(study_name="searchbudget", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    means = after.groupby("config_id")["objective"].mean().sort_values().tolist()
+    assert sorted(t.value for t in trials) == pytest.approx(means)
