@@ -20,6 +20,7 @@ from ray import tune
 
 from harness.cost import format_duration
 from harness.sink import ResultStore
+from harness.summary import last_line
 from harness.trainable import FINISHED
 
 __all__ = ["ProgressPrinter"]
@@ -85,6 +86,10 @@ class ProgressPrinter(tune.Callback):
         status = self.store.status(desc["trial_id"]) or ("failed" if failed else "pruned")
         self.statuses[desc["trial_id"]] = status
         self.finished_here += 1
+        if status == "failed":  # the cause at once, not only in the trial's folder
+            row = self.store.read_trial(desc["trial_id"]) or {}
+            print(f"trial {desc['trial_id']} ({desc['variant']}, seed {desc['seed']}) failed: "
+                  f"{last_line(row.get('error'))}", file=self.out, flush=True)
         value = (trial.last_result or {}).get("objective")
         if status in FINISHED and isinstance(value, int | float) and math.isfinite(value):
             better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
