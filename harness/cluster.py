@@ -94,7 +94,7 @@ def quiet_local_auth() -> None:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     # this process read its Ray config when Ray was imported: refresh it, as Ray does when it picks the mode
-    from ray._raylet import Config
+    from ray._raylet import Config  # type: ignore[attr-defined]  # compiled module, no stubs
 
     Config.initialize("")
 

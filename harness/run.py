@@ -238,6 +238,9 @@ def execute(args: argparse.Namespace) -> int:
                   "nothing to resume"
                   + ("" if args.retry_failed or not recorded.failed else
                      f" ({len(recorded.failed)} failed: add --retry-failed to run them again)"))
+            if previous.get("status") != "finished" or previous.get("counts") != recorded.counts:
+                # e.g. a driver that died after the last row: study.json tells the truth from now on
+                store.update_info(status="finished", counts=recorded.counts)
             _finish(plan, store, report_now=False)
             return exit_status(recorded.counts, complete=True, stopped=None)
     if args.resume and previous is None:
@@ -264,8 +267,7 @@ def execute(args: argparse.Namespace) -> int:
             try:
                 outcome = run_tune(plan, store, options, version)
             except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
-                state = study_state(plan, store)
-                store.update_info(status="interrupted", counts=state.counts,
+                store.update_info(status="interrupted", counts=study_state(plan, store).counts,
                                   finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
                 raise
             status = ("interrupted" if outcome.stopped == "interrupted" else

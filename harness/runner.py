@@ -288,7 +288,9 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         results = tuner.fit()
         reconcile(ctx, results)
     state = study_state(plan, store)
-    return RunOutcome(state.counts, state.missing == 0, stopped=stopper.reason)
+    # failed trials being retried keep their old row until they end: cut short, they are not done either
+    complete = state.missing == 0 and not (stopper.reason and options.retry_failed and state.failed)
+    return RunOutcome(state.counts, complete, stopped=stopper.reason)
 
 
 def _row_status(state: Any, trial_id: str) -> dict[str, Any] | None:
