@@ -1,8 +1,15 @@
 """Command line: ``python -m harness.run STUDY.yaml [--set path=value] [--results DIR] [--dry-run] ...``.
 
-Exit status: 0 the study ran (or the plan was printed), 1 an unexpected error while running, 2 the study
-cannot run as asked (bad spec, bad data, study already exists, ...) — in which case nothing was created
-and Ray was not started. 130 when interrupted (``--resume`` continues).
+Exit status (``EXIT_*``; docs/studies.md):
+  0   every planned trial has its row and at least one completed (others may have failed, diverged or
+      been pruned), or the plan was printed (``--dry-run``);
+  1   an unexpected error while running;
+  2   the study cannot run as asked (bad spec, data or option, study already exists, ...): nothing was
+      created and Ray was not started;
+  3   every planned trial has its row but none completed (all failed, diverged or pruned);
+  4   incomplete: the time budget ran out before every trial had its row (``--resume`` continues);
+  130 interrupted (Ctrl-C); ``--resume`` continues.
+``study.json`` says the same (status finished / incomplete / interrupted, counts from the rows).
 """
 
 from __future__ import annotations
@@ -30,7 +37,12 @@ if TYPE_CHECKING:
     from harness.study.plan import Plan
     from harness.tune.cluster import RaySettings
 
-__all__ = ["RESUME_FREE", "check_results_root", "main", "parse_args", "prepare"]
+__all__ = ["EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "EXIT_NONE_COMPLETED", "RESUME_FREE", "check_options",
+           "check_results_root", "exit_status", "main", "parse_args", "prepare"]
+
+EXIT_NONE_COMPLETED = 3
+EXIT_INCOMPLETE = 4
+EXIT_INTERRUPTED = 130
 
 #: Spec fields that may change between a run and its ``--resume``.
 RESUME_FREE = frozenset({"description", "concurrency", "time_budget_s", "max_failures", "report",
@@ -57,6 +69,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="seconds between progress lines (default 10)")
     p.add_argument("--verbose", action="store_true", help="show the trials' own output and Ray's logs")
     return p.parse_args(argv)
+
+
+def check_options(args: argparse.Namespace) -> list[str]:
+    """Problems with the command-line options themselves, as messages (empty when they are usable)."""
+    errors = []
+    if not str(args.results).strip():
+        errors.append("--results: empty; give a directory (the default is results/)")
+    for name in ("num_cpus", "num_gpus"):
+        value = getattr(args, name)
+        least = 1 if name == "num_cpus" else 0
+        if value is not None and value < least:
+            errors.append(f"--{name.replace('_', '-')}: must be at least {least}, got {value}"
+                          + (" (leave it out to use every CPU)" if name == "num_cpus" else ""))
+    if args.retry_failed and not args.resume:
+        errors.append("--retry-failed: only with --resume (it runs the failed trials of an existing study again)")
+    if args.progress_every is not None and not args.progress_every > 0:
+        errors.append(f"--progress-every: must be a positive number of seconds, got {args.progress_every}")
+    return errors
+
+
+def exit_status(counts: dict[str, int], *, complete: bool, stopped: str | None) -> int:
+    """The exit status of a run that reached its end or was stopped (see the module docstring)."""
+    if stopped == "interrupted":
+        return EXIT_INTERRUPTED
+    if not complete:
+        return EXIT_INCOMPLETE
+    return 0 if counts.get("completed", 0) else EXIT_NONE_COMPLETED
 
 
 def spec_fingerprint(spec: StudySpec) -> dict[str, ParamValue]:
@@ -189,6 +228,12 @@ def _connect(plan: Plan, settings: RaySettings) -> Iterator[None]:
 def execute(args: argparse.Namespace) -> int:
     """Prepare, then dry-run or run the study; returns the exit status."""
     t0 = time.perf_counter()  # the preparation is paid again when the study runs (--dry-run cost)
+    from harness.tune.resume import resume_command, study_state
+
+    problems = check_options(args)
+    if problems:
+        print(f"error: {SpecError(problems, source='options')}", file=sys.stderr)
+        return 2
     try:
         plan, store, previous = prepare(args)
     except (SpecError, StudyExistsError) as exc:
@@ -208,10 +253,20 @@ def execute(args: argparse.Namespace) -> int:
         state = f" (holds a {previous.get('status', 'running')} run of this study)" if previous else ""
         print(f"results: {store.dir}{state}")
         return 0
-    if previous is not None and previous.get("status") == "finished":
-        print(f"study {plan.spec.name} is already finished; nothing to resume")
-        _finish(plan, store, report_now=False)
-        return 0
+    hint = resume_command(args)
+    if previous is not None:
+        # decided from the recorded rows, not from study.json's status
+        recorded = study_state(plan, store)
+        if recorded.to_run(args.retry_failed) == 0:
+            print(f"study {plan.spec.name} is already finished: all {recorded.n_planned} trials are recorded; "
+                  "nothing to resume"
+                  + ("" if args.retry_failed or not recorded.failed else
+                     f" ({len(recorded.failed)} failed: add --retry-failed to run them again)"))
+            if previous.get("status") != "finished" or previous.get("counts") != recorded.counts:
+                # e.g. a driver that died after the last row: study.json tells the truth from now on
+                store.update_info(status="finished", counts=recorded.counts)
+            _finish(plan, store, report_now=False)
+            return exit_status(recorded.counts, complete=True, stopped=None)
     if args.resume and previous is None:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
     from harness.results.study_provenance import resume_record
@@ -236,8 +291,14 @@ def execute(args: argparse.Namespace) -> int:
                                   resumes=resume_record(previous, plan.spec.data.path, plan.data.key, now))
             print(f"study {plan.spec.name}: {plan.n_trials} trials -> {store.dir}", flush=True)
             started = True
-            outcome = run_tune(plan, store, options, version)
-            status = "finished" if outcome.complete else "incomplete"
+            try:
+                outcome = run_tune(plan, store, options, version)
+            except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+                store.update_info(status="interrupted", counts=study_state(plan, store).counts,
+                                  finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                raise
+            status = ("interrupted" if outcome.stopped == "interrupted" else
+                      "finished" if outcome.complete else "incomplete")
             store.update_info(status=status, finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
                               counts=outcome.counts)
     except (StudyExistsError, ClusterError) as exc:
@@ -249,14 +310,20 @@ def execute(args: argparse.Namespace) -> int:
         print(f"error: cannot create the study's results directory {store.dir}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python -m harness.run {args.spec} --resume", file=sys.stderr)
-        return 130
+        print(f"\ninterrupted; continue with: {hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
-    print(f"study {plan.spec.name} {status}: {counts or 'no trials recorded'}")
-    if not outcome.complete:
-        print(f"some trials did not run; continue with: python -m harness.run {args.spec} --resume")
-    _finish(plan, store)
-    return 0
+    why = {"interrupted": " (interrupted)", "time budget": " (the time budget ran out)"}.get(outcome.stopped or "", "")
+    print(f"study {plan.spec.name} {status}{why}: {counts or 'no trials recorded'}")
+    _finish(plan, store, report_now=status != "interrupted")
+    code = exit_status(outcome.counts, complete=outcome.complete, stopped=outcome.stopped)
+    if code in (EXIT_INCOMPLETE, EXIT_INTERRUPTED):
+        print(f"some trials did not run; continue with: {hint}", file=sys.stderr if code == EXIT_INTERRUPTED
+              else sys.stdout)
+    elif code == EXIT_NONE_COMPLETED:
+        print(f"no trial completed; fix the cause, then run them again with: {hint} --retry-failed",
+              file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,8 @@ from typing import TypedDict
 
 import pandas as pd
 
-__all__ = ["SUMMARY_TEST_METRICS", "BestConfiguration", "best_configuration", "format_summary", "summarize"]
+__all__ = ["SUMMARY_TEST_METRICS", "BestConfiguration", "best_configuration", "failure_lines", "format_summary", "last_line",
+           "summarize"]
 
 
 class BestConfiguration(TypedDict):
@@ -81,7 +82,7 @@ def format_summary(trials: pd.DataFrame, *, objective: str, mode: str, varied: l
     best = best_configuration(trials, mode=mode, varied=varied)
     if best is not None:
         params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
-        lines.append(f"best configuration: {best['variant']}" + (f" ({params})" if params else "")
+        lines.append(f"best configuration (mean over seeds): {best['variant']}" + (f" ({params})" if params else "")
                      + f" — {objective} {_pm(best['objective_mean'], best['objective_std'])}")
     metrics = [m for m in ("objective", *SUMMARY_TEST_METRICS) if f"{m}_mean" in table]
     shown = pd.DataFrame(index=table.index)
@@ -97,4 +98,28 @@ def format_summary(trials: pd.DataFrame, *, objective: str, mode: str, varied: l
     lines.append(text)
     if len(table) > max_rows:
         lines.append(f"... {len(table) - max_rows} more configurations in the trials table")
+    lines.extend(failure_lines(trials))
     return "\n".join(lines)
+
+
+def last_line(error: object) -> str:
+    """The last non-empty line of an error text (the exception and its message), shortened."""
+    text = "" if error is None or (isinstance(error, float) and math.isnan(error)) else str(error)
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    line = lines[-1] if lines else "no error text"
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def failure_lines(trials: pd.DataFrame, *, max_rows: int = 10) -> list[str]:
+    """How many trials failed, each one's last error line, and where the full texts are."""
+    if trials.empty or "status" not in trials:
+        return []
+    failed = trials[trials["status"] == "failed"]
+    if failed.empty:
+        return []
+    lines = [f"{len(failed)} of {len(trials)} trials failed (full error texts: the `error` column of trials/):"]
+    for _, row in failed.head(max_rows).iterrows():
+        lines.append(f"  {row['trial_id']} {row['variant']}, seed {row['seed']}: {last_line(row.get('error'))}")
+    if len(failed) > max_rows:
+        lines.append(f"  ... {len(failed) - max_rows} more")
+    return lines

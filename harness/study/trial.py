@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
-from emoe.config import EMOEConfig, to_dict
+from emoe.config import EMOEConfig, from_dict, to_dict
 from harness.study.params import ParamValue, apply_overrides, build_config, config_id, trial_id
 
-__all__ = ["OPEN_DIMS", "Trial", "make_trial", "resolve_point"]
+__all__ = ["OPEN_DIMS", "TRIAL_FILE", "Trial", "make_trial", "resolve_point"]
+
+#: The file a trial writes into its Tune trial folder: its JSON form (``Trial.to_json``).
+TRIAL_FILE = "trial.json"
 
 #: Data dimensions used before the data are loaded: sequence lengths long enough for any kernel.
 OPEN_DIMS: dict[str, ParamValue] = {"model.len_text": 1 << 20, "model.len_audio": 1 << 20,
@@ -46,6 +50,26 @@ class Trial:
     def config_dict(self) -> dict[str, dict[str, ParamValue]]:
         """The configuration as nested plain data (tuples as lists)."""
         return to_dict(self.config)
+
+    def to_json(self) -> dict[str, object]:
+        """The trial as plain JSON data (ids, origin and the nested configuration); ``from_json`` reads it."""
+        return {"study": self.study, "trial_id": self.trial_id, "config_id": self.config_id,
+                "variant": self.variant, "seed": self.seed, "seed_index": self.seed_index,
+                "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides.items()},
+                "emoe": self.config_dict()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> Trial:
+        """The trial ``to_json`` wrote (a resumed study's trial from an earlier run); ``KeyError``,
+        ``TypeError`` or ``ValueError`` when ``data`` is not such a form."""
+        overrides = data["overrides"]
+        emoe = data["emoe"]
+        if not isinstance(overrides, dict) or not isinstance(emoe, dict):
+            raise TypeError("a trial's overrides and configuration are mappings")
+        return cls(study=str(data["study"]), trial_id=str(data["trial_id"]), config_id=str(data["config_id"]),
+                   variant=str(data["variant"]), seed=int(str(data["seed"])), seed_index=int(str(data["seed_index"])),
+                   overrides={str(k): cast("ParamValue", v) for k, v in overrides.items()},
+                   config=from_dict(cast("dict[str, dict[str, ParamValue]]", emoe)))
 
     def __getitem__(self, key: str) -> object:
         """Read access by the names of the results' columns and the plan's JSON form (``trial["seed"]``,

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClusterError", "RaySettings", "check_fits", "check_reachable", "cluster_resources", "ray_session"]
+__all__ = ["ClusterError", "RaySettings", "check_fits", "check_reachable", "cluster_resources", "quiet_local_auth",
+           "ray_session"]
 
 _MIN_STORE = 128 << 20
 
@@ -69,6 +70,7 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0) -> Iterator[bool]
         # "local": always a new runtime. With no address Ray joins the cluster named in
         # /tmp/ray/ray_current_cluster (any `ray start` or test cluster on the machine) and then
         # refuses num_cpus.
+        quiet_local_auth()
         ray.init(address="local", num_cpus=settings.num_cpus or os.cpu_count() or 1,
                  num_gpus=settings.num_gpus, include_dashboard=False,
                  object_store_memory=settings.object_store_bytes or _store_size(data_bytes), **common)
@@ -76,6 +78,24 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0) -> Iterator[bool]
         yield True
     finally:
         ray.shutdown()
+
+
+def quiet_local_auth() -> None:
+    """Choose token authentication for a local runtime explicitly, unless the user chose a mode.
+
+    Ray 2.60 turns token authentication on for every new local runtime whose ``RAY_AUTH_MODE`` is unset,
+    and says so with a warning each time (``ray._private.authentication.authentication_token_setup``).
+    Setting the mode it would pick anyway keeps the same protection (a token, created once under
+    ``~/.ray``) without the warning. Only for the runtime the harness starts itself: joining a cluster
+    keeps the user's settings (docs/cluster.md).
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    # this process read its Ray config when Ray was imported: refresh it, as Ray does when it picks the mode
+    from ray._raylet import Config  # type: ignore[attr-defined]  # compiled module, no stubs
+
+    Config.initialize("")
 
 
 def cluster_resources() -> dict[str, float]:

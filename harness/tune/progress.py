@@ -1,10 +1,12 @@
 """Live progress of a study: one compact line per event instead of Tune's status tables.
 
-    [  1m02s] 5/15 done (4 completed, 1 pruned) | 2 running | 8 pending | best valid_mae 0.8123 \
-(distill_weight=0.25, seed 1112) | ~3m10s left
+    [  1m02s] 5/15 done (4 completed, 1 pruned) | 2 running | 8 pending | best single trial valid_mae \
+0.8123 (distill_weight=0.25, seed 1112) | ~3m10s left
 
-Lines are printed when a trial finishes or fails, and at most every ``interval_s`` otherwise. The time
-left is the remaining trials over the rate at which this run has finished trials so far.
+"best single trial" is one trial (one seed); the end-of-study summary ranks configurations by their mean
+over seeds instead. On a resumed study the trials recorded by earlier runs count as done. Lines are
+printed when a trial finishes or fails, and at most every ``interval_s`` otherwise. The time left is the
+remaining trials over the rate at which this run has finished trials so far.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, TextIO
 from ray import tune
 
 from harness.results.sink import ResultStore
+from harness.results.summary import last_line
 from harness.study.cost import format_duration
 from harness.study.trial import Trial
 from harness.tune.trainable import FINISHED, Metrics
@@ -31,8 +34,9 @@ class ProgressPrinter(tune.Callback):
     """Tune callback printing trials done / running / pending, the best so far and the time left."""
 
     def __init__(self, store: ResultStore, *, total: int, objective: str, mode: str,
-                 interval_s: float = 10.0):
+                 interval_s: float = 10.0, recorded: dict[str, str] | None = None):
         self.store = store
+        self.recorded = dict(recorded or {})  # trial id -> status, rows of earlier runs
         self.total = total
         self.objective = objective
         self.mode = mode
@@ -42,7 +46,7 @@ class ProgressPrinter(tune.Callback):
     def _reset(self) -> None:
         self.start = time.monotonic()
         self.last_print = 0.0
-        self.statuses: dict[str, str] = {}
+        self.statuses: dict[str, str] = dict(getattr(self, "recorded", {}))
         self.best: tuple[float, str] | None = None
         self.finished_here = 0
 
@@ -54,14 +58,9 @@ class ProgressPrinter(tune.Callback):
     def out(self) -> TextIO:
         return sys.stdout
 
-    def _counts(self, trials: list[TuneTrial]) -> tuple[int, int]:
-        running = sum(t.status == "RUNNING" for t in trials)
-        settled = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        return running, settled
-
     def line(self, trials: list[TuneTrial]) -> str:
-        running, settled = self._counts(trials)
-        done = max(settled, len(self.statuses))
+        running = sum(t.status == "RUNNING" for t in trials)
+        done = len(self.statuses)
         running = min(running, self.total - done)
         pending = max(0, self.total - done - running)
         by_status: dict[str, int] = {}
@@ -72,7 +71,7 @@ class ProgressPrinter(tune.Callback):
         parts = [f"[{format_duration(elapsed):>6}] {done}/{self.total} done" + (f" ({detail})" if detail else ""),
                  f"{running} running", f"{pending} pending"]
         if self.best is not None:
-            parts.append(f"best {self.objective} {self.best[0]:.4g} ({self.best[1]})")
+            parts.append(f"best single trial {self.objective} {self.best[0]:.4g} ({self.best[1]})")
         if self.finished_here and done < self.total:
             left = (self.total - done) * elapsed / self.finished_here
             parts.append(f"~{format_duration(left)} left")
@@ -91,6 +90,10 @@ class ProgressPrinter(tune.Callback):
         status = self.store.status(desc.trial_id) or ("failed" if failed else "pruned")
         self.statuses[desc.trial_id] = status
         self.finished_here += 1
+        if status == "failed":  # the cause at once, not only in the trial's folder
+            row = self.store.read_trial(desc.trial_id) or {}
+            print(f"trial {desc.trial_id} ({desc.variant}, seed {desc.seed}) failed: "
+                  f"{last_line(row.get('error'))}", file=self.out, flush=True)
         value = (trial.last_result or {}).get("objective")
         if status in FINISHED and isinstance(value, int | float) and math.isfinite(value):
             better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])

@@ -3,15 +3,18 @@
 A trial writes its ``trials/`` row itself when training ends (completed, diverged, or failed inside
 training). ``ResultRecorder`` is a Tune callback that fills the gaps as they happen: a trial that Tune
 stopped without a finished row was stopped by the scheduler (pruned); a trial Tune gave up on after its
-retries (node lost, worker killed) is failed with Tune's error text. ``reconcile`` does the same from
+retries (node lost, worker killed) is failed with Tune's error text (read from the trial's ``error.txt``
+when Tune has no text for the driver). ``reconcile`` does the same from
 the final ``ResultGrid``, so a row missed while the driver was down is written at the end of a resume.
 Tune marks a result ``done`` when the trial returned or the scheduler stopped it; a trial interrupted
-with the driver is not done and gets no row (``--resume`` continues it).
+with the driver or cut short by the time budget is not done and gets no row (``--resume`` runs it).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ray import tune
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
     from ray.tune import Result
     from ray.tune.experiment import Trial as TuneTrial
 
-__all__ = ["ResultRecorder", "error_summary", "reconcile", "record_outcome"]
+__all__ = ["ResultRecorder", "error_summary", "reconcile", "record_outcome", "trial_error"]
 
 
 def error_summary(text: str | None, limit: int = 2000) -> str:
@@ -45,8 +48,8 @@ def record_outcome(ctx: TrialContext, trial: Trial, metrics: Metrics | None, err
             return status
         write_row_from_metrics(ctx, trial, metrics, status="failed", error=error_summary(error))
         return "failed"
-    if status in FINISHED:
-        return status
+    if status in (*FINISHED, "pruned"):
+        return status  # a failed row is replaced below when a retry of the trial was stopped early
     if not (metrics or {}).get("done"):
         return status  # not settled: interrupted, or never started (the time budget ran out first)
     write_row_from_metrics(ctx, trial, metrics, status="pruned", error=None)
@@ -65,8 +68,26 @@ class ResultRecorder(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if "trial" in trial.config:
-            text = trial.get_error() or f"trial errored after {trial.num_failures} failure(s)"
-            record_outcome(self.ctx, trial.config["trial"], trial.last_result, str(text))
+            record_outcome(self.ctx, trial.config["trial"], trial.last_result, trial_error(trial))
+
+
+def trial_error(trial: TuneTrial) -> str:
+    """Tune's error text of a trial: from Tune, else from ``error.txt`` in the trial's folder (Tune keeps
+    only that file when the error could not be brought back to the driver, e.g. a worker that cannot
+    import or unpickle the trainable)."""
+    text: object = None
+    try:
+        text = trial.get_error()
+    except Exception:  # the error file may be unreadable: fall back below
+        text = None
+    if not text:
+        for attr in ("local_path", "path"):
+            folder = getattr(trial, attr, None)
+            if folder:
+                with contextlib.suppress(OSError):
+                    text = (Path(folder) / "error.txt").read_text()
+                    break
+    return str(text) if text else f"trial errored after {trial.num_failures} failure(s); no error text was kept"
 
 
 def reconcile(ctx: TrialContext, results: Iterable[Result]) -> dict[str, int]:

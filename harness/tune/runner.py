@@ -3,16 +3,23 @@
 Grids and ablations use Tune's own variant generation (one ``grid_search`` entry per trial, no
 searcher, FIFO unless the study names a scheduler); searches use ``StudySearch`` (Optuna, persisted in
 ``optuna.journal``) with ASHA by default. The data go once into Ray's object store (``share_data``),
-trials and driver read that one copy. Tune's experiment state lives in ``<study>/tune`` and ``--resume``
-restores it.
+trials and driver read that one copy. Every run, first or ``--resume``, is a new Tune experiment under
+``<study>/tune``: what it runs is decided from the recorded rows (``harness.tune.resume``), not restored from
+Tune's saved state, so the resumed run's time budget and concurrency apply and no trial is left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +44,7 @@ from harness.study.samplers import make_sampler
 from harness.tune.cluster import RaySettings, cluster_resources, ray_session
 from harness.tune.progress import ProgressPrinter
 from harness.tune.recorder import ResultRecorder, reconcile
+from harness.tune.resume import StudyState, earlier_trials, study_state
 from harness.tune.search import StudySearch
 from harness.tune.trackers import tracking_callbacks
 from harness.tune.trainable import TrialContext, emoe_trainable
@@ -47,8 +55,9 @@ if TYPE_CHECKING:
     from ray.tune.experiment import Trial as TuneTrial
 
     from emoe.data.arrays import DataSet
+    from harness.study.trial import Trial
 
-__all__ = ["RunOptions", "RunOutcome", "code_version", "data_bytes", "make_context", "make_scheduler", "run_tune",
+__all__ = ["RunOptions", "RunOutcome", "StudyStopper", "code_version", "data_bytes", "make_context", "make_scheduler", "run_tune",
            "share_data"]
 
 
@@ -64,10 +73,12 @@ class RunOptions:
 
 @dataclass
 class RunOutcome:
-    """What a run of Tune left: final status counts and whether every planned trial has a row."""
+    """What a run left: status counts of all recorded rows, whether every planned trial has a row, and
+    what ended the run early ("time budget", "interrupted"; None when it ran to its end)."""
 
     counts: dict[str, int]
     complete: bool
+    stopped: str | None = None
 
 
 def code_version() -> str:
@@ -117,14 +128,17 @@ def trial_dirname(trial: TuneTrial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _searcher(plan: Plan, store: ResultStore) -> StudySearch:
+def _searcher(plan: Plan, store: ResultStore, *, retry: list[Trial], resume: bool) -> StudySearch:
     s = plan.spec.search
     assert s is not None and plan.space is not None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(store.journal_path)))
-    return StudySearch(plan.space, plan.factory, store, n_configs=s.n_trials, metric="objective", mode=plan.spec.mode,
-                       sampler=make_sampler(s.sampler, s.sampler_options, s.seed), storage=storage,
-                       study_name=plan.spec.name)
+    search = StudySearch(plan.space, plan.factory, store, n_configs=s.n_trials, metric="objective",
+                         mode=plan.spec.mode, sampler=make_sampler(s.sampler, s.sampler_options, s.seed),
+                         storage=storage, study_name=plan.spec.name, retry=retry)
+    if resume:
+        search.reseed()  # the seeded sampler would otherwise propose again what it proposed before
+    return search
 
 
 def _concurrency(plan: Plan) -> int | None:
@@ -139,20 +153,21 @@ def _concurrency(plan: Plan) -> int | None:
     return max(1, slots)
 
 
-def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback]) -> Tuner:
+def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback], *,
+           todo: list[Trial], retry: list[Trial], stopper: StudyStopper, resume: bool) -> Tuner:
+    """A new Tune experiment over ``todo`` (grids) or the search's remaining trials plus ``retry``."""
     s = plan.spec
     search = s.search is not None
     tune_config = tune.TuneConfig(
         metric="objective", mode=s.mode, scheduler=make_scheduler(plan),
-        search_alg=_searcher(plan, store) if search else None,
-        num_samples=plan.n_trials if search else 1, max_concurrent_trials=_concurrency(plan),
-        time_budget_s=s.time_budget_s, trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
-        reuse_actors=True)
+        search_alg=_searcher(plan, store, retry=retry, resume=resume) if search else None,
+        num_samples=plan.n_trials + len(retry) if search else 1, max_concurrent_trials=_concurrency(plan),
+        trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname, reuse_actors=True)
     run_config = tune.RunConfig(
-        name=store.tune_dir.name, storage_path=str(store.tune_dir.parent),
+        name=store.tune_dir.name, storage_path=str(store.tune_dir.parent), stop=stopper,
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2), callbacks=callbacks, verbose=0)
-    param_space = {} if search else {"trial": tune.grid_search(plan.trials)}
+    param_space = {} if search else {"trial": tune.grid_search(todo)}
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -182,28 +197,109 @@ def share_data(plan: Plan) -> ObjectRef[DataSet]:
     return ref
 
 
+class StudyStopper(tune.Stopper):
+    """Ends the whole study on the harness's terms: the time budget ran out, or the user interrupted.
+
+    Tune's own ``time_budget_s`` would be saved with its experiment state, and its SIGINT handler ends a
+    run that looks like any other; this stopper says which of the two ended it (``reason``). Tune stops
+    the running trials, and they get no row: a resume runs them again from their checkpoints.
+    """
+
+    def __init__(self, budget_s: float | None):
+        self.budget_s = budget_s
+        self.start = time.monotonic()
+        self.reason: str | None = None
+
+    def budget_spent(self) -> bool:
+        return self.budget_s is not None and time.monotonic() - self.start >= self.budget_s
+
+    def __call__(self, trial_id: str, result: dict[str, object]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if self.reason is None:
+            if _INTERRUPTED.is_set():
+                self.reason = "interrupted"
+            elif self.budget_spent():
+                self.reason = "time budget"
+        return self.reason is not None
+
+
+#: Set by the first SIGINT of a run (module level: Tune pickles the stopper with its state).
+_INTERRUPTED = threading.Event()
+
+
+@contextlib.contextmanager
+def _sigint_stops_the_study() -> Iterator[None]:
+    """First Ctrl-C: stop starting trials and end the run cleanly (``StudyStopper``); second: at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(sig: int, frame: object) -> None:
+        if _INTERRUPTED.is_set():
+            raise KeyboardInterrupt
+        _INTERRUPTED.set()
+        print("\ninterrupted: stopping the running trials and recording what finished "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    _INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) -> RunOutcome:
-    """Run (or resume) the study's trials on Ray Tune; every settled trial ends with exactly one row."""
+    """Run the study's trials that have no row yet (and failed ones when retrying) on Ray Tune.
+
+    Every run, first or resumed, is a new Tune experiment under ``<study>/tune``: what to run is decided
+    from the recorded rows (``harness.tune.resume``), interrupted trials continue from the newest checkpoint an
+    earlier run left, and a search continues its Optuna journal. Every settled trial ends with exactly one
+    row.
+    """
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the harness stops the study itself (StudyStopper)
 
-    with ray_session(options.ray, data_bytes=data_bytes(plan)):
+    earlier = earlier_trials(store) if options.resume else {}
+    state = study_state(plan, store)
+    ctx = dataclasses.replace(
+        make_context(plan, store, version), retry_failed=options.retry_failed,
+        earlier_checkpoints={tid: tuple(d for _, d in e.checkpoints) for tid, e in earlier.items()})
+    retry = [earlier[t].trial for t in state.failed if t in earlier] if options.retry_failed else []
+    if plan.trials:
+        todo = [t for t in plan.trials if not ctx.settled(_row_status(state, t.trial_id))]
+    else:
+        todo = retry
+    stopper = StudyStopper(plan.spec.time_budget_s)
+    if plan.trials and not todo:
+        return RunOutcome(state.counts, True)
+    with ray_session(options.ray, data_bytes=data_bytes(plan)), _sigint_stops_the_study():
         data_ref = share_data(plan)
-        ctx = make_context(plan, store, version)
         trainable = tune.with_resources(tune.with_parameters(emoe_trainable, data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
-        callbacks = [ResultRecorder(ctx), ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
-                                                          mode=plan.spec.mode, interval_s=options.progress_interval_s)]
+        callbacks = [ResultRecorder(ctx),
+                     ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
+                                     mode=plan.spec.mode, interval_s=options.progress_interval_s,
+                                     recorded={t: s for t, s in state.statuses.items()
+                                               if ctx.settled({"status": s})})]
         callbacks += tracking_callbacks(plan.spec.tracking, store)  # after ResultRecorder: rows exist at trial end
-        # Tune reads every trial's results when restoring and at the end; trials that never started have
-        # none, which it logs as a warning per trial. Expected here (pending at a crash or a time budget).
+        # Tune reads every trial's results at the end; trials that never started have none, which it
+        # logs as a warning per trial. Expected here (pending at an interrupt or a time budget).
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-        if options.resume and tune.Tuner.can_restore(str(store.tune_dir)):
-            tuner = tune.Tuner.restore(str(store.tune_dir), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=options.retry_failed)
-        else:
-            tuner = _tuner(plan, store, trainable, callbacks)
+        stopper.start = time.monotonic()
+        tuner = _tuner(plan, store, trainable, callbacks, todo=todo, retry=retry, stopper=stopper,
+                       resume=options.resume)
         results = tuner.fit()
-        counts = reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__
-    complete = sum(counts.values()) >= plan.n_trials
-    return RunOutcome(counts, complete)
+        reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__
+    state = study_state(plan, store)
+    # failed trials being retried keep their old row until they end: cut short, they are not done either
+    complete = state.missing == 0 and not (stopper.reason and options.retry_failed and state.failed)
+    return RunOutcome(state.counts, complete, stopped=stopper.reason)
+
+
+def _row_status(state: StudyState, trial_id: str) -> dict[str, str] | None:
+    status = state.statuses.get(trial_id)
+    return None if status is None else {"status": status}

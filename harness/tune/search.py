@@ -69,7 +69,7 @@ class StudySearch(OptunaSearch):
 
     def __init__(self, space: SearchSpace, factory: TrialFactory, store: ResultStore, *, n_configs: int,
                  metric: str, mode: str, sampler: optuna.samplers.BaseSampler, storage: BaseStorage,
-                 study_name: str):
+                 study_name: str, retry: list[Trial] | None = None):
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, storage=storage,
                          study_name=study_name)
         self._study_space = space
@@ -79,6 +79,7 @@ class StudySearch(OptunaSearch):
         self._groups: dict[int, _Group] = {}
         self._member_of: dict[str, tuple[int, int]] = {}  # tune trial id -> (optuna number, seed index)
         self._filling: int | None = None
+        self._retry = list(retry or [])  # failed trials to run again (``--retry-failed``), first
 
     @property
     def _study(self) -> optuna.Study:
@@ -92,6 +93,10 @@ class StudySearch(OptunaSearch):
         after it: re-seed it. Proposals made after the snapshot are adopted again (``_adopt_orphan``).
         """
         super().restore(checkpoint_path)
+        self.reseed()
+
+    def reseed(self) -> None:
+        """Re-seed the sampler: on a resumed study its seeded state would repeat earlier proposals."""
         reseed = getattr(self._study.sampler, "reseed_rng", None)
         if callable(reseed):
             reseed()
@@ -140,6 +145,8 @@ class StudySearch(OptunaSearch):
         return self._factory.trials(f"trial{number:03d}", overrides, instance=f"optuna:{number}")
 
     def suggest(self, trial_id: str) -> dict[str, Trial] | None:
+        if self._retry:  # a failed trial of an earlier run, evaluated again under its own id (its
+            return {"trial": self._retry.pop(0)}  # configuration was told to Optuna already and stays so)
         if trial_id in self._member_of:
             number, index = self._member_of[trial_id]
             group = self._groups[number]

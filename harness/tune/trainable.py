@@ -7,8 +7,10 @@ once through Ray's object store (each trial reads it zero-copy). Each epoch it r
 and the ``trials/`` row itself: on its last epoch before reporting it (a scheduler may stop the trial on
 that report), and again when training returns unless that last epoch already did (diverged, early stop by
 a callback, or failed if training raised). The driver treats a trial that stopped without a finished row
-as stopped by the scheduler (pruned). A trial whose finished row already exists (a resumed study) is not
-trained again: its final metrics are reported once and it returns.
+as stopped by the scheduler (pruned). A trial whose row already exists (a resumed study) is not trained
+again, unless the row says failed (Tune retrying it, or ``--retry-failed``): its final metrics are
+reported once and it returns. A resumed trial with no checkpoint from Tune continues from the newest readable checkpoint an
+earlier run of the study left (``TrialContext.earlier_checkpoints``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import socket
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,12 +35,12 @@ from emoe.outputs import EpochRecord
 from emoe.train import train_emoe
 from emoe_schema import FINISHED
 from harness.results.rows import Cell, epoch_row, epochs_table, router_table, trial_table
-from harness.results.sink import ResultStore, RunRecord
-from harness.study.trial import Trial
+from harness.results.sink import ResultStore, RunRecord, atomic_write_bytes
+from harness.study.trial import TRIAL_FILE, Trial
 from harness.tune.memory import release_free_heap, use_mmap_for_large_blocks
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from emoe.data.arrays import DataSet
 
@@ -63,6 +65,13 @@ class TrialContext:
     data: str  # description for the results' data column
     checkpoint_every: int = 1
     checkpoint_min_interval_s: float = 0.0
+    #: checkpoints of earlier runs of the study (``--resume``), newest first, by trial id
+    earlier_checkpoints: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    retry_failed: bool = False  # a trial whose row says "failed" is run again (``--retry-failed``)
+
+    def settled(self, row: Mapping[str, Cell] | None) -> bool:
+        """Whether a run leaves out a trial with this recorded row (``--resume`` decides with it)."""
+        return row is not None and (row["status"] != "failed" or not self.retry_failed)
 
     def objective_value(self, valid: dict[str, float]) -> float:
         """The objective from selected-epoch validation metrics; the worst value when missing."""
@@ -156,6 +165,19 @@ def _report_finished_row(row: dict[str, Cell]) -> None:
         tune.report({**metrics, "objective": row["objective"]})
 
 
+def _load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, list[dict[str, Cell]]]]:
+    """The training state and the epoch rows of a checkpoint directory."""
+    return load_state(directory / STATE_FILE), json.loads((directory / META_FILE).read_text())
+
+
+def _describe_in_trial_dir(trial: Trial) -> None:
+    """Write ``trial.json`` (the trial's JSON form) into this Tune trial's folder, so a later ``--resume``
+    finds the trial's checkpoints there (``harness.tune.resume.earlier_trials``) and can rebuild it."""
+    folder = tune.get_context().get_trial_dir()
+    if folder:  # None when the trainable is called outside a Tune run
+        atomic_write_bytes(Path(folder) / TRIAL_FILE, json.dumps(trial.to_json(), sort_keys=True).encode())
+
+
 def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: TrialContext | None = None) -> None:
     """Train one trial (``config["trial"]``, a ``Trial`` of the plan or the searcher) under Ray Tune.
 
@@ -164,23 +186,33 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
     trial = config["trial"]
     tid = trial.trial_id
     row = ctx.store.read_trial(tid)
-    if row is not None and row["status"] in FINISHED:
+    if row is not None and row["status"] in (*FINISHED, "pruned"):
         _report_finished_row(row)
         return
     torch.set_num_threads(max(1, int(ctx.cpus)))
     use_mmap_for_large_blocks()  # batch copies of a large data set go back to the OS when freed
     cfg = trial.config
+    _describe_in_trial_dir(trial)
     run = _start_attempt(ctx, tid)
     t0 = time.monotonic()
     rows: dict[int, dict[str, Cell]] = {}
     best: dict[str, dict[str, float]] = {"valid": {}, "test": {}}
     resume = None
     ckpt = tune.get_checkpoint()
+    loaded = None
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            resume = load_state(Path(d) / STATE_FILE)
-            meta = json.loads((Path(d) / META_FILE).read_text())
-        rows = {int(r["epoch"]): r for r in meta["epochs"]}
+            loaded = _load_checkpoint(Path(d))
+    else:  # a resumed study: continue from the newest readable checkpoint an earlier run left
+        for directory in ctx.earlier_checkpoints.get(tid, ()):
+            try:
+                loaded = _load_checkpoint(Path(directory))
+                break
+            except Exception as exc:  # damaged by the crash that ended that run: try older
+                print(f"trial {tid}: checkpoint {directory} unreadable ({type(exc).__name__}); trying an older one")
+    if loaded is not None:
+        resume, meta = loaded
+        rows = {int(str(r["epoch"])): r for r in meta["epochs"]}
         best = {"valid": dict(resume[Key.BEST_VALID]), "test": dict(resume[Key.BEST_TEST])}
 
     final_epoch = 0  # set once the last epoch has written the router file and the finished row

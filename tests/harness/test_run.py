@@ -38,7 +38,7 @@ def test_grid_study_runs_on_both_workers_one_row_per_trial_and_refuses_to_overwr
     info = json.loads((study / "study.json").read_text())
     assert info["status"] == "finished" and info["varied"] == ["loss.distill_weight"]
     assert (study / "spec.yaml").exists()
-    assert "best configuration:" in out and "6/6 done" in out
+    assert "best configuration (mean over seeds):" in out and "6/6 done" in out
 
     before = {p.name: p.stat().st_mtime_ns for p in (study / "trials").iterdir()}
     assert main([str(spec), "--results", str(results)]) == 2  # no --resume: refuse, touch nothing

@@ -32,6 +32,6 @@ def test_best_configuration_and_text():
     best = best_configuration(_trials(), mode="min", varied=["loss.distill_weight"])
     assert best["variant"] == "dw=1" and best["params"] == {"loss.distill_weight": 1.0}
     text = format_summary(_trials(), objective="valid_mae", mode="min", varied=["loss.distill_weight"])
-    assert text.splitlines()[0] == "best configuration: dw=1 (loss.distill_weight=1.0) — valid_mae 0.9000 ± 0.1000"
+    assert text.splitlines()[0] == "best configuration (mean over seeds): dw=1 (loss.distill_weight=1.0) — valid_mae 0.9000 ± 0.1000"
     assert "1.0000 ± 0.1000" in text  # test_mae of the best
     assert format_summary(pd.DataFrame(), objective="valid_mae", mode="min", varied=[]) == "no trials recorded"

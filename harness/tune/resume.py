@@ -1,0 +1,126 @@
+"""What a study still has to run, read from its recorded rows: the rule behind ``--resume``.
+
+The harness, not Tune's experiment state, decides what a resumed study runs: every planned trial ends
+with exactly one row in ``trials/``, so a trial runs again when it has no row (interrupted, cut by the
+time budget, never started) or, with ``--retry-failed``, when its row says "failed". Tune's saved state
+is not restored: it keeps the time budget, the concurrency and the trial statuses of the run that wrote
+it (a trial stopped by the budget is TERMINATED there and would never run again). What a resumed run
+takes from earlier runs is each trial's newest checkpoint under ``<study>/tune`` (``earlier_trials``),
+so an interrupted trial continues where it stopped, and, for searches, the Optuna journal.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.results.sink import ResultStore
+from harness.study.trial import TRIAL_FILE, Trial
+
+if TYPE_CHECKING:
+    import argparse
+
+    from harness.study.plan import Plan
+
+__all__ = ["EarlierTrial", "StudyState", "earlier_trials", "resume_command", "study_state"]
+
+
+@dataclass
+class EarlierTrial:
+    """A trial seen by an earlier run: its description and its checkpoints, newest first."""
+
+    trial: Trial
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (epochs covered, directory)
+
+
+def _epochs_of(checkpoint: Path) -> int | None:
+    """Epochs a checkpoint directory covers, None when it is incomplete (a crash while it was copied)."""
+    try:
+        meta = json.loads((checkpoint / "meta.json").read_text())
+        if (checkpoint / "state.pt").stat().st_size == 0:
+            return None
+        return len(meta["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def earlier_trials(store: ResultStore) -> dict[str, EarlierTrial]:
+    """Trials of earlier runs of the study by trial id, from the ``trial.json`` each trial writes into its
+    Tune trial folder when it starts (``Trial.to_json``)."""
+    found: dict[str, EarlierTrial] = {}
+    if not store.tune_dir.is_dir():
+        return found
+    for folder in sorted(store.tune_dir.glob("trial_*")):
+        try:
+            trial = Trial.from_json(json.loads((folder / TRIAL_FILE).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a folder whose trial had not started (or was cut off while describing itself)
+        tid = trial.trial_id
+        entry = found.setdefault(tid, EarlierTrial(trial))
+        for ckpt in folder.glob("checkpoint_*"):
+            epochs = _epochs_of(ckpt)
+            if epochs:
+                entry.checkpoints.append((epochs, str(ckpt)))
+    for entry in found.values():
+        entry.checkpoints.sort(reverse=True)
+    return found
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """The recorded rows of a study against its plan."""
+
+    statuses: dict[str, str]  # trial id -> recorded status
+    n_planned: int
+    missing: int  # planned trials without a row
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.statuses.values()).items()))
+
+    @property
+    def failed(self) -> list[str]:
+        return sorted(t for t, s in self.statuses.items() if s == "failed")
+
+    @property
+    def completed(self) -> int:
+        return sum(s == "completed" for s in self.statuses.values())
+
+    def to_run(self, retry_failed: bool) -> int:
+        """Trials a run would start now: those without a row, and failed ones when retrying."""
+        return self.missing + (len(self.failed) if retry_failed else 0)
+
+
+def study_state(plan: Plan, store: ResultStore) -> StudyState:
+    """Compare the rows in ``trials/`` with the plan (grids: by trial id; searches: by count)."""
+    statuses: dict[str, str] = {}
+    for tid in store.trial_ids():
+        status = store.status(tid)
+        if status is not None:
+            statuses[tid] = status
+    if plan.trials:
+        planned = {t.trial_id for t in plan.trials}
+        statuses = {t: s for t, s in statuses.items() if t in planned}
+        missing = len(planned - set(statuses))
+    else:
+        missing = max(0, plan.n_trials - len(statuses))
+    return StudyState(statuses, plan.n_trials, missing)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The shell command that resumes this study: same study file, results root, overrides and cluster."""
+    parts = ["python", "-m", "harness.run", str(args.spec),
+             "--results", str(Path(args.results).expanduser().absolute())]
+    for override in args.set:
+        parts += ["--set", override]
+    if args.address:
+        parts += ["--address", args.address]
+    if args.num_cpus is not None:
+        parts += ["--num-cpus", str(args.num_cpus)]
+    if args.num_gpus is not None:
+        parts += ["--num-gpus", str(args.num_gpus)]
+    return shlex.join([*parts, "--resume"])

@@ -1,0 +1,93 @@
+"""Options that cannot work exit 2 before anything starts; the exit status rule; a failed trial's error
+text comes back to the driver even when Tune kept it only in its trial folder (issue 10, rows 9, 10, 12)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import ray
+
+from harness.results.summary import failure_lines, last_line
+from harness.run import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_NONE_COMPLETED, exit_status, main, parse_args
+from harness.tune.recorder import trial_error
+from harness.tune.resume import resume_command
+from tests.harness.conftest import tiny_study
+
+
+@pytest.fixture(autouse=True)
+def ray_init_calls(monkeypatch):
+    calls: list[object] = []
+
+    def refuse(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise AssertionError("Ray must not be started")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    return calls
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--results", ""], "--results: empty"),
+    (["--results", "   "], "--results: empty"),
+    (["--num-cpus", "-1"], "--num-cpus: must be at least 1, got -1"),
+    (["--num-cpus", "0"], "--num-cpus: must be at least 1, got 0"),
+    (["--num-gpus", "-1"], "--num-gpus: must be at least 0, got -1"),
+    (["--retry-failed"], "--retry-failed: only with --resume"),
+    (["--progress-every", "0"], "--progress-every: must be a positive number"),
+])
+def test_unusable_options_exit_2_and_create_nothing(options, message, write_study, tmp_path, monkeypatch, capsys,
+                                                    ray_init_calls):
+    spec = write_study(tiny_study())
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # a relative or empty --results would land here
+    args = [str(spec), *options]
+    if "--results" not in options:
+        args += ["--results", str(tmp_path / "results")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert list(work.iterdir()) == [] and not (tmp_path / "results").exists()
+    assert ray_init_calls == []
+
+
+def test_the_exit_status_rule():
+    assert exit_status({"completed": 1, "failed": 3}, complete=True, stopped=None) == 0
+    assert exit_status({"failed": 2, "diverged": 1}, complete=True, stopped=None) == EXIT_NONE_COMPLETED
+    assert exit_status({}, complete=True, stopped=None) == EXIT_NONE_COMPLETED
+    assert exit_status({"completed": 2}, complete=False, stopped="time budget") == EXIT_INCOMPLETE
+    assert exit_status({"completed": 2}, complete=False, stopped="interrupted") == EXIT_INTERRUPTED
+    assert exit_status({"completed": 2}, complete=True, stopped="interrupted") == EXIT_INTERRUPTED
+
+
+def test_the_resume_command_repeats_every_option_that_locates_the_study(tmp_path):
+    args = parse_args(["studies/x y.yaml", "--results", "rel/res", "--set", "seeds=[1, 2]", "--set",
+                       "time_budget_s=25", "--address", "10.0.0.5:6379", "--num-gpus", "1"])
+    text = resume_command(args)
+    assert text == ("python -m harness.run 'studies/x y.yaml' --results " + str(Path("rel/res").absolute())
+                    + " --set 'seeds=[1, 2]' --set time_budget_s=25 --address 10.0.0.5:6379 --num-gpus 1 --resume")
+
+
+def test_a_trial_error_kept_only_in_its_folder_is_read_from_there(tmp_path):
+    """On a cluster whose workers cannot run the trial, Tune may hand back no error; error.txt has it."""
+    (tmp_path / "error.txt").write_text("Traceback (most recent call last):\n  ...\n"
+                                        "ModuleNotFoundError: No module named 'emoe'\n")
+    trial = SimpleNamespace(get_error=lambda: None, local_path=str(tmp_path), path=None, num_failures=2)
+    text = trial_error(trial)
+    assert last_line(text) == "ModuleNotFoundError: No module named 'emoe'"
+    bare = SimpleNamespace(get_error=lambda: None, local_path=str(tmp_path / "gone"), path=None, num_failures=2)
+    assert "after 2 failure(s)" in trial_error(bare)
+
+
+def test_failure_lines_count_the_failed_trials_and_show_each_last_line():
+    import pandas as pd
+
+    trials = pd.DataFrame({"trial_id": ["a" * 12, "b" * 12, "c" * 12], "variant": ["x", "y", "z"],
+                           "seed": [1, 1, 1], "status": ["failed", "completed", "failed"],
+                           "error": ["Traceback\n  line\nRuntimeError: boom", None, "ValueError: bad\n\n"]})
+    lines = failure_lines(trials)
+    assert lines[0].startswith("2 of 3 trials failed")
+    assert lines[1].endswith("x, seed 1: RuntimeError: boom") and lines[2].endswith("z, seed 1: ValueError: bad")
+    assert failure_lines(trials[trials["status"] == "completed"]) == []
