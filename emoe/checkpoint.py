@@ -104,7 +104,7 @@ def check_state(state: dict[str, Any], source: str = "training state") -> None:
     missing = sorted(STATE_KEYS - set(state))
     if missing:
         raise ValueError(f"{source}: not a training state, missing keys {missing}")
-    if state["version"] != STATE_VERSION:
+    if state[Key.VERSION] != STATE_VERSION:
         raise ValueError(f"{source}: state version {state['version']!r}, this code reads {STATE_VERSION}")
 
 

@@ -26,6 +26,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from emoe.checkpoint import (
     STATE_VERSION,
+    Key,
     record_from_state,
     record_to_state,
     router_from_state,
@@ -300,13 +301,13 @@ def _checkpoint(stack: _Stack, pos: int) -> dict[str, Any]:
     """Member ``pos``'s full training state in ``emoe.train.fit``'s format (views of live tensors)."""
     m = stack.members[pos]
     return {
-        "version": STATE_VERSION, "config": to_dict(m.cfg), "epoch": m.epoch,
-        "model": {n: p[pos].detach() for n, p in stack.params.items()},
-        "optimizer": stack.optim.member_state(pos), "scheduler": m.scheduler.state_dict(),
-        "best_loss": m.sel.loss, "best_epoch": m.sel.epoch, "best_valid": dict(m.sel.valid),
-        "best_test": dict(m.sel.test), "best_router": router_to_state(m.sel.router),
-        "generator": m.data_gen.get_state(), "torch_rng": m.drop_gen.get_state(), "cuda_rng": [],
-        "history": [record_to_state(r) for r in m.history],
+        Key.VERSION: STATE_VERSION, Key.CONFIG: to_dict(m.cfg), Key.EPOCH: m.epoch,
+        Key.MODEL: {n: p[pos].detach() for n, p in stack.params.items()},
+        Key.OPTIMIZER: stack.optim.member_state(pos), Key.SCHEDULER: m.scheduler.state_dict(),
+        Key.BEST_LOSS: m.sel.loss, Key.BEST_EPOCH: m.sel.epoch, Key.BEST_VALID: dict(m.sel.valid),
+        Key.BEST_TEST: dict(m.sel.test), Key.BEST_ROUTER: router_to_state(m.sel.router),
+        Key.GENERATOR: m.data_gen.get_state(), Key.TORCH_RNG: m.drop_gen.get_state(), Key.CUDA_RNG: [],
+        Key.HISTORY: [record_to_state(r) for r in m.history],
     }
 
 
@@ -315,16 +316,16 @@ def _resume(stack: _Stack, pos: int, state: dict[str, Any]) -> None:
     _check_resume(state, m.cfg)
     with torch.no_grad():
         for n, p in stack.params.items():
-            p[pos] = state["model"][n].to(p)
-    stack.optim.load_member_state(pos, state["optimizer"])
-    m.scheduler.load_state_dict(state["scheduler"])
+            p[pos] = state[Key.MODEL][n].to(p)
+    stack.optim.load_member_state(pos, state[Key.OPTIMIZER])
+    m.scheduler.load_state_dict(state[Key.SCHEDULER])
     m.lr_holder.param_groups[0]["lr"] = stack.optim.lrs[pos]
-    m.data_gen.set_state(state["generator"])
-    m.drop_gen.set_state(state["torch_rng"])
-    m.sel = _Selection(float(state["best_loss"]), int(state["best_epoch"]), dict(state["best_valid"]),
-                       dict(state["best_test"]), router_from_state(state["best_router"]))
-    m.history = [record_from_state(r) for r in state["history"]]
-    m.epoch = int(state["epoch"])
+    m.data_gen.set_state(state[Key.GENERATOR])
+    m.drop_gen.set_state(state[Key.TORCH_RNG])
+    m.sel = _Selection(float(state[Key.BEST_LOSS]), int(state[Key.BEST_EPOCH]), dict(state[Key.BEST_VALID]),
+                       dict(state[Key.BEST_TEST]), router_from_state(state[Key.BEST_ROUTER]))
+    m.history = [record_from_state(r) for r in state[Key.HISTORY]]
+    m.epoch = int(state[Key.EPOCH])
 
 
 def _result(m: _Member, device: torch.device) -> FitResult:

@@ -21,6 +21,7 @@ from torch import nn
 from emoe.capture import TrainStep
 from emoe.checkpoint import (
     STATE_VERSION,
+    Key,
     check_state,
     record_from_state,
     record_to_state,
@@ -222,7 +223,7 @@ class _Selection:
 
 def _check_resume(state: dict[str, Any], cfg: EMOEConfig) -> None:
     check_state(state)
-    saved, now = state["config"], to_dict(cfg)
+    saved, now = state[Key.CONFIG], to_dict(cfg)
     diff = [f"{sec}.{k}: saved {saved.get(sec, {}).get(k)!r}, now {v!r}"
             for sec, fields in now.items() for k, v in fields.items()
             if (sec, k) not in _RESUME_FREE and saved.get(sec, {}).get(k) != v]
@@ -270,33 +271,33 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     if resume is not None:
         _check_resume(resume, cfg)
         if precision is not None:
-            precision.load_state_dict(resume["model"])
+            precision.load_state_dict(resume[Key.MODEL])
         else:
-            model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        generator.set_state(resume["generator"])
-        drop_gen.set_state(resume["torch_rng"])
-        if device.type == "cuda" and resume["cuda_rng"]:
-            torch.cuda.set_rng_state_all(resume["cuda_rng"])
-        sel = _Selection(float(resume["best_loss"]), int(resume["best_epoch"]), dict(resume["best_valid"]),
-                         dict(resume["best_test"]), router_from_state(resume["best_router"]))
-        history = [record_from_state(r) for r in resume["history"]]
-        epoch = int(resume["epoch"])
+            model.load_state_dict(resume[Key.MODEL])
+        optimizer.load_state_dict(resume[Key.OPTIMIZER])
+        scheduler.load_state_dict(resume[Key.SCHEDULER])
+        generator.set_state(resume[Key.GENERATOR])
+        drop_gen.set_state(resume[Key.TORCH_RNG])
+        if device.type == "cuda" and resume[Key.CUDA_RNG]:
+            torch.cuda.set_rng_state_all(resume[Key.CUDA_RNG])
+        sel = _Selection(float(resume[Key.BEST_LOSS]), int(resume[Key.BEST_EPOCH]), dict(resume[Key.BEST_VALID]),
+                         dict(resume[Key.BEST_TEST]), router_from_state(resume[Key.BEST_ROUTER]))
+        history = [record_from_state(r) for r in resume[Key.HISTORY]]
+        epoch = int(resume[Key.EPOCH])
 
     def checkpoint() -> dict[str, Any]:
         # References live tensors: save (save_state) or copy it before training continues.
         return {
-            "version": STATE_VERSION, "config": to_dict(cfg), "epoch": epoch,
-            "model": model.state_dict() if precision is None else precision.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "best_loss": sel.loss, "best_epoch": sel.epoch, "best_valid": dict(sel.valid),
-            "best_test": dict(sel.test), "best_router": router_to_state(sel.router),
+            Key.VERSION: STATE_VERSION, Key.CONFIG: to_dict(cfg), Key.EPOCH: epoch,
+            Key.MODEL: model.state_dict() if precision is None else precision.state_dict(),
+            Key.OPTIMIZER: optimizer.state_dict(),
+            Key.SCHEDULER: scheduler.state_dict(),
+            Key.BEST_LOSS: sel.loss, Key.BEST_EPOCH: sel.epoch, Key.BEST_VALID: dict(sel.valid),
+            Key.BEST_TEST: dict(sel.test), Key.BEST_ROUTER: router_to_state(sel.router),
             # "torch_rng": the run's dropout generator (its masks come from nothing else)
-            "generator": generator.get_state(), "torch_rng": drop_gen.get_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-            "history": [record_to_state(r) for r in history],
+            Key.GENERATOR: generator.get_state(), Key.TORCH_RNG: drop_gen.get_state(),
+            Key.CUDA_RNG: torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            Key.HISTORY: [record_to_state(r) for r in history],
         }
 
     status: Literal["completed", "diverged"] = "completed"

@@ -41,7 +41,7 @@ import emoe
 from harness.results.sink import ResultStore
 from harness.study.plan import Plan
 from harness.study.samplers import make_sampler
-from harness.tune.cluster import RaySettings, cluster_resources, ray_session
+from harness.tune.cluster import RaySettings, cluster_resources
 from harness.tune.progress import ProgressPrinter
 from harness.tune.recorder import ResultRecorder, reconcile
 from harness.tune.resume import StudyState, earlier_trials, study_state
@@ -257,8 +257,11 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     Every run, first or resumed, is a new Tune experiment under ``<study>/tune``: what to run is decided
     from the recorded rows (``harness.tune.resume``), interrupted trials continue from the newest checkpoint an
     earlier run left, and a search continues its Optuna journal. Every settled trial ends with exactly one
-    row.
+    row. Ray must be connected already (``harness.run`` enters ``ray_session`` before creating the study,
+    so an unreachable cluster creates nothing).
     """
+    if not ray.is_initialized():
+        raise RuntimeError("run_tune needs a Ray runtime: enter harness.tune.cluster.ray_session first")
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the harness stops the study itself (StudyStopper)
@@ -276,7 +279,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     stopper = StudyStopper(plan.spec.time_budget_s)
     if plan.trials and not todo:
         return RunOutcome(state.counts, True)
-    with ray_session(options.ray, data_bytes=data_bytes(plan)), _sigint_stops_the_study():
+    with _sigint_stops_the_study():
         data_ref = share_data(plan)
         trainable = tune.with_resources(tune.with_parameters(emoe_trainable, data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})

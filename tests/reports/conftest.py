@@ -19,12 +19,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from emoe_schema import format_sequence
+
 REG_METRICS = ("loss", "mae", "corr", "acc2", "f1", "acc2_hz", "f1_hz", "acc3", "acc5", "acc7")
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 BASE_PARAMS: dict[str, Any] = {
     "model.d_model": 64, "model.n_heads": 4, "model.n_levels": 2, "model.temperature": 0.1,
     "model.fusion": "sum", "model.router": "learned", "model.router_input": "flatten",
-    "model.fixed_weights": "(0.3333333333333333, 0.3333333333333333, 0.3333333333333333)",
+    "model.fixed_weights": (1 / 3, 1 / 3, 1 / 3),  # stored as emoe_schema.format_sequence writes it
     "loss.distill_weight": 0.1, "loss.balance_weight": 0.1, "loss.sim_alpha": 0.1, "loss.uni_weight": 1.0,
     "train.lr": 1e-4, "train.batch_size": 16, "train.max_epochs": 12,
 }
@@ -32,6 +34,11 @@ BASE_PARAMS: dict[str, Any] = {
 
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _columns(params: dict[str, Any]) -> dict[str, Any]:
+    """Configuration columns as the harness writes them (sequences by the schema's one rule)."""
+    return {k: format_sequence(v) if isinstance(v, tuple | list) else v for k, v in params.items()}
 
 
 def _metrics(quality: float, rng: np.random.Generator) -> dict[str, float]:
@@ -54,7 +61,7 @@ def _trial(study: str, variant: str, params: dict[str, Any], seed: int, quality:
            reliability_link: float = 4.0, router_kind: str = "learned") -> None:
     """Write one trial's trials/, epochs/ and router/ files."""
     rng = np.random.default_rng([seed, index])
-    config_id = _hash(params)
+    config_id = _hash({k: str(v) if isinstance(v, tuple) else v for k, v in params.items()})  # fixture ids
     trial_id = _hash(config_id, seed)
     ids = {"study": study, "trial_id": trial_id, "config_id": config_id, "variant": variant, "seed": seed}
     epochs_run = epochs if status == "completed" else max(1, epochs // 3) if status == "pruned" else 0
@@ -74,7 +81,7 @@ def _trial(study: str, variant: str, params: dict[str, Any], seed: int, quality:
                         "w_l": w[0], "w_v": w[1], "w_a": w[2], "time_s": 0.5})
     start = T0 + timedelta(seconds=30 * index)
     row: dict[str, Any] = {**ids, "status": status, "error": "RuntimeError: boom" if status == "failed" else None,
-                           **params, "best_epoch": best, "epochs_run": epochs_run}
+                           **_columns(params), "best_epoch": best, "epochs_run": epochs_run}
     last = ep_rows[best - 1] if best else {}
     for k in REG_METRICS:
         row[f"valid_{k}"] = last.get(f"valid_{k}")

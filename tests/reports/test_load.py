@@ -93,3 +93,12 @@ def test_metric_labels_units_and_directions() -> None:
         metric_info("objective")
     assert param_label("model.temperature").startswith("Router temperature")
     assert param_label("model.something_new") == "model.something_new"
+
+
+def test_the_fixture_stores_sequences_as_the_harness_does(ablation_dir: Path) -> None:
+    """One representation of a sequence-valued configuration column: the schema's (harness/results/rows.py
+    writes it with the same function)."""
+    from emoe_schema import format_sequence
+
+    trials = load_study(ablation_dir).trials
+    assert set(trials["model.fixed_weights"]) == {format_sequence((1 / 3, 1 / 3, 1 / 3))}
