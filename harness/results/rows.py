@@ -26,6 +26,7 @@ from emoe_schema import (
     epochs_columns,
     format_sequence,
     metric_names,
+    predictions_columns,
     router_columns,
     trials_columns,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "config_dtype_of",
     "epoch_row",
     "epochs_table",
+    "predictions_table",
     "router_table",
     "trial_schema",
     "trial_table",
@@ -47,7 +49,10 @@ __all__ = [
 
 #: Arrow type of each schema dtype name (the schema module names every column's dtype).
 _ARROW: dict[Dtype, pa.DataType] = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
-                                    "bool": pa.bool_(), "timestamp[us, tz=UTC]": pa.timestamp("us", tz="UTC")}
+                                    "bool": pa.bool_(), "timestamp[us, tz=UTC]": pa.timestamp("us", tz="UTC"),
+                                    "int32": pa.int32(), "float32": pa.float32(),
+                                    "dictionary<int32, string>": pa.dictionary(pa.int32(), pa.string()),
+                                    "dictionary<int8, string>": pa.dictionary(pa.int8(), pa.string())}
 #: A row value before Arrow: what the columns of emoe_schema hold.
 Cell = str | int | float | bool | datetime | None
 
@@ -82,7 +87,7 @@ def trial_schema(label_kind: str) -> pa.Schema:
 
 def _ids(trial: Trial) -> dict[str, Cell]:
     return {"study": trial.study, "trial_id": trial.trial_id, "config_id": trial.config_id,
-            "variant": trial.variant, "seed": trial.seed}
+            "variant": trial.variant, "seed": trial.seed, "phase": trial.phase}
 
 
 def _finite(x: float | None) -> float | None:
@@ -158,3 +163,38 @@ def router_table(trial: Trial, rec: RouterRecord) -> pa.Table:
         cols[f"r_{m}"] = pa.nulls(n) if r is None else pa.array(r[:, j])
     schema = _arrow_schema(router_columns())
     return pa.table([cols[f.name].cast(f.type) for f in schema], schema=schema)
+
+
+def _coded(values: Sequence[str | None], n: int, index_type: pa.DataType) -> pa.DictionaryArray:
+    """A dictionary-coded string column of ``n`` rows (one value repeated when ``values`` has one)."""
+    full = list(values) * n if len(values) == 1 else list(values)
+    return pa.array(full, type=pa.string()).dictionary_encode().cast(pa.dictionary(index_type, pa.string()))
+
+
+def predictions_table(trial: Trial, splits: Mapping[str, RouterRecord]) -> pa.Table:
+    """``predictions/`` rows: per split (``valid``/``test``) and sample, label and selected-epoch prediction.
+
+    Ids are dictionary-coded and values float32, so a trial's file stays a few bytes per sample; the data
+    set's own sample ids (MMSA ``id``) are kept as strings exactly as they are in the data.
+    """
+    parts = []
+    schema = _arrow_schema(predictions_columns())
+    for split, rec in splits.items():
+        n = len(rec.labels)
+        ids = _ids(trial)
+        cols: dict[str, pa.Array] = {
+            **{k: _coded([str(v)], n, pa.int32()) for k, v in ids.items() if k not in ("seed", "phase")},
+            "seed": pa.array(np.full(n, trial.seed, dtype=np.int64)),
+            "phase": _coded([trial.phase], n, pa.int8()),
+            "split": _coded([split], n, pa.int8()),
+            "sample": pa.array(np.arange(n, dtype=np.int32)),
+            "sample_id": (pa.nulls(n, pa.dictionary(pa.int32(), pa.string())) if rec.ids is None
+                          else _coded([str(i) for i in rec.ids], n, pa.int32())),
+            "label": pa.array(np.asarray(rec.labels, dtype=np.float32).reshape(n)),
+            "prediction": pa.array(np.asarray(rec.preds, dtype=np.float32).reshape(n)),
+        }
+        parts.append(pa.table([cols[f.name] for f in schema], schema=schema))
+    if not parts:
+        return schema.empty_table()
+    # one dictionary per column across the splits (unify_dictionaries), so readers see a single chunk type
+    return pa.concat_tables(parts).unify_dictionaries().combine_chunks()
