@@ -237,6 +237,9 @@ def execute(args: argparse.Namespace) -> int:
             print(f"study {plan.spec.name}: {plan.n_trials} trials -> {store.dir}", flush=True)
             started = True
             outcome = run_tune(plan, store, options, version)
+            if plan.spec.confirm is not None and outcome.complete:  # top configurations on fresh seeds
+                from harness.tune.confirmation import run_confirmation
+                outcome = run_confirmation(plan, store, options, version, outcome)
             status = "finished" if outcome.complete else "incomplete"
             store.update_info(status=status, finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
                               counts=outcome.counts)

@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 
     from emoe.data.arrays import DataSet
 
-__all__ = ["RunOptions", "RunOutcome", "code_version", "data_bytes", "make_context", "make_scheduler", "run_tune",
-           "share_data"]
+__all__ = ["RunOptions", "RunOutcome", "code_version", "data_bytes", "experiment_dir", "make_context",
+           "make_scheduler", "run_tune", "share_data"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class RunOptions:
     retry_failed: bool = False
     ray: RaySettings = field(default_factory=RaySettings)
     progress_interval_s: float = 10.0
+    phase: str = "tune"  # "confirm": the confirmation trials, a Tune experiment of their own (tune-confirm/)
 
 
 @dataclass
@@ -139,7 +140,13 @@ def _concurrency(plan: Plan) -> int | None:
     return max(1, slots)
 
 
-def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback]) -> Tuner:
+def experiment_dir(store: ResultStore, phase: str) -> Path:
+    """Where Tune keeps a phase's experiment state: ``tune/``, or ``tune-confirm/`` for the confirmation."""
+    return store.tune_dir if phase == "tune" else store.tune_dir.with_name(f"tune-{phase}")
+
+
+def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback],
+           tune_dir: Path) -> Tuner:
     s = plan.spec
     search = s.search is not None
     tune_config = tune.TuneConfig(
@@ -149,7 +156,7 @@ def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks
         time_budget_s=s.time_budget_s, trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
         reuse_actors=True)
     run_config = tune.RunConfig(
-        name=store.tune_dir.name, storage_path=str(store.tune_dir.parent),
+        name=tune_dir.name, storage_path=str(tune_dir.parent),
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2), callbacks=callbacks, verbose=0)
     param_space = {} if search else {"trial": tune.grid_search(plan.trials)}
@@ -198,11 +205,12 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         # Tune reads every trial's results when restoring and at the end; trials that never started have
         # none, which it logs as a warning per trial. Expected here (pending at a crash or a time budget).
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-        if options.resume and tune.Tuner.can_restore(str(store.tune_dir)):
-            tuner = tune.Tuner.restore(str(store.tune_dir), trainable=trainable, resume_unfinished=True,
+        tune_dir = experiment_dir(store, options.phase)
+        if options.resume and tune.Tuner.can_restore(str(tune_dir)):
+            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
                                        resume_errored=options.retry_failed)
         else:
-            tuner = _tuner(plan, store, trainable, callbacks)
+            tuner = _tuner(plan, store, trainable, callbacks, tune_dir)
         results = tuner.fit()
         counts = reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__
     complete = sum(counts.values()) >= plan.n_trials
