@@ -284,14 +284,6 @@ class StudySpec(_Strict):
                              f"the kind on the command line, remove the file's one: {drop}")
         return self
 
-    @model_validator(mode="after")
-    def _fresh_confirmation_seeds(self) -> StudySpec:
-        reused = [s for s in self.confirm.seeds if s in self.seeds] if self.confirm is not None else []
-        if reused:
-            raise ValueError(f"confirm.seeds must be fresh: {reused} also in the tuning seeds {self.seeds} "
-                             "(a configuration picked on a seed would be confirmed on that same seed)")
-        return self
-
     @property
     def kind(self) -> Literal["grid", "ablation", "search"]:
         """What varies: a grid (also a single configuration), named ablation variants or a search."""
