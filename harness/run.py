@@ -207,6 +207,9 @@ def execute(args: argparse.Namespace) -> int:
                             prepare_s=time.perf_counter() - t0))
         state = f" (holds a {previous.get('status', 'running')} run of this study)" if previous else ""
         print(f"results: {store.dir}{state}")
+        if previous is not None and previous.get("status") == "finished":  # a pilot: plan the seeds from it
+            from harness.pilot import pilot_seed_plan
+            print(pilot_seed_plan(store.dir))
         return 0
     if previous is not None and previous.get("status") == "finished":
         print(f"study {plan.spec.name} is already finished; nothing to resume")
