@@ -50,9 +50,9 @@ __all__ = [
 #: Arrow type of each schema dtype name (the schema module names every column's dtype).
 _ARROW: dict[Dtype, pa.DataType] = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
                                     "bool": pa.bool_(), "timestamp[us, tz=UTC]": pa.timestamp("us", tz="UTC"),
-                                    "int32": pa.int32(), "float32": pa.float32(),
-                                    "dictionary<int32, string>": pa.dictionary(pa.int32(), pa.string()),
-                                    "dictionary<int8, string>": pa.dictionary(pa.int8(), pa.string())}
+                                    "int32": pa.int32(), "float32": pa.float32()}
+_ARROW["dictionary<int32, string>"] = pa.dictionary(pa.int32(), _ARROW["string"])
+_ARROW["dictionary<int8, string>"] = pa.dictionary(pa.int8(), _ARROW["string"])
 #: A row value before Arrow: what the columns of emoe_schema hold.
 Cell = str | int | float | bool | datetime | None
 
@@ -165,10 +165,10 @@ def router_table(trial: Trial, rec: RouterRecord) -> pa.Table:
     return pa.table([cols[f.name].cast(f.type) for f in schema], schema=schema)
 
 
-def _coded(values: Sequence[str | None], n: int, index_type: pa.DataType) -> pa.DictionaryArray:
+def _coded(values: Sequence[str | None], n: int, dtype: Dtype) -> pa.DictionaryArray:
     """A dictionary-coded string column of ``n`` rows (one value repeated when ``values`` has one)."""
     full = list(values) * n if len(values) == 1 else list(values)
-    return pa.array(full, type=pa.string()).dictionary_encode().cast(pa.dictionary(index_type, pa.string()))
+    return pa.array(full, type=_ARROW["string"]).dictionary_encode().cast(_ARROW[dtype])
 
 
 def predictions_table(trial: Trial, splits: Mapping[str, RouterRecord]) -> pa.Table:
@@ -178,18 +178,19 @@ def predictions_table(trial: Trial, splits: Mapping[str, RouterRecord]) -> pa.Ta
     set's own sample ids (MMSA ``id``) are kept as strings exactly as they are in the data.
     """
     parts = []
-    schema = _arrow_schema(predictions_columns())
+    columns = predictions_columns()
+    schema = _arrow_schema(columns)
+    dtype = dict(columns)
     for split, rec in splits.items():
         n = len(rec.labels)
-        ids = _ids(trial)
         cols: dict[str, pa.Array] = {
-            **{k: _coded([str(v)], n, pa.int32()) for k, v in ids.items() if k not in ("seed", "phase")},
+            **{k: _coded([str(v)], n, dtype[k]) for k, v in _ids(trial).items() if k not in ("seed", "phase")},
             "seed": pa.array(np.full(n, trial.seed, dtype=np.int64)),
-            "phase": _coded([trial.phase], n, pa.int8()),
-            "split": _coded([split], n, pa.int8()),
+            "phase": _coded([trial.phase], n, dtype["phase"]),
+            "split": _coded([split], n, dtype["split"]),
             "sample": pa.array(np.arange(n, dtype=np.int32)),
-            "sample_id": (pa.nulls(n, pa.dictionary(pa.int32(), pa.string())) if rec.ids is None
-                          else _coded([str(i) for i in rec.ids], n, pa.int32())),
+            "sample_id": (pa.nulls(n, _ARROW[dtype["sample_id"]]) if rec.ids is None
+                          else _coded([str(i) for i in rec.ids], n, dtype["sample_id"])),
             "label": pa.array(np.asarray(rec.labels, dtype=np.float32).reshape(n)),
             "prediction": pa.array(np.asarray(rec.preds, dtype=np.float32).reshape(n)),
         }
