@@ -218,6 +218,7 @@ class _Selection:
     valid: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
     router: RouterRecord | None = None
+    valid_router: RouterRecord | None = None  # the validation split's record at the same epoch
 
 
 def _check_resume(state: dict[str, Any], cfg: EMOEConfig) -> None:
@@ -280,7 +281,8 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
         if device.type == "cuda" and resume["cuda_rng"]:
             torch.cuda.set_rng_state_all(resume["cuda_rng"])
         sel = _Selection(float(resume["best_loss"]), int(resume["best_epoch"]), dict(resume["best_valid"]),
-                         dict(resume["best_test"]), router_from_state(resume["best_router"]))
+                         dict(resume["best_test"]), router_from_state(resume["best_router"]),
+                         router_from_state(resume.get("best_valid_router")))
         history = [record_from_state(r) for r in resume["history"]]
         epoch = int(resume["epoch"])
 
@@ -293,6 +295,7 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
             "scheduler": scheduler.state_dict(),
             "best_loss": sel.loss, "best_epoch": sel.epoch, "best_valid": dict(sel.valid),
             "best_test": dict(sel.test), "best_router": router_to_state(sel.router),
+            "best_valid_router": router_to_state(sel.valid_router),
             # "torch_rng": the run's dropout generator (its masks come from nothing else)
             "generator": generator.get_state(), "torch_rng": drop_gen.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
@@ -335,7 +338,7 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
                                  f"diverged: non-finite {split_name} predictions at epoch {epoch} ({exc})")
                 break
             if improved and test is not None:
-                sel = _Selection(valid["loss"], epoch, valid, test, trec)
+                sel = _Selection(valid["loss"], epoch, valid, test, trec, vrec)
             scheduler.step(valid["loss"])
             mean_w = vrec.weights.mean(axis=0)
             record = EpochRecord(
@@ -353,7 +356,7 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
             precision.restore()  # the caller gets float32 weights (the masters) back
     return FitResult(
         status=status, best_epoch=sel.epoch, epochs_run=len(history), valid=sel.valid, test=sel.test,
-        history=history, router=sel.router, error=error,
+        history=history, router=sel.router, error=error, valid_router=sel.valid_router,
         extra={"device": str(device), "stopped_by_callback": stopped_by_callback,
                "final_lr": float(optimizer.param_groups[0]["lr"])})
 

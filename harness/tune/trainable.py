@@ -107,11 +107,12 @@ def write_trial_row(ctx: TrialContext, trial: Trial, *, status: str, error: str 
     ctx.store.write_table("trials", trial.trial_id, table)
 
 
-def write_selected(ctx: TrialContext, trial: Trial, test: RouterRecord) -> None:
-    """The per-sample files of the selected epoch: ``router/`` and ``predictions/`` (test split), each
-    written once, atomically, before the trial's finished row."""
+def write_selected(ctx: TrialContext, trial: Trial, test: RouterRecord, valid: RouterRecord | None) -> None:
+    """The per-sample files of the selected epoch: ``router/`` (test split) and ``predictions/`` (validation
+    and test), each written once, atomically, before the trial's finished row."""
     ctx.store.write_table("router", trial.trial_id, router_table(trial, test))
-    ctx.store.write_table("predictions", trial.trial_id, predictions_table(trial, {"test": test}))
+    splits = {"valid": valid, "test": test} if valid is not None else {"test": test}
+    ctx.store.write_table("predictions", trial.trial_id, predictions_table(trial, splits))
 
 
 def write_row_from_metrics(ctx: TrialContext, trial: Trial, metrics: Metrics | None, *,
@@ -209,7 +210,7 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
             state = checkpoint()
             router = router_from_state(state[Key.BEST_ROUTER])
             if router is not None:
-                write_selected(ctx, trial, router)
+                write_selected(ctx, trial, router, router_from_state(state.get(Key.BEST_VALID_ROUTER)))
             write_trial_row(ctx, trial, status="completed", error=None, best_epoch=record.best_epoch,
                             epochs_run=record.epoch, valid=best["valid"], test=best["test"])
             final_epoch = record.epoch
@@ -242,6 +243,6 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
     run["current_s"] = time.monotonic() - t0
     ctx.store.write_run(tid, run)
     if result.router is not None:
-        write_selected(ctx, trial, result.router)
+        write_selected(ctx, trial, result.router, result.valid_router)
     write_trial_row(ctx, trial, status=result.status, error=result.error, best_epoch=result.best_epoch,
                     epochs_run=result.epochs_run, valid=dict(result.valid), test=dict(result.test))

@@ -108,14 +108,17 @@ def test_a_study_confirms_its_best_configurations_resumes_the_confirmation_and_r
     info = json.loads((study / "study.json").read_text())
     assert info["status"] == "finished" and info["counts"] == {"completed": 10}
 
-    # predictions: once per trial, both phases, and their per-sample MAE is the row's test_mae
+    # predictions: once per trial, both phases and splits; their per-sample MAE is the row's valid/test_mae
     preds = pd.read_parquet(study / "predictions")
     assert set(preds["trial_id"].astype(str)) == set(trials["trial_id"])
     assert preds["prediction"].dtype == np.float32 and isinstance(preds["trial_id"].dtype, pd.CategoricalDtype)
-    err = (preds["prediction"].astype(float) - preds["label"].astype(float)).abs()
-    mae = err.groupby(preds["trial_id"].astype(str)).mean()
-    row_mae = trials.set_index("trial_id")["test_mae"]
-    assert np.allclose(mae.loc[row_mae.index], row_mae, atol=1e-5)
+    assert not preds.duplicated(["trial_id", "split", "sample"]).any()
+    for split in ("valid", "test"):
+        part = preds[preds["split"] == split]
+        err = (part["prediction"].astype(float) - part["label"].astype(float)).abs()
+        mae = err.groupby(part["trial_id"].astype(str)).mean()
+        row_mae = trials.set_index("trial_id")[f"{split}_mae"]
+        assert np.allclose(mae.loc[row_mae.index], row_mae, atol=1e-5), split
     assert (preds.groupby(preds["trial_id"].astype(str))["phase"].first().astype(str)
             == trials.set_index("trial_id")["phase"]).all()
 
