@@ -146,7 +146,8 @@ def _study_info(plan: Plan, store: ResultStore, version: str) -> dict[str, objec
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "status": "running",
             "results_dir": str(store.dir), "code_version": version, "fingerprint": fp,
             "spec_hash": _fingerprint_hash(fp),
-            "provenance": study_provenance(s.data.path, plan.data.key)}  # code, packages, nodes, data checksum
+            "provenance": study_provenance(s.data.path, plan.data.key),  # code, packages, nodes, data checksum
+            "confirm": s.confirm.model_dump() if s.confirm is not None else None}  # fresh-seed confirmation
 
 
 def _finish(plan: Plan, store: ResultStore, *, report_now: bool = True) -> None:

@@ -3,9 +3,13 @@
 A study with ``confirm:`` trains its best configurations again on seeds that did not select them (rows with
 ``phase: confirm``, ``Study.confirm``). The configuration that won on the tuning seeds is, on average, the
 one whose seeds happened to be kind to it, so its tuning-seed mean is optimistic (the winner's curse,
-e.g. Cawley & Talbot 2010, "On over-fitting in model selection"). Tables therefore quote the confirmation
-trials for the configurations that have them (``quoted_trials``, with ``quoted_caption`` saying so), and
-``curse_table``/``plot_curse`` show tuning-seed against fresh-seed numbers for each confirmed configuration.
+e.g. Cawley & Talbot 2010, "On over-fitting in model selection"). The report therefore gives the confirmed
+configurations a table of their own on the fresh seeds (``confirmed_trials``, ``confirmed_caption``): the
+numbers to quote. They are not mixed into the tuning-seed tables, whose rows share seeds and compare paired:
+the seed shifts every configuration alike (on the synthetic benchmark by more than the configurations
+differ), so a fresh-seed row next to tuning-seed rows would compare seeds, not configurations; those
+tables' captions point to the confirmed table instead (``tuning_caption``). ``curse_table``/``plot_curse``
+show tuning-seed against fresh-seed numbers for each confirmed configuration.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from reports.metrics import axis_label, metric_info
 from reports.style import COLUMN_WIDTH, PAGE_WIDTH, new_figure
 from reports.tables import Table
 
-__all__ = ["confirmed_variants", "curse_frame", "curse_table", "plot_curse", "quoted_caption", "quoted_trials"]
+__all__ = ["confirmed_caption", "confirmed_trials", "confirmed_variants", "curse_frame", "curse_table", "plot_curse",
+           "tuning_caption"]
 
 
 def _confirmed(study: Study) -> pd.DataFrame:
@@ -40,24 +45,32 @@ def confirmed_variants(study: Study) -> list[str]:
     return ranked + sorted(set(done["variant"]) - set(ranked))
 
 
-def quoted_trials(study: Study) -> pd.DataFrame:
-    """The rows tables quote: confirmation trials for the confirmed configurations, tuning trials otherwise."""
-    done = _confirmed(study)
-    if done.empty:
-        return study.trials
-    confirmed = set(done["config_id"])
-    kept = study.trials[~study.trials["config_id"].isin(confirmed)]
-    return pd.concat([kept, done], ignore_index=True)
+def confirmed_trials(study: Study) -> pd.DataFrame:
+    """The completed confirmation trials: the numbers to quote for the confirmed configurations."""
+    return _confirmed(study)
 
 
-def quoted_caption(study: Study, caption: str) -> str:
-    """``caption`` plus, when the study has confirmation trials, which rows quote them."""
+def _seeds(df: pd.DataFrame) -> list[int]:
+    return sorted(int(s) for s in df["seed"].unique())
+
+
+def confirmed_caption(study: Study) -> str:
+    """Caption of a table of the confirmation trials."""
+    col, _ = study.objective
+    return (f"Confirmed on fresh seeds {_seeds(_confirmed(study))}: the {len(confirmed_variants(study))} best "
+            f"configurations by {col} on the tuning seeds {_seeds(study.trials)}, trained again on seeds that did "
+            "not select them (mean ± std over the fresh seeds). These are the numbers to quote for them; compare "
+            "them with each other, not with tuning-seed rows (seeds shift every configuration alike).")
+
+
+def tuning_caption(study: Study, caption: str, confirmed_table: str) -> str:
+    """``caption`` of a tuning-seed table plus, when the study confirmed configurations, the table (file
+    stem) that holds their confirmed numbers."""
     names = confirmed_variants(study)
     if not names:
         return caption
-    seeds = sorted(int(s) for s in _confirmed(study)["seed"].unique())
-    return (f"{caption} Confirmed on fresh seeds {seeds}: the rows of {', '.join(names)} quote those trials, not "
-            "the tuning seeds that selected them (tuning vs confirmation: the Confirmation section).").strip()
+    return (f"{caption} Tuning seeds: these rows selected {', '.join(names)}, so theirs are optimistic; their "
+            f"confirmed numbers are in {confirmed_table}.").strip()
 
 
 def curse_frame(study: Study, metrics: Sequence[str]) -> pd.DataFrame:

@@ -143,6 +143,6 @@ def test_a_study_confirms_its_best_configurations_resumes_the_confirmation_and_r
     assert len(loaded.trials) == 6 and len(loaded.confirm) == 4
     assert set(load_predictions(loaded)["trial_id"]) == set(tune["trial_id"])
     written = {p.name for p in build_report(study, out=tmp_path / "report", formats=("png",))}
-    assert {"confirmation.png", "confirmation.md", "results.md"} <= written
-    results_md = (tmp_path / "report" / "tables" / "results.md").read_text()
+    assert {"confirmation.png", "confirmation.md", "results.md", "results_confirmed.md"} <= written
+    results_md = (tmp_path / "report" / "tables" / "results_confirmed.md").read_text()
     assert "Confirmed on fresh seeds [7, 8]" in results_md

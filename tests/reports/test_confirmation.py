@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 
 from reports.confirmation import (
+    confirmed_caption,
+    confirmed_trials,
     confirmed_variants,
     curse_frame,
     curse_table,
     plot_curse,
-    quoted_caption,
-    quoted_trials,
+    tuning_caption,
 )
 from reports.load import ResultsError, Study, split_phases
 
@@ -47,16 +48,17 @@ def test_phases_split_and_old_results_are_all_tuning() -> None:
         split_phases(s.trials.assign(phase="retune"))
 
 
-def test_tables_quote_the_confirmation_rows_of_confirmed_configurations_and_say_so() -> None:
+def test_confirmed_numbers_get_their_own_table_and_tuning_tables_point_to_it() -> None:
     s = _study()
-    quoted = quoted_trials(s)
-    assert sorted(quoted.loc[quoted["variant"] == "a", "seed"]) == [7, 8]  # confirmed: the fresh seeds
-    assert sorted(quoted.loc[quoted["variant"] == "c", "seed"]) == [1, 2]  # not confirmed: the tuning seeds
+    quoted = confirmed_trials(s)
+    assert sorted(quoted["seed"].unique()) == [7, 8] and set(quoted["variant"]) == {"a", "b"}
     assert confirmed_variants(s) == ["a", "b"]  # in tuning order
-    caption = quoted_caption(s, "Mean ± std over seeds.")
-    assert caption.startswith("Mean ± std over seeds.") and "[7, 8]" in caption and "a, b" in caption
+    caption = confirmed_caption(s)
+    assert "[7, 8]" in caption and "[1, 2]" in caption and "2 best" in caption
+    note = tuning_caption(s, "Mean ± std over seeds.", "results_confirmed")
+    assert note.startswith("Mean ± std over seeds.") and "a, b" in note and "results_confirmed" in note
     unconfirmed = Study(path=s.path, meta=s.meta, trials=s.trials)
-    assert quoted_trials(unconfirmed) is unconfirmed.trials and quoted_caption(unconfirmed, "x") == "x"
+    assert confirmed_trials(unconfirmed).empty and tuning_caption(unconfirmed, "x", "y") == "x"
 
 
 def test_the_winners_curse_frame_has_the_hand_computed_means_and_shift() -> None:
