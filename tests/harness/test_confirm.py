@@ -84,6 +84,32 @@ def test_confirmation_trials_rebuild_the_chosen_configurations_on_the_fresh_seed
     assert not {t.trial_id for t in confirm} & set(rows["trial_id"])
 
 
+def test_dry_run_counts_the_confirmation_trials_and_their_cost() -> None:
+    from harness.study.cost import CostEstimate
+    from harness.study.describe import describe_plan, plan_cost
+
+    spec = parse_spec(tiny_study(confirm={"top": 5, "seeds": [7, 8, 9]}))  # top above the 2 points: both
+    plan = build_plan(spec, load_study_data(spec.data))
+    text = describe_plan(plan, measure=False)
+    assert "the best 2 configuration(s)" in text and "= 6 confirmation trials" in text
+    assert "4 + 6 confirmation trials" in text
+    assert plan_cost(plan, measure=False).confirm_trials == 6
+    cost = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2, confirm_trials=3)
+    assert cost.waves == 2 + 2 and cost.parts["training"] == 4.0 and cost.parts["confirmation"] == 4.0
+    assert cost.trial_time_s == 7 * 2 * 1.0
+
+
+def test_a_finished_pilot_gives_the_seeds_needed_to_tell_its_best_two_apart(tmp_path) -> None:
+    from harness.pilot import pilot_seed_plan
+    from tests.reports.conftest import write_grid
+
+    pilot = write_grid(tmp_path / "pilot")
+    text = pilot_seed_plan(pilot)
+    assert text.startswith("seed plan from the finished pilot (3 seeds)") and "needs " in text
+    assert f"python -m reports plan {pilot} --delta" in text
+    assert "cannot be read" in pilot_seed_plan(tmp_path / "nothing")
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_a_study_confirms_its_best_configurations_resumes_the_confirmation_and_reports_it(
