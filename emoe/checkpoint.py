@@ -51,14 +51,17 @@ class Key:
     BEST_VALID = "best_valid"
     BEST_TEST = "best_test"
     BEST_ROUTER = "best_router"
+    BEST_VALID_ROUTER = "best_valid_router"  # optional: states written before it have none
     GENERATOR = "generator"
     TORCH_RNG = "torch_rng"
     CUDA_RNG = "cuda_rng"
     HISTORY = "history"
 
 
+#: Keys a training state may lack (added later; a state without them still loads and resumes).
+OPTIONAL_KEYS = frozenset({Key.BEST_VALID_ROUTER})
 #: Keys every training state has.
-STATE_KEYS = frozenset(v for k, v in vars(Key).items() if k.isupper())
+STATE_KEYS = frozenset(v for k, v in vars(Key).items() if k.isupper()) - OPTIONAL_KEYS
 #: File names of a checkpoint directory: the state (``torch.save``) and the epochs' rows (JSON).
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"

@@ -57,7 +57,7 @@ class EpochRecord:
 
 @dataclass
 class RouterRecord:
-    """Per-sample router weights on the test split at the selected epoch."""
+    """Per-sample router weights, predictions and labels of one split (test, or validation) at the selected epoch."""
 
     weights: np.ndarray  # (N, 3) float32, l v a
     preds: np.ndarray  # (N,) float32 fused predictions (class index for classification)
@@ -79,3 +79,4 @@ class FitResult:
     router: RouterRecord | None
     error: str | None = None  # e.g. "diverged: non-finite training loss (nan) at epoch 3, batch 17"
     extra: dict[str, Any] = field(default_factory=dict)
+    valid_router: RouterRecord | None = None  # the same per-sample record on the validation split

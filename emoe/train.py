@@ -219,6 +219,7 @@ class _Selection:
     valid: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
     router: RouterRecord | None = None
+    valid_router: RouterRecord | None = None  # the validation split's record at the same epoch
 
 
 def _check_resume(state: dict[str, Any], cfg: EMOEConfig) -> None:
@@ -281,7 +282,8 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
         if device.type == "cuda" and resume[Key.CUDA_RNG]:
             torch.cuda.set_rng_state_all(resume[Key.CUDA_RNG])
         sel = _Selection(float(resume[Key.BEST_LOSS]), int(resume[Key.BEST_EPOCH]), dict(resume[Key.BEST_VALID]),
-                         dict(resume[Key.BEST_TEST]), router_from_state(resume[Key.BEST_ROUTER]))
+                         dict(resume[Key.BEST_TEST]), router_from_state(resume[Key.BEST_ROUTER]),
+                         router_from_state(resume.get(Key.BEST_VALID_ROUTER)))
         history = [record_from_state(r) for r in resume[Key.HISTORY]]
         epoch = int(resume[Key.EPOCH])
 
@@ -294,6 +296,7 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
             Key.SCHEDULER: scheduler.state_dict(),
             Key.BEST_LOSS: sel.loss, Key.BEST_EPOCH: sel.epoch, Key.BEST_VALID: dict(sel.valid),
             Key.BEST_TEST: dict(sel.test), Key.BEST_ROUTER: router_to_state(sel.router),
+            Key.BEST_VALID_ROUTER: router_to_state(sel.valid_router),
             # "torch_rng": the run's dropout generator (its masks come from nothing else)
             Key.GENERATOR: generator.get_state(), Key.TORCH_RNG: drop_gen.get_state(),
             Key.CUDA_RNG: torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
@@ -336,7 +339,7 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
                                  f"diverged: non-finite {split_name} predictions at epoch {epoch} ({exc})")
                 break
             if improved and test is not None:
-                sel = _Selection(valid["loss"], epoch, valid, test, trec)
+                sel = _Selection(valid["loss"], epoch, valid, test, trec, vrec)
             scheduler.step(valid["loss"])
             mean_w = vrec.weights.mean(axis=0)
             record = EpochRecord(
@@ -354,7 +357,7 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
             precision.restore()  # the caller gets float32 weights (the masters) back
     return FitResult(
         status=status, best_epoch=sel.epoch, epochs_run=len(history), valid=sel.valid, test=sel.test,
-        history=history, router=sel.router, error=error,
+        history=history, router=sel.router, error=error, valid_router=sel.valid_router,
         extra={"device": str(device), "stopped_by_callback": stopped_by_callback,
                "final_lr": float(optimizer.param_groups[0]["lr"])})
 

@@ -22,6 +22,7 @@ __all__ = [
     "LOWER_IS_BETTER",
     "METRIC_NAMES",
     "MODALITIES",
+    "PHASES",
     "REQUIRED",
     "SCHEMA_VERSION",
     "SPLITS",
@@ -35,6 +36,7 @@ __all__ = [
     "format_sequence",
     "metric_mode",
     "metric_names",
+    "predictions_columns",
     "router_columns",
     "trials_columns",
 ]
@@ -42,13 +44,15 @@ __all__ = [
 #: Version written to ``study.json``; readers refuse other versions.
 SCHEMA_VERSION = 1
 #: The per-trial tables: one Parquet file per trial in ``results/<study>/<table>/``.
-TABLES: tuple[str, ...] = ("trials", "epochs", "router")
+TABLES: tuple[str, ...] = ("trials", "epochs", "router", "predictions")
 #: ``study.json``'s ``kind``.
 STUDY_KINDS: tuple[str, ...] = ("grid", "ablation", "search")
 
 #: Column types, as pyarrow/pandas dtype names; timestamps are microseconds in UTC.
-Dtype = Literal["string", "int64", "float64", "bool", "timestamp[us, tz=UTC]"]
-DTYPES: tuple[Dtype, ...] = ("string", "int64", "float64", "bool", "timestamp[us, tz=UTC]")
+Dtype = Literal["string", "int64", "float64", "bool", "timestamp[us, tz=UTC]", "int32", "float32",
+                "dictionary<int32, string>", "dictionary<int8, string>"]
+DTYPES: tuple[Dtype, ...] = ("string", "int64", "float64", "bool", "timestamp[us, tz=UTC]", "int32", "float32",
+                             "dictionary<int32, string>", "dictionary<int8, string>")
 Column = tuple[str, Dtype]
 
 #: Final statuses of a trial (the ``status`` column).
@@ -74,6 +78,10 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({"loss", "mae", *LOSS_TERMS})
 #: Column prefixes of the splits a value was measured on.
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
+#: The ``phase`` column: a tuning trial, or a confirmation trial (a top configuration trained again on the
+#: study's fresh ``confirm.seeds``). Results written before the column existed read as ``"tune"``.
+PHASES: tuple[str, ...] = ("tune", "confirm")
+
 #: Identity columns every table starts with.
 ID_COLUMNS: tuple[Column, ...] = (("study", "string"), ("trial_id", "string"), ("config_id", "string"),
                                   ("variant", "string"), ("seed", "int64"))
@@ -82,6 +90,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "trials": ("study", "trial_id", "config_id", "variant", "seed", "status"),
     "epochs": ("trial_id", "config_id", "variant", "seed", "epoch"),
     "router": ("trial_id", "config_id", "variant", "seed", "sample", "label", *(f"w_{m}" for m in MODALITIES)),
+    "predictions": ("trial_id", "config_id", "variant", "seed", "split", "sample", "label", "prediction"),
 }
 _TS: Dtype = "timestamp[us, tz=UTC]"
 
@@ -117,7 +126,7 @@ def _metric_columns(label_kind: str) -> list[Column]:
 
 def trials_columns(label_kind: str, config: Sequence[Column]) -> list[Column]:
     """``trials/``: ids, status, the flattened configuration (``config``), selected-epoch metrics, timings."""
-    return [*ID_COLUMNS, ("status", "string"), ("error", "string"), *config,
+    return [*ID_COLUMNS, ("phase", "string"), ("status", "string"), ("error", "string"), *config,
             ("best_epoch", "int64"), ("epochs_run", "int64"), ("objective", "float64"),
             *_metric_columns(label_kind),
             ("time_total_s", "float64"), ("time_per_epoch_s", "float64"), ("started_at", _TS),
@@ -127,7 +136,7 @@ def trials_columns(label_kind: str, config: Sequence[Column]) -> list[Column]:
 
 def epochs_columns(label_kind: str) -> list[Column]:
     """``epochs/``: one row per trial and epoch: training losses, metrics, lr, router weight means."""
-    return [*ID_COLUMNS, ("epoch", "int64"), *((f"train_{k}", "float64") for k in EPOCH_LOSSES),
+    return [*ID_COLUMNS, ("phase", "string"), ("epoch", "int64"), *((f"train_{k}", "float64") for k in EPOCH_LOSSES),
             *_metric_columns(label_kind), ("improved", "bool"), ("lr", "float64"),
             *((f"w_{m}", "float64") for m in MODALITIES), ("time_s", "float64")]
 
@@ -137,3 +146,12 @@ def router_columns() -> list[Column]:
     return [*ID_COLUMNS, ("sample", "int64"), ("sample_id", "string"), ("label", "float64"),
             ("pred", "float64"), *((f"w_{m}", "float64") for m in MODALITIES),
             *((f"r_{m}", "float64") for m in MODALITIES)]
+
+
+def predictions_columns() -> list[Column]:
+    """``predictions/``: per split and sample, label and prediction at the selected epoch (kept small:
+    dictionary-coded ids, float32 values)."""
+    ids: Dtype = "dictionary<int32, string>"
+    return [("study", ids), ("trial_id", ids), ("config_id", ids), ("variant", ids), ("seed", "int64"),
+            ("phase", "dictionary<int8, string>"), ("split", "dictionary<int8, string>"), ("sample", "int32"), ("sample_id", ids),
+            ("label", "float32"), ("prediction", "float32")]

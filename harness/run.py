@@ -185,7 +185,8 @@ def _study_info(plan: Plan, store: ResultStore, version: str) -> dict[str, objec
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "status": "running",
             "results_dir": str(store.dir), "code_version": version, "fingerprint": fp,
             "spec_hash": _fingerprint_hash(fp),
-            "provenance": study_provenance(s.data.path, plan.data.key)}  # code, packages, nodes, data checksum
+            "provenance": study_provenance(s.data.path, plan.data.key),  # code, packages, nodes, data checksum
+            "confirm": s.confirm.model_dump() if s.confirm is not None else None}  # fresh-seed confirmation
 
 
 def _finish(plan: Plan, store: ResultStore, *, report_now: bool = True) -> None:
@@ -225,6 +226,17 @@ def _connect(plan: Plan, settings: RaySettings) -> Iterator[None]:
         yield
 
 
+def _confirmation_left(plan: Plan, store: ResultStore, retry_failed: bool) -> int:
+    """Confirmation trials (``confirm:``) a resume still has to run once the tuning phase is recorded."""
+    if plan.spec.confirm is None:
+        return 0
+    from harness.study.confirm import confirmation_plan, confirmation_trials
+    from harness.tune.resume import study_state
+
+    trials = confirmation_trials(plan, store.read_trials())
+    return study_state(confirmation_plan(plan, trials), store).to_run(retry_failed) if trials else 0
+
+
 def execute(args: argparse.Namespace) -> int:
     """Prepare, then dry-run or run the study; returns the exit status."""
     t0 = time.perf_counter()  # the preparation is paid again when the study runs (--dry-run cost)
@@ -252,12 +264,15 @@ def execute(args: argparse.Namespace) -> int:
                             prepare_s=time.perf_counter() - t0))
         state = f" (holds a {previous.get('status', 'running')} run of this study)" if previous else ""
         print(f"results: {store.dir}{state}")
+        if previous is not None and previous.get("status") == "finished":  # a pilot: plan the seeds from it
+            from harness.pilot import pilot_seed_plan
+            print(pilot_seed_plan(store.dir))
         return 0
     hint = resume_command(args)
     if previous is not None:
         # decided from the recorded rows, not from study.json's status
         recorded = study_state(plan, store)
-        if recorded.to_run(args.retry_failed) == 0:
+        if recorded.to_run(args.retry_failed) == 0 and not _confirmation_left(plan, store, args.retry_failed):
             print(f"study {plan.spec.name} is already finished: all {recorded.n_planned} trials are recorded; "
                   "nothing to resume"
                   + ("" if args.retry_failed or not recorded.failed else
@@ -297,6 +312,9 @@ def execute(args: argparse.Namespace) -> int:
                 store.update_info(status="interrupted", counts=study_state(plan, store).counts,
                                   finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
                 raise
+            if plan.spec.confirm is not None and outcome.complete:  # top configurations on fresh seeds
+                from harness.tune.confirmation import run_confirmation
+                outcome = run_confirmation(plan, store, options, version, outcome)
             status = ("interrupted" if outcome.stopped == "interrupted" else
                       "finished" if outcome.complete else "incomplete")
             store.update_info(status=status, finished_at=datetime.now(UTC).isoformat(timespec="seconds"),

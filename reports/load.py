@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emoe_schema import COMPLETED, REQUIRED, SCHEMA_VERSION, STUDY_KINDS
+from emoe_schema import COMPLETED, PHASES, REQUIRED, SCHEMA_VERSION, STUDY_KINDS
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -26,6 +26,7 @@ __all__ = [
     "completed",
     "load_study",
     "read_table",
+    "split_phases",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class Study:
     epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
     router: pd.DataFrame = field(default_factory=pd.DataFrame)
     spec: dict[str, Any] = field(default_factory=dict)
+    #: Confirmation trials (``phase: confirm``): the top configurations trained again on fresh seeds. They are
+    #: kept out of ``trials``/``epochs``/``router`` (which hold the tuning trials every analysis compares).
+    confirm: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def name(self) -> str:
@@ -170,7 +174,21 @@ def load_study(path: str | Path) -> Study:
         raise ResultsError(f"{path / 'trials'}: duplicated trial ids {sorted(trials['trial_id'][dup].unique())}")
     epochs = read_table(path / "epochs", _REQUIRED["epochs"]) if (path / "epochs").is_dir() else pd.DataFrame()
     router = read_table(path / "router", _REQUIRED["router"]) if (path / "router").is_dir() else pd.DataFrame()
-    return Study(path=path, meta=meta, trials=trials, epochs=epochs, router=router, spec=_read_spec(path))
+    trials, confirm = split_phases(trials)
+    tuning = set(trials["trial_id"])
+    epochs, router = (df[df["trial_id"].isin(tuning)] if "trial_id" in df.columns else df for df in (epochs, router))
+    return Study(path=path, meta=meta, trials=trials, epochs=epochs, router=router, spec=_read_spec(path),
+                 confirm=confirm)
+
+
+def split_phases(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tuning rows and confirmation rows of a trials table (rows without a ``phase`` are tuning rows)."""
+    tune, confirm = PHASES
+    phase = trials["phase"].fillna(tune) if "phase" in trials.columns else pd.Series(tune, index=trials.index)
+    unknown = sorted(set(phase) - set(PHASES))
+    if unknown:
+        raise ResultsError(f"trials: unknown phase values {unknown}, expected one of {list(PHASES)}")
+    return trials[phase == tune].reset_index(drop=True), trials[phase == confirm].reset_index(drop=True)
 
 
 def completed(df: pd.DataFrame, trials: pd.DataFrame | None = None) -> pd.DataFrame:

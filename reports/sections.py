@@ -17,6 +17,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reports import plots
+from reports.confirmation import (
+    confirmed_caption,
+    confirmed_trials,
+    confirmed_variants,
+    curse_frame,
+    curse_table,
+    plot_curse,
+    tuning_caption,
+)
 from reports.effects import effect_sizes
 from reports.load import Study, completed
 from reports.metrics import CLASSIFICATION_MAIN, REGRESSION_MAIN
@@ -128,7 +137,7 @@ def _grid(study: Study, metrics: list[str]) -> list[Item]:
             study.trials, metrics=metrics[:3], baseline=_best(study), kind="absolute")))
     by = varied or ["variant"]
     items.append(Item("Tables", "results", lambda: results_table(
-        study.trials, by=by, metrics=shown, caption="Mean ± std over seeds.")))
+        study.trials, by=by, metrics=shown, caption=tuning_caption(study, "Mean ± std over seeds.", "results_confirmed"))))
     if study.trials["seed"].nunique() >= 2:  # Δ to the first configuration in the grid's order, paired by seed
         in_order = study.trials.sort_values([*varied, "variant"], kind="stable")  # rows in the grid's order
         items.append(Item("Tables", "results_effects", lambda: comparison_table(
@@ -143,7 +152,7 @@ def _ablation(study: Study, metrics: list[str]) -> list[Item]:
         Item("Ablation", "ablation_delta", lambda: plots.plot_ablation_panels(t, metrics=metrics, baseline=base)),
         Item("Ablation", "ablation_absolute", lambda: plots.plot_ablation_panels(
             t, metrics=metrics, baseline=base, kind="absolute")),
-        Item("Tables", "ablation", lambda: ablation_table(t, baseline=base, metrics=metrics)),
+        Item("Tables", "ablation", lambda: _captioned(ablation_table(t, baseline=base, metrics=metrics), study)),
         Item("Tables", "ablation_tests", lambda: comparison_table(t, baseline=base, metrics=metrics)),
         Item("Tables", "ablation_tests_raw", lambda: effect_sizes(_done(t), baseline=base, metrics=metrics)),
         *_sample_items(study, base, metrics),
@@ -188,8 +197,29 @@ def _search(study: Study, metrics: list[str]) -> list[Item]:
     top = ranked_variants(study)[:10]
     items.append(Item("Tables", "top_configurations", lambda: results_table(
         t, by=["variant", *varied], metrics=[col, *metrics], order=top,
-        caption="The 10 best configurations by the objective (mean ± std over seeds).")))
+        caption=tuning_caption(study, "The 10 best configurations by the objective (mean ± std over seeds).",
+                               "top_configurations_confirmed"))))
     return items
+
+
+def _captioned(table: Table, study: Study) -> Table:
+    table.caption = tuning_caption(study, table.caption, "ablation_confirmed")
+    return table
+
+
+def _confirmation(study: Study, metrics: list[str]) -> list[Item]:
+    """Tuning vs fresh seeds for the confirmed configurations (nothing without confirmation trials)."""
+    if not confirmed_variants(study):
+        return []
+    shown = [study.objective[0], *metrics[:2]]
+    quoted = {"grid": "results", "ablation": "ablation", "search": "top_configurations"}[study.kind]
+    by = ["variant", *study.varied] if study.kind == "search" else (study.varied or ["variant"])
+    return [Item("Tables", f"{quoted}_confirmed", lambda: results_table(
+                confirmed_trials(study), by=by, metrics=[study.objective[0], *metrics],
+                order=confirmed_variants(study) if by[0] == "variant" else None, caption=confirmed_caption(study))),
+            Item("Confirmation", "confirmation", lambda: plot_curse(study, shown)),
+            Item("Tables", "confirmation", lambda: curse_table(study, [study.objective[0], *metrics])),
+            Item("Tables", "confirmation_raw", lambda: curse_frame(study, [study.objective[0], *metrics]))]
 
 
 def _router(study: Study) -> list[Item]:
@@ -227,7 +257,7 @@ def plan(study: Study) -> list[Item]:
     carry a note saying so (``reports.progress``)."""
     metrics = main_metrics(study)
     kind = {"grid": _grid, "ablation": _ablation, "search": _search}[study.kind]
-    items = [*kind(study, metrics), *_common(study, metrics), *_router(study)]
+    items = [*kind(study, metrics), *_confirmation(study, metrics), *_common(study, metrics), *_router(study)]
     note = incomplete_note(study)
     if note is None:
         return items

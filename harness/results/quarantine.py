@@ -1,6 +1,6 @@
 """Damaged result files: found before a resumed study starts, and moved aside with their trial's other files.
 
-A trial's files (``trials/``, ``epochs/`` and ``router/<trial_id>.parquet``) are one unit. When any of them
+A trial's files (``trials/``, ``epochs/``, ``router/``, ``predictions/<trial_id>.parquet``) are one unit. When any of them
 cannot be read (truncated, overwritten, bytes changed on disk: the Parquet page checksums catch those) or
 holds rows of another trial, all of them move to ``quarantine/<UTC time>/<table>/<trial_id>.parquet`` with
 a ``reasons.txt``: nothing is deleted, and the trial, now without a row, is run again by the resume

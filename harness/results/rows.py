@@ -26,6 +26,7 @@ from emoe_schema import (
     epochs_columns,
     format_sequence,
     metric_names,
+    predictions_columns,
     router_columns,
     trials_columns,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "config_dtype_of",
     "epoch_row",
     "epochs_table",
+    "predictions_table",
     "router_table",
     "trial_schema",
     "trial_table",
@@ -48,7 +50,10 @@ __all__ = [
 
 #: Arrow type of each schema dtype name (the schema module names every column's dtype).
 _ARROW: dict[Dtype, pa.DataType] = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
-                                    "bool": pa.bool_(), "timestamp[us, tz=UTC]": pa.timestamp("us", tz="UTC")}
+                                    "bool": pa.bool_(), "timestamp[us, tz=UTC]": pa.timestamp("us", tz="UTC"),
+                                    "int32": pa.int32(), "float32": pa.float32()}
+_ARROW["dictionary<int32, string>"] = pa.dictionary(pa.int32(), _ARROW["string"])
+_ARROW["dictionary<int8, string>"] = pa.dictionary(pa.int8(), _ARROW["string"])
 #: A row value before Arrow: what the columns of emoe_schema hold.
 Cell = str | int | float | bool | datetime | None
 
@@ -90,7 +95,7 @@ def trial_schema(label_kind: str) -> pa.Schema:
 
 def _ids(trial: Trial) -> dict[str, Cell]:
     return {"study": trial.study, "trial_id": trial.trial_id, "config_id": trial.config_id,
-            "variant": trial.variant, "seed": trial.seed}
+            "variant": trial.variant, "seed": trial.seed, "phase": trial.phase}
 
 
 def _finite(x: float | None) -> float | None:
@@ -166,3 +171,39 @@ def router_table(trial: Trial, rec: RouterRecord) -> pa.Table:
         cols[f"r_{m}"] = pa.nulls(n) if r is None else pa.array(r[:, j])
     schema = _arrow_schema(router_columns())
     return pa.table([cols[f.name].cast(f.type) for f in schema], schema=schema)
+
+
+def _coded(values: Sequence[str | None], n: int, dtype: Dtype) -> pa.DictionaryArray:
+    """A dictionary-coded string column of ``n`` rows (one value repeated when ``values`` has one)."""
+    full = list(values) * n if len(values) == 1 else list(values)
+    return pa.array(full, type=_ARROW["string"]).dictionary_encode().cast(_ARROW[dtype])
+
+
+def predictions_table(trial: Trial, splits: Mapping[str, RouterRecord]) -> pa.Table:
+    """``predictions/`` rows: per split (``valid``/``test``) and sample, label and selected-epoch prediction.
+
+    Ids are dictionary-coded and values float32, so a trial's file stays a few bytes per sample; the data
+    set's own sample ids (MMSA ``id``) are kept as strings exactly as they are in the data.
+    """
+    parts = []
+    columns = predictions_columns()
+    schema = _arrow_schema(columns)
+    dtype = dict(columns)
+    for split, rec in splits.items():
+        n = len(rec.labels)
+        cols: dict[str, pa.Array] = {
+            **{k: _coded([str(v)], n, dtype[k]) for k, v in _ids(trial).items() if k not in ("seed", "phase")},
+            "seed": pa.array(np.full(n, trial.seed, dtype=np.int64)),
+            "phase": _coded([trial.phase], n, dtype["phase"]),
+            "split": _coded([split], n, dtype["split"]),
+            "sample": pa.array(np.arange(n, dtype=np.int32)),
+            "sample_id": (pa.nulls(n, _ARROW[dtype["sample_id"]]) if rec.ids is None
+                          else _coded([str(i) for i in rec.ids], n, dtype["sample_id"])),
+            "label": pa.array(np.asarray(rec.labels, dtype=np.float32).reshape(n)),
+            "prediction": pa.array(np.asarray(rec.preds, dtype=np.float32).reshape(n)),
+        }
+        parts.append(pa.table([cols[f.name] for f in schema], schema=schema))
+    if not parts:
+        return schema.empty_table()
+    # one dictionary per column across the splits (unify_dictionaries), so readers see a single chunk type
+    return pa.concat_tables(parts).unify_dictionaries().combine_chunks()

@@ -1,6 +1,6 @@
 """The results directory of one study (docs/results.md): atomic, exactly-once Parquet files.
 
-Each trial owns ``trials/<id>.parquet``, ``epochs/<id>.parquet`` and ``router/<id>.parquet``. A file is
+Each trial owns ``trials/``, ``epochs/``, ``router/`` and ``predictions/<id>.parquet``. A file is
 written to a hidden temporary name in the same folder, flushed to disk and renamed over its final name,
 so a retried or resumed trial replaces its own file (never adds a row) and a crash never leaves a
 partial file visible. ``.runs/<id>.json`` counts a trial's attempts and time across retries. The

@@ -3,6 +3,9 @@
 Pure pandas on the Parquet rows (``docs/results.md``), so it works the same on a finished study read
 back from disk. Configurations are grouped by ``config_id`` (one label per configuration); statistics
 use completed and diverged trials (those that ran to their own end); pruned and failed are counted.
+The table and the best configuration come from the tuning trials; a study with confirmation trials
+(``phase: confirm``) gets one more block: each confirmed configuration's tuning-seed mean next to its
+fresh-seed mean (the winner's curse, measured).
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from typing import TypedDict
 
 import pandas as pd
 
-__all__ = ["SUMMARY_TEST_METRICS", "BestConfiguration", "best_configuration", "failure_lines", "format_summary", "last_line",
-           "summarize"]
+from harness.study.confirm import CONFIRM, tuning_rows
+
+__all__ = ["SUMMARY_TEST_METRICS", "BestConfiguration", "best_configuration", "failure_lines", "format_confirmation",
+           "format_summary", "last_line", "summarize"]
 
 
 class BestConfiguration(TypedDict):
@@ -77,6 +82,9 @@ def format_summary(trials: pd.DataFrame, *, objective: str, mode: str, varied: l
     """Human-readable summary: the best configuration, then one line per configuration."""
     if trials.empty:
         return "no trials recorded"
+    confirmation = format_confirmation(trials, objective=objective, mode=mode)
+    failures = failure_lines(trials)  # of both phases
+    trials = tuning_rows(trials)
     table = summarize(trials, mode=mode)
     lines = []
     best = best_configuration(trials, mode=mode, varied=varied)
@@ -98,7 +106,9 @@ def format_summary(trials: pd.DataFrame, *, objective: str, mode: str, varied: l
     lines.append(text)
     if len(table) > max_rows:
         lines.append(f"... {len(table) - max_rows} more configurations in the trials table")
-    lines.extend(failure_lines(trials))
+    lines.extend(failures)
+    if confirmation:
+        lines.append(confirmation)
     return "\n".join(lines)
 
 
@@ -123,3 +133,21 @@ def failure_lines(trials: pd.DataFrame, *, max_rows: int = 10) -> list[str]:
     if len(failed) > max_rows:
         lines.append(f"  ... {len(failed) - max_rows} more")
     return lines
+
+
+def format_confirmation(trials: pd.DataFrame, *, objective: str, mode: str) -> str:
+    """The confirmed configurations: mean ± std over the tuning seeds and over the fresh seeds ("" if none)."""
+    if "phase" not in trials.columns or not (trials["phase"] == CONFIRM).any():
+        return ""
+    tuned = summarize(tuning_rows(trials), mode=mode)
+    confirmed = summarize(trials[trials["phase"] == CONFIRM], mode=mode)
+    metrics = [m for m in ("objective", *SUMMARY_TEST_METRICS) if f"{m}_mean" in confirmed][:2]
+    shown = pd.DataFrame(index=confirmed.index)
+    shown["variant"] = confirmed["variant"]
+    for m in metrics:
+        name = objective if m == "objective" else m
+        for label, table in (("tuning seeds", tuned), ("fresh seeds", confirmed)):
+            shown[f"{name} ({label})"] = [_pm(table[f"{m}_mean"].get(c), table[f"{m}_std"].get(c))
+                                          for c in confirmed.index]
+    return ("confirmation, mean ± std over the tuning seeds (which selected these) and over the fresh seeds:\n"
+            + shown.to_string(index=False))

@@ -115,15 +115,22 @@ class CostEstimate:
     slots: int
     prepare_s: float | None = None  # the driver's spec, data and plan, measured by the caller
     report: bool = False  # whether figures and tables are built at the end
+    confirm_trials: int = 0  # confirmation trials, run after the tuning trials have all finished
+
+    @property
+    def confirm_waves(self) -> int:
+        return math.ceil(self.confirm_trials / self.slots)
 
     @property
     def waves(self) -> int:
-        return math.ceil(self.trials / self.slots)
+        """Waves of trials: the tuning trials', then the confirmation trials' (they wait for the ranking)."""
+        return math.ceil(self.trials / self.slots) + self.confirm_waves
 
     @property
     def trial_time_s(self) -> float | None:
         """Training time summed over trials (CPU-slot seconds), epochs only."""
-        return None if self.epoch_s is None else self.trials * self.epochs * self.epoch_s
+        n = self.trials + self.confirm_trials
+        return None if self.epoch_s is None else n * self.epochs * self.epoch_s
 
     @property
     def fixed_parts(self) -> dict[str, float]:
@@ -138,7 +145,12 @@ class CostEstimate:
     @property
     def parts(self) -> dict[str, float]:
         """Every part of the wall-clock estimate (training only when measured)."""
-        training = {} if self.epoch_s is None else {"training": self.waves * self.epochs * self.epoch_s}
+        training: dict[str, float] = {}
+        if self.epoch_s is not None:
+            tuning_waves = self.waves - self.confirm_waves
+            training["training"] = tuning_waves * self.epochs * self.epoch_s
+            if self.confirm_trials:
+                training["confirmation"] = self.confirm_waves * self.epochs * self.epoch_s
         return {**training, **self.fixed_parts}
 
     @property
@@ -166,13 +178,15 @@ def _cost_key(cfg: EMOEConfig) -> tuple[object, ...]:
 
 
 def estimate_cost(configs: list[EMOEConfig], data: DataSet, *, trials: int, slots: int, threads: int,
-                  measure: bool = True, prepare_s: float | None = None, report: bool = False) -> CostEstimate:
-    """Measure up to four distinct (cost-relevant) configurations and extrapolate to the study."""
+                  measure: bool = True, prepare_s: float | None = None, report: bool = False,
+                  confirm_trials: int = 0) -> CostEstimate:
+    """Measure up to four distinct (cost-relevant) configurations and extrapolate to the study
+    (``confirm_trials``: its confirmation trials, timed like the tuning trials)."""
     epochs = max((c.train.max_epochs for c in configs), default=0)
     if not measure or not configs:
-        return CostEstimate(trials, epochs, None, slots, prepare_s, report)
+        return CostEstimate(trials, epochs, None, slots, prepare_s, report, confirm_trials)
     distinct: dict[tuple[object, ...], EMOEConfig] = {}
     for c in configs:
         distinct.setdefault(_cost_key(c), c)
     times = [measure_epoch_s(c, data, threads=threads) for c in list(distinct.values())[:_MAX_MEASURED]]
-    return CostEstimate(trials, epochs, float(np.mean(times)), slots, prepare_s, report)
+    return CostEstimate(trials, epochs, float(np.mean(times)), slots, prepare_s, report, confirm_trials)

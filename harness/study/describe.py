@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from emoe.config import ConfigError, EMOEConfig
+from harness.study.confirm import n_confirmation_configs
 from harness.study.cost import CostEstimate, busy_note, estimate_cost, format_duration, parallel_slots
 from harness.study.plan import Plan
 from harness.study.space import RandomTrial
@@ -54,20 +55,24 @@ def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None,
         configs = sample_points(plan, 3)
     return estimate_cost(configs, plan.data.data, trials=plan.n_trials, slots=slots,
                          threads=max(1, int(s.resources.cpus)), measure=measure, prepare_s=prepare_s,
-                         report=s.report is not None)
+                         report=s.report is not None,
+                         confirm_trials=n_confirmation_configs(plan) * len(s.confirm.seeds) if s.confirm else 0)
 
 
 def cost_text(cost: CostEstimate) -> str:
     """The cost lines of ``--dry-run``: training, the fixed costs by name, and what the total covers."""
     fixed = cost.fixed_parts
+    trials = f"{cost.trials}" + (f" + {cost.confirm_trials} confirmation" if cost.confirm_trials else "") + " trials"
+    confirming = (f" + confirmation {format_duration(cost.parts['confirmation'])}"
+                  if "confirmation" in cost.parts else "")
     fixed_text = (f"{format_duration(sum(fixed.values()))} of fixed costs ("
                   + ", ".join(f"{name} {format_duration(v)}" for name, v in fixed.items()) + ")")
     if cost.epoch_s is None:
-        return (f"cost: {cost.trials} trials x up to {cost.epochs} epochs (step time not measured), plus "
+        return (f"cost: {trials} x up to {cost.epochs} epochs (step time not measured), plus "
                 f"{fixed_text}")
-    return (f"cost: {cost.trials} trials x up to {cost.epochs} epochs x {cost.epoch_s:.2f} s/epoch (measured "
+    return (f"cost: {trials} x up to {cost.epochs} epochs x {cost.epoch_s:.2f} s/epoch (measured "
             f"here, training and evaluation) = {format_duration(cost.trial_time_s or 0)} of trial time, "
-            f"{cost.slots} at a time: {format_duration(cost.parts['training'])}; plus {fixed_text}\n"
+            f"{cost.slots} at a time: {format_duration(cost.parts['training'])}{confirming}; plus {fixed_text}\n"
             f"  about {format_duration(cost.wall_s)} wall-clock in all, an upper bound: every trial counted at "
             "its max_epochs (early stopping and pruning end trials sooner), fixed costs as measured on a busy "
             "2-core machine")
@@ -101,6 +106,11 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
         for p in plan.points:
             values = ", ".join(f"{k}={v!r}" for k, v in p.overrides.items())
             lines.append(f"  {p.label:<{width}}  config {ids.get(p.label, '?')}" + (f"  {values}" if values else ""))
+    if s.confirm is not None:
+        k = n_confirmation_configs(plan)
+        lines.append(f"confirm: the best {k} configuration(s) by {s.objective.metric} (mean over the tuning seeds, "
+                     f"completed trials) trained again on fresh seeds {s.confirm.seeds} = "
+                     f"{k * len(s.confirm.seeds)} confirmation trials, after the tuning trials")
     try:
         cost = plan_cost(plan, measure=measure, cpus=cpus, prepare_s=prepare_s)
     except Exception as exc:  # timing a step is a courtesy; a configuration that cannot train here

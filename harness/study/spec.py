@@ -26,6 +26,7 @@ __all__ = [
     "NAME_PATTERN",
     "AblationSpec",
     "CategoricalParam",
+    "ConfirmSpec",
     "DataSpec",
     "FloatParam",
     "IntParam",
@@ -220,6 +221,20 @@ class ReportSpec(_Strict):
     formats: list[Literal["png", "pdf", "svg"]] = Field(default=["png", "pdf"], min_length=1)
 
 
+class ConfirmSpec(_Strict):
+    """Confirmation on fresh seeds: the ``top`` best configurations, trained again on ``seeds``."""
+
+    top: int = Field(default=1, ge=1)
+    seeds: Annotated[list[Annotated[int, Field(ge=-SEED_LIMIT, le=SEED_LIMIT)]], Field(min_length=1)]
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"confirmation seeds must be distinct, got {v}")
+        return v
+
+
 class StudySpec(_Strict):
     """A whole study. At most one of ``grid``, ``ablation``, ``search`` (none: the base config alone)."""
 
@@ -244,6 +259,7 @@ class StudySpec(_Strict):
     checkpoint_min_interval_s: float = Field(default=60.0, ge=0)
     report: ReportSpec | None = None
     tracking: TrackingSpec | None = None  # MLflow / TensorBoard / W&B (harness.study.tracking)
+    confirm: ConfirmSpec | None = None  # retrain the top configurations on fresh seeds (harness.study.confirm)
 
     @field_validator("report", mode="before")
     @classmethod

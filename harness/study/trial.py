@@ -46,6 +46,7 @@ class Trial:
     seed_index: int
     overrides: Mapping[str, ParamValue]  # the varied values (dotted paths)
     config: EMOEConfig = field(repr=False)
+    phase: str = "tune"  # "tune", or "confirm": a top configuration trained again on a fresh seed
 
     def config_dict(self) -> dict[str, dict[str, ParamValue]]:
         """The configuration as nested plain data (tuples as lists)."""
@@ -83,7 +84,7 @@ class Trial:
         raise KeyError(key)
 
 
-_FIELDS = frozenset({"study", "trial_id", "config_id", "variant", "seed", "seed_index", "overrides"})
+_FIELDS = frozenset({"study", "trial_id", "config_id", "variant", "seed", "seed_index", "overrides", "phase"})
 
 
 def make_trial(study: str, variant: str, overrides: Mapping[str, ParamValue], cfg: EMOEConfig, *,

@@ -224,6 +224,11 @@ def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[Stud
     elif spec.objective.mode and spec.objective.mode != metric_mode(metric):
         errors.append(f"objective.mode: {metric} is better when {'lower' if metric_mode(metric) == 'min' else 'higher'}"
                       f", mode {spec.objective.mode!r} would pick the worst trials")
+    if combinations and spec.confirm is not None:
+        reused = [s for s in spec.confirm.seeds if s in spec.seeds]
+        if reused:
+            errors.append(f"confirm.seeds: must be fresh, but {reused} also tune (seeds: {spec.seeds}); a "
+                          "configuration selected on a seed cannot be confirmed on that same seed")
     if not errors and combinations and spec.kind != "search":
         errors += _check_points(spec)
     errors += device_errors(spec)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.results.sink import ResultStore
+from harness.study.confirm import CONFIRM
 from harness.study.trial import TRIAL_FILE, Trial
 
 if TYPE_CHECKING:
@@ -48,13 +49,13 @@ def _epochs_of(checkpoint: Path) -> int | None:
         return None
 
 
-def earlier_trials(store: ResultStore) -> dict[str, EarlierTrial]:
+def earlier_trials(tune_dir: Path) -> dict[str, EarlierTrial]:
     """Trials of earlier runs of the study by trial id, from the ``trial.json`` each trial writes into its
     Tune trial folder when it starts (``Trial.to_json``)."""
     found: dict[str, EarlierTrial] = {}
-    if not store.tune_dir.is_dir():
+    if not tune_dir.is_dir():
         return found
-    for folder in sorted(store.tune_dir.glob("trial_*")):
+    for folder in sorted(tune_dir.glob("trial_*")):
         try:
             trial = Trial.from_json(json.loads((folder / TRIAL_FILE).read_text()))
         except (OSError, ValueError, KeyError, TypeError):
@@ -106,7 +107,8 @@ def study_state(plan: Plan, store: ResultStore) -> StudyState:
         planned = {t.trial_id for t in plan.trials}
         statuses = {t: s for t, s in statuses.items() if t in planned}
         missing = len(planned - set(statuses))
-    else:
+    else:  # a search, counted by its tuning trials (confirmation trials are planned on their own)
+        statuses = {t: s for t, s in statuses.items() if (store.read_trial(t) or {}).get("phase") != CONFIRM}
         missing = max(0, plan.n_trials - len(statuses))
     return StudyState(statuses, plan.n_trials, missing)
 

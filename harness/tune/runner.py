@@ -57,8 +57,8 @@ if TYPE_CHECKING:
     from emoe.data.arrays import DataSet
     from harness.study.trial import Trial
 
-__all__ = ["RunOptions", "RunOutcome", "StudyStopper", "code_version", "data_bytes", "make_context", "make_scheduler", "run_tune",
-           "share_data"]
+__all__ = ["RunOptions", "RunOutcome", "StudyStopper", "code_version", "data_bytes", "experiment_dir", "make_context",
+           "make_scheduler", "run_tune", "share_data"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class RunOptions:
     retry_failed: bool = False
     ray: RaySettings = field(default_factory=RaySettings)
     progress_interval_s: float = 10.0
+    phase: str = "tune"  # "confirm": the confirmation trials, a Tune experiment of their own (tune-confirm/)
 
 
 @dataclass
@@ -153,9 +154,14 @@ def _concurrency(plan: Plan) -> int | None:
     return max(1, slots)
 
 
-def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback], *,
+def experiment_dir(store: ResultStore, phase: str) -> Path:
+    """Where Tune keeps a phase's experiments: ``tune/``, or ``tune-confirm/`` for the confirmation."""
+    return store.tune_dir if phase == "tune" else store.tune_dir.with_name(f"tune-{phase}")
+
+
+def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback], tune_dir: Path, *,
            todo: list[Trial], retry: list[Trial], stopper: StudyStopper, resume: bool) -> Tuner:
-    """A new Tune experiment over ``todo`` (grids) or the search's remaining trials plus ``retry``."""
+    """A new Tune experiment in ``tune_dir`` over ``todo`` (grids) or the search's remaining trials plus ``retry``."""
     s = plan.spec
     search = s.search is not None
     tune_config = tune.TuneConfig(
@@ -164,7 +170,7 @@ def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks
         num_samples=plan.n_trials + len(retry) if search else 1, max_concurrent_trials=_concurrency(plan),
         trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname, reuse_actors=True)
     run_config = tune.RunConfig(
-        name=store.tune_dir.name, storage_path=str(store.tune_dir.parent), stop=stopper,
+        name=tune_dir.name, storage_path=str(tune_dir.parent), stop=stopper,
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2), callbacks=callbacks, verbose=0)
     param_space = {} if search else {"trial": tune.grid_search(todo)}
@@ -266,7 +272,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         os.environ.setdefault(key, value)
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the harness stops the study itself (StudyStopper)
 
-    earlier = earlier_trials(store) if options.resume else {}
+    earlier = earlier_trials(experiment_dir(store, options.phase)) if options.resume else {}
     state = study_state(plan, store)
     ctx = dataclasses.replace(
         make_context(plan, store, version), retry_failed=options.retry_failed,
@@ -293,8 +299,8 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         # logs as a warning per trial. Expected here (pending at an interrupt or a time budget).
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         stopper.start = time.monotonic()
-        tuner = _tuner(plan, store, trainable, callbacks, todo=todo, retry=retry, stopper=stopper,
-                       resume=options.resume)
+        tuner = _tuner(plan, store, trainable, callbacks, experiment_dir(store, options.phase), todo=todo,
+                       retry=retry, stopper=stopper, resume=options.resume)
         results = tuner.fit()
         reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__
     state = study_state(plan, store)

@@ -3,8 +3,8 @@
 ``emoe_trainable`` is wrapped with ``tune.with_parameters(data=..., ctx=...)`` so the data set travels
 once through Ray's object store (each trial reads it zero-copy). Each epoch it rewrites the trial's
 ``epochs/`` file, then reports to Tune (with a checkpoint every ``checkpoint_every`` epochs once
-``checkpoint_min_interval_s`` have passed since the last one, never after the last epoch); a retried or resumed trial continues from its last checkpoint. It writes the ``router/`` file
-and the ``trials/`` row itself: on its last epoch before reporting it (a scheduler may stop the trial on
+``checkpoint_min_interval_s`` have passed since the last one, never after the last epoch); a retried or resumed trial continues from its last checkpoint. It writes the ``router/`` and
+``predictions/`` files and the ``trials/`` row itself: on its last epoch before reporting it (a scheduler may stop the trial on
 that report), and again when training returns unless that last epoch already did (diverged, early stop by
 a callback, or failed if training raised). The driver treats a trial that stopped without a finished row
 as stopped by the scheduler (pruned). A trial whose row already exists (a resumed study) is not trained
@@ -31,10 +31,10 @@ import torch
 from ray import tune
 
 from emoe.checkpoint import META_FILE, STATE_FILE, Key, TrainState, check_state, load_state, router_from_state
-from emoe.outputs import EpochRecord
+from emoe.outputs import EpochRecord, RouterRecord
 from emoe.train import train_emoe
 from emoe_schema import FINISHED
-from harness.results.rows import Cell, epoch_row, epochs_table, router_table, trial_table
+from harness.results.rows import Cell, epoch_row, epochs_table, predictions_table, router_table, trial_table
 from harness.results.sink import ResultStore, RunRecord, atomic_write_bytes
 from harness.study.trial import TRIAL_FILE, Trial
 from harness.tune.memory import release_free_heap, use_mmap_for_large_blocks
@@ -114,6 +114,14 @@ def write_trial_row(ctx: TrialContext, trial: Trial, *, status: str, error: str 
         node=run.get("node"), node_id=run.get("node_id"), attempts=int(run.get("attempts", 0)),
         code_version=ctx.code_version, data=ctx.data)
     ctx.store.write_table("trials", trial.trial_id, table)
+
+
+def write_selected(ctx: TrialContext, trial: Trial, test: RouterRecord, valid: RouterRecord | None) -> None:
+    """The per-sample files of the selected epoch: ``router/`` (test split) and ``predictions/`` (validation
+    and test), each written once, atomically, before the trial's finished row."""
+    ctx.store.write_table("router", trial.trial_id, router_table(trial, test))
+    splits = {"valid": valid, "test": test} if valid is not None else {"test": test}
+    ctx.store.write_table("predictions", trial.trial_id, predictions_table(trial, splits))
 
 
 def write_row_from_metrics(ctx: TrialContext, trial: Trial, metrics: Metrics | None, *,
@@ -234,7 +242,7 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
             state = checkpoint()
             router = router_from_state(state[Key.BEST_ROUTER])
             if router is not None:
-                ctx.store.write_table("router", tid, router_table(trial, router))
+                write_selected(ctx, trial, router, router_from_state(state.get(Key.BEST_VALID_ROUTER)))
             write_trial_row(ctx, trial, status="completed", error=None, best_epoch=record.best_epoch,
                             epochs_run=record.epoch, valid=best["valid"], test=best["test"])
             final_epoch = record.epoch
@@ -267,6 +275,6 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
     run["current_s"] = time.monotonic() - t0
     ctx.store.write_run(tid, run)
     if result.router is not None:
-        ctx.store.write_table("router", tid, router_table(trial, result.router))
+        write_selected(ctx, trial, result.router, result.valid_router)
     write_trial_row(ctx, trial, status=result.status, error=result.error, best_epoch=result.best_epoch,
                     epochs_run=result.epochs_run, valid=dict(result.valid), test=dict(result.test))

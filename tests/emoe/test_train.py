@@ -297,3 +297,13 @@ def test_bf16_autocast_only_where_allowed():
     assert isinstance(autocast_context(make_cfg(bf16=True, allow_cpu_bf16=True), cpu), torch.autocast)
     res = train_emoe(make_cfg(max_epochs=1, bf16=True, allow_cpu_bf16=True), make_data())
     assert res.status == "completed" and math.isfinite(res.valid["loss"])
+
+
+def test_the_selected_epoch_keeps_per_sample_validation_predictions_too():
+    data = make_data()
+    res = train_emoe(make_cfg(max_epochs=3), data)
+    v, t = res.valid_router, res.router
+    assert v is not None and t is not None
+    assert np.array_equal(v.labels, data.valid.labels) and list(v.ids) == list(data.valid.ids)
+    assert math.isclose(float(np.abs(v.preds - v.labels).mean()), res.valid["mae"], rel_tol=1e-5)
+    assert math.isclose(float(np.abs(t.preds - t.labels).mean()), res.test["mae"], rel_tol=1e-5)

@@ -1,0 +1,174 @@
+"""Confirmation on fresh seeds (``confirm:``): validation, the deterministic top-K choice, the confirmation
+trials built from the rows, and, on Ray, a whole study with its confirmation, its resume and its report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from harness.study.confirm import confirmation_trials, select_top, tuning_rows
+from harness.study.data import load_study_data
+from harness.study.errors import SpecError
+from harness.study.load import parse_spec
+from harness.study.plan import build_plan
+from tests.harness.conftest import STUDIES, tiny_study
+
+
+def test_confirmation_seeds_that_also_tune_are_refused_by_name() -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec(tiny_study(confirm={"top": 1, "seeds": [2, 7, 1]}))
+    text = str(err.value)
+    assert "confirm.seeds" in text and "[2, 1]" in text and "[1, 2]" in text
+
+
+@pytest.mark.parametrize("confirm", [{"top": 0, "seeds": [7]}, {"top": 1, "seeds": []},
+                                     {"top": 1, "seeds": [7, 7]}, {"seeds": [7], "topp": 1}])
+def test_bad_confirm_blocks_are_refused(confirm: dict[str, object]) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec(tiny_study(confirm=confirm))
+    assert "confirm" in str(err.value)
+
+
+@pytest.mark.parametrize("path", [p for p in STUDIES if "confirm" in yaml.safe_load(p.read_text())],
+                         ids=lambda p: p.stem)
+def test_shipped_confirmations_never_reuse_a_tuning_seed(path) -> None:
+    spec = parse_spec(yaml.safe_load(path.read_text()))
+    assert spec.confirm is not None and spec.confirm.top >= 1
+    assert not set(spec.confirm.seeds) & set(spec.seeds)
+
+
+def test_the_shipped_main_studies_confirm() -> None:
+    assert {p.stem for p in STUDIES if "confirm" in yaml.safe_load(p.read_text())} >= {"hpo", "distill_weight"}
+
+
+def _rows(**columns: list[object]) -> pd.DataFrame:
+    return pd.DataFrame(columns)
+
+
+def test_top_k_uses_completed_tuning_rows_means_over_seeds_and_breaks_ties_by_config_id() -> None:
+    rows = _rows(
+        config_id=["b", "b", "a", "a", "c", "c", "d", "e", "b"],
+        seed=[1, 2, 1, 2, 1, 2, 1, 1, 9],
+        status=["completed", "completed", "completed", "completed", "completed", "pruned", "failed",
+                "completed", "completed"],
+        objective=[0.5, 0.7, 0.6, 0.6, 0.1, 0.0, 0.0, np.nan, 0.0],
+        phase=["tune"] * 8 + ["confirm"])
+    # a and b tie at 0.6 (b's confirm row is not a tuning row); c's pruned seed is left out; d failed
+    assert select_top(rows, k=3, mode="min") == ["c", "a", "b"]
+    assert select_top(rows, k=1, mode="max") == ["a"]  # tie with b at 0.6, a first by id
+    shuffled = rows.sample(frac=1.0, random_state=3)
+    assert select_top(shuffled, k=3, mode="min") == select_top(rows, k=3, mode="min")
+    old = rows.drop(columns="phase").iloc[:8]  # results written before the phase column: all tuning rows
+    assert len(tuning_rows(old)) == 8 and select_top(old, k=2, mode="min") == ["c", "a"]
+
+
+def test_confirmation_trials_rebuild_the_chosen_configurations_on_the_fresh_seeds_only() -> None:
+    spec = parse_spec(tiny_study(grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, confirm={"top": 2, "seeds": [7, 8]}))
+    plan = build_plan(spec, load_study_data(spec.data))
+    objective = {0.0: 0.3, 0.5: 0.1, 1.0: 0.2}
+    rows = pd.DataFrame([{"trial_id": t.trial_id, "config_id": t.config_id, "variant": t.variant, "seed": t.seed,
+                          "status": "completed", "phase": "tune", "loss.distill_weight": t.config.loss.distill_weight,
+                          "objective": objective[t.config.loss.distill_weight]} for t in plan.trials])
+    confirm = confirmation_trials(plan, rows)
+    assert [t.config.loss.distill_weight for t in confirm] == [0.5, 1.0, 0.5, 1.0]  # seed-major, best first
+    assert [t.seed for t in confirm] == [7, 7, 8, 8] and {t.phase for t in confirm} == {"confirm"}
+    tuned = {t.config.loss.distill_weight: t for t in plan.trials}
+    for t in confirm:
+        assert t.config_id == tuned[t.config.loss.distill_weight].config_id and t.config.train.seed == t.seed
+    assert not {t.seed for t in confirm} & set(spec.seeds)
+    assert not {t.trial_id for t in confirm} & set(rows["trial_id"])
+
+
+def test_dry_run_counts_the_confirmation_trials_and_their_cost() -> None:
+    from harness.study.cost import CostEstimate
+    from harness.study.describe import describe_plan, plan_cost
+
+    spec = parse_spec(tiny_study(confirm={"top": 5, "seeds": [7, 8, 9]}))  # top above the 2 points: both
+    plan = build_plan(spec, load_study_data(spec.data))
+    text = describe_plan(plan, measure=False)
+    assert "the best 2 configuration(s)" in text and "= 6 confirmation trials" in text
+    assert "4 + 6 confirmation trials" in text
+    assert plan_cost(plan, measure=False).confirm_trials == 6
+    cost = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2, confirm_trials=3)
+    assert cost.waves == 2 + 2 and cost.parts["training"] == 4.0 and cost.parts["confirmation"] == 4.0
+    assert cost.trial_time_s == 7 * 2 * 1.0
+
+
+def test_a_finished_pilot_gives_the_seeds_needed_to_tell_its_best_two_apart(tmp_path) -> None:
+    from harness.pilot import pilot_seed_plan
+    from tests.reports.conftest import write_grid
+
+    pilot = write_grid(tmp_path / "pilot")
+    text = pilot_seed_plan(pilot)
+    assert text.startswith("seed plan from the finished pilot (3 seeds)") and "needs " in text
+    assert f"python -m reports plan {pilot} --delta" in text
+    assert "cannot be read" in pilot_seed_plan(tmp_path / "nothing")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_study_confirms_its_best_configurations_resumes_the_confirmation_and_reports_it(
+        ray_cluster, write_study, tmp_path, capsys) -> None:
+    from harness.run import main
+    from reports.build import build_report
+    from reports.load import load_study
+    from reports.predictions import load_predictions
+
+    results = tmp_path / "results"
+    spec = write_study(tiny_study(name="conf", grid={"loss.distill_weight": [0.0, 0.5, 1.0]},
+                                  confirm={"top": 2, "seeds": [7, 8]}))
+    assert main([str(spec), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    study = results / "conf"
+    trials = pd.read_parquet(study / "trials")
+    tune, confirm = trials[trials["phase"] == "tune"], trials[trials["phase"] == "confirm"]
+    assert len(tune) == 6 and len(confirm) == 4 and (trials["status"] == "completed").all()
+    assert set(confirm["seed"]) == {7, 8} and not set(confirm["seed"]) & set(tune["seed"])
+    assert set(confirm["config_id"]) == set(select_top(trials, k=2, mode="min"))
+    assert "confirmation, mean ± std over the tuning seeds" in out
+    info = json.loads((study / "study.json").read_text())
+    assert info["status"] == "finished" and info["counts"] == {"completed": 10}
+
+    # predictions: once per trial, both phases and splits; their per-sample MAE is the row's valid/test_mae
+    preds = pd.read_parquet(study / "predictions")
+    assert set(preds["trial_id"].astype(str)) == set(trials["trial_id"])
+    assert preds["prediction"].dtype == np.float32 and isinstance(preds["trial_id"].dtype, pd.CategoricalDtype)
+    assert not preds.duplicated(["trial_id", "split", "sample"]).any()
+    for split in ("valid", "test"):
+        part = preds[preds["split"] == split]
+        err = (part["prediction"].astype(float) - part["label"].astype(float)).abs()
+        mae = err.groupby(part["trial_id"].astype(str)).mean()
+        row_mae = trials.set_index("trial_id")[f"{split}_mae"]
+        assert np.allclose(mae.loc[row_mae.index], row_mae, atol=1e-5), split
+    assert (preds.groupby(preds["trial_id"].astype(str))["phase"].first().astype(str)
+            == trials.set_index("trial_id")["phase"]).all()
+
+    # the driver died during the confirmation: its Tune state and rows are gone; --resume finishes it with
+    # the same configurations and seeds, and trains no tuning trial again
+    tune_files = {p.name: p.stat().st_mtime_ns for p in (study / "trials").iterdir()
+                  if p.stem in set(tune["trial_id"])}
+    shutil.rmtree(study / "tune-confirm")
+    for tid in confirm["trial_id"]:
+        for table in ("trials", "epochs", "router", "predictions"):
+            (study / table / f"{tid}.parquet").unlink()
+    info["status"] = "running"
+    (study / "study.json").write_text(json.dumps(info))
+    assert main([str(spec), "--results", str(results), "--resume"]) == 0
+    again = pd.read_parquet(study / "trials")
+    assert set(again.loc[again["phase"] == "confirm", "trial_id"]) == set(confirm["trial_id"])
+    assert {p.name: p.stat().st_mtime_ns for p in (study / "trials").iterdir()
+            if p.stem in set(tune["trial_id"])} == tune_files
+
+    # reports: tuning rows apart, confirmation quoted and compared
+    loaded = load_study(study)
+    assert len(loaded.trials) == 6 and len(loaded.confirm) == 4
+    assert set(load_predictions(loaded)["trial_id"]) == set(tune["trial_id"])
+    written = {p.name for p in build_report(study, out=tmp_path / "report", formats=("png",))}
+    assert {"confirmation.png", "confirmation.md", "results.md", "results_confirmed.md"} <= written
+    results_md = (tmp_path / "report" / "tables" / "results_confirmed.md").read_text()
+    assert "Confirmed on fresh seeds [7, 8]" in results_md
