@@ -14,6 +14,7 @@ connection retries, and ``check_fits`` compares a trial's CPUs and GPUs with the
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -66,8 +67,9 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0) -> Iterator[bool]
     if runtime_in_use():
         yield False
         return
-    common: dict[str, Any] = {  # keyword arguments of ray.init (mixed types)"log_to_driver": settings.log_to_driver, "logging_level": logging.WARNING,
-              "configure_logging": True}
+    # keyword arguments of ray.init (mixed types)
+    common: dict[str, Any] = {"log_to_driver": settings.log_to_driver, "logging_level": logging.WARNING,
+                              "configure_logging": True}
     if settings.address:
         check_reachable(settings.address)
         try:
