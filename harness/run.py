@@ -155,9 +155,11 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, ResultStore, dict[str, obje
     from harness.study.devices import check_local_devices
     from harness.study.plan import build_plan
     from harness.study.tracking import preflight
+    from harness.tune.cluster import runtime_in_use
 
     spec = load_spec(args.spec, args.set)
-    if args.address is None:  # trials run here: the devices they name must exist here (harness/study/devices.py)
+    if args.address is None and not runtime_in_use():
+        # a runtime this driver starts: the trials run here, so must their devices (harness/study/devices.py)
         check_local_devices(spec, source=args.spec)
     check_results_root(args.results)
     store = ResultStore(args.results, spec.name)
@@ -292,6 +294,12 @@ def execute(args: argparse.Namespace) -> int:
     options = RunOptions(resume=previous is not None, retry_failed=args.retry_failed,
                          ray=RaySettings(address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                                          log_to_driver=args.verbose), progress_interval_s=args.progress_every)
+    if previous is None and store.exists():  # another driver created it while this one read its data
+        try:
+            check_existing(store, plan.spec, resume=False)
+        except StudyExistsError as exc:  # refused before Ray starts; the check under the lock stays
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     started = False
     try:
         # Ray first: a cluster that cannot be reached or cannot host a trial creates nothing.

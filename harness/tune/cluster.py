@@ -17,12 +17,13 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ClusterError", "RaySettings", "check_fits", "check_reachable", "cluster_resources", "quiet_local_auth",
-           "ray_session"]
+           "ray_session", "runtime_in_use"]
 
 _MIN_STORE = 128 << 20
 
@@ -51,12 +52,19 @@ def _store_size(data_bytes: int) -> int:
     return int(min(max(_MIN_STORE, 2 * data_bytes + (256 << 20)), 0.3 * total))
 
 
+def runtime_in_use() -> bool:
+    """Whether Ray is already initialised in this process (by a test or a notebook): ``ray_session`` then
+    uses that runtime, wherever its nodes are, instead of starting one here. Never imports Ray."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
+
+
 @contextlib.contextmanager
 def ray_session(settings: RaySettings, *, data_bytes: int = 0) -> Iterator[bool]:
     """Make sure Ray is initialised for the duration; yields whether this call started it."""
     import ray
 
-    if ray.is_initialized():
+    if runtime_in_use():
         yield False
         return
     common: dict[str, Any] = {  # keyword arguments of ray.init (mixed types)

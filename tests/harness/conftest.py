@@ -55,11 +55,33 @@ def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 << 20,
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0, "object_store_memory": 80 << 20,
                                                             "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1, object_store_memory=80 << 20) for _ in range(2)]
+    workers = [cluster.add_node(num_cpus=1, num_gpus=0, object_store_memory=80 << 20) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     yield SimpleNamespace(address=cluster.address, worker_ids={w.node_id for w in workers}, cluster=cluster)
     ray.shutdown()
     cluster.shutdown()
+
+
+#: GPUs a trial on ``gpu_node`` asks for: ``cuda:99`` is then a valid index for the driver's checks.
+GPUS_PER_TRIAL = 100
+#: The device those trials name: a valid index, yet no real machine has it, so the trial raises at its start.
+MISSING_DEVICE = f"cuda:{GPUS_PER_TRIAL - 1}"
+
+
+@pytest.fixture
+def gpu_node(ray_cluster):
+    """A worker node added to ``ray_cluster`` for one test, declaring GPUs it does not have (Ray only counts
+    them), two trials' worth at 1 CPU each. A study with ``resources.gpus: GPUS_PER_TRIAL`` and device
+    ``MISSING_DEVICE`` passes the driver's device checks (harness/study/devices.py) and runs on this node,
+    where the trial fails when it starts: torch sees no CUDA (a CPU machine, or the ids Ray assigned name no
+    real device), or fewer devices than the index (a GPU machine). Removed afterwards, so the module's other
+    tests see the cluster as it was. Yields the node id."""
+    cluster = ray_cluster.cluster
+    node = cluster.add_node(num_cpus=2, num_gpus=2 * GPUS_PER_TRIAL, object_store_memory=80 << 20)
+    cluster.wait_for_nodes()
+    yield node.node_id
+    cluster.remove_node(node)
+    cluster.wait_for_nodes()

@@ -2,8 +2,8 @@
 attempt. Each is recorded once with the right status and evidence (last good metrics; error text and
 attempts = 1 + max_failures) and the rest of the study finishes. Faults come from the study itself: a
 learning rate of 1e5 (a few full-size Adam steps blow the model up: the loss turns NaN after an epoch or
-two) and
-a CUDA device index no machine has."""
+two) and a CUDA device index no machine has (valid for the driver: the trials ask for the logical GPUs of
+``gpu_node``)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,20 @@ import pandas as pd
 import pytest
 
 from harness.run import main
-from tests.harness.conftest import tiny_study
+from tests.harness.conftest import GPUS_PER_TRIAL, MISSING_DEVICE, tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 
-def test_diverging_and_raising_trials_are_recorded_once_and_the_study_goes_on(write_study, tmp_path, capsys):
-    study = tiny_study(name="faults", grid=None, seeds=[1], max_failures=1, ablation={
-        "baseline": "ok", "variants": {
-            "ok": {},
-            "diverges": {"train.lr": 1.0e5},  # one good epoch, then a non-finite training loss
-            "raises": {"train.device": "cuda:99", "train.lr": 2e-3},  # no such device: raises at start
-        }})
+def test_diverging_and_raising_trials_are_recorded_once_and_the_study_goes_on(gpu_node, write_study, tmp_path,
+                                                                               capsys):
+    """No --address: the harness uses the runtime already initialised in this process (``ray_cluster``)."""
+    study = tiny_study(name="faults", grid=None, seeds=[1], max_failures=1, resources={"gpus": GPUS_PER_TRIAL},
+                       ablation={"baseline": "ok", "variants": {
+                           "ok": {},
+                           "diverges": {"train.lr": 1.0e5},  # one good epoch, then a non-finite training loss
+                           "raises": {"train.device": MISSING_DEVICE, "train.lr": 2e-3},  # raises at start
+                       }})
     study["base"]["train"]["max_epochs"] = 4
     results = tmp_path / "results"
     assert main([str(write_study(study)), "--results", str(results)]) == 0
@@ -58,7 +60,7 @@ def test_diverging_and_raising_trials_are_recorded_once_and_the_study_goes_on(wr
     # failed: retried max_failures times, recorded once, with the exception and the device it asked for
     bad = trials.loc["raises"]
     assert bad["status"] == "failed" and bad["attempts"] == 2
-    assert "RuntimeError" in bad["error"] and "cuda:99" in bad["error"]
+    assert "RuntimeError" in bad["error"] and MISSING_DEVICE in bad["error"]
     assert bad["epochs_run"] == 0 and pd.isna(bad["objective"])
     assert not (root / "router" / f"{bad['trial_id']}.parquet").exists()
     assert not (root / "epochs" / f"{bad['trial_id']}.parquet").exists()

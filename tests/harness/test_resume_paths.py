@@ -21,7 +21,7 @@ from harness.study.data import load_study_data
 from harness.study.load import load_spec
 from harness.study.plan import build_plan
 from harness.tune.runner import StudyStopper
-from tests.harness.conftest import REPO, tiny_study
+from tests.harness.conftest import GPUS_PER_TRIAL, MISSING_DEVICE, REPO, tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -92,9 +92,10 @@ def test_trials_cut_by_the_time_budget_run_on_resume_with_the_new_concurrency(
 
 
 def test_a_study_whose_trials_all_failed_exits_non_zero_and_retry_failed_runs_them_again(
-        ray_cluster, write_study, tmp_path, capsys):
-    study = tiny_study(name="allfail", seeds=[1], max_failures=0)
-    study["base"]["train"]["device"] = "cuda:99"  # no machine has it: every trial raises at its start
+        ray_cluster, gpu_node, write_study, tmp_path, capsys):
+    study = tiny_study(name="allfail", seeds=[1], max_failures=0, resources={"gpus": GPUS_PER_TRIAL})
+    # a valid index of the trial's (logical) GPUs, but no machine has it: every trial raises at its start
+    study["base"]["train"]["device"] = MISSING_DEVICE
     spec_path = write_study(study)
     results = tmp_path / "results"
     root = results / "allfail"
@@ -106,7 +107,7 @@ def test_a_study_whose_trials_all_failed_exits_non_zero_and_retry_failed_runs_th
     info = json.loads((root / "study.json").read_text())
     assert info["status"] == "finished" and info["counts"] == {"failed": 2}  # counts from the rows
     assert "2 of 2 trials failed" in captured.out and "`error` column of trials/" in captured.out
-    assert captured.out.count("cuda:99") >= 4  # each failed trial's last error line: when it fails, at the end
+    assert captured.out.count(MISSING_DEVICE) >= 4  # each failed trial's last error line: when it fails, at the end
     assert "--retry-failed" in captured.err
 
     # --resume alone: nothing to run, says how to retry, still not a success; a study.json that lags

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from harness.run import main
-from tests.harness.conftest import REPO, tiny_study
+from tests.harness.conftest import GPUS_PER_TRIAL, MISSING_DEVICE, REPO, tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -69,24 +69,27 @@ def test_asha_search_stops_some_trials_early_and_records_them_as_pruned(write_st
     assert states.count(optuna.trial.TrialState.COMPLETE) == (trials["status"] == "completed").sum()
 
 
-def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(ray_cluster, write_study, tmp_path):
-    """Run from a separate driver process that joins the cluster with ``--address``."""
-    study = tiny_study(name="faults", grid=None, seeds=[1], max_failures=0, ablation={
-        "baseline": "ok", "variants": {
-            "ok": {},
-            "explode": {"train.lr": 1e30, "train.update_epochs": 1},  # non-finite loss at once
-            "no_gpu": {"train.device": "cuda:99", "train.lr": 2e-3},  # raises: no such CUDA device
-        }})
+def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on(ray_cluster, gpu_node, write_study,
+                                                                       tmp_path):
+    """Run from a separate driver process that joins the cluster with ``--address``. The trials ask for the
+    logical GPUs of ``gpu_node``, so the driver accepts a device that no machine has."""
+    study = tiny_study(name="faults", grid=None, seeds=[1], max_failures=0, resources={"gpus": GPUS_PER_TRIAL},
+                       ablation={"baseline": "ok", "variants": {
+                           "ok": {},
+                           "explode": {"train.lr": 1e30, "train.update_epochs": 1},  # non-finite loss at once
+                           "no_gpu": {"train.device": MISSING_DEVICE, "train.lr": 2e-3},  # raises: no such device
+                       }})
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "harness.run", str(write_study(study)), "--results", str(results),
                            "--address", ray_cluster.address], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_parquet(results / "faults" / "trials").set_index("variant")
-    assert set(trials["node_id"]) <= ray_cluster.worker_ids
+    assert set(trials["node_id"]) == {gpu_node}  # the only node with the GPUs a trial asks for
     assert trials.loc["ok", "status"] == "completed"
     assert trials.loc["explode", "status"] == "diverged"
     assert trials.loc["explode", "error"].startswith("diverged: non-finite")
     assert trials.loc["no_gpu", "status"] == "failed"
+    assert MISSING_DEVICE in trials.loc["no_gpu", "error"]
     assert "CUDA is not available" in trials.loc["no_gpu", "error"] or "CUDA device(s) visible" in \
         trials.loc["no_gpu", "error"]
 

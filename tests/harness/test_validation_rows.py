@@ -222,6 +222,21 @@ def test_on_a_cluster_only_the_machine_independent_checks_apply(monkeypatch, wri
     assert "resources.gpus is 0" in capsys.readouterr().err
 
 
+def test_a_runtime_already_initialised_in_the_process_is_not_taken_for_this_machine(monkeypatch, write_study,
+                                                                                     tmp_path, capsys):
+    """A notebook that called ray.init(address=...) itself: the harness uses that runtime, whose nodes may
+    have the GPUs this driver lacks, so only the machine-independent checks apply (as with --address)."""
+    _fake_gpus(monkeypatch, 0)
+    args = [str(write_study(tiny_study())), "--results", str(tmp_path / "r"), "--dry-run", "--no-measure",
+            "--set", "base.train.device=cuda:1"]
+    assert main([*args, "--set", "resources.gpus=2"]) == 2  # no runtime yet: one started here, on no GPU
+    assert "this machine has no CUDA device that torch can use" in capsys.readouterr().err
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    assert main([*args, "--set", "resources.gpus=2"]) == 0
+    assert main([*args, "--set", "resources.gpus=1"]) == 2
+    assert "'cuda:1', but a trial gets 1 GPU" in capsys.readouterr().err
+
+
 def test_devices_of_variants_and_search_choices_are_checked(monkeypatch, write_study):
     ablation = tiny_study(grid=None, ablation={"baseline": "full", "variants": {
         "full": {}, "gpu": {"train.device": "cuda:1", "train.lr": 0.01}}}, resources={"gpus": 1})
