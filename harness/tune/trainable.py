@@ -21,6 +21,7 @@ import socket
 import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -181,8 +182,10 @@ def _load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, list[dict[s
 def _describe_in_trial_dir(trial: Trial) -> None:
     """Write ``trial.json`` (the trial's JSON form) into this Tune trial's folder, so a later ``--resume``
     finds the trial's checkpoints there (``harness.tune.resume.earlier_trials``) and can rebuild it."""
-    folder = tune.get_context().get_trial_dir()
-    if folder:  # None when the trainable is called outside a Tune run
+    with warnings.catch_warnings():  # outside a Tune run (a trainable called directly) Ray warns, returns None
+        warnings.simplefilter("ignore", UserWarning)
+        folder = tune.get_context().get_trial_dir()
+    if folder:
         atomic_write_bytes(Path(folder) / TRIAL_FILE, json.dumps(trial.to_json(), sort_keys=True).encode())
 
 
