@@ -21,6 +21,7 @@ from ray import tune
 
 from emoe_schema import FINISHED
 from harness.study.trial import Trial
+from harness.tune.resume import describe_tune_trial
 from harness.tune.trainable import Metrics, TrialContext, write_row_from_metrics
 
 if TYPE_CHECKING:
@@ -61,6 +62,11 @@ class ResultRecorder(tune.Callback):
 
     def __init__(self, ctx: TrialContext):
         self.ctx = ctx
+
+    def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
+        desc = trial.config.get("trial")
+        if isinstance(desc, Trial) and trial.path:  # the trial's folder names it, for a later --resume
+            describe_tune_trial(Path(trial.path), desc)
 
     def on_trial_complete(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if "trial" in trial.config:

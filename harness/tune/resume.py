@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.results.sink import ResultStore
+from harness.results.sink import ResultStore, atomic_write_bytes
 from harness.study.confirm import CONFIRM
 from harness.study.trial import TRIAL_FILE, Trial
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from harness.study.plan import Plan
 
-__all__ = ["EarlierTrial", "StudyState", "earlier_trials", "resume_command", "study_state"]
+__all__ = ["EarlierTrial", "StudyState", "describe_tune_trial", "earlier_trials", "resume_command", "study_state"]
 
 
 @dataclass
@@ -49,9 +49,16 @@ def _epochs_of(checkpoint: Path) -> int | None:
         return None
 
 
+def describe_tune_trial(folder: Path, trial: Trial) -> None:
+    """Write ``trial.json`` (``Trial.to_json``) into a Tune trial's folder; the driver does it when Tune
+    starts the trial (``ResultRecorder``), so a later ``--resume`` finds the trial's checkpoints there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / TRIAL_FILE, json.dumps(trial.to_json(), sort_keys=True).encode())
+
+
 def earlier_trials(tune_dir: Path) -> dict[str, EarlierTrial]:
-    """Trials of earlier runs of the study by trial id, from the ``trial.json`` each trial writes into its
-    Tune trial folder when it starts (``Trial.to_json``)."""
+    """Trials of earlier runs of the study by trial id, from the ``trial.json`` the driver writes into each
+    Tune trial folder when the trial starts (``describe_tune_trial``)."""
     found: dict[str, EarlierTrial] = {}
     if not tune_dir.is_dir():
         return found

@@ -21,7 +21,6 @@ import socket
 import tempfile
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +35,8 @@ from emoe.outputs import EpochRecord, RouterRecord
 from emoe.train import train_emoe
 from emoe_schema import FINISHED
 from harness.results.rows import Cell, epoch_row, epochs_table, predictions_table, router_table, trial_table
-from harness.results.sink import ResultStore, RunRecord, atomic_write_bytes
-from harness.study.trial import TRIAL_FILE, Trial
+from harness.results.sink import ResultStore, RunRecord
+from harness.study.trial import Trial
 from harness.tune.memory import release_free_heap, use_mmap_for_large_blocks
 
 if TYPE_CHECKING:
@@ -179,16 +178,6 @@ def _load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, list[dict[s
     return load_state(directory / STATE_FILE), json.loads((directory / META_FILE).read_text())
 
 
-def _describe_in_trial_dir(trial: Trial) -> None:
-    """Write ``trial.json`` (the trial's JSON form) into this Tune trial's folder, so a later ``--resume``
-    finds the trial's checkpoints there (``harness.tune.resume.earlier_trials``) and can rebuild it."""
-    with warnings.catch_warnings():  # outside a Tune run (a trainable called directly) Ray warns, returns None
-        warnings.simplefilter("ignore", UserWarning)
-        folder = tune.get_context().get_trial_dir()
-    if folder:
-        atomic_write_bytes(Path(folder) / TRIAL_FILE, json.dumps(trial.to_json(), sort_keys=True).encode())
-
-
 def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: TrialContext | None = None) -> None:
     """Train one trial (``config["trial"]``, a ``Trial`` of the plan or the searcher) under Ray Tune.
 
@@ -203,7 +192,6 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
     torch.set_num_threads(max(1, int(ctx.cpus)))
     use_mmap_for_large_blocks()  # batch copies of a large data set go back to the OS when freed
     cfg = trial.config
-    _describe_in_trial_dir(trial)
     run = _start_attempt(ctx, tid)
     t0 = time.monotonic()
     rows: dict[int, dict[str, Cell]] = {}

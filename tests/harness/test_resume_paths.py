@@ -192,3 +192,15 @@ def test_a_search_cut_by_the_time_budget_finishes_on_resume_with_every_configura
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
     means = after.groupby("config_id")["objective"].mean().sort_values().tolist()
     assert sorted(t.value for t in trials) == pytest.approx(means)
+
+
+def test_every_tune_trial_folder_names_its_trial_even_when_actors_are_reused(ray_cluster, write_study, tmp_path):
+    """A resume finds a trial's checkpoints through the ``trial.json`` of its Tune folder: every folder has
+    one, naming the trial Tune ran there (workers are reused across trials, so a worker must not name it)."""
+    study = tiny_study(name="named", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, seeds=[1, 2])
+    results = tmp_path / "results"
+    assert main([str(write_study(study)), "--results", str(results), "--address", ray_cluster.address]) == 0
+    folders = sorted((results / "named" / "tune").glob("trial_*"))
+    assert len(folders) == 6  # more trials than the cluster's 2 CPUs: actors were reused
+    named = {json.loads((f / "trial.json").read_text())["trial_id"] for f in folders}
+    assert named == set(_rows(results / "named").index)
