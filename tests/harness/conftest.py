@@ -85,3 +85,18 @@ def gpu_node(ray_cluster):
     yield node.node_id
     cluster.remove_node(node)
     cluster.wait_for_nodes()
+
+
+@pytest.fixture
+def ray_init_calls(monkeypatch):
+    """Records (and refuses) any attempt to start or join Ray: for tests of what happens before Ray starts."""
+    import ray
+
+    calls: list[object] = []
+
+    def refuse(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise AssertionError("Ray must not be started")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    return calls

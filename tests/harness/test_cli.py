@@ -7,23 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import ray
 
 from harness.run import main
 from tests.harness.conftest import REPO, tiny_study
 
-
-@pytest.fixture(autouse=True)
-def ray_init_calls(monkeypatch):
-    """Records (and refuses) any attempt to start or join Ray during these tests."""
-    calls: list[object] = []
-
-    def refuse(*args, **kwargs):
-        calls.append((args, kwargs))
-        raise AssertionError("Ray must not be started")
-
-    monkeypatch.setattr(ray, "init", refuse)
-    return calls
+pytestmark = pytest.mark.usefixtures("ray_init_calls")  # tests/harness/conftest.py: Ray refused
 
 BAD = {
     "unknown key": (tiny_study(colour="blue"), "colour: unknown key"),

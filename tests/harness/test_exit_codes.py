@@ -7,7 +7,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import ray
 
 from harness.results.summary import failure_lines, last_line
 from harness.run import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_NONE_COMPLETED, exit_status, main, parse_args
@@ -15,17 +14,7 @@ from harness.tune.recorder import trial_error
 from harness.tune.resume import resume_command
 from tests.harness.conftest import tiny_study
 
-
-@pytest.fixture(autouse=True)
-def ray_init_calls(monkeypatch):
-    calls: list[object] = []
-
-    def refuse(*args, **kwargs):
-        calls.append((args, kwargs))
-        raise AssertionError("Ray must not be started")
-
-    monkeypatch.setattr(ray, "init", refuse)
-    return calls
+pytestmark = pytest.mark.usefixtures("ray_init_calls")  # tests/harness/conftest.py: Ray refused
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -20,17 +20,7 @@ from tests.harness.conftest import REPO, tiny_study
 STUDIES = REPO / "studies"
 
 
-@pytest.fixture(autouse=True)
-def ray_init_calls(monkeypatch):
-    """Refuses (and records) any attempt to start or join Ray: everything here happens before."""
-    calls: list[object] = []
-
-    def refuse(*args, **kwargs):
-        calls.append((args, kwargs))
-        raise AssertionError("Ray must not be started")
-
-    monkeypatch.setattr(ray, "init", refuse)
-    return calls
+pytestmark = pytest.mark.usefixtures("ray_init_calls")  # tests/harness/conftest.py: Ray refused
 
 
 @pytest.fixture
