@@ -101,7 +101,8 @@ def _optuna_importance(df: pd.DataFrame, params: list[str], metric: str, mode: s
     cols: dict[str, pd.Series] = {}
     for p in params:
         s = df[p]
-        is_log = bool(s.min() > 0 and (p in log if log is not None else is_log_spaced(s)))
+        numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        is_log = numeric and bool(s.min() > 0 and (p in log if log is not None else is_log_spaced(s)))
         if pd.api.types.is_integer_dtype(s):
             dists[p] = IntDistribution(int(s.min()), int(s.max()), log=is_log)
             cols[p] = s.astype(int)

@@ -114,3 +114,13 @@ def test_too_few_trials_to_judge_importance(make_study, tmp_path: Path) -> None:
     const = param_importance(many.trials.assign(**{"model.fixed": 3}), params=["train.lr", "model.fixed"],
                              metric="valid_mae", mode="min", method="eta2").set_index("param")
     assert const.loc["model.fixed", "note"] == "did not vary" and const.loc["train.lr", "note"] == ""
+
+
+def test_a_categorical_parameter_beside_log_scaled_ones(search_dir: Path) -> None:
+    """hpo.yaml searches model.router (strings) beside train.lr (log): Optuna's importance takes both."""
+    t = load_study(search_dir).trials.copy()
+    t["model.router"] = np.where(t.index % 2 == 0, "learned", "uniform")
+    for method in ("ped-anova", "fanova"):
+        imp = param_importance(t, params=["train.lr", "model.router"], metric="valid_mae", mode="min",
+                               method=method, log=["train.lr"])
+        assert set(imp["param"]) == {"train.lr", "model.router"} and np.isfinite(imp["importance"]).all()
