@@ -92,7 +92,7 @@ def set_dropout_source(model: nn.Module, source: object) -> None:
     """Make every module of ``model`` that drops (has a ``drop`` attribute) use ``source``."""
     for module in model.modules():
         if hasattr(module, "drop"):
-            module.drop = source
+            setattr(module, "drop", source)  # noqa: B010 - any module with a drop attribute
 
 
 def record_plan(model: nn.Module, forward: object, *, stacked: bool = False) -> list[DropoutSite]:

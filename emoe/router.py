@@ -129,6 +129,8 @@ class LearnedRouter(nn.Module):
     unaligned data (some length differs from L_t): Linear(L_v -> L_t) and Linear(L_a -> L_t) applied to every feature channel.
     """
 
+    tau: torch.Tensor  # the softmax temperature, a buffer (moves with the module, not saved)
+
     def __init__(self, *, d_text: int, d_vision: int, d_audio: int, len_text: int, len_vision: int,
                  len_audio: int, pooling: Pooling = "flatten", temperature: float = 0.1):
         super().__init__()

@@ -15,6 +15,7 @@ in ``emoe.train.fit``'s format (a member's checkpoint resumes alone with ``fit``
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -111,7 +112,9 @@ class _Member:
         self.sel = _Selection()
         self.history: list[EpochRecord] = []
         self.epoch = 0
-        self.status, self.error, self.stopped_by_callback = "completed", None, False
+        self.status: str = "completed"
+        self.error: str | None = None
+        self.stopped_by_callback = False
 
     @property
     def lr(self) -> float:
@@ -383,10 +386,10 @@ def fit_stacked(cfgs: list[EMOEConfig], data: DataSet, *, on_epoch: OnMemberEpoc
         keep = []
         for pos, (m, v, imp, te) in enumerate(zip(stack.members, valid, improved, test)):
             if isinstance(v, NonFiniteOutput) or (imp and isinstance(te, NonFiniteOutput)):
-                where, exc = ("validation", v) if isinstance(v, NonFiniteOutput) else ("test", te)
-                m.status, m.error = "diverged", f"diverged: non-finite {where} predictions at epoch {m.epoch} ({exc})"
+                where, bad = ("validation", v) if isinstance(v, NonFiniteOutput) else ("test", te)
+                m.status, m.error = "diverged", f"diverged: non-finite {where} predictions at epoch {m.epoch} ({bad})"
                 continue
-            metrics, vrec = v  # type: ignore[misc]
+            metrics, vrec = v
             if imp:
                 m.sel = _Selection(metrics["loss"], m.epoch, metrics, te[0], te[1])  # type: ignore[index]
             m.scheduler.step(metrics["loss"])
@@ -397,7 +400,7 @@ def fit_stacked(cfgs: list[EMOEConfig], data: DataSet, *, on_epoch: OnMemberEpoc
                 router_mean={f"w_{mod}": float(w) for mod, w in zip(MODALITIES, mean_w)},
                 time_s=elapsed / len(stack.members), last=not m.more_epochs())
             m.history.append(record)
-            if on_epoch is not None and on_epoch(m.index, record, lambda pos=pos: _checkpoint(stack, pos)) is True:
+            if on_epoch is not None and on_epoch(m.index, record, functools.partial(_checkpoint, stack, pos)) is True:
                 m.stopped_by_callback = True
                 continue
             if m.more_epochs():

@@ -90,9 +90,9 @@ class StackedAdam:
 
     def member_state(self, k: int) -> dict[str, Any]:
         """Member k's state as ``torch.optim.Adam(...).state_dict()`` (parameters in model order)."""
+        impl: dict[str, Any] = {"fused": True} if self.fused_format else {"foreach": False}
         group = torch.optim.Adam([torch.zeros(1)], lr=self.lrs[k], weight_decay=self.weight_decay[k],
-                                 **({"fused": True} if self.fused_format else {"foreach": False})
-                                 ).state_dict()["param_groups"][0]
+                                 **impl).state_dict()["param_groups"][0]
         group = {**group, "params": list(range(len(self.names)))}
         step = torch.tensor(float(self.steps[k]), dtype=torch.float32)
         state = {i: {"step": step.clone(), "exp_avg": self.exp_avg[n][k], "exp_avg_sq": self.exp_avg_sq[n][k]}
