@@ -8,6 +8,7 @@ Benchmarks in bench/ choose their own thread counts.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -54,3 +55,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if not any(word in reason for word in _MACHINE_REASONS):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI ({reason}): CI runs every test; add what it needs to the dev extra"
+
+
+# --- one test module's Ray runtime does not leak into the next ---------------------------------------
+@pytest.fixture(autouse=True, scope="module")
+def _no_ray_runtime_from_earlier_modules() -> Iterator[None]:
+    """Shut down a Ray runtime an earlier module left initialised in this process: the harness uses an
+    initialised runtime as it is (and then skips this machine's device checks), so a leftover one would make
+    a module's results depend on which modules ran before it."""
+    ray = sys.modules.get("ray")  # only if some test imported it: no Ray import for the reports tests
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    yield
