@@ -7,7 +7,6 @@ probe degrades to ``None`` rather than failing: provenance must never stop a stu
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -17,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["PACKAGES", "ProjectVersion", "file_sha256", "machine", "package_versions", "project_version",
+__all__ = ["PACKAGES", "ProjectVersion", "machine", "package_versions", "project_version",
            "provenance"]
 
 #: Distributions whose versions change a study's numbers or its behaviour.
@@ -100,15 +99,6 @@ def machine() -> dict[str, Scalar | list[str]]:
     """This node: host name, OS, CPU model and count, GPU models."""
     return {"host": platform.node() or None, "os": platform.platform(), "cpu": _cpu_model(),
             "cpus": os.cpu_count(), "gpus": _gpu_models()}
-
-
-def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks (a multi-GB pickle never sits in memory whole)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def provenance(argv: Sequence[str] | None = None) -> dict[str, object]:

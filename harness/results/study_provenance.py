@@ -19,7 +19,8 @@ import subprocess
 from pathlib import Path
 from typing import TypedDict
 
-from harness.results.provenance import Scalar, file_sha256, machine, provenance
+from emoe.data.verify import sha256_file
+from harness.results.provenance import Scalar, machine, provenance
 from harness.study.params import JSONValue
 
 __all__ = ["Machine", "NodeInfo", "cache_dir", "data_checksum", "gpu_names", "node_machines", "resume_record",
@@ -59,7 +60,7 @@ def _cached_sha256(path: Path) -> str:
     hit = entries.get(key)
     if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
         return str(hit["sha256"])
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
     with contextlib.suppress(OSError):  # a read-only home only costs the next start another hash
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,7 @@ def data_checksum(path: str | None, key: str) -> dict[str, JSONValue]:
         if p.is_dir():
             manifest = p / "manifest.json"
             source = json.loads(manifest.read_text()).get("source_sha256")
-            return {"kind": "converted", "sha256": file_sha256(manifest), "source_sha256": source}
+            return {"kind": "converted", "sha256": sha256_file(manifest), "source_sha256": source}
         return {"kind": "file", "sha256": _cached_sha256(p), "bytes": p.stat().st_size}
     except (OSError, ValueError) as exc:
         return {"kind": "file", "sha256": None, "error": str(exc)}

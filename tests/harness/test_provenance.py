@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.results.provenance import file_sha256, machine, package_versions, project_version, provenance
+from emoe.data.verify import sha256_file
+from harness.results.provenance import machine, package_versions, project_version, provenance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,8 +58,8 @@ def test_packages_machine_and_command_are_json_ready() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 5, (1 << 20) + 3])
-def test_file_sha256_equals_hashlib_on_the_whole_file(tmp_path: Path, size: int) -> None:
+def test_the_data_hash_equals_hashlib_on_the_whole_file(tmp_path: Path, size: int) -> None:
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    assert file_sha256(path, chunk=4096) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
