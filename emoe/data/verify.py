@@ -13,6 +13,9 @@ device, a clock set back before the write) keeps all of these and is not seen. F
 coarsely (milliseconds), so a file changed within ``RECENT_NS`` of its check is not remembered: a second
 write in the same tick could otherwise hide behind an unchanged stamp. ``python -m emoe.data info
 --verify`` always hashes every byte.
+
+``cached_sha256`` gives one file's SHA-256 under the same rules (a study's provenance records the hash of
+its source pickle); its entries live only in the user cache, so nothing is written beside the user's file.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 from emoe.data.checks import DataError
 
-__all__ = ["CACHE_NAME", "RECENT_NS", "cache_paths", "sha256_file", "verify_checksums"]
+__all__ = ["CACHE_NAME", "RECENT_NS", "cache_paths", "cached_sha256", "sha256_file", "verify_checksums"]
 
 #: File name of the cache inside a data directory (readers of the directory skip names starting with it).
 CACHE_NAME = ".emoe-verified.json"
@@ -60,11 +63,11 @@ def _stamp(path: Path, sha256: str) -> list[Any]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha256]
 
 
-def _read_cache(root: Path) -> dict[str, list[list[Any]]]:
-    """Remembered stamps per file, from both cache places (a stale one in a read-only directory must not
+def _read_cache(root: Path, places: tuple[Path, ...] | None = None) -> dict[str, list[list[Any]]]:
+    """Remembered stamps per file, from every cache place (a stale one in a read-only directory must not
     hide a current one in the user cache)."""
     files: dict[str, list[list[Any]]] = {}
-    for path in cache_paths(root):
+    for path in cache_paths(root) if places is None else places:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -76,9 +79,9 @@ def _read_cache(root: Path) -> dict[str, list[list[Any]]]:
     return files
 
 
-def _write_cache(root: Path, files: dict[str, list[Any]]) -> None:
+def _write_cache(root: Path, files: dict[str, list[Any]], places: tuple[Path, ...] | None = None) -> None:
     text = json.dumps({"format": _CACHE_FORMAT, "version": 1, "dir": str(root.resolve()), "files": files})
-    for path in cache_paths(root):
+    for path in cache_paths(root) if places is None else places:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,10 +119,37 @@ def verify_checksums(root: Path, manifest: dict[str, Any], *, cache: bool = True
             if sha256_file(path) != expected:
                 bad.append(f"{path}: SHA-256 differs from the manifest (file modified or corrupt)")
                 continue
-            settled = time.time_ns() - max(stamp[1], stamp[2]) > RECENT_NS
-            if settled and _stamp(path, expected) == stamp:  # unchanged while it was read
+            if _settled(stamp) and _stamp(path, expected) == stamp:  # unchanged while it was read
                 verified[rel] = stamp
     if bad:
         raise DataError("; ".join(bad) + (f" [{len(bad)} files]" if len(bad) > 1 else ""))
     if cache and hashed:
         _write_cache(root, verified)
+
+
+def _settled(stamp: list[Any]) -> bool:
+    """Whether a file's times are old enough for its stamp to be remembered (``RECENT_NS``)."""
+    return time.time_ns() - max(stamp[1], stamp[2]) > RECENT_NS
+
+
+def cached_sha256(path: Path) -> str:
+    """One file's SHA-256, hashed again only when its size, times or inode changed since it was remembered.
+
+    The stamp rules are ``verify_checksums``'s; the entry is kept in the user cache only (one JSON file
+    per directory), next to the other files of that directory already remembered there.
+    """
+    path = Path(path)
+    root, rel = path.parent, path.name
+    places = cache_paths(root)[1:]
+    cached = _read_cache(root, places)
+    before = _stamp(path, "")[:4]
+    for stamp in cached.get(rel, []):
+        if stamp[:4] == before and isinstance(stamp[4], str) and stamp[4]:
+            return stamp[4]
+    digest = sha256_file(path)
+    stamp = _stamp(path, digest)
+    if places and stamp[:4] == before and _settled(stamp):  # unchanged while it was read
+        files = {name: stamps[-1] for name, stamps in cached.items()}
+        files[rel] = stamp
+        _write_cache(root, files, places)
+    return digest

@@ -1,9 +1,8 @@
 """A study's provenance for ``study.json``: ``harness.results.provenance`` plus its data's checksum and its nodes.
 
 The data checksum identifies exactly what was trained on: a converted directory's ``manifest.json`` (which
-holds every array's SHA-256), an MMSA pickle's SHA-256 (computed once per file and cached by size and
-modification time under ``$XDG_CACHE_HOME/emoe-harness``, since hashing gigabytes at every start is
-slow), or the synthetic generator's fingerprint (preset, seed and every field). The nodes are the driver
+holds every array's SHA-256), an MMSA pickle's SHA-256 (hashed again only when the file changed, with
+``emoe.data.verify``'s cache, since hashing gigabytes at every start is slow), or the synthetic generator's fingerprint (preset, seed and every field). The nodes are the driver
 plus each alive Ray node, probed by one tiny task pinned to it, bounded in time. Nothing here may stop a
 study: a probe that fails records ``None``.
 """
@@ -13,17 +12,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import TypedDict
 
-from emoe.data.verify import sha256_file
+from emoe.data.verify import cached_sha256, sha256_file
 from harness.results.provenance import Scalar, machine, provenance
 from harness.study.params import JSONValue
 
-__all__ = ["Machine", "NodeInfo", "cache_dir", "data_checksum", "gpu_names", "node_machines", "resume_record",
+__all__ = ["Machine", "NodeInfo", "data_checksum", "gpu_names", "node_machines", "resume_record",
            "study_provenance"]
 
 #: Seconds the node probes may take together (a node that does not answer is recorded without details).
@@ -43,33 +41,6 @@ class NodeInfo(TypedDict):
     machine: Machine | None
 
 
-def cache_dir() -> Path:
-    """Where cached checksums live: ``$XDG_CACHE_HOME/emoe-harness`` (default ``~/.cache/emoe-harness``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "emoe-harness"
-
-
-def _cached_sha256(path: Path) -> str:
-    """A file's SHA-256, reusing a cached value while its size and modification time are unchanged."""
-    st = path.stat()
-    key = str(path.resolve())
-    cache = cache_dir() / "sha256.json"
-    entries: dict[str, JSONValue] = {}
-    with contextlib.suppress(OSError, ValueError):
-        entries = dict(json.loads(cache.read_text()))
-    hit = entries.get(key)
-    if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
-        return str(hit["sha256"])
-    digest = sha256_file(path)
-    entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-    with contextlib.suppress(OSError):  # a read-only home only costs the next start another hash
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, cache)
-    return digest
-
-
 def data_checksum(path: str | None, key: str) -> dict[str, JSONValue]:
     """What identifies a study's data: ``{"kind", "sha256", ...}`` (``key``: ``StudyData.key``)."""
     if path is None:
@@ -81,7 +52,7 @@ def data_checksum(path: str | None, key: str) -> dict[str, JSONValue]:
             manifest = p / "manifest.json"
             source = json.loads(manifest.read_text()).get("source_sha256")
             return {"kind": "converted", "sha256": sha256_file(manifest), "source_sha256": source}
-        return {"kind": "file", "sha256": _cached_sha256(p), "bytes": p.stat().st_size}
+        return {"kind": "file", "sha256": cached_sha256(p), "bytes": p.stat().st_size}
     except (OSError, ValueError) as exc:
         return {"kind": "file", "sha256": None, "error": str(exc)}
 

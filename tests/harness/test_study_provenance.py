@@ -6,28 +6,47 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from emoe.data import verify
 from harness.results.study_provenance import data_checksum, node_machines, resume_record, study_provenance
+
+
+def _age(path: Path, seconds: float = 3600) -> None:
+    """Set a file's times back (its ctime cannot be, so the stamp's recent-change rule is tested separately)."""
+    past = time.time_ns() - int(seconds * 1e9)
+    os.utime(path, ns=(past, past))
 
 
 def test_a_pickle_is_hashed_once_and_again_only_when_it_changes(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    pkl = tmp_path / "mosi.pkl"
+    monkeypatch.setattr(verify, "RECENT_NS", 0)  # the test's file is seconds old; remember it anyway
+    calls: list[Path] = []
+    real = verify.sha256_file
+    monkeypatch.setattr(verify, "sha256_file", lambda p: calls.append(p) or real(p))
+    pkl = tmp_path / "data" / "mosi.pkl"
+    pkl.parent.mkdir()
     pkl.write_bytes(b"a" * 1000)
+    _age(pkl)
     first = data_checksum(str(pkl), "file:mosi.pkl")
     assert first == {"kind": "file", "sha256": hashlib.sha256(b"a" * 1000).hexdigest(), "bytes": 1000}
-    cache = json.loads((tmp_path / "cache" / "emoe-harness" / "sha256.json").read_text())
-    assert cache[str(pkl.resolve())]["sha256"] == first["sha256"]
-    # a cached value is reused while size and mtime hold: poison it to see it is read, not recomputed
-    cache[str(pkl.resolve())]["sha256"] = "cached"
-    (tmp_path / "cache" / "emoe-harness" / "sha256.json").write_text(json.dumps(cache))
-    assert data_checksum(str(pkl), "k")["sha256"] == "cached"
-    pkl.write_bytes(b"b" * 1000)  # same size, new content and mtime
-    os.utime(pkl, ns=(1, 1))
+    assert data_checksum(str(pkl), "k") == first and len(calls) == 1  # the second start reads the cache
+    assert list(pkl.parent.iterdir()) == [pkl]  # nothing is written beside the user's file
+    pkl.write_bytes(b"b" * 1000)  # same size, new content
+    _age(pkl)  # and even the same (old) modification time: the ctime and inode still tell
     assert data_checksum(str(pkl), "k")["sha256"] == hashlib.sha256(b"b" * 1000).hexdigest()
+    assert len(calls) == 2
+
+
+def test_a_just_written_pickle_is_hashed_but_not_remembered(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pkl = tmp_path / "mosi.pkl"
+    pkl.write_bytes(b"c" * 10)  # a write in the same clock tick could hide behind this stamp
+    assert data_checksum(str(pkl), "k")["sha256"] == hashlib.sha256(b"c" * 10).hexdigest()
+    assert not (tmp_path / "cache").exists()
 
 
 def test_converted_directories_and_synthetic_data(tmp_path: Path) -> None:
