@@ -47,7 +47,7 @@ from harness.tune.recorder import ResultRecorder, reconcile
 from harness.tune.resume import StudyState, earlier_trials, study_state
 from harness.tune.search import StudySearch
 from harness.tune.trackers import tracking_callbacks
-from harness.tune.trainable import TrialContext, emoe_trainable
+from harness.tune.trainable import TrialContext, clear_scratch, emoe_trainable
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -301,7 +301,10 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         stopper.start = time.monotonic()
         tuner = _tuner(plan, store, trainable, callbacks, experiment_dir(store, options.phase), todo=todo,
                        retry=retry, stopper=stopper, resume=options.resume)
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        finally:
+            clear_scratch(store)  # what attempts killed while reporting a checkpoint left in /tmp
         reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__
     state = study_state(plan, store)
     # failed trials being retried keep their old row until they end: cut short, they are not done either

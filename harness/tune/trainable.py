@@ -15,8 +15,11 @@ earlier run of the study left (``TrialContext.earlier_checkpoints``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
+import shutil
 import socket
 import tempfile
 import time
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 
     from emoe.data.arrays import DataSet
 
-__all__ = ["FINISHED", "Metrics", "TrialContext", "emoe_trainable", "report_metrics", "write_scratch_checkpoint",
+__all__ = ["FINISHED", "Metrics", "TrialContext", "clear_scratch", "emoe_trainable", "fresh_scratch", "report_metrics", "scratch_dir", "write_scratch_checkpoint",
            "write_trial_row"]
 
 #: What a trial reports to Tune per epoch (``report_metrics``), and what Tune hands back as a result.
@@ -144,11 +147,40 @@ def write_scratch_checkpoint(state: TrainState, epochs: list[dict[str, Cell]], d
     (directory / META_FILE).write_text(json.dumps({"epochs": epochs}))
 
 
+def scratch_dir(store: ResultStore, trial_id: str) -> Path:
+    """The one folder where a trial's checkpoint is written for ``tune.report`` (in the system's temp dir).
+
+    Fixed per study and trial, not a fresh random name: an attempt killed while reporting cannot remove
+    its scratch copy (a faithful model's is gigabytes), and random names let such copies pile up in
+    ``/tmp`` run after run. With a fixed name the trial's next attempt reuses the folder, and the end of
+    each run removes whatever its killed attempts left on the driver's node (``clear_scratch``).
+    """
+    key = hashlib.sha256(str(store.dir).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"emoe-ckpt-{key}-{trial_id}"
+
+
+def fresh_scratch(store: ResultStore, trial_id: str) -> Path:
+    """``scratch_dir``, emptied of what an earlier, killed attempt left there."""
+    path = scratch_dir(store, trial_id)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def clear_scratch(store: ResultStore) -> int:
+    """Remove this study's scratch checkpoints left on this node by killed attempts; how many there were."""
+    stem = scratch_dir(store, "0" * 12).name[: -len("0" * 12)]
+    left = list(Path(tempfile.gettempdir()).glob(f"{stem}*"))
+    for path in left:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(left)
+
+
 def _node() -> tuple[str, str | None]:
-    try:
-        node_id: str | None = ray.get_runtime_context().get_node_id()
-    except Exception:  # not inside Ray (direct calls in tests)
-        node_id = None
+    node_id: str | None = None
+    if ray.is_initialized():  # asking the runtime context outside Ray would start a local runtime
+        with contextlib.suppress(Exception):
+            node_id = ray.get_runtime_context().get_node_id()
     return socket.gethostname(), node_id
 
 
@@ -245,9 +277,12 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
                and time.monotonic() - last_checkpoint >= ctx.checkpoint_min_interval_s)
         if due:
             last_checkpoint = time.monotonic()
-            with tempfile.TemporaryDirectory(prefix="emoe-ckpt-") as d:
-                write_scratch_checkpoint(checkpoint(), list(rows.values()), Path(d))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            scratch = fresh_scratch(ctx.store, tid)
+            try:
+                write_scratch_checkpoint(checkpoint(), list(rows.values()), scratch)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(scratch)))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         else:
             tune.report(metrics)
 
