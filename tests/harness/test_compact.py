@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -277,3 +278,47 @@ def test_a_damaged_part_of_a_compacted_study_takes_its_trials_compacted_rows_asi
         quarantine_damaged(store, json.loads(store.info_path.read_text()))
     assert tid not in store.trial_ids() and store.read_trial(tid) is None  # no older row shows through
     assert tid not in set(read_table(store.table_dir("epochs"))["trial_id"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_resume_and_retry_failed_after_compaction_run_what_the_compacted_rows_say(
+        ray_cluster, write_study, tmp_path, capsys, monkeypatch):
+    import harness.results.compact as compact
+    from harness.results.compact import write_compacted
+    from harness.results.salvage import extract_trials
+    from harness.run import main as run
+
+    monkeypatch.setattr(compact, "AUTO_COMPACT_TRIALS", 1)  # compact this small study when its run ends
+    spec_path = write_study(tiny_study(name="cr", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, seeds=[1]))
+    results = tmp_path / "results"
+    args = [str(spec_path), "--results", str(results), "--address", ray_cluster.address]
+    assert run(args) == 0
+    assert "compacted cr:" in capsys.readouterr().out
+    store = ResultStore(results, "cr")
+    assert all(not list_table(store.table_dir(t)).parts for t in TABLES) and store.compacted_path("router").exists()
+    first = store.read_trials().set_index("trial_id")
+    failed, missing, kept = sorted(first.index)
+
+    # one trial's compacted row says failed; another trial's rows are gone from every table
+    rows = pq.read_table(store.compacted_path("trials")).to_pandas()
+    rows.loc[rows["trial_id"] == failed, "status"] = "failed"
+    write_compacted(store.table_dir("trials"),
+                    pa.Table.from_pandas(rows, preserve_index=False).cast(trial_schema("mosi")))
+    extract_trials(store, {missing}, tmp_path / "aside")
+    assert run([*args, "--resume", "--no-compact"]) == 0  # runs the missing trial only
+    out = capsys.readouterr().out
+    assert "add --retry-failed" not in out and "compacted cr:" not in out
+    assert set(list_table(store.table_dir("trials")).parts) == {missing}  # its new part, beside the compacted file
+    assert run([*args, "--resume"]) == 0 and "add --retry-failed" in capsys.readouterr().out
+    assert run([*args, "--resume", "--retry-failed"]) == 0  # the failed one runs again: its part wins
+    assert "compacted cr:" in capsys.readouterr().out
+    after = store.read_trials().set_index("trial_id")
+    assert sorted(after.index) == sorted(first.index) and (after["status"] == "completed").all()
+    assert after.loc[kept, "finished_at"] == first.loc[kept, "finished_at"]  # not run again
+    assert after.loc[failed, "attempts"] == 2 and after.loc[failed, "finished_at"] > first.loc[failed, "finished_at"]
+    assert after.loc[missing, "finished_at"] > first.loc[missing, "finished_at"]
+    study = load_study(store.dir)
+    assert sorted(study.router["trial_id"].unique()) == sorted(first.index)
+    assert study.epochs.groupby("trial_id").size().to_dict() == {t: 2 for t in first.index}  # each epoch once
+    assert all(not list_table(store.table_dir(t)).parts for t in TABLES)
