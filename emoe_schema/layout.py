@@ -26,6 +26,7 @@ stays standard-library only and does not import it. The harness and ``reports`` 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,11 +35,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["COMPACTED", "READ_ERRORS", "TableFiles", "is_trial_id", "list_table", "read_parquet",
+__all__ = ["COMPACTED", "READ_ERRORS", "READ_THREADS", "TableFiles", "is_trial_id", "list_table", "read_parquet",
            "read_table_files", "sort_by_trial", "superseded_mask"]
 
 #: The compacted file's name inside a table's folder.
 COMPACTED = "compacted.parquet"
+#: Threads reading parts at once (pyarrow releases the GIL while it reads and decodes).
+READ_THREADS = 8
 #: What reading a damaged Parquet file raises (ArrowInvalid is a ValueError; bad pages are OSErrors).
 READ_ERRORS = (pa.ArrowException, OSError, ValueError)
 
@@ -76,8 +79,17 @@ def list_table(directory: Path) -> TableFiles:
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
     """Read a whole Parquet file, verifying its page checksums (``FileNotFoundError`` when absent; any
-    other of ``READ_ERRORS`` means the file is damaged)."""
-    return pq.read_table(path, columns=columns, page_checksum_verification=True)
+    other of ``READ_ERRORS`` means the file is damaged). ``ParquetFile`` rather than ``pq.read_table``:
+    a third less time per small file, which is what thousands of parts cost."""
+    with pq.ParquetFile(path, page_checksum_verification=True) as pf:
+        return pf.read(columns=columns)
+
+
+def _read_or_error(path: Path, columns: list[str] | None) -> pa.Table | Exception:
+    try:
+        return read_parquet(path, columns)
+    except READ_ERRORS as exc:  # FileNotFoundError is an OSError: told apart by the caller
+        return exc
 
 
 def sort_by_trial(table: pa.Table) -> pa.Table:
@@ -109,13 +121,15 @@ def read_table_files(files: TableFiles, *, on_damaged: Callable[[Path, Exception
     cols = None if columns is None else list(dict.fromkeys(["trial_id", *columns]))
     tables: list[pa.Table] = []
     superseding: list[str] = []
-    for tid, path in files.parts.items():
-        try:
-            tables.append(read_parquet(path, cols))
-        except FileNotFoundError:  # folded into the compacted file (read below) or moved to quarantine
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # small files: waiting on the file system dominates
+        read = list(pool.map(lambda p: _read_or_error(p, cols), files.parts.values()))
+    for (tid, path), got in zip(files.parts.items(), read):
+        if isinstance(got, FileNotFoundError):  # folded into the compacted file (read below), or quarantined
             continue
-        except READ_ERRORS as exc:
-            on_damaged(path, exc)
+        if isinstance(got, Exception):
+            on_damaged(path, got)
+        else:
+            tables.append(got)
         superseding.append(tid)
     for path in files.others:
         try:
