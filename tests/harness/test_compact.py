@@ -322,3 +322,44 @@ def test_resume_and_retry_failed_after_compaction_run_what_the_compacted_rows_sa
     assert sorted(study.router["trial_id"].unique()) == sorted(first.index)
     assert study.epochs.groupby("trial_id").size().to_dict() == {t: 2 for t in first.index}  # each epoch once
     assert all(not list_table(store.table_dir(t)).parts for t in TABLES)
+
+
+def test_a_report_builds_from_a_compacted_study_with_the_same_tables(tmp_path):
+    from reports.build import build_report
+    from tests.reports.conftest import write_ablation
+
+    study_dir = write_ablation(tmp_path / "results" / "ablation")
+    build_report(study_dir, out=tmp_path / "before", formats=("png",))
+    report = compact_study(ResultStore(tmp_path / "results", "ablation"))
+    assert report.parts > 0 and all(not list_table(study_dir / t).parts for t in TABLES)
+    build_report(study_dir, out=tmp_path / "after", formats=("png",))
+    tables = sorted(p.relative_to(tmp_path / "before") for p in (tmp_path / "before" / "tables").glob("*")
+                    if p.suffix != ".json")
+    assert tables and tables == sorted(p.relative_to(tmp_path / "after") for p in (tmp_path / "after" / "tables").glob("*")
+                                       if p.suffix != ".json")
+    for name in tables:
+        assert (tmp_path / "after" / name).read_text() == (tmp_path / "before" / name).read_text(), name
+
+
+def test_the_end_of_a_run_compacts_only_a_study_with_many_trial_files_and_a_failure_only_warns(
+        tmp_path, plan, capsys, monkeypatch):
+    import harness.results.compact as compact
+    from harness.run import _compact, parse_args
+
+    assert parse_args(["s.yaml", "--no-compact"]).no_compact and not parse_args(["s.yaml"]).no_compact
+    store = make_study(tmp_path, plan)
+    _compact(store)  # 12 trials: below the threshold, one file per trial stays
+    assert not store.compacted_path("trials").exists() and capsys.readouterr().out == ""
+    monkeypatch.setattr(compact, "AUTO_COMPACT_TRIALS", 12)
+    before = snapshot(store)
+    write_trial(store, plan.trials[0], attempts=2)
+    store.compacted_path("epochs").write_bytes(b"damaged")  # a table that cannot be compacted as it is
+    _compact(store)
+    captured = capsys.readouterr()
+    assert "warning: compaction failed" in captured.err and "per-trial files are intact" in captured.err
+    assert store.compacted_path("trials").exists()  # the tables before the damaged one were compacted
+    assert len(list_table(store.table_dir("epochs")).parts) == 12  # the damaged table's parts untouched
+    store.compacted_path("epochs").unlink()
+    after = snapshot(store)
+    assert after["trials"].set_index("trial_id").loc[plan.trials[0].trial_id, "attempts"] == 2
+    assert len(after["epochs"]) == len(before["epochs"])
