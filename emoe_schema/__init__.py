@@ -4,7 +4,9 @@ Table names, every column's name and type (as a dtype name such as ``"float64"``
 the trial statuses, the loss-term and metric names with their directions, and how a sequence-valued
 configuration field is stored. Standard library only, so ``reports`` can import it on a laptop without
 torch or Ray, and the harness builds its Arrow schemas from it. A test checks the names restated here
-(loss terms, metric names, modalities) against ``emoe``, the package that computes them.
+(loss terms, metric names, modalities) against ``emoe``, the package that computes them. The submodule
+``emoe_schema.layout`` (which files of a table count after compaction, and reading them) needs pyarrow;
+this module does not import it.
 """
 
 from __future__ import annotations

@@ -68,6 +68,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--progress-every", type=float, default=10.0, metavar="S",
                    help="seconds between progress lines (default 10)")
     p.add_argument("--verbose", action="store_true", help="show the trials' own output and Ray's logs")
+    p.add_argument("--no-compact", action="store_true",
+                   help="keep one file per trial and table when the run ends (see docs/results.md, Compaction)")
     return p.parse_args(argv)
 
 
@@ -213,6 +215,21 @@ def _finish(plan: Plan, store: ResultStore, *, report_now: bool = True) -> None:
             print(f"report: failed ({type(exc).__name__}: {exc}); the results are intact", file=sys.stderr)
 
 
+def _compact(store: ResultStore) -> None:
+    """Compact a study that ended with many trial files (the caller holds its lock); a failure only warns."""
+    from harness.results.compact import AUTO_COMPACT_TRIALS, compact_study, part_count
+
+    if part_count(store, "trials") < AUTO_COMPACT_TRIALS:
+        return
+    try:
+        report = compact_study(store, locked=True)
+    except Exception as exc:  # the rows are intact in their per-trial files: a failed compaction loses nothing
+        print(f"warning: compaction failed ({type(exc).__name__}: {exc}); the per-trial files are intact "
+              f"(`python -m harness.compact {store.dir}` tries again)", file=sys.stderr, flush=True)
+        return
+    print(report, flush=True)
+
+
 @contextlib.contextmanager
 def _connect(plan: Plan, settings: RaySettings) -> Iterator[None]:
     """Start or join Ray for the study and check that some node can host one of its trials."""
@@ -327,6 +344,8 @@ def execute(args: argparse.Namespace) -> int:
                       "finished" if outcome.complete else "incomplete")
             store.update_info(status=status, finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
                               counts=outcome.counts)
+            if status != "interrupted" and not args.no_compact:
+                _compact(store)
     except (StudyExistsError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
 """Read a study's result directory (docs/results.md, schema version 1) into pandas, checking the schema.
 
-Each table is one Parquet file per trial; files are read one by one and concatenated with permissive type
-promotion, so a column that is all-null in one trial's file (e.g. ``error``) does not break the read. A
-damaged file is named in a warning and left out.
+A table is one Parquet file per trial (a part), a compacted file, or both: ``emoe_schema.layout`` reads
+them with its precedence rule (a trial's part wins over its compacted rows), concatenating with permissive
+type promotion so a column that is all-null in one trial's file (e.g. ``error``) does not break the read. A
+damaged part is named in a warning and left out; a damaged compacted file stops the load with an error
+naming it (it holds many trials: leaving it out would quietly drop most of the study).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from emoe_schema import COMPLETED, PHASES, REQUIRED, SCHEMA_VERSION, STUDY_KINDS
+from emoe_schema.layout import COMPACTED, list_table, read_table_files
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -83,25 +85,22 @@ class Study:
         return str(self.meta.get("task") or "regression")
 
 
+def _on_damaged(path: Path, exc: Exception) -> None:
+    if path.name == COMPACTED:
+        raise ResultsError(f"{path}: damaged ({exc}); `python -m harness.run <study file> --resume` keeps its "
+                           "readable rows, moves the file to quarantine/ and runs the trials it lost again")
+    log.warning("%s: not a readable Parquet file (%s); left out of the report (`python -m harness.run ... "
+                "--resume` moves it to quarantine/ and runs its trial again)", path, exc)
+
+
 def read_table(directory: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Concatenate every visible ``*.parquet`` file of ``directory`` (sorted by name) into one frame."""
-    files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
-    if not files:
-        return pd.DataFrame(columns=list(required))
-    tables = []
-    for f in files:
-        try:
-            tables.append(pq.read_table(f, page_checksum_verification=True))
-        except (pa.ArrowException, OSError, ValueError) as exc:  # one damaged file must not cost the report
-            logging.getLogger(__name__).warning("%s: not a readable Parquet file (%s); left out of the report "
-                                                "(`python -m harness.run ... --resume` moves it to quarantine/ "
-                                                "and runs its trial again)", f, exc)
-    if not tables:
-        return pd.DataFrame(columns=list(required))
+    """One table of a study (its parts and compacted file, sorted by trial id) as one frame."""
     try:
-        table = pa.concat_tables(tables, promote_options="permissive")
+        table = read_table_files(list_table(directory), on_damaged=_on_damaged, promote="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ResultsError(f"{directory}: trial files have incompatible columns ({exc})") from exc
+    if table is None:
+        return pd.DataFrame(columns=list(required))
     df = table.to_pandas()
     missing = [c for c in required if c not in df.columns]
     if missing:

@@ -1,7 +1,7 @@
 """Per-sample predictions of a study's completed trials, as one long frame (docs/results.md, ``predictions/``).
 
 The harness writes ``predictions/<trial_id>.parquet`` (split, sample, label, prediction at the selected
-epoch). Older result directories have only ``router/``, which holds the same test-split labels and
+epoch), folded into ``predictions/compacted.parquet`` by compaction. Older result directories have only ``router/``, which holds the same test-split labels and
 predictions, so it stands in when ``predictions/`` is absent.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emoe_schema.layout import list_table
 from reports.load import ResultsError, Study, read_table
 
 __all__ = ["PREDICTION_COLUMNS", "label_kind", "load_predictions", "sample_matrix"]
@@ -31,7 +32,7 @@ def load_predictions(study: Study) -> pd.DataFrame:
     """Predictions of the completed trials: ``predictions/`` if present, else the test split of ``router/``."""
     done = set(study.trials.loc[study.trials["status"] == "completed", "trial_id"])
     pdir = Path(study.path) / "predictions"
-    if pdir.is_dir() and any(pdir.glob("*.parquet")):
+    if not list_table(pdir).empty:
         df = read_table(pdir, PREDICTION_COLUMNS)
     elif not study.router.empty and {"label", "pred"} <= set(study.router.columns):
         df = study.router.rename(columns={"pred": "prediction"}).assign(split="test")

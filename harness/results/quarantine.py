@@ -6,6 +6,9 @@ holds rows of another trial, all of them move to ``quarantine/<UTC time>/<table>
 a ``reasons.txt``: nothing is deleted, and the trial, now without a row, is run again by the resume
 like any unfinished trial. ``.runs/<id>.json`` notes the quarantine until the trial starts again, so
 what Tune last reported for it (from before) is never written back as its row. Tune's checkpoints stay.
+
+In a compacted study (``harness.results.compact``) a quarantined trial's compacted rows move aside too, and a
+damaged compacted file loses only the trials of its unreadable row groups (``harness.results.salvage``).
 """
 
 from __future__ import annotations
@@ -13,14 +16,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from emoe_schema.layout import COMPACTED, list_table
+from harness.results.salvage import compacted_problem, extract_trials, known_trials, salvage_compacted
 from harness.results.sink import QUARANTINE, READ_ERRORS, TABLES, ResultStore, read_parquet
 from harness.study.errors import StudyExistsError
 
 __all__ = ["damaged_files", "quarantine_damaged"]
-
-
-def _is_trial_id(stem: str) -> bool:
-    return len(stem) == 12 and all(c in "0123456789abcdef" for c in stem)
 
 
 def _problem(table: str, path: Path) -> str | None:
@@ -43,19 +44,53 @@ def _problem(table: str, path: Path) -> str | None:
 
 
 def damaged_files(store: ResultStore) -> dict[Path, str]:
-    """Every damaged per-trial file of the study, with what is wrong with it (reads each file whole)."""
+    """Every damaged part and compacted file of the study, with what is wrong with it (reads each whole)."""
     found: dict[Path, str] = {}
     for table in TABLES:
-        folder = store.table_dir(table)
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob("*.parquet")):
-            if path.name.startswith(".") or not _is_trial_id(path.stem):
-                continue
+        files = list_table(store.table_dir(table))
+        for path in files.parts.values():
             problem = _problem(table, path)
             if problem is not None:
                 found[path] = problem
+        if files.compacted is not None and (problem := compacted_problem(table, files.compacted)) is not None:
+            found[files.compacted] = problem
     return found
+
+
+def _set_aside(store: ResultStore, found: dict[Path, str]) -> tuple[Path, int]:
+    """Move the damaged files' trials aside (parts, compacted rows); returns the folder and the trial count."""
+    reasons = {p.stem: f"{p.parent.name}/{p.name} is damaged: {why}" for p, why in found.items()
+               if p.name != COMPACTED}
+    target = store.new_quarantine_folder()
+    notes: list[str] = []
+    everything = False
+    for path, why in found.items():
+        if path.name != COMPACTED:
+            continue
+        name = f"{path.parent.name}/{COMPACTED}"
+        lost = salvage_compacted(store, path.parent.name, target)
+        if lost is None:
+            everything = True
+            notes.append(f"{name}: kept here ({why}); it could not be read at all: every trial of "
+                         "the study runs again\n")
+            continue
+        notes.append(f"{name}: kept here ({why}); its readable row groups stayed in the study, the "
+                     f"trials of the {len(lost)} unreadable one(s) run again\n")
+        for tid in known_trials(store):
+            if any(first <= tid <= last for first, last in lost):
+                reasons.setdefault(tid, f"its rows in {name} were damaged: {why}")
+    if everything:
+        for tid in known_trials(store):
+            reasons.setdefault(tid, "a compacted file of the study could not be read at all")
+    if reasons:
+        store.quarantine(reasons, target)
+        if extract_trials(store, set(reasons), target):
+            notes.append("<table>/compacted-rows.parquet: the compacted rows of these trials, which run again:\n")
+            notes += [f"  {tid}: {why}\n" for tid, why in sorted(reasons.items())]
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / "reasons.txt", "a", encoding="utf-8") as fh:
+        fh.writelines(notes)
+    return target, len(reasons)
 
 
 def quarantine_damaged(store: ResultStore, previous: dict[str, object], *,
@@ -72,20 +107,19 @@ def quarantine_damaged(store: ResultStore, previous: dict[str, object], *,
         return previous
     for path, problem in found.items():
         print(f"warning: {path}: damaged: {problem}", file=sys.stderr, flush=True)
-    trials = {path.stem: f"{path.parent.name}/{path.name} is damaged: {problem}" for path, problem in found.items()}
     if dry_run:
-        print(f"warning: --resume will move the files of {len(trials)} trial(s) to "
-              f"{store.dir / QUARANTINE}/ and run them again", file=sys.stderr, flush=True)
+        print(f"warning: --resume will move the damaged files' trials to {store.dir / QUARANTINE}/ and run them "
+              "again", file=sys.stderr, flush=True)
         return previous
     try:
         with store.lock():
-            target = store.quarantine(trials)
+            target, n = _set_aside(store, found)
             info = previous
             if previous.get("status") == "finished":
                 info = store.update_info(status="incomplete")
     except OSError as exc:
         raise StudyExistsError(f"{store.dir}: cannot move the damaged files aside ({exc}); move them out of "
                                "trials/, epochs/ and router/ yourself, then resume") from None
-    print(f"warning: moved the files of {len(trials)} damaged trial(s) to {target} (kept, not deleted); "
+    print(f"warning: moved the files of {n} damaged trial(s) to {target} (kept, not deleted); "
           "they have no row now and run again like unfinished trials", file=sys.stderr, flush=True)
     return info

@@ -9,6 +9,9 @@ store holds only paths, so it pickles into Ray workers; with several nodes it mu
 Files carry Parquet page checksums, so bytes damaged on disk are detected when read. A file that cannot
 be read is never allowed to stop a study: ``harness.results.quarantine`` moves a damaged trial's files aside
 (``quarantine/``), and the readers here treat such a file as no row (``read_trials`` skips it, saying so).
+
+After compaction (``harness.results.compact``) a table's rows live in ``<table>/compacted.parquet`` as well;
+the readers here apply ``emoe_schema.layout``'s precedence rule: a trial's part wins over its compacted rows.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emoe_schema import TABLES
+from emoe_schema.layout import COMPACTED, READ_ERRORS, list_table, read_parquet, read_table_files
 from harness.study.errors import SpecError, StudyExistsError
 from harness.study.spec import is_safe_name
 
-__all__ = ["QUARANTINE", "READ_ERRORS", "TABLES", "ResultStore", "RunRecord", "atomic_write_bytes", "read_parquet"]
+__all__ = ["QUARANTINE", "READ_ERRORS", "TABLES", "ResultStore", "RunRecord", "atomic_write_bytes", "fsync_dir",
+           "read_parquet"]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,8 +46,6 @@ if TYPE_CHECKING:
 
 #: Where damaged trial files are moved (``quarantine/<UTC time>/<table>/<trial_id>.parquet``), never deleted.
 QUARANTINE = "quarantine"
-#: What reading a damaged Parquet file raises (ArrowInvalid is a ValueError; bad pages are OSErrors).
-READ_ERRORS = (pa.ArrowException, OSError, ValueError)
 
 
 class RunRecord(TypedDict, total=False):
@@ -57,13 +60,8 @@ class RunRecord(TypedDict, total=False):
     quarantined: str  # the folder its damaged files went to, until the trial starts again
 
 
-def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a whole Parquet file, verifying its page checksums (``FileNotFoundError`` when absent; any
-    other ``OSError``/``ValueError``/``ArrowException`` means the file is damaged)."""
-    return pq.read_table(path, columns=columns, page_checksum_verification=True)
-
-
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (best effort: some file systems refuse)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -88,7 +86,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class ResultStore:
@@ -186,58 +184,84 @@ class ResultStore:
         atomic_write_bytes(path, sink.getvalue().to_pybytes())
         return path
 
-    def _read_row_file(self, trial_id: str, columns: list[str] | None = None) -> pa.Table | None:
-        """The trial's ``trials/`` file, or None when it has none or it is damaged (then moved aside)."""
+    def compacted_path(self, table: str) -> Path:
+        """The table's compacted file (``emoe_schema.layout.COMPACTED``); it exists once compacted."""
+        return self.table_dir(table) / COMPACTED
+
+    def _compacted_trials(self) -> tuple[pa.Table, dict[str, int]]:
+        """The compacted ``trials/`` rows and each trial id's row index, cached while the file is unchanged
+        (``status`` and ``read_trial`` are asked once per trial: one read, not one per trial)."""
+        path = self.compacted_path("trials")
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return pa.table({}), {}
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self.__dict__.get("_trials_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        try:
+            table = read_parquet(path)
+        except READ_ERRORS as exc:  # never silently: named at every read, salvaged by --resume
+            print(f"warning: {path}: damaged ({exc}); its trials are taken as having no row until "
+                  "`--resume` moves its unreadable rows to quarantine/", file=sys.stderr, flush=True)
+            return pa.table({}), {}
+        index = {str(tid): i for i, tid in enumerate(table.column("trial_id").to_pylist())}
+        self.__dict__["_trials_cache"] = (key, table, index)
+        return table, index
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_trials_cache"}  # Ray workers read their own
+
+    def _read_row(self, trial_id: str, columns: list[str] | None = None) -> pa.Table | None:
+        """The trial's ``trials/`` row: its part when it has one (None when that is damaged, then moved
+        aside), else its compacted row (the precedence rule), else None."""
         path = self.table_path("trials", trial_id)
         try:
             return read_parquet(path, columns)
         except FileNotFoundError:
-            return None
+            pass
         except READ_ERRORS as exc:
             moved = self.quarantine({trial_id: f"{path.name}: {exc}"})
             print(f"warning: {path}: damaged ({exc}); moved to {moved} and taken as no row",
                   file=sys.stderr, flush=True)
             return None
+        table, index = self._compacted_trials()
+        if trial_id not in index:
+            return None
+        row = table.slice(index[trial_id], 1)
+        return row.select(columns) if columns is not None else row
 
     def read_trial(self, trial_id: str) -> dict[str, Cell] | None:
         """A trial's row as a dict, or None when it has none yet (or its file was damaged)."""
-        table = self._read_row_file(trial_id)
+        table = self._read_row(trial_id)
         rows = table.to_pylist() if table is not None else []
         return rows[0] if rows else None
 
     def status(self, trial_id: str) -> str | None:
         """The recorded status of a trial (completed/pruned/failed/diverged), None if not recorded."""
-        table = self._read_row_file(trial_id, ["status"])
+        table = self._read_row(trial_id, ["status"])
         col = table.column("status").to_pylist() if table is not None else []
         return str(col[0]) if col else None
 
     def trial_ids(self) -> set[str]:
-        """Ids of the trials that have a row."""
-        d = self.table_dir("trials")
-        return {p.stem for p in d.glob("*.parquet")} if d.exists() else set()
+        """Ids of the trials that have a row (a part, or a row in the compacted file)."""
+        return set(list_table(self.table_dir("trials")).parts) | set(self._compacted_trials()[1])
 
     def read_trials(self) -> pd.DataFrame:
-        """All trial rows as a pandas DataFrame (empty when none).
+        """All trial rows as a pandas DataFrame (empty when none), parts winning over compacted rows.
 
         A damaged file is left out with a warning naming it (``--resume`` moves it to ``quarantine/`` and
         runs its trial again), so a summary never fails on one bad file.
         """
         import pandas as pd  # only the driver's summary reads the table back; workers need no pandas
 
-        d = self.table_dir("trials")
-        files = sorted(p for p in d.glob("*.parquet") if not p.name.startswith(".")) if d.exists() else []
-        tables = []
-        for f in files:
-            try:
-                tables.append(read_parquet(f))
-            except FileNotFoundError:  # moved aside meanwhile
-                continue
-            except READ_ERRORS as exc:
-                print(f"warning: {f}: not a readable Parquet file ({exc}); left out "
-                      "(`--resume` moves it to quarantine/ and runs its trial again)", file=sys.stderr, flush=True)
-        if not tables:
-            return pd.DataFrame()
-        return pa.concat_tables(tables, promote_options="default").to_pandas()
+        def warn(path: Path, exc: Exception) -> None:
+            print(f"warning: {path}: not a readable Parquet file ({exc}); left out "
+                  "(`--resume` moves it to quarantine/ and runs its trial(s) again)", file=sys.stderr, flush=True)
+
+        table = read_table_files(list_table(self.table_dir("trials")), on_damaged=warn)
+        return table.to_pandas() if table is not None else pd.DataFrame()
 
     # --- attempts and time across retries ------------------------------------------------------------
     def _run_path(self, trial_id: str) -> Path:
@@ -251,14 +275,20 @@ class ResultStore:
         except (FileNotFoundError, json.JSONDecodeError):
             return RunRecord()
 
-    def quarantine(self, reasons: dict[str, str]) -> Path:
-        """Move every file of the given trials under a new ``quarantine/<time>/`` folder; returns that folder.
+    def new_quarantine_folder(self) -> Path:
+        """A fresh ``quarantine/<UTC time>-<random>/`` path (not created)."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return self.dir / QUARANTINE / f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+    def quarantine(self, reasons: dict[str, str], target: Path | None = None) -> Path:
+        """Move every part of the given trials under a new ``quarantine/<time>/`` folder (or ``target``);
+        returns that folder. Their compacted rows stay: ``quarantine.quarantine_damaged`` takes those aside
+        under the study's lock.
 
         ``reasons`` maps trial id -> why (written to ``reasons.txt``). A file already gone is skipped, so two
         processes quarantining the same trial at once do no harm.
         """
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        target = self.dir / QUARANTINE / f"{stamp}-{uuid.uuid4().hex[:6]}"
+        target = target or self.new_quarantine_folder()
         lines = []
         for tid, why in sorted(reasons.items()):
             for table in TABLES:
