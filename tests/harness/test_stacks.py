@@ -100,6 +100,16 @@ def test_dry_run_lists_the_stacks(write_study, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_resources_stack_may_change_on_resume(write_study):
+    from harness.run import spec_fingerprint
+
+    fingerprints = [spec_fingerprint(load_spec(write_study(tiny_study(resources={"stack": n}), f"{n}.yaml")))
+                    for n in (1, 3, "auto")]
+    assert fingerprints[0] == fingerprints[1] == fingerprints[2]
+    other = spec_fingerprint(load_spec(write_study(tiny_study(resources={"cpus": 2}), "cpus.yaml")))
+    assert other != fingerprints[0]  # the rest of resources still may not change
+
+
 def test_a_stack_folder_describes_its_members_and_their_own_checkpoints(write_study, tmp_path):
     plan = _plan(write_study, seeds=[1])
     stack = Stack(tuple(plan.trials))
@@ -118,6 +128,51 @@ def test_a_stack_folder_describes_its_members_and_their_own_checkpoints(write_st
     assert [e for e, _ in found[first].checkpoints] == [2, 1]
     assert found[first].checkpoints[0][1].endswith(f"checkpoint_000002/{first}")
     assert [e for e, _ in found[plan.trials[1].trial_id].checkpoints] == [1]
+
+
+# --- trackers: one run per member ---------------------------------------------------------------------
+
+class _TuneTrial:
+    """What the trackers read of a Tune trial: its config (hashable by identity, like Tune's)."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+
+def test_trackers_give_each_member_of_a_stack_its_own_run(write_study, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from harness.tune.trackers import MLflowTracker, TensorBoardTracker
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    plan = _plan(write_study, seeds=[1])
+    a, b = plan.trials
+    store = ResultStore(tmp_path / "results", plan.spec.name)
+    store.create("", {})
+    uri = (tmp_path / "mlruns").as_uri()
+    trackers = [MLflowTracker(store, tracking_uri=uri, experiment_name="exp"), TensorBoardTracker(store, tmp_path / "tb")]
+    trial = _TuneTrial({"trial": Stack((a, b))})
+    reports = [{"epoch": 1, "objective": 0.85, "members": {a.trial_id: {"epoch": 1, "valid_mae": 0.9},
+                                                           b.trial_id: {"epoch": 1, "valid_mae": 0.8}}},
+               {"epoch": 2, "objective": 0.8, "members": {b.trial_id: {"epoch": 2, "valid_mae": 0.7}}}]
+    for tracker in trackers:
+        tracker.setup()
+        tracker.on_trial_start(0, [], trial)
+        for i, report in enumerate(reports, 1):
+            tracker.on_trial_result(i, [], trial, report)
+        tracker.on_trial_complete(2, [], trial)
+    client = MlflowClient(tracking_uri=uri)
+    runs = {r.data.tags["trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("exp").experiment_id])}
+    assert set(runs) == {a.trial_id, b.trial_id}
+    assert runs[a.trial_id].info.run_name == f"{a.variant}-seed1"
+    history = {t: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "valid_mae")]
+               for t, r in runs.items()}
+    assert history == {a.trial_id: [(1, 0.9)], b.trial_id: [(1, 0.8), (2, 0.7)]}
+    for t, steps in ((a.trial_id, [1]), (b.trial_id, [1, 2])):
+        events = EventAccumulator(str(tmp_path / "tb" / t))
+        events.Reload()
+        assert [e.step for e in events.Scalars("valid_mae")] == steps
 
 
 # --- in process: a stack against its members alone ------------------------------------------------------
@@ -339,7 +394,7 @@ def test_a_stacked_study_on_ray_equals_the_unstacked_one_member_by_member(ray_cl
         assert "6/6 done (6 completed)" in out  # progress counts members
         tables[stack] = {name: pd.read_parquet(results / f"s{stack}" / name).sort_values(keys).reset_index(drop=True)
                          for name, keys in KEYS.items()}
-    assert len(list((results / "s3" / "tune").glob("*/trial_*"))) == 2  # two Tune trials, one per stack
+    assert len(list((results / "s3" / "tune").glob("trial_*"))) == 2  # two Tune trials, one per stack
     for t in tables[3]["trials"]["trial_id"]:
         assert (results / "s3" / ".runs" / f"{t}.json").exists()
     for name in KEYS:
@@ -391,4 +446,4 @@ def test_retry_failed_runs_a_failed_stacks_members_again_as_a_stack(ray_cluster,
         main([*args, "--resume", "--retry-failed"])
     again = pd.read_parquet(results / "sfail" / "trials").set_index("trial_id")
     assert set(again.index) == set(first.index) and (again["attempts"] == 2).all()
-    assert len(list((results / "sfail" / "tune").glob("*/trial_*"))) == 2  # one Tune trial per run: the stack
+    assert len(list((results / "sfail" / "tune").glob("trial_*"))) == 2  # one Tune trial per run: the stack
