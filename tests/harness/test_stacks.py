@@ -100,6 +100,21 @@ def test_dry_run_lists_the_stacks(write_study, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_confirmation_trials_stack_each_configurations_fresh_seeds(write_study):
+    from harness.study.confirm import CONFIRM, confirmation_plan, confirmation_trials
+
+    plan = _plan(write_study, grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, seeds=[1],
+                 confirm={"top": 2, "seeds": [5, 6]}, resources={"stack": "auto"})
+    rows = pd.DataFrame([{"trial_id": t.trial_id, "config_id": t.config_id, "variant": t.variant, "phase": "tune",
+                          "status": "completed", "objective": float(i)} for i, t in enumerate(plan.trials)])
+    confirm = confirmation_plan(plan, confirmation_trials(plan, rows))
+    stacks = plan_stacks(confirm.trials, confirm.spec.resources)
+    assert len(stacks.units) == 2 and len(stacks.stacks) == 2  # the 2 best configurations, each one stack
+    for s in stacks.stacks:
+        assert [t.seed for t in s.members] == [5, 6] and {t.phase for t in s.members} == {CONFIRM}
+        assert len({t.config_id for t in s.members}) == 1
+
+
 def test_resources_stack_may_change_on_resume(write_study):
     from harness.run import spec_fingerprint
 
@@ -397,6 +412,8 @@ def test_a_stacked_study_on_ray_equals_the_unstacked_one_member_by_member(ray_cl
     assert len(list((results / "s3" / "tune").glob("trial_*"))) == 2  # two Tune trials, one per stack
     for t in tables[3]["trials"]["trial_id"]:
         assert (results / "s3" / ".runs" / f"{t}.json").exists()
+    # the driver described each stack's Tune folder when it started: a --resume finds every member there
+    assert set(earlier_trials(results / "s3" / "tune")) == set(tables[3]["trials"]["trial_id"])
     for name in KEYS:
         a, s = tables[1][name], tables[3][name]
         assert list(a["trial_id"]) == list(s["trial_id"]) and len(a) > 0, name
@@ -447,3 +464,59 @@ def test_retry_failed_runs_a_failed_stacks_members_again_as_a_stack(ray_cluster,
     again = pd.read_parquet(results / "sfail" / "trials").set_index("trial_id")
     assert set(again.index) == set(first.index) and (again["attempts"] == 2).all()
     assert len(list((results / "sfail" / "tune").glob("trial_*"))) == 2  # one Tune trial per run: the stack
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_driver_resumes_a_stack_member_by_member_from_its_checkpoints(ray_cluster, write_study, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.harness.conftest import REPO
+    from tests.harness.test_fault_driver_crash import _done, _in_flight, _wait_actors_gone
+
+    study = tiny_study(name="skill", grid={"loss.distill_weight": [0.0, 0.3, 0.6, 1.0]}, seeds=[1], concurrency=1,
+                       max_failures=0, checkpoint_min_interval_s=0, resources={"stack": 2})
+    study["base"]["train"]["max_epochs"] = 8
+    study["data"]["synthetic"]["n_train"] = 256
+    spec_path = write_study(study)
+    results = tmp_path / "results"
+    root = results / "skill"
+    cmd = [sys.executable, "-m", "harness.run", str(spec_path), "--results", str(results),
+           "--address", ray_cluster.address]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # kill once the first stack is recorded and the second has written 4 to 6 of its 8 epochs
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = _done(root)
+            flying = {tid: len(e) for tid, e in _in_flight(root, done).items()}
+            if len(done) == 2 and len(flying) == 2 and all(4 <= n <= 6 for n in flying.values()):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the study ended before it could be interrupted"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+    _wait_actors_gone()
+    before = pd.read_parquet(root / "trials").set_index("trial_id")
+    epochs_before = pd.read_parquet(root / "epochs").set_index(["trial_id", "epoch"])
+    assert set(before.index) == done
+
+    assert main([str(spec_path), "--results", str(results), "--address", ray_cluster.address, "--resume"]) == 0
+    after = pd.read_parquet(root / "trials").set_index("trial_id")
+    assert len(after) == 4 and (after["status"] == "completed").all()
+    for tid in done:  # finished before the crash: not trained again
+        assert after.loc[tid, "finished_at"] == before.loc[tid, "finished_at"] and after.loc[tid, "attempts"] == 1
+    epochs = pd.read_parquet(root / "epochs")
+    assert epochs.groupby("trial_id")["epoch"].apply(list).map(lambda e: sorted(e) == list(range(1, 9))).all()
+    for tid, n in flying.items():  # each member continued from its own checkpoint (epoch n - 3 or later)
+        assert after.loc[tid, "attempts"] == 2
+        kept = epochs.set_index(["trial_id", "epoch"])["time_s"]
+        for epoch in range(1, n - 2):
+            assert kept[(tid, epoch)] == epochs_before["time_s"][(tid, epoch)], (tid, epoch)
