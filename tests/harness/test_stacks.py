@@ -204,18 +204,23 @@ class _FakeCheckpoint:
     def from_directory(cls, path: str) -> _FakeCheckpoint:
         return cls(Path(path))
 
+    @contextlib.contextmanager
+    def as_directory(self):
+        yield str(self.path)
+
 
 class _FakeTune:
     """The Tune session calls of the trainables: keeps checkpoints in Tune's layout, may die after a report."""
 
     Checkpoint = _FakeCheckpoint
 
-    def __init__(self, folder: Path | None = None, *, kill_after: int | None = None):
-        self.folder, self.kill_after = folder, kill_after
+    def __init__(self, folder: Path | None = None, *, kill_after: int | None = None, restore: Path | None = None):
+        self.folder, self.kill_after, self.restore = folder, kill_after, restore
         self.reports: list[dict] = []
 
     def get_checkpoint(self):
-        return None  # every run is a new Tune experiment: earlier checkpoints come through the context
+        """None (a new run: earlier checkpoints come through the context), or ``restore`` (a Tune retry)."""
+        return None if self.restore is None else _FakeCheckpoint(self.restore)
 
     def report(self, metrics, checkpoint=None):
         self.reports.append(dict(metrics))
@@ -302,9 +307,12 @@ def test_a_diverging_member_gets_its_own_row_and_the_others_go_on(write_study, t
     assert list(a["error"]) == list(s["error"]) and list(a["epochs_run"]) == list(s["epochs_run"])
 
 
-def test_a_killed_stack_resumes_each_member_from_its_own_checkpoint(write_study, tmp_path, monkeypatch, float64):
-    """The resume rule of main's runner, step by step: rows say what is left, the earlier run's Tune folder
-    (its trial.json and checkpoints) where each member continues, and the stacks are planned anew."""
+@pytest.mark.parametrize("how", ["resume", "tune retry"])
+def test_a_killed_stack_resumes_each_member_from_its_own_checkpoint(write_study, tmp_path, monkeypatch, float64,
+                                                                    how):
+    """resume: the rule of main's runner, step by step: rows say what is left, the earlier run's Tune folder
+    (its trial.json and checkpoints) where each member continues, and the stacks are planned anew.
+    tune retry: Tune starts the same stack again from its own last checkpoint (a worker lost)."""
     variants = {"short": {"train.max_epochs": 2}, "long_a": {"train.max_epochs": 4},
                 "long_b": {"train.max_epochs": 4, "loss.distill_weight": 1.0}}
     plan = _plan(write_study, grid=None, ablation={"baseline": "short", "variants": variants}, seeds=[1],
@@ -324,14 +332,17 @@ def test_a_killed_stack_resumes_each_member_from_its_own_checkpoint(write_study,
     assert cut.store.status(short.trial_id) == "completed" and cut.store.status(long_a.trial_id) is None
     epochs_before = _table(cut.store, "epochs").set_index(["trial_id", "epoch"])
 
-    earlier = earlier_trials(tmp_path / "cut" / "tune")
-    assert [e for e, _ in earlier[long_a.trial_id].checkpoints] == [3, 2, 1]
-    todo = [t for t in plan.trials if cut.store.status(t.trial_id) is None]
-    units = plan_stacks(todo, plan.spec.resources).units
-    assert [u.trial_ids for u in units] == [[long_a.trial_id, long_b.trial_id]]  # the rest, stacked anew
-    resumed = _resumed(cut, tmp_path / "cut" / "tune")
-    fake = _FakeTune(tmp_path / "cut" / "tune" / "trial_1")
-    _run(monkeypatch, units[0], data, resumed, fake)
+    if how == "resume":
+        earlier = earlier_trials(tmp_path / "cut" / "tune")
+        assert [e for e, _ in earlier[long_a.trial_id].checkpoints] == [3, 2, 1]
+        todo = [t for t in plan.trials if cut.store.status(t.trial_id) is None]
+        units = plan_stacks(todo, plan.spec.resources).units
+        assert [u.trial_ids for u in units] == [[long_a.trial_id, long_b.trial_id]]  # the rest, stacked anew
+        fake = _FakeTune(tmp_path / "cut" / "tune" / "trial_1")
+        _run(monkeypatch, units[0], data, _resumed(cut, tmp_path / "cut" / "tune"), fake)
+    else:  # the short member has its row: only the others train, each from its part of the checkpoint
+        fake = _FakeTune(restore=folder / "checkpoint_000003")
+        _run(monkeypatch, stack, data, cut, fake)
     assert [r["epoch"] for r in fake.reports] == [4]  # only epoch 4 trained again
 
     a, b = _table(whole.store, "trials").set_index("trial_id"), _table(cut.store, "trials").set_index("trial_id")
