@@ -531,3 +531,44 @@ def test_a_killed_driver_resumes_a_stack_member_by_member_from_its_checkpoints(r
         kept = epochs.set_index(["trial_id", "epoch"])["time_s"]
         for epoch in range(1, n - 2):
             assert kept[(tid, epoch)] == epochs_before["time_s"][(tid, epoch)], (tid, epoch)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_stacked_study_gives_each_member_its_own_run_in_every_tracker(ray_cluster, write_study, tmp_path,
+                                                                        monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    uri = (tmp_path / "mlruns").as_uri()
+    study = tiny_study(name="stracked", seeds=[7], resources={"stack": 2},
+                       tracking={"mlflow": {"uri": uri, "experiment": "stracked"}, "tensorboard": True,
+                                 "wandb": {"project": "emoe-test", "mode": "offline"}})
+    results = tmp_path / "results"
+    assert main([str(write_study(study)), "--results", str(results), "--address", ray_cluster.address]) == 0
+    assert "warning: tracking" not in capsys.readouterr().err
+    sdir = results / "stracked"
+    trials = pd.read_parquet(sdir / "trials").set_index("trial_id")
+    epochs = pd.read_parquet(sdir / "epochs")
+    assert len(trials) == 2 and len(list((sdir / "tune").glob("trial_*"))) == 1  # one stack, two members
+    client = MlflowClient(tracking_uri=uri)
+    runs = {r.data.tags["trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("stracked")
+                                                                    .experiment_id])}
+    assert set(runs) == set(trials.index)
+    for tid, run in runs.items():
+        rows = epochs[epochs["trial_id"] == tid].sort_values("epoch")
+        history = sorted(client.get_metric_history(run.info.run_id, "valid_mae"), key=lambda m: m.step)
+        assert [m.step for m in history] == rows["epoch"].tolist()
+        assert [m.value for m in history] == pytest.approx(rows["valid_mae"].tolist())
+        assert run.data.tags["status"] == "completed"
+        assert run.data.metrics["selected/valid_mae"] == pytest.approx(trials.loc[tid, "valid_mae"])
+        acc = EventAccumulator(str(sdir / "tensorboard" / tid))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("valid_mae")] == rows["epoch"].tolist()
+    runs_dirs = sorted((sdir / "wandb").glob("offline-run-*"))
+    assert len(runs_dirs) == 2
+    assert {t for d in runs_dirs for t in trials.index if t.encode() in next(d.glob("run-*.wandb")).read_bytes()} \
+        == set(trials.index)
