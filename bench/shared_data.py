@@ -119,7 +119,7 @@ def child(mode: str, scale: float, trials: int, work: Path, timeout: float) -> d
     npy_dir, barrier = work / "npy", work / f"barrier-{mode}"
     barrier.mkdir(parents=True)
     data_bytes = save_npy(scale, npy_dir) if mode == "own" else 0
-    harness.tune.runner.emoe_trainable = make_trainable(mode, str(npy_dir), str(barrier), timeout)
+    harness.tune.runner.study_trainable = make_trainable(mode, str(npy_dir), str(barrier), timeout)
     spec = write_study(work / f"{mode}.yaml", study(mode, scale, trials))
     me = os.getpid()
     out: dict[str, Any] = {"mode": mode, "peak": 0}

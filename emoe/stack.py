@@ -309,6 +309,7 @@ def _checkpoint(stack: _Stack, pos: int) -> dict[str, Any]:
         Key.OPTIMIZER: stack.optim.member_state(pos), Key.SCHEDULER: m.scheduler.state_dict(),
         Key.BEST_LOSS: m.sel.loss, Key.BEST_EPOCH: m.sel.epoch, Key.BEST_VALID: dict(m.sel.valid),
         Key.BEST_TEST: dict(m.sel.test), Key.BEST_ROUTER: router_to_state(m.sel.router),
+        Key.BEST_VALID_ROUTER: router_to_state(m.sel.valid_router),
         Key.GENERATOR: m.data_gen.get_state(), Key.TORCH_RNG: m.drop_gen.get_state(), Key.CUDA_RNG: [],
         Key.HISTORY: [record_to_state(r) for r in m.history],
     }
@@ -326,7 +327,8 @@ def _resume(stack: _Stack, pos: int, state: dict[str, Any]) -> None:
     m.data_gen.set_state(state[Key.GENERATOR])
     m.drop_gen.set_state(state[Key.TORCH_RNG])
     m.sel = _Selection(float(state[Key.BEST_LOSS]), int(state[Key.BEST_EPOCH]), dict(state[Key.BEST_VALID]),
-                       dict(state[Key.BEST_TEST]), router_from_state(state[Key.BEST_ROUTER]))
+                       dict(state[Key.BEST_TEST]), router_from_state(state[Key.BEST_ROUTER]),
+                       router_from_state(state.get(Key.BEST_VALID_ROUTER)))
     m.history = [record_from_state(r) for r in state[Key.HISTORY]]
     m.epoch = int(state[Key.EPOCH])
 
@@ -334,12 +336,14 @@ def _resume(stack: _Stack, pos: int, state: dict[str, Any]) -> None:
 def _result(m: _Member, device: torch.device) -> FitResult:
     return FitResult(status=m.status, best_epoch=m.sel.epoch, epochs_run=len(m.history),  # type: ignore[arg-type]
                      valid=m.sel.valid, test=m.sel.test, history=m.history, router=m.sel.router, error=m.error,
+                     valid_router=m.sel.valid_router,
                      extra={"device": str(device), "stopped_by_callback": m.stopped_by_callback,
                             "final_lr": m.lr, "stacked": True})
 
 
 def fit_stacked(cfgs: list[EMOEConfig], data: DataSet, *, on_epoch: OnMemberEpoch | None = None,
-                resume: list[dict[str, Any] | None] | None = None) -> list[FitResult]:
+                resume: list[dict[str, Any] | None] | None = None,
+                on_stack_epoch: Callable[[list[FitResult]], None] | None = None) -> list[FitResult]:
     """Train every configuration of ``cfgs`` (one stack, see ``check_stackable``) on ``data`` as one batched
     model; returns one ``FitResult`` per member, in order, each what ``emoe.train.train_emoe`` gives alone.
 
@@ -348,6 +352,9 @@ def fit_stacked(cfgs: list[EMOEConfig], data: DataSet, *, on_epoch: OnMemberEpoc
     ``on_epoch(member, record, checkpoint)``. A member leaves the stack when its patience or budget is
     spent, its callback returns True, or it diverges (its status "diverged", the others go on).
     ``resume``: per member a state from ``checkpoint()`` or ``emoe.train.fit`` (or None to start afresh).
+    ``on_stack_epoch(results)``: after every member's ``on_epoch`` of an epoch (their ``checkpoint()``
+    still valid), every member's result so far, in order (a member that diverged in that epoch says so):
+    e.g. one report per epoch for the whole stack.
     """
     errors = check_stackable(cfgs)
     for k, cfg in enumerate(cfgs):
@@ -391,7 +398,7 @@ def fit_stacked(cfgs: list[EMOEConfig], data: DataSet, *, on_epoch: OnMemberEpoc
                 continue
             metrics, vrec = v
             if imp:
-                m.sel = _Selection(metrics["loss"], m.epoch, metrics, te[0], te[1])  # type: ignore[index]
+                m.sel = _Selection(metrics["loss"], m.epoch, metrics, te[0], te[1], vrec)  # type: ignore[index]
             m.scheduler.step(metrics["loss"])
             mean_w = vrec.weights.mean(axis=0)
             record = EpochRecord(
@@ -405,6 +412,8 @@ def fit_stacked(cfgs: list[EMOEConfig], data: DataSet, *, on_epoch: OnMemberEpoc
                 continue
             if m.more_epochs():
                 keep.append(pos)
+        if on_stack_epoch is not None:
+            on_stack_epoch([_result(m, device) for m in every])
         if keep != list(range(len(stack.members))):
             stack.keep(keep)
     return [_result(m, device) for m in every]

@@ -44,9 +44,10 @@ EXIT_NONE_COMPLETED = 3
 EXIT_INCOMPLETE = 4
 EXIT_INTERRUPTED = 130
 
-#: Spec fields that may change between a run and its ``--resume``.
+#: Spec fields (top-level, or dotted) that may change between a run and its ``--resume``; stacking
+#: changes how trials share a process, not their results (a resumed run plans its stacks anew).
 RESUME_FREE = frozenset({"description", "concurrency", "time_budget_s", "max_failures", "report",
-                         "checkpoint_min_interval_s"})
+                         "checkpoint_min_interval_s", "resources.stack"})
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -103,7 +104,7 @@ def exit_status(counts: dict[str, int], *, complete: bool, stopped: str | None) 
 def spec_fingerprint(spec: StudySpec) -> dict[str, ParamValue]:
     """The spec fields a resume must not change, flattened (for comparing a run with its resume)."""
     return {k: v for k, v in flatten(json.loads(spec.model_dump_json())).items()
-            if k.split(".", 1)[0] not in RESUME_FREE}
+            if k.split(".", 1)[0] not in RESUME_FREE and k not in RESUME_FREE}
 
 
 def _fingerprint_hash(fp: dict[str, ParamValue]) -> str:

@@ -10,6 +10,7 @@ from harness.study.cost import CostEstimate, busy_note, estimate_cost, format_du
 from harness.study.plan import Plan
 from harness.study.space import RandomTrial
 from harness.study.spec import CategoricalParam, FloatParam, IntParam
+from harness.study.stacks import describe_stacks, plan_stacks
 
 __all__ = ["cost_text", "describe_plan", "plan_cost"]
 
@@ -110,7 +111,15 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
         k = n_confirmation_configs(plan)
         lines.append(f"confirm: the best {k} configuration(s) by {s.objective.metric} (mean over the tuning seeds, "
                      f"completed trials) trained again on fresh seeds {s.confirm.seeds} = "
-                     f"{k * len(s.confirm.seeds)} confirmation trials, after the tuning trials")
+                     f"{k * len(s.confirm.seeds)} confirmation trials, after the tuning trials"
+                     + (f"; they stack as resources.stack {s.resources.stack} says" if s.resources.stack != 1 else ""))
+    if plan.trials:
+        slots = parallel_slots(s.resources.cpus, s.resources.gpus, cpus=cpus, gpus=max(1, int(s.resources.gpus)),
+                               concurrency=s.concurrency)
+        lines += describe_stacks(plan_stacks(plan.trials, s.resources, slots=slots))
+    elif s.resources.stack != 1:
+        lines.append(f"stacks (resources.stack: {s.resources.stack}): none in a search (each seed of a proposed "
+                     "configuration is its own Tune trial)")
     try:
         cost = plan_cost(plan, measure=measure, cpus=cpus, prepare_s=prepare_s)
     except Exception as exc:  # timing a step is a courtesy; a configuration that cannot train here

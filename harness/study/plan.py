@@ -18,6 +18,7 @@ from harness.study.errors import SpecError
 from harness.study.params import ParamValue
 from harness.study.space import Point, SearchSpace, ablation_points, grid_points
 from harness.study.spec import StudySpec
+from harness.study.stacks import search_stack_error
 from harness.study.trial import Trial, make_trial, resolve_point
 from harness.study.validation import locate, same_configuration, search_feasibility, search_space
 
@@ -135,6 +136,9 @@ def build_plan(spec: StudySpec, data: StudyData) -> Plan:
             check_compatible(data.data, model)
         except DataError as exc:
             errors.append(f"{locate(spec, point)}: {exc}")
+    stack_error = search_stack_error(spec.resources.stack, spec.search is not None)
+    if stack_error:
+        errors.append(stack_error)
     available = metric_names(data.data.label_kind)
     if spec.objective.metric.removeprefix("valid_") not in available:
         errors.append(f"objective.metric: {spec.objective.metric} is not computed on {data.data.label_kind} "

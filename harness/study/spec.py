@@ -207,6 +207,8 @@ class ResourcesSpec(_Strict):
 
     cpus: float = Field(default=1.0, gt=0)
     gpus: float = Field(default=0.0, ge=0)
+    # trials trained as one batched model (harness/study/stacks.py): 1 = alone, N, or auto (memory rule)
+    stack: Literal["auto"] | Annotated[int, Field(ge=1)] = 1
 
     @model_validator(mode="after")
     def _whole_gpus(self) -> ResourcesSpec:

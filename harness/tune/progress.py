@@ -6,7 +6,8 @@
 "best single trial" is one trial (one seed); the end-of-study summary ranks configurations by their mean
 over seeds instead. On a resumed study the trials recorded by earlier runs count as done. Lines are
 printed when a trial finishes or fails, and at most every ``interval_s`` otherwise. The time left is the
-remaining trials over the rate at which this run has finished trials so far.
+remaining trials over the rate at which this run has finished trials so far. Counts are of study trials:
+a stack (``resources.stack``) counts once per member, running or done.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from ray import tune
 from harness.results.sink import ResultStore
 from harness.results.summary import last_line
 from harness.study.cost import format_duration
+from harness.study.stacks import Stack, members_of
 from harness.study.trial import Trial
+from harness.tune.stacked import member_metrics
 from harness.tune.trainable import FINISHED, Metrics
 
 if TYPE_CHECKING:
@@ -59,7 +62,7 @@ class ProgressPrinter(tune.Callback):
         return sys.stdout
 
     def line(self, trials: list[TuneTrial]) -> str:
-        running = sum(t.status == "RUNNING" for t in trials)
+        running = sum(len(members_of(_unit(t))) for t in trials if t.status == "RUNNING")
         done = len(self.statuses)
         running = min(running, self.total - done)
         pending = max(0, self.total - done - running)
@@ -84,9 +87,12 @@ class ProgressPrinter(tune.Callback):
             print(self.line(trials), file=self.out, flush=True)
 
     def _settle(self, trial: TuneTrial, failed: bool) -> None:
-        desc = trial.config.get("trial") if isinstance(trial.config, dict) else None
-        if not isinstance(desc, Trial):
-            return
+        unit = _unit(trial)
+        for desc in members_of(unit):
+            own = member_metrics(trial.last_result, desc.trial_id) if isinstance(unit, Stack) else trial.last_result
+            self._settle_one(desc, own, failed)
+
+    def _settle_one(self, desc: Trial, last_result: Metrics | None, failed: bool) -> None:
         status = self.store.status(desc.trial_id) or ("failed" if failed else "pruned")
         self.statuses[desc.trial_id] = status
         self.finished_here += 1
@@ -94,7 +100,9 @@ class ProgressPrinter(tune.Callback):
             row = self.store.read_trial(desc.trial_id) or {}
             print(f"trial {desc.trial_id} ({desc.variant}, seed {desc.seed}) failed: "
                   f"{last_line(row.get('error'))}", file=self.out, flush=True)
-        value = (trial.last_result or {}).get("objective")
+        value: object = (last_result or {}).get("objective")
+        if value is None and status in FINISHED:  # a stack member that ended before the stack's last report
+            value = (self.store.read_trial(desc.trial_id) or {}).get("objective")
         if status in FINISHED and isinstance(value, int | float) and math.isfinite(value):
             better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
             if better:
@@ -114,3 +122,8 @@ class ProgressPrinter(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         self._settle(trial, failed=True)
         self._print(trials, force=True)
+
+
+def _unit(trial: TuneTrial) -> object:
+    """What a Tune trial runs: a ``Trial``, a ``Stack`` or (not a study's trial) anything else."""
+    return trial.config.get("trial") if isinstance(trial.config, dict) else None

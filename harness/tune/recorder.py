@@ -8,6 +8,8 @@ when Tune has no text for the driver). ``reconcile`` does the same from
 the final ``ResultGrid``, so a row missed while the driver was down is written at the end of a resume.
 Tune marks a result ``done`` when the trial returned or the scheduler stopped it; a trial interrupted
 with the driver or cut short by the time budget is not done and gets no row (``--resume`` runs it).
+A stack (``resources.stack``) is recorded member by member (``record_unit``), each from its own metrics
+in the stack's result (``harness.tune.stacked.member_metrics``).
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from typing import TYPE_CHECKING
 from ray import tune
 
 from emoe_schema import FINISHED
+from harness.study.stacks import Stack
 from harness.study.trial import Trial
 from harness.tune.resume import describe_tune_trial
+from harness.tune.stacked import member_metrics
 from harness.tune.trainable import Metrics, TrialContext, write_row_from_metrics
 
 if TYPE_CHECKING:
     from ray.tune import Result
     from ray.tune.experiment import Trial as TuneTrial
 
-__all__ = ["ResultRecorder", "error_summary", "reconcile", "record_outcome", "trial_error"]
+__all__ = ["ResultRecorder", "error_summary", "reconcile", "record_outcome", "record_unit", "trial_error"]
 
 
 def error_summary(text: str | None, limit: int = 2000) -> str:
@@ -57,6 +61,18 @@ def record_outcome(ctx: TrialContext, trial: Trial, metrics: Metrics | None, err
     return "pruned"
 
 
+def record_unit(ctx: TrialContext, unit: Trial | Stack, metrics: Metrics | None, error: str | None) -> list[str]:
+    """``record_outcome`` for a Tune trial's trial, or for each member of its stack (from the member's own
+    metrics in the stack's result, and whether the stack is done); the settled statuses."""
+    if isinstance(unit, Trial):
+        status = record_outcome(ctx, unit, metrics, error)
+        return [] if status is None else [status]
+    done = {"done": (metrics or {}).get("done")}
+    statuses = [record_outcome(ctx, m, {**(member_metrics(metrics, m.trial_id) or {}), **done}, error)
+                for m in unit.members]
+    return [s for s in statuses if s is not None]
+
+
 class ResultRecorder(tune.Callback):
     """Tune callback: rows for pruned and failed trials, written as soon as Tune settles them."""
 
@@ -65,16 +81,16 @@ class ResultRecorder(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         desc = trial.config.get("trial")
-        if isinstance(desc, Trial) and trial.path:  # the trial's folder names it, for a later --resume
+        if isinstance(desc, Trial | Stack) and trial.path:  # the trial's folder names it, for a later --resume
             describe_tune_trial(Path(trial.path), desc)
 
     def on_trial_complete(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if "trial" in trial.config:
-            record_outcome(self.ctx, trial.config["trial"], trial.last_result, None)
+            record_unit(self.ctx, trial.config["trial"], trial.last_result, None)
 
     def on_trial_error(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if "trial" in trial.config:
-            record_outcome(self.ctx, trial.config["trial"], trial.last_result, trial_error(trial))
+            record_unit(self.ctx, trial.config["trial"], trial.last_result, trial_error(trial))
 
 
 def trial_error(trial: TuneTrial) -> str:
@@ -104,7 +120,6 @@ def reconcile(ctx: TrialContext, results: Iterable[Result]) -> dict[str, int]:
         if trial is None:
             continue
         error = None if result.error is None else str(result.error)
-        status = record_outcome(ctx, trial, result.metrics, error)
-        if status is not None:
+        for status in record_unit(ctx, trial, result.metrics, error):
             written[status] = written.get(status, 0) + 1
     return written

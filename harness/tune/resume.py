@@ -6,7 +6,10 @@ time budget, never started) or, with ``--retry-failed``, when its row says "fail
 is not restored: it keeps the time budget, the concurrency and the trial statuses of the run that wrote
 it (a trial stopped by the budget is TERMINATED there and would never run again). What a resumed run
 takes from earlier runs is each trial's newest checkpoint under ``<study>/tune`` (``earlier_trials``),
-so an interrupted trial continues where it stopped, and, for searches, the Optuna journal.
+so an interrupted trial continues where it stopped, and, for searches, the Optuna journal. The Tune folder
+of a stack (``resources.stack``) describes its members, and its checkpoints hold one
+``<trial_id>/`` checkpoint per member still training: each member is found, with its own checkpoints, as
+if it had run alone (and a resumed run may stack it differently).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from harness.results.sink import ResultStore, atomic_write_bytes
 from harness.study.confirm import CONFIRM
+from harness.study.stacks import Stack
 from harness.study.trial import TRIAL_FILE, Trial
 
 if TYPE_CHECKING:
@@ -49,9 +53,10 @@ def _epochs_of(checkpoint: Path) -> int | None:
         return None
 
 
-def describe_tune_trial(folder: Path, trial: Trial) -> None:
-    """Write ``trial.json`` (``Trial.to_json``) into a Tune trial's folder; the driver does it when Tune
-    starts the trial (``ResultRecorder``), so a later ``--resume`` finds the trial's checkpoints there."""
+def describe_tune_trial(folder: Path, trial: Trial | Stack) -> None:
+    """Write ``trial.json`` (``Trial.to_json``, or ``Stack.to_json`` for a stack) into a Tune trial's folder;
+    the driver does it when Tune starts the trial (``ResultRecorder``), so a later ``--resume`` finds the
+    trial's checkpoints there."""
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / TRIAL_FILE, json.dumps(trial.to_json(), sort_keys=True).encode())
 
@@ -64,15 +69,18 @@ def earlier_trials(tune_dir: Path) -> dict[str, EarlierTrial]:
         return found
     for folder in sorted(tune_dir.glob("trial_*")):
         try:
-            trial = Trial.from_json(json.loads((folder / TRIAL_FILE).read_text()))
+            data = json.loads((folder / TRIAL_FILE).read_text())
+            stacked = isinstance(data, dict) and "stack" in data
+            members = Stack.from_json(data).members if stacked else (Trial.from_json(data),)
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a folder whose trial had not started (or was cut off while describing itself)
-        tid = trial.trial_id
-        entry = found.setdefault(tid, EarlierTrial(trial))
-        for ckpt in folder.glob("checkpoint_*"):
-            epochs = _epochs_of(ckpt)
-            if epochs:
-                entry.checkpoints.append((epochs, str(ckpt)))
+        for trial in members:
+            entry = found.setdefault(trial.trial_id, EarlierTrial(trial))
+            for ckpt in folder.glob("checkpoint_*"):
+                own = ckpt / trial.trial_id if stacked else ckpt
+                epochs = _epochs_of(own)
+                if epochs:
+                    entry.checkpoints.append((epochs, str(own)))
     for entry in found.values():
         entry.checkpoints.sort(reverse=True)
     return found

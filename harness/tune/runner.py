@@ -6,6 +6,8 @@ searcher, FIFO unless the study names a scheduler); searches use ``StudySearch``
 trials and driver read that one copy. Every run, first or ``--resume``, is a new Tune experiment under
 ``<study>/tune``: what it runs is decided from the recorded rows (``harness.tune.resume``), not restored from
 Tune's saved state, so the resumed run's time budget and concurrency apply and no trial is left behind.
+With ``resources.stack`` the trials a run has to run are grouped into stacks (``harness.study.stacks``),
+each one Tune trial (``harness.tune.stacked``).
 """
 
 from __future__ import annotations
@@ -41,13 +43,15 @@ import emoe
 from harness.results.sink import ResultStore
 from harness.study.plan import Plan
 from harness.study.samplers import make_sampler
+from harness.study.stacks import Stack, plan_stacks
 from harness.tune.cluster import RaySettings, cluster_resources
 from harness.tune.progress import ProgressPrinter
 from harness.tune.recorder import ResultRecorder, reconcile
 from harness.tune.resume import StudyState, earlier_trials, study_state
 from harness.tune.search import StudySearch
+from harness.tune.stacked import study_trainable
 from harness.tune.trackers import tracking_callbacks
-from harness.tune.trainable import TrialContext, clear_scratch, emoe_trainable
+from harness.tune.trainable import TrialContext, clear_scratch
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -159,9 +163,19 @@ def experiment_dir(store: ResultStore, phase: str) -> Path:
     return store.tune_dir if phase == "tune" else store.tune_dir.with_name(f"tune-{phase}")
 
 
+def _slots(plan: Plan) -> int:
+    """Trials of the study that run at once (``auto``'s memory rule for stacks on CPU)."""
+    concurrency = _concurrency(plan)
+    if concurrency is not None:
+        return concurrency
+    cpus = plan.spec.resources.cpus
+    return max(1, int(cluster_resources()["CPU"] // cpus)) if cpus else 1
+
+
 def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback], tune_dir: Path, *,
-           todo: list[Trial], retry: list[Trial], stopper: StudyStopper, resume: bool) -> Tuner:
-    """A new Tune experiment in ``tune_dir`` over ``todo`` (grids) or the search's remaining trials plus ``retry``."""
+           todo: list[Trial | Stack], retry: list[Trial], stopper: StudyStopper, resume: bool) -> Tuner:
+    """A new Tune experiment in ``tune_dir`` over ``todo`` (grids: trials and stacks) or the search's
+    remaining trials plus ``retry``."""
     s = plan.spec
     search = s.search is not None
     tune_config = tune.TuneConfig(
@@ -285,9 +299,10 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     stopper = StudyStopper(plan.spec.time_budget_s)
     if plan.trials and not todo:
         return RunOutcome(state.counts, True)
+    units: list[Trial | Stack] = plan_stacks(todo, plan.spec.resources, slots=_slots(plan)).units if plan.trials else list(todo)
     with _sigint_stops_the_study():
         data_ref = share_data(plan)
-        trainable = tune.with_resources(tune.with_parameters(emoe_trainable, data=data_ref, ctx=ctx),
+        trainable = tune.with_resources(tune.with_parameters(study_trainable, data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
         callbacks = [ResultRecorder(ctx),
                      ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
@@ -299,7 +314,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         # logs as a warning per trial. Expected here (pending at an interrupt or a time budget).
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         stopper.start = time.monotonic()
-        tuner = _tuner(plan, store, trainable, callbacks, experiment_dir(store, options.phase), todo=todo,
+        tuner = _tuner(plan, store, trainable, callbacks, experiment_dir(store, options.phase), todo=units,
                        retry=retry, stopper=stopper, resume=options.resume)
         try:
             results = tuner.fit()

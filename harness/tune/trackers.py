@@ -5,7 +5,9 @@ told what a harness trial is: one run per trial, named ``<variant>-seed<seed>``,
 flattened EMOE configuration (the ``trials/`` table's config columns, not Tune's internal config), tagged
 with study, trial, configuration, variant and seed; every epoch's metrics under their ``epochs/`` column
 names at step = epoch; and when the trial settles, its selected-epoch metrics (``selected/valid_mae``, ...)
-and status from its ``trials/`` row. The study is the MLflow experiment / W&B group.
+and status from its ``trials/`` row. The study is the MLflow experiment / W&B group. A stack
+(``resources.stack``) is one Tune trial but each member gets its own run, fed from the member's own
+metrics in the stack's reports (``tracked_runs``: the key of a member's run is a ``MemberRun``).
 
 A tracker that fails while the study runs (server down, store unwritable) prints one warning and is off
 for the rest of the run: trials go on, and the Parquet results, the study's record, lose nothing.
@@ -17,9 +19,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
@@ -27,23 +30,29 @@ from ray.tune.logger import LoggerCallback, TBXLoggerCallback
 
 from harness.results.rows import Cell, config_columns
 from harness.results.sink import ResultStore
+from harness.study.stacks import Stack
 from harness.study.tracking import TrackingSpec, mlflow_uri
 from harness.study.trial import Trial
+from harness.tune.stacked import member_metrics
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
     from ray import ObjectRef
     from ray.tune.experiment import Trial as TuneTrial
+    from tensorboardX import SummaryWriter
 
 __all__ = [
     "MLflowTracker",
+    "MemberRun",
     "TensorBoardTracker",
     "WandbTracker",
     "epoch_metrics",
     "run_name",
     "run_params",
+    "run_result",
     "run_tags",
     "selected_metrics",
+    "tracked_runs",
     "tracking_callbacks",
     "trial_of",
 ]
@@ -62,6 +71,44 @@ def trial_of(tune_trial: TuneTrial) -> Trial | None:
     config = getattr(tune_trial, "config", None) or {}
     trial = config.get("trial")
     return trial if isinstance(trial, Trial) else None
+
+
+@dataclass(frozen=True)
+class MemberRun:
+    """The key of a stack member's run in a tracker's per-run tables: the Tune trial that trains the stack
+    and the member's trial id (a single trial's run is keyed by its Tune trial itself)."""
+
+    tune_trial: Any
+    trial_id: str
+
+    @property
+    def local_path(self) -> str | None:
+        """The stack's Tune folder (where W&B starts a member's logging actor)."""
+        return getattr(self.tune_trial, "local_path", None)
+
+
+def tracked_runs(tune_trial: TuneTrial) -> list[tuple[Hashable, Trial]]:
+    """(run key, planned trial) of every run a Tune trial feeds: one for a trial, one per member of a stack,
+    none for a trial that is not a harness study's."""
+    unit = (getattr(tune_trial, "config", None) or {}).get("trial")
+    if isinstance(unit, Trial):
+        return [(tune_trial, unit)]
+    if isinstance(unit, Stack):
+        return [(MemberRun(tune_trial, m.trial_id), m) for m in unit.members]
+    return []
+
+
+def run_result(key: Hashable, result: Result) -> Result | None:
+    """The part of a Tune result that belongs to the run ``key``: the result itself, or a stack member's
+    own metrics in it (None when the stack reported nothing for that member this time)."""
+    if isinstance(key, MemberRun):
+        return member_metrics(result, key.trial_id)
+    return result
+
+
+def _epoch_of(key: Hashable, result: Result) -> tuple[int, dict[str, float]] | None:
+    own = run_result(key, result)
+    return None if own is None else epoch_metrics(own)
 
 
 def run_name(trial: Trial) -> str:
@@ -161,9 +208,11 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         return MlflowClient(tracking_uri=self.tracking_uri)
 
     def log_trial_start(self, trial: TuneTrial) -> None:
-        planned = trial_of(trial)
-        if planned is None or trial in self._trial_runs:  # a retried trial goes on logging to its run
-            return
+        for key, planned in tracked_runs(trial):
+            if key not in self._trial_runs:  # a retried trial goes on logging to its run
+                self._start_run(key, planned)
+
+    def _start_run(self, key: Hashable, planned: Trial) -> None:
         from mlflow.entities import Param
 
         client = self._client()
@@ -171,13 +220,13 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         previous = self._previous_run(client, tags)
         if previous is not None:  # the trial of a resumed study (or a retried failed one) continues its run
             client.update_run(previous, status="RUNNING")
-            self._trial_runs[trial] = previous
+            self._trial_runs[key] = previous
             return
         run = client.create_run(self._experiment_id(), run_name=run_name(planned), tags=tags)
         params = [Param(k, str(v)) for k, v in run_params(planned).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
             client.log_batch(run.info.run_id, params=params[i:i + 100])
-        self._trial_runs[trial] = run.info.run_id
+        self._trial_runs[key] = run.info.run_id
 
     def _experiment_id(self) -> str:
         """The study's experiment, which ``setup`` found or created."""
@@ -204,22 +253,23 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         self._client().log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
     def log_trial_result(self, iteration: int, trial: TuneTrial, result: dict[str, object]) -> None:
-        found = epoch_metrics(result)
-        if found is not None and trial in self._trial_runs:
-            self._log(self._trial_runs[trial], found[1], found[0])
+        for key, _ in tracked_runs(trial):
+            found = _epoch_of(key, result)
+            if found is not None and key in self._trial_runs:
+                self._log(self._trial_runs[key], found[1], found[0])
 
     def log_trial_end(self, trial: TuneTrial, failed: bool = False) -> None:
-        planned = trial_of(trial)
-        run_id = self._trial_runs.pop(trial, None)
-        if planned is None or run_id is None:
-            return
-        row = self._row(planned)
-        selected = selected_metrics(row)
-        if selected:
-            self._log(run_id, selected, int(selected.get("selected/best_epoch", 0)))
-        client = self._client()
-        client.set_tag(run_id, "status", _status(row, failed))
-        client.set_terminated(run_id, "FAILED" if _status(row, failed) == "failed" else "FINISHED")
+        for key, planned in tracked_runs(trial):
+            run_id = self._trial_runs.pop(key, None)
+            if run_id is None:
+                continue
+            row = self._row(planned)
+            selected = selected_metrics(row)
+            if selected:
+                self._log(run_id, selected, int(selected.get("selected/best_epoch", 0)))
+            client = self._client()
+            client.set_tag(run_id, "status", _status(row, failed))
+            client.set_terminated(run_id, "FAILED" if _status(row, failed) == "failed" else "FINISHED")
 
 
 def _hparam(v: Cell) -> str | bool | int | float:
@@ -235,29 +285,31 @@ class TensorBoardTracker(_Guarded, TBXLoggerCallback):
         super().__init__()
         self.store = store
         self.logdir = Path(logdir)
+        self._writers: dict[Hashable, SummaryWriter] = {}  # by run key (a stack has one per member)
 
     def log_trial_start(self, trial: TuneTrial) -> None:
-        planned = trial_of(trial)
-        if planned is None or trial in self._trial_writer:
-            return
-        self._trial_writer[trial] = self._summary_writer_cls(str(self.logdir / planned.trial_id), flush_secs=30)
-        self._trial_result[trial] = {}
+        for key, planned in tracked_runs(trial):
+            if key not in self._writers:
+                self._writers[key] = self._summary_writer_cls(str(self.logdir / planned.trial_id), flush_secs=30)
 
     def log_trial_result(self, iteration: int, trial: TuneTrial, result: dict[str, object]) -> None:
-        found = epoch_metrics(result)
-        writer = self._trial_writer.get(trial)
-        if found is None or writer is None:
-            return
-        step, metrics = found
-        for key, value in metrics.items():
-            writer.add_scalar(key, value, global_step=step)
-        writer.flush()
+        for run, _ in tracked_runs(trial):
+            found = _epoch_of(run, result)
+            writer = self._writers.get(run)
+            if found is None or writer is None:
+                continue
+            step, metrics = found
+            for key, value in metrics.items():
+                writer.add_scalar(key, value, global_step=step)
+            writer.flush()
 
     def log_trial_end(self, trial: TuneTrial, failed: bool = False) -> None:
-        planned = trial_of(trial)
-        writer = self._trial_writer.pop(trial, None)
-        self._trial_result.pop(trial, None)
-        if planned is None or writer is None:
+        for key, planned in tracked_runs(trial):
+            self._end_run(key, planned, failed)
+
+    def _end_run(self, key: Hashable, planned: Trial, failed: bool) -> None:
+        writer = self._writers.pop(key, None)
+        if writer is None:
             return
         from tensorboardX.summary import hparams
 
@@ -287,10 +339,10 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
         super().__init__(project=project, group=group, mode=mode, entity=entity, dir=dir)
         self.kwargs = {k: v for k, v in self.kwargs.items() if v is not None}  # unset: wandb.init's default
         self.store = store
-        self._last_step: dict[TuneTrial, int] = {}
+        self._last_step: dict[Hashable, int] = {}
         self._exiting: list[ObjectRef[None]] = []
 
-    def _cleanup_logging_actor(self, trial: TuneTrial) -> None:
+    def _cleanup_logging_actor(self, trial: Any) -> None:
         """Let a trial's logging actor exit on its own once its run has finished, instead of killing it
         (Ray's way): ``wandb.finish()`` returns before W&B's service has written an offline run out, and a
         killed actor takes the service down with it, leaving an empty run file."""
@@ -319,33 +371,34 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
         super().setup(*args, **kwargs)
 
     def log_trial_start(self, trial: TuneTrial) -> None:
-        planned = trial_of(trial)
-        if planned is None or trial in self._trial_logging_futures:
-            return
-        trial.init_local_path()  # the logging actor starts in the trial's directory
-        config = {**run_tags(planned), **run_params(planned)}
-        tags = [f"variant:{planned.variant}"[:64], f"seed:{planned.seed}"[:64], f"config:{planned.config_id}"]
-        init = {"name": run_name(planned), "group": self.group, "project": self.project, "config": config,
-                "tags": tags, "allow_val_change": True, **self.kwargs}
-        self._start_logging_actor(trial, [], **init)
+        runs = [(key, planned) for key, planned in tracked_runs(trial) if key not in self._trial_logging_futures]
+        if runs:
+            trial.init_local_path()  # the logging actors start in the trial's directory
+        for key, planned in runs:
+            config = {**run_tags(planned), **run_params(planned)}
+            tags = [f"variant:{planned.variant}"[:64], f"seed:{planned.seed}"[:64], f"config:{planned.config_id}"]
+            init = {"name": run_name(planned), "group": self.group, "project": self.project, "config": config,
+                    "tags": tags, "allow_val_change": True, **self.kwargs}
+            self._start_logging_actor(key, [], **init)  # type: ignore[arg-type]  # a MemberRun has local_path
 
     def log_trial_result(self, iteration: int, trial: TuneTrial, result: dict[str, object]) -> None:
-        found = epoch_metrics(result)
-        if found is None or trial not in self._trial_queues:
-            return
-        step, metrics = found
-        self._last_step[trial] = step
-        self._trial_queues[trial].put((_QueueItem.RESULT, {**metrics, "training_iteration": step}))
+        for key, _ in tracked_runs(trial):
+            found = _epoch_of(key, result)
+            if found is None or key not in self._trial_queues:
+                continue
+            step, metrics = found
+            self._last_step[key] = step
+            self._trial_queues[key].put((_QueueItem.RESULT, {**metrics, "training_iteration": step}))
 
     def log_trial_end(self, trial: TuneTrial, failed: bool = False) -> None:
-        planned = trial_of(trial)
-        if planned is None or trial not in self._trial_queues:
-            return
-        row = self._row(planned)
-        final = {**selected_metrics(row), "training_iteration": self._last_step.pop(trial, 0),
-                 "config": {"status": _status(row, failed)}}
-        self._trial_queues[trial].put((_QueueItem.RESULT, final))
-        super().log_trial_end(trial, failed)
+        for key, planned in tracked_runs(trial):
+            if key not in self._trial_queues:
+                continue
+            row = self._row(planned)
+            final = {**selected_metrics(row), "training_iteration": self._last_step.pop(key, 0),
+                     "config": {"status": _status(row, failed)}}
+            self._trial_queues[key].put((_QueueItem.RESULT, final))
+            super().log_trial_end(key, failed)
 
 
 def tracking_callbacks(tracking: TrackingSpec | None, store: ResultStore) -> list[LoggerCallback]:

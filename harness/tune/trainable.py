@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
     from emoe.data.arrays import DataSet
 
-__all__ = ["FINISHED", "Metrics", "TrialContext", "clear_scratch", "emoe_trainable", "fresh_scratch", "report_metrics", "scratch_dir", "write_scratch_checkpoint",
+__all__ = ["FINISHED", "Metrics", "TrialContext", "clear_scratch", "emoe_trainable", "fresh_scratch",
+           "load_checkpoint_dir", "report_metrics", "scratch_dir", "start_attempt", "write_scratch_checkpoint",
            "write_trial_row"]
 
 #: What a trial reports to Tune per epoch (``report_metrics``), and what Tune hands back as a result.
@@ -184,7 +185,7 @@ def _node() -> tuple[str, str | None]:
     return socket.gethostname(), node_id
 
 
-def _start_attempt(ctx: TrialContext, trial_id: str) -> RunRecord:
+def start_attempt(ctx: TrialContext, trial_id: str) -> RunRecord:
     run = ctx.store.read_run(trial_id)
     host, node_id = _node()
     run = {
@@ -205,7 +206,7 @@ def _report_finished_row(row: dict[str, Cell]) -> None:
         tune.report({**metrics, "objective": row["objective"]})
 
 
-def _load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, list[dict[str, Cell]]]]:
+def load_checkpoint_dir(directory: Path) -> tuple[TrainState, dict[str, list[dict[str, Cell]]]]:
     """The training state and the epoch rows of a checkpoint directory."""
     return load_state(directory / STATE_FILE), json.loads((directory / META_FILE).read_text())
 
@@ -224,7 +225,7 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
     torch.set_num_threads(max(1, int(ctx.cpus)))
     use_mmap_for_large_blocks()  # batch copies of a large data set go back to the OS when freed
     cfg = trial.config
-    run = _start_attempt(ctx, tid)
+    run = start_attempt(ctx, tid)
     t0 = time.monotonic()
     rows: dict[int, dict[str, Cell]] = {}
     best: dict[str, dict[str, float]] = {"valid": {}, "test": {}}
@@ -233,11 +234,11 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
     loaded = None
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            loaded = _load_checkpoint(Path(d))
+            loaded = load_checkpoint_dir(Path(d))
     else:  # a resumed study: continue from the newest readable checkpoint an earlier run left
         for directory in ctx.earlier_checkpoints.get(tid, ()):
             try:
-                loaded = _load_checkpoint(Path(directory))
+                loaded = load_checkpoint_dir(Path(directory))
                 break
             except Exception as exc:  # damaged by the crash that ended that run: try older
                 print(f"trial {tid}: checkpoint {directory} unreadable ({type(exc).__name__}); trying an older one")

@@ -63,6 +63,9 @@ def assert_same_run(stacked, alone, tol: float = 1e-6) -> None:
     assert (stacked.router is None) == (alone.router is None)
     if alone.router is not None:
         np.testing.assert_allclose(stacked.router.weights, alone.router.weights, atol=tol)
+    assert (stacked.valid_router is None) == (alone.valid_router is None)  # predictions/ of the validation split
+    if alone.valid_router is not None:
+        np.testing.assert_allclose(stacked.valid_router.preds, alone.valid_router.preds, atol=tol)
 
 
 def test_three_stacked_members_equal_their_runs_alone_in_float64(float64):
@@ -70,10 +73,12 @@ def test_three_stacked_members_equal_their_runs_alone_in_float64(float64):
     cfgs = [member(1111, 0.1), member(1112, 0.5, lr=1e-3), member(1113, 0.0, grad_clip=0.5)]
     cfgs[2] = dataclasses.replace(cfgs[2], model=dataclasses.replace(cfgs[2].model, temperature=0.3,
                                                                      attn_dropout_v=0.2, text_dropout=0.1))
-    stacked = fit_stacked(cfgs, data)
+    seen: list[list[int]] = []
+    stacked = fit_stacked(cfgs, data, on_stack_epoch=lambda results: seen.append([r.epochs_run for r in results]))
     alone = [train_emoe(cfg, data) for cfg in cfgs]
     for s, a in zip(stacked, alone):
         assert_same_run(s, a)
+    assert seen == [[e] * 3 for e in range(1, 5)]  # once per epoch, after every member's epoch
     assert stacked[0].history[-1].valid != stacked[1].history[-1].valid  # the members really differ
 
 
