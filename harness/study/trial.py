@@ -57,7 +57,7 @@ class Trial:
         return {"study": self.study, "trial_id": self.trial_id, "config_id": self.config_id,
                 "variant": self.variant, "seed": self.seed, "seed_index": self.seed_index,
                 "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides.items()},
-                "emoe": self.config_dict()}
+                "phase": self.phase, "emoe": self.config_dict()}
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Trial:
@@ -70,7 +70,8 @@ class Trial:
         return cls(study=str(data["study"]), trial_id=str(data["trial_id"]), config_id=str(data["config_id"]),
                    variant=str(data["variant"]), seed=int(str(data["seed"])), seed_index=int(str(data["seed_index"])),
                    overrides={str(k): cast("ParamValue", v) for k, v in overrides.items()},
-                   config=from_dict(cast("dict[str, dict[str, ParamValue]]", emoe)))
+                   config=from_dict(cast("dict[str, dict[str, ParamValue]]", emoe)),
+                   phase=str(data.get("phase", "tune")))  # files written before phases were recorded
 
     def __getitem__(self, key: str) -> object:
         """Read access by the names of the results' columns and the plan's JSON form (``trial["seed"]``,

@@ -102,3 +102,12 @@ def test_the_worker_trains_the_planned_configuration_without_building_it(
     assert trained == [plan.trials[0].config] and trained[0] is plan.trials[0].config
     assert sum(resolutions.values()) == 0
     assert store.status(plan.trials[0].trial_id) == "failed"  # the row says what happened
+
+
+def test_a_trial_read_back_from_its_json_is_the_same_trial_phase_included() -> None:
+    spec = parse_spec(tiny_study(grid=None, seeds=[1]))
+    plan = build_plan(spec, load_study_data(spec.data))
+    confirm = dataclasses.replace(plan.trials[0], phase="confirm")
+    assert Trial.from_json(confirm.to_json()) == confirm
+    older = {k: v for k, v in confirm.to_json().items() if k != "phase"}  # a trial.json from before phases
+    assert Trial.from_json(older).phase == "tune"
