@@ -126,6 +126,10 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
         cost = plan_cost(plan, measure=False, cpus=cpus, prepare_s=prepare_s)  # fails in its trial instead
         lines.append(f"(could not time a training step here: {type(exc).__name__}: {str(exc)[:200]})")
     lines.append(cost_text(cost))
+    if s.resources.stack != 1 and plan.trials:
+        lines.append("  (the cost counts each stacked member as a trial alone: on CPU a stack takes about as long "
+                     "as its members one after another (bench/README.md, bench/stacked_study.py); on a GPU it is meant "
+                     "to take less)")
     note = busy_note(cpus)
     if note:
         lines.append(f"  ({note})")

@@ -97,6 +97,7 @@ def test_dry_run_lists_the_stacks(write_study, tmp_path, capsys):
     for s in plan_stacks(plan.trials, plan.spec.resources).stacks:
         line = next(ln for ln in out.splitlines() if s.stack_id in ln)
         assert all(t.trial_id in line for t in s.members)
+    assert "counts each stacked member as a trial alone" in out  # the estimate does not pretend a speed-up
     assert not (tmp_path / "r").exists()
 
 
