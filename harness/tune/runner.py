@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,9 +99,12 @@ def code_version() -> str:
 def make_context(plan: Plan, store: ResultStore, version: str) -> TrialContext:
     """The per-study context every trial receives."""
     s = plan.spec
+    from harness.tune.simulated import SIMULATED_PREFIX
+
     return TrialContext(store=store, label_kind=plan.data.data.label_kind, objective=s.objective.metric,
                         mode=s.mode, cpus=s.resources.cpus, gpus=s.resources.gpus, code_version=version,
-                        data=plan.data.description, checkpoint_every=s.checkpoint_every,
+                        data=(SIMULATED_PREFIX if s.simulated else "") + plan.data.description,
+                        checkpoint_every=s.checkpoint_every,
                         # HyperBand pauses trials at its milestones and resumes them from their checkpoint
                         checkpoint_min_interval_s=0.0 if s.scheduler_name == "hyperband"
                         else s.checkpoint_min_interval_s)
@@ -287,7 +290,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         return RunOutcome(state.counts, True)
     with _sigint_stops_the_study():
         data_ref = share_data(plan)
-        trainable = tune.with_resources(tune.with_parameters(emoe_trainable, data=data_ref, ctx=ctx),
+        trainable = tune.with_resources(tune.with_parameters(_trainable_of(plan), data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
         callbacks = [ResultRecorder(ctx),
                      ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
@@ -307,6 +310,14 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     # failed trials being retried keep their old row until they end: cut short, they are not done either
     complete = state.missing == 0 and not (stopper.reason and options.retry_failed and state.failed)
     return RunOutcome(state.counts, complete, stopped=stopper.reason)
+
+
+def _trainable_of(plan: Plan) -> Callable[..., None]:
+    """The function Tune runs per trial: EMOE training, or its simulation (``simulate: true``)."""
+    if plan.spec.simulated:
+        from harness.tune.simulated import simulated_trainable
+        return simulated_trainable
+    return emoe_trainable
 
 
 def _row_status(state: StudyState, trial_id: str) -> dict[str, str] | None:
