@@ -183,9 +183,12 @@ def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks
 #: Tune settings of the driver: the legacy reporter at verbosity 0 prints no status tables (the harness
 #: prints its own progress); the forced experiment snapshots that come with ``CheckpointConfig(num_to_keep)``
 #: are expected, not a warning; and a trial that diverges before its first epoch ends without reporting
-#: the objective, which must not abort the study (its row says "diverged"). Users may override them.
+#: the objective, which must not abort the study (its row says "diverged"). Tune's default result loggers
+#: (JSON, CSV and TensorBoard files per trial under tune/) are off: the harness records every epoch in
+#: Parquet, and at scale they were the driver's largest cost (bench/README.md, "Scale"): an fsync'ed
+#: TensorBoard flush and two file appends per result, three files per trial. Users may override them all.
 _TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-             "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+             "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 
 
 def data_bytes(plan: Plan) -> int:

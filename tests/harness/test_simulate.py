@@ -104,6 +104,10 @@ def test_simulated_grid_runs_end_to_end_says_so_everywhere_and_repeats_exactly(w
     assert set(router["trial_id"]) == set(trials.loc[trials["best_epoch"] > 0, "trial_id"])
     assert router["r_l"].notna().all()  # the synthetic data's true reliabilities beside the weights
     assert set(pd.read_parquet(study / "predictions")["split"]) == {"valid", "test"}
+    tune_files = {p.name for p in (study / "tune").rglob("*") if p.is_file()}
+    assert "trial.json" in tune_files  # the harness's description of each Tune trial, for --resume
+    assert not tune_files & {"result.json", "progress.csv", "params.json"}  # Tune's default loggers are off
+    assert not any(name.startswith("events.out.tfevents") for name in tune_files)
     report = (study / "report.md").read_text()
     assert report.startswith("# Report: simgrid (simulated grid study)") and SIMULATED_NOTE in report
     assert SIMULATED_NOTE in (study / "tables" / "status.md").read_text()
