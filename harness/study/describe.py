@@ -111,6 +111,10 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
         lines.append(f"confirm: the best {k} configuration(s) by {s.objective.metric} (mean over the tuning seeds, "
                      f"completed trials) trained again on fresh seeds {s.confirm.seeds} = "
                      f"{k * len(s.confirm.seeds)} confirmation trials, after the tuning trials")
+    if s.simulated:  # no training step to time: the trials draw their curves (harness.tune.curves)
+        lines.append(f"SIMULATED (simulate: true): {plan.n_trials} trials draw learning curves from a model, "
+                     "no training; milliseconds per trial plus the harness's own cost (bench/README.md, Scale)")
+        return "\n".join(lines)
     try:
         cost = plan_cost(plan, measure=measure, cpus=cpus, prepare_s=prepare_s)
     except Exception as exc:  # timing a step is a courtesy; a configuration that cannot train here

@@ -142,3 +142,12 @@ def test_asha_prunes_simulated_search_trials(write_study, tmp_path):
     assert len(trials) == 16
     pruned = trials[trials["status"] == "pruned"]
     assert len(pruned) >= 4 and (pruned["epochs_run"] < 6).all() and (trials["status"] == "completed").any()
+
+
+def test_a_dry_run_of_a_simulated_study_says_so_and_times_no_training_step(write_study, tmp_path, capsys,
+                                                                            ray_init_calls):
+    spec = write_study(sim_study("simdry"))
+    assert main([str(spec), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "SIMULATED (simulate: true): 20 trials" in out and "s/epoch" not in out
+    assert ray_init_calls == [] and not (tmp_path / "r").exists()
