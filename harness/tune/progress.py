@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from ray import tune
@@ -34,8 +35,11 @@ class ProgressPrinter(tune.Callback):
     """Tune callback printing trials done / running / pending, the best so far and the time left."""
 
     def __init__(self, store: ResultStore, *, total: int, objective: str, mode: str,
-                 interval_s: float = 10.0, recorded: dict[str, str] | None = None):
+                 interval_s: float = 10.0, recorded: dict[str, str] | None = None,
+                 status_of: Callable[[str], str | None] | None = None):
         self.store = store
+        #: a settled trial's status: ``ResultRecorder.status_of`` (it just wrote or read the row), else the row
+        self.status_of = status_of or store.status
         self.recorded = dict(recorded or {})  # trial id -> status, rows of earlier runs
         self.total = total
         self.objective = objective
@@ -87,7 +91,7 @@ class ProgressPrinter(tune.Callback):
         desc = trial.config.get("trial") if isinstance(trial.config, dict) else None
         if not isinstance(desc, Trial):
             return
-        status = self.store.status(desc.trial_id) or ("failed" if failed else "pruned")
+        status = self.status_of(desc.trial_id) or ("failed" if failed else "pruned")
         self.statuses[desc.trial_id] = status
         self.finished_here += 1
         if status == "failed":  # the cause at once, not only in the trial's folder

@@ -62,6 +62,17 @@ class ResultRecorder(tune.Callback):
 
     def __init__(self, ctx: TrialContext):
         self.ctx = ctx
+        self.statuses: dict[str, str] = {}  # trial id -> the status its row has, once settled here
+
+    def status_of(self, trial_id: str) -> str | None:
+        """The status of a trial this callback settled, without reading its row again (the progress
+        printer asks right after); otherwise the row's."""
+        return self.statuses.get(trial_id) or self.ctx.store.status(trial_id)
+
+    def _record(self, trial: Trial, metrics: Metrics | None, error: str | None) -> None:
+        status = record_outcome(self.ctx, trial, metrics, error)
+        if status is not None:
+            self.statuses[trial.trial_id] = status
 
     def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         desc = trial.config.get("trial")
@@ -70,11 +81,11 @@ class ResultRecorder(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if "trial" in trial.config:
-            record_outcome(self.ctx, trial.config["trial"], trial.last_result, None)
+            self._record(trial.config["trial"], trial.last_result, None)
 
     def on_trial_error(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if "trial" in trial.config:
-            record_outcome(self.ctx, trial.config["trial"], trial.last_result, trial_error(trial))
+            self._record(trial.config["trial"], trial.last_result, trial_error(trial))
 
 
 def trial_error(trial: TuneTrial) -> str:

@@ -30,3 +30,24 @@ def test_a_grid_space_is_shared_not_copied_and_yields_every_trial_once_in_order(
     assert all(a is b for a, b in zip(copied["trial"]["grid_search"], trials))
     variants = [config["trial"] for _, config in generate_variants(space)]
     assert [t.trial_id for t in variants] == [t.trial_id for t in trials]
+
+
+def test_the_progress_printer_takes_a_settled_trials_status_from_the_recorder_without_reading_its_row(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.results.sink import ResultStore
+    from harness.tune.progress import ProgressPrinter
+    from harness.tune.recorder import ResultRecorder
+    from harness.tune.trainable import TrialContext
+
+    trial = _trials()[0]
+    store = ResultStore(tmp_path, "t")
+    reads: list[str] = []
+    store.status = lambda tid: reads.append(tid)  # type: ignore[method-assign]  # counts row reads
+    ctx = TrialContext(store=store, label_kind="mosi", objective="valid_mae", mode="min", cpus=1, gpus=0,
+                       code_version="x", data="d")
+    recorder = ResultRecorder(ctx)
+    recorder.statuses[trial.trial_id] = "completed"  # as on_trial_complete leaves it
+    printer = ProgressPrinter(store, total=1, objective="valid_mae", mode="min", status_of=recorder.status_of)
+    printer._settle(SimpleNamespace(config={"trial": trial}, last_result={"objective": 0.8}), failed=False)
+    assert printer.statuses == {trial.trial_id: "completed"} and printer.best is not None and reads == []
