@@ -122,9 +122,11 @@ def simulated_trainable(config: dict[str, Trial], data: DataSet | None = None,
             rows[epoch] = restored[epoch]  # replayed up to the checkpoint: written and reported before
             continue
         rows[epoch] = epoch_row(record)
-        ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind))
+        # progress before the last epoch is written again next epoch (or by a resumed trial): atomic, not fsync'ed
+        ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind),
+                              durable=last)
         run["current_s"] = time.monotonic() - t0
-        ctx.store.write_run(tid, run)
+        ctx.store.write_run(tid, run, durable=last)
         if last:
             _write_final(ctx, trial, data, curve, best_epoch, epoch, best, status="completed", error=None)
         metrics = {**rows[epoch], **report_metrics(ctx, record, best["valid"], best["test"])}

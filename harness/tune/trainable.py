@@ -113,6 +113,7 @@ def write_trial_row(ctx: TrialContext, trial: Trial, *, status: str, error: str 
         started_at=started, finished_at=datetime.now(UTC), cpus=ctx.cpus, gpus=ctx.gpus,
         node=run.get("node"), node_id=run.get("node_id"), attempts=int(run.get("attempts", 0)),
         code_version=ctx.code_version, data=ctx.data)
+    ctx.store.sync_progress(trial.trial_id)  # the row is the commit point: what it summarises is on disk first
     ctx.store.write_table("trials", trial.trial_id, table)
 
 
@@ -222,9 +223,11 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
         rows[record.epoch] = epoch_row(record)
         if record.improved:
             best["valid"], best["test"] = dict(record.valid), dict(record.test or {})
-        ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind))
+        # progress before the last epoch is written again next epoch (or by a resumed trial): atomic, not fsync'ed
+        ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind),
+                              durable=record.last)
         run["current_s"] = time.monotonic() - t0
-        ctx.store.write_run(tid, run)
+        ctx.store.write_run(tid, run, durable=record.last)
         release_free_heap()
         last = record.last
         if last:

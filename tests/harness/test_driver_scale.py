@@ -51,3 +51,31 @@ def test_the_progress_printer_takes_a_settled_trials_status_from_the_recorder_wi
     printer = ProgressPrinter(store, total=1, objective="valid_mae", mode="min", status_of=recorder.status_of)
     printer._settle(SimpleNamespace(config={"trial": trial}, last_result={"objective": 0.8}), failed=False)
     assert printer.statuses == {trial.trial_id: "completed"} and printer.best is not None and reads == []
+
+
+def test_progress_is_renamed_without_fsync_and_flushed_before_the_row_that_commits_it(tmp_path, monkeypatch):
+    import os
+
+    import pyarrow as pa
+
+    from harness.results.sink import ResultStore
+    from harness.tune.trainable import TrialContext, write_trial_row
+
+    trial = _trials()[0]
+    store = ResultStore(tmp_path, "t")
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    tid = trial.trial_id
+    store.write_table("epochs", tid, pa.table({"epoch": [1]}), durable=False)
+    store.write_run(tid, {"attempts": 1}, durable=False)
+    assert synced == [] and store.read_run(tid) == {"attempts": 1}  # written and readable, nothing flushed
+    ctx = TrialContext(store=store, label_kind="mosi", objective="valid_mae", mode="min", cpus=1, gpus=0,
+                       code_version="x", data="d")
+    write_trial_row(ctx, trial, status="pruned", error=None, best_epoch=1, epochs_run=1, valid={"mae": 0.9},
+                    test={"mae": 1.0})
+    files = [p for p in synced if not os.path.isdir(p)]
+    epochs, runs = str(store.table_path("epochs", tid)), str(store.dir / ".runs" / f"{tid}.json")
+    assert files.index(epochs) < len(files) - 1 and files.index(runs) < len(files) - 1
+    assert files[-1].endswith(".tmp") and "/trials/" in files[-1]  # the row last, after what it summarises
+    assert store.status(tid) == "pruned"
