@@ -104,7 +104,7 @@ def make_context(plan: Plan, store: ResultStore, version: str) -> TrialContext:
     return TrialContext(store=store, label_kind=plan.data.data.label_kind, objective=s.objective.metric,
                         mode=s.mode, cpus=s.resources.cpus, gpus=s.resources.gpus, code_version=version,
                         data=(SIMULATED_PREFIX if s.simulated else "") + plan.data.description,
-                        checkpoint_every=s.checkpoint_every,
+                        checkpoint_every=s.checkpoint_every, report_epoch_metrics=s.tracking is not None,
                         # HyperBand pauses trials at its milestones and resumes them from their checkpoint
                         checkpoint_min_interval_s=0.0 if s.scheduler_name == "hyperband"
                         else s.checkpoint_min_interval_s)

@@ -129,7 +129,7 @@ def simulated_trainable(config: dict[str, Trial], data: DataSet | None = None,
         ctx.store.write_run(tid, run, durable=last)
         if last:
             _write_final(ctx, trial, data, curve, best_epoch, epoch, best, status="completed", error=None)
-        metrics = {**rows[epoch], **report_metrics(ctx, record, best["valid"], best["test"])}
+        metrics = {**ctx.epoch_metrics(rows[epoch]), **report_metrics(ctx, record, best["valid"], best["test"])}
         due = (not last and ctx.checkpoint_every and epoch % ctx.checkpoint_every == 0
                and time.monotonic() - last_checkpoint >= ctx.checkpoint_min_interval_s)
         if due:

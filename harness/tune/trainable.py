@@ -68,6 +68,14 @@ class TrialContext:
     #: checkpoints of earlier runs of the study (``--resume``), newest first, by trial id
     earlier_checkpoints: dict[str, tuple[str, ...]] = field(default_factory=dict)
     retry_failed: bool = False  # a trial whose row says "failed" is run again (``--retry-failed``)
+    #: report the epoch's own metrics (its ``epochs/`` row) to Tune besides the selected ones, for the
+    #: trackers that log them; without trackers they cost the driver memory for nothing (Tune keeps running
+    #: statistics of every numeric metric of every trial for the whole study: about 250 KB per trial)
+    report_epoch_metrics: bool = True
+
+    def epoch_metrics(self, row: Mapping[str, Cell]) -> dict[str, Cell]:
+        """What of an epoch's ``epochs/`` row goes into the trial's report to Tune."""
+        return dict(row) if self.report_epoch_metrics else {}
 
     def settled(self, row: Mapping[str, Cell] | None) -> bool:
         """Whether a run leaves out a trial with this recorded row (``--resume`` decides with it)."""
@@ -241,7 +249,7 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
                             epochs_run=record.epoch, valid=best["valid"], test=best["test"])
             final_epoch = record.epoch
         # the epoch's own metrics (its epochs/ row) too, for trackers; the report's keys take precedence
-        metrics = {**rows[record.epoch], **report_metrics(ctx, record, best["valid"], best["test"])}
+        metrics = {**ctx.epoch_metrics(rows[record.epoch]), **report_metrics(ctx, record, best["valid"], best["test"])}
         # No checkpoint after the last epoch: the finished row is written, so a retried or resumed trial
         # only reports it again (and a checkpoint of a faithful-size model is gigabytes).
         due = (not last and ctx.checkpoint_every and record.epoch % ctx.checkpoint_every == 0

@@ -79,3 +79,30 @@ def test_progress_is_renamed_without_fsync_and_flushed_before_the_row_that_commi
     assert files.index(epochs) < len(files) - 1 and files.index(runs) < len(files) - 1
     assert files[-1].endswith(".tmp") and "/trials/" in files[-1]  # the row last, after what it summarises
     assert store.status(tid) == "pruned"
+
+
+def test_a_trial_reports_its_epoch_row_to_tune_only_for_trackers(tmp_path, monkeypatch):
+    """Tune keeps running statistics of every numeric metric of every trial for the whole study; the
+    epoch's own metrics are reported only when a tracker logs them. The selected metrics (what a pruned
+    trial's row is written from) always are. Checked on the simulated trainable, which reports as the real one."""
+    import dataclasses
+
+    from harness.results.sink import ResultStore
+    from harness.study.data import load_study_data
+    from harness.tune import simulated
+    from harness.tune.runner import make_context
+
+    spec = StudySpec.model_validate(tiny_study(simulate=True, grid={"train.lr": [1e-3]}, seeds=[1]))
+    plan = build_plan(spec, load_study_data(spec.data))
+    reports: list[dict[str, object]] = []
+    monkeypatch.setattr(simulated.tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    monkeypatch.setattr(simulated.tune, "get_checkpoint", lambda: None)
+    for tracked in (False, True):
+        store = ResultStore(tmp_path / str(tracked), "t")
+        ctx = make_context(plan, store, "x")
+        assert ctx.report_epoch_metrics is False  # the study has no tracking
+        ctx = dataclasses.replace(ctx, report_epoch_metrics=tracked)
+        reports.clear()
+        simulated.simulated_trainable({"trial": plan.trials[0]}, data=plan.data.data, ctx=ctx)
+        assert len(reports) == 2 and all("best_valid_mae" in r and "objective" in r for r in reports)
+        assert all(("w_l" in r) is tracked and ("valid_acc2" in r) is tracked for r in reports)
