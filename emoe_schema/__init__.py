@@ -27,6 +27,7 @@ __all__ = [
     "PHASES",
     "REQUIRED",
     "SCHEMA_VERSION",
+    "SIMULATED_NOTE",
     "SPLITS",
     "STATUSES",
     "STUDY_KINDS",
@@ -45,6 +46,9 @@ __all__ = [
 
 #: Version written to ``study.json``; readers refuse other versions.
 SCHEMA_VERSION = 1
+#: What every output of a simulated study (``simulate: true``; ``study.json`` has ``"simulated": true``) says
+#: about itself: the command line's lines, report.md, figure titles and table captions.
+SIMULATED_NOTE = "SIMULATED: learning curves drawn from a model, no training"
 #: The per-trial tables: one Parquet file per trial in ``results/<study>/<table>/``.
 TABLES: tuple[str, ...] = ("trials", "epochs", "router", "predictions")
 #: ``study.json``'s ``kind``.

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emoe.data.checks import DataError
-from emoe_schema import SCHEMA_VERSION
+from emoe_schema import SCHEMA_VERSION, SIMULATED_NOTE
 from harness.study.errors import SpecError, StudyExistsError
 from harness.study.load import load_spec
 from harness.study.params import ParamValue, flatten
@@ -191,7 +191,12 @@ def _study_info(plan: Plan, store: ResultStore, version: str) -> dict[str, objec
             "results_dir": str(store.dir), "code_version": version, "fingerprint": fp,
             "spec_hash": _fingerprint_hash(fp),
             "provenance": study_provenance(s.data.path, plan.data.key),  # code, packages, nodes, data checksum
-            "confirm": s.confirm.model_dump() if s.confirm is not None else None}  # fresh-seed confirmation
+            "confirm": s.confirm.model_dump() if s.confirm is not None else None,  # fresh-seed confirmation
+            "simulated": s.simulated}  # simulate: true, curves drawn instead of trained (harness.tune.curves)
+
+
+def _trials_word(plan: Plan) -> str:
+    return f"trials ({SIMULATED_NOTE})" if plan.spec.simulated else "trials"
 
 
 def _finish(plan: Plan, store: ResultStore, *, report_now: bool = True) -> None:
@@ -330,7 +335,7 @@ def execute(args: argparse.Namespace) -> int:
                 now = datetime.now(UTC).isoformat(timespec="seconds")
                 store.update_info(status="running", resumed_at=now,
                                   resumes=resume_record(previous, plan.spec.data.path, plan.data.key, now))
-            print(f"study {plan.spec.name}: {plan.n_trials} trials -> {store.dir}", flush=True)
+            print(f"study {plan.spec.name}: {plan.n_trials} {_trials_word(plan)} -> {store.dir}", flush=True)
             started = True
             try:
                 outcome = run_tune(plan, store, options, version)
@@ -360,7 +365,8 @@ def execute(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
     why = {"interrupted": " (interrupted)", "time budget": " (the time budget ran out)"}.get(outcome.stopped or "", "")
-    print(f"study {plan.spec.name} {status}{why}: {counts or 'no trials recorded'}")
+    print(f"study {plan.spec.name} {status}{why}: {counts or 'no trials recorded'}"
+          + (f" ({SIMULATED_NOTE})" if plan.spec.simulated else ""))
     _finish(plan, store, report_now=status != "interrupted")
     code = exit_status(outcome.counts, complete=outcome.complete, stopped=outcome.stopped)
     if code in (EXIT_INCOMPLETE, EXIT_INTERRUPTED):

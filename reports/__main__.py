@@ -4,7 +4,7 @@
     python -m reports results/a results/b results/c --out paper/           one cross-study table and figures
     python -m reports plan results/<study> --delta 0.01 --metric test_mae  seeds needed (paired t power)
 
-A report of an unfinished study says so on stdout first. Exit status 2, with nothing written, for a missing
+A report of an unfinished or simulated study says so on stdout first. Exit status 2, with nothing written, for a missing
 or malformed result directory, an output directory that is a file or cannot be written, or a bad option.
 """
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reports.build import normalize_formats, output_root, write_report
     from reports.crossstudy_build import build_cross_report
     from reports.load import ResultsError, load_study
-    from reports.progress import incomplete_note
+    from reports.progress import report_notes
 
     try:
         formats = normalize_formats([f for f in args.format.split(",") if f.strip()])
@@ -85,8 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_root(args.out)
         if len(args.study_dirs) == 1:
             study = load_study(args.study_dirs[0])
-            note = incomplete_note(study)
-            if note is not None:
+            for note in report_notes(study):
                 print(note, flush=True)
             paths = write_report(study, out=args.out, formats=formats)
         elif args.out is None:

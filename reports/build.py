@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from reports.load import Study, load_study
-from reports.progress import incomplete_note
+from reports.progress import incomplete_note, simulated_note
 from reports.provenance import stamp, study_stamp
 from reports.scales import inferred_note, study_scales
 from reports.sections import Item, plan
@@ -113,7 +113,12 @@ def _write_item(item: Item, obj: object, fig_dir: Path, tab_dir: Path, formats: 
 
 def _index(study: Study, entries: list[tuple[Item, list[Path], object]], skipped: list[tuple[Item, str]],
            out: Path) -> str:
-    lines = [f"# Report: {study.name} ({study.kind} study)", ""]
+    simulated = simulated_note(study)
+    lines = [f"# Report: {study.name} ({'simulated ' if simulated else ''}{study.kind} study)", ""]
+    if simulated is not None:
+        lines += [f"> **{simulated}.** Every number and curve below comes from the harness's simulated trials "
+                  "(`simulate: true`), not from a trained model: useful to try schedulers and search spaces, "
+                  "never as a result.", ""]
     note = incomplete_note(study)
     if note is not None:
         lines += [f"> **Note: {note}.** Figures and tables show only the trials recorded so far; "

@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from emoe_schema import SIMULATED_NOTE
 from reports.build import FORMATS, _atomic_write, _write_item
 from reports.crossstudy import FriedmanResult, friedman, ranks
 from reports.effects import emphasis
 from reports.load import ResultsError, Study, load_study
 from reports.metrics import CLASSIFICATION_MAIN, REGRESSION_MAIN, metric_info, metric_title
 from reports.plots.crossstudy import plot_critical_difference
+from reports.progress import mark_incomplete, simulated_note
 from reports.sections import Item, main_metrics
 from reports.tables import EMPHASIS_NOTE, Table, _mean_std, _num, _p, to_markdown
 
@@ -132,6 +134,10 @@ def build_cross_report(study_dirs: Sequence[str | Path], out: str | Path,
     names = [s.name for s in studies]
     if len(set(names)) != len(names):
         raise ResultsError(f"the same study appears twice among {names}")
+    simulated = [s.name for s in studies if simulated_note(s) is not None]
+    if simulated and len(simulated) < len(studies):
+        raise ResultsError(f"{', '.join(simulated)}: simulated (simulate: true, nothing trained); a cross-study "
+                           "report compares measured results only, or simulated ones only")
     variants = shared_variants(studies)
     if len(variants) < 2:
         raise ResultsError(f"the studies {names} share fewer than 2 configurations with completed trials "
@@ -156,6 +162,7 @@ def build_cross_report(study_dirs: Sequence[str | Path], out: str | Path,
                  {m: r.avg_ranks for m, r in results.items()}).rename_axis("variant").reset_index()),
              *(Item("Critical difference", f"critical_difference_{m}", partial(cd_figure, m)) for m in results)]
     lines = [f"# Cross-study report: {', '.join(names)}", "",
+             *([f"> **{SIMULATED_NOTE}** (every study here is simulated).", ""] if simulated else []),
              f"Configurations shared by every study: {', '.join(variants)}.", ""]
     dropped = sorted({v for s in studies for v in _done(s)["variant"]} - set(variants))
     if dropped:
@@ -163,6 +170,8 @@ def build_cross_report(study_dirs: Sequence[str | Path], out: str | Path,
     written: list[Path] = []
     for item in items:
         obj = item.make()
+        if simulated:
+            obj = mark_incomplete(obj, SIMULATED_NOTE)
         paths = _write_item(item, obj, root / "figures", root / "tables", formats)
         written += paths
         if isinstance(obj, Table):

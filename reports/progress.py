@@ -1,8 +1,10 @@
-"""Whether a study is still incomplete, and the note every artefact of its report carries then.
+"""Whether a study is still incomplete or simulated, and the note every artefact of its report carries then.
 
 A report of a running or interrupted study is legitimate (to look at a search while it runs), but a reader
 must never take it for the final result: the note names how many of the planned trials have a row, and goes
-into figure titles, table captions (LaTeX and Markdown), the top of report.md and the CLI's stdout.
+into figure titles, table captions (LaTeX and Markdown), the top of report.md and the CLI's stdout. A
+simulated study (``simulate: true``: curves drawn from a model, nothing trained) is marked the same way, so
+its figures can never pass for measured ones.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from typing import Any, TypeVar
 
 from matplotlib.figure import Figure
 
+from emoe_schema import SIMULATED_NOTE
 from reports.load import Study
 from reports.tables import Table
 
-__all__ = ["INCOMPLETE_STATUSES", "figure_note", "incomplete_note", "mark_incomplete"]
+__all__ = ["INCOMPLETE_STATUSES", "figure_note", "incomplete_note", "mark_incomplete", "report_notes", "simulated_note"]
 
 T = TypeVar("T")
 
@@ -39,6 +42,16 @@ def incomplete_note(study: Study) -> str | None:
     of = f"{recorded} of {planned}" if planned is not None else f"{recorded}"
     state = f" (status {status})" if status in INCOMPLETE_STATUSES else ""
     return f"report of an incomplete study: {of} trials recorded{state}"
+
+
+def simulated_note(study: Study) -> str | None:
+    """``SIMULATED_NOTE`` for a simulated study (``"simulated": true`` in study.json), else None."""
+    return SIMULATED_NOTE if study.meta.get("simulated") is True else None
+
+
+def report_notes(study: Study) -> list[str]:
+    """The notes every artefact of the study's report carries: simulated, incomplete (those that apply)."""
+    return [n for n in (simulated_note(study), incomplete_note(study)) if n is not None]
 
 
 def figure_note(note: str) -> str:

@@ -39,6 +39,7 @@ def study_stamp(meta: dict[str, Any], trials: pd.DataFrame) -> dict[str, Any]:
         "data_sha256": data.get("sha256"),
         "n_trials": len(trials),
         "seeds": seeds,
+        "simulated": meta.get("simulated") is True,  # simulate: true, nothing was trained
     }
 
 

@@ -30,7 +30,7 @@ from reports.effects import effect_sizes
 from reports.load import Study, completed
 from reports.metrics import CLASSIFICATION_MAIN, REGRESSION_MAIN
 from reports.paired_tables import evidence_table, study_evidence
-from reports.progress import incomplete_note, mark_incomplete
+from reports.progress import mark_incomplete, report_notes
 from reports.router_stats import has_reliability
 from reports.scales import study_scales
 from reports.search_stats import param_importance
@@ -248,17 +248,20 @@ def _router(study: Study) -> list[Item]:
     return items
 
 
-def _marked(make: Callable[[], Artifact], note: str) -> Artifact:
-    return mark_incomplete(make(), note)  # the same object, with the note added
+def _marked(make: Callable[[], Artifact], notes: list[str]) -> Artifact:
+    obj = make()
+    for note in reversed(notes):  # the first note ends up on top
+        obj = mark_incomplete(obj, note)  # the same object, with the note added
+    return obj
 
 
 def plan(study: Study) -> list[Item]:
-    """Every item of the report of ``study``, in report order; an incomplete study's figures and tables
-    carry a note saying so (``reports.progress``)."""
+    """Every item of the report of ``study``, in report order; a simulated or incomplete study's figures
+    and tables carry a note saying so (``reports.progress``)."""
     metrics = main_metrics(study)
     kind = {"grid": _grid, "ablation": _ablation, "search": _search}[study.kind]
     items = [*kind(study, metrics), *_confirmation(study, metrics), *_common(study, metrics), *_router(study)]
-    note = incomplete_note(study)
-    if note is None:
+    notes = report_notes(study)
+    if not notes:
         return items
-    return [Item(i.section, i.name, partial(_marked, i.make, note)) for i in items]
+    return [Item(i.section, i.name, partial(_marked, i.make, notes)) for i in items]

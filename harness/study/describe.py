@@ -112,7 +112,13 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
         lines.append(f"confirm: the best {k} configuration(s) by {s.objective.metric} (mean over the tuning seeds, "
                      f"completed trials) trained again on fresh seeds {s.confirm.seeds} = "
                      f"{k * len(s.confirm.seeds)} confirmation trials, after the tuning trials"
-                     + (f"; they stack as resources.stack {s.resources.stack} says" if s.resources.stack != 1 else ""))
+                     + (f"; they stack as resources.stack {s.resources.stack} says"
+                        if s.resources.stack != 1 and not s.simulated else ""))
+    if s.simulated:  # no training step to time: the trials draw their curves (harness.tune.curves)
+        lines.append(f"SIMULATED (simulate: true): {plan.n_trials} trials draw learning curves from a model, "
+                     "no training, each trial alone (no stacks); milliseconds per trial plus the harness's own "
+                     "cost (bench/README.md, Scale)")
+        return "\n".join(lines)
     if plan.trials:
         slots = parallel_slots(s.resources.cpus, s.resources.gpus, cpus=cpus, gpus=max(1, int(s.resources.gpus)),
                                concurrency=s.concurrency)

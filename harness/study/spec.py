@@ -262,6 +262,11 @@ class StudySpec(_Strict):
     report: ReportSpec | None = None
     tracking: TrackingSpec | None = None  # MLflow / TensorBoard / W&B (harness.study.tracking)
     confirm: ConfirmSpec | None = None  # retrain the top configurations on fresh seeds (harness.study.confirm)
+    #: ``true``: every trial draws a learning curve from a cheap model of EMOE's curves instead of training
+    #: (``harness.tune.simulated``), to try schedulers, search spaces and the harness at scale without
+    #: GPU hours. Part of the fingerprint, so a study never resumes across the flag; false is stored as null
+    #: so the fingerprints of studies started before this field existed still match.
+    simulate: bool | None = None
 
     @field_validator("report", mode="before")
     @classmethod
@@ -276,6 +281,11 @@ class StudySpec(_Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"seeds must be distinct, got {v}")
         return v
+
+    @field_validator("simulate")
+    @classmethod
+    def _simulate_flag(cls, v: bool | None) -> bool | None:
+        return True if v else None  # false and null both mean real training
 
     @model_validator(mode="after")
     def _one_kind(self) -> StudySpec:
@@ -296,6 +306,11 @@ class StudySpec(_Strict):
     @property
     def mode(self) -> Literal["min", "max"]:
         return self.objective.mode or metric_mode(self.objective.metric)
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the trials are simulated (``simulate: true``), not trained."""
+        return bool(self.simulate)
 
     @property
     def scheduler_name(self) -> str:

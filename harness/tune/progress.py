@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from ray import tune
@@ -37,8 +38,11 @@ class ProgressPrinter(tune.Callback):
     """Tune callback printing trials done / running / pending, the best so far and the time left."""
 
     def __init__(self, store: ResultStore, *, total: int, objective: str, mode: str,
-                 interval_s: float = 10.0, recorded: dict[str, str] | None = None):
+                 interval_s: float = 10.0, recorded: dict[str, str] | None = None,
+                 status_of: Callable[[str], str | None] | None = None):
         self.store = store
+        #: a settled trial's status: ``ResultRecorder.status_of`` (it just wrote or read the row), else the row
+        self.status_of = status_of or store.status
         self.recorded = dict(recorded or {})  # trial id -> status, rows of earlier runs
         self.total = total
         self.objective = objective
@@ -93,7 +97,7 @@ class ProgressPrinter(tune.Callback):
             self._settle_one(desc, own, failed)
 
     def _settle_one(self, desc: Trial, last_result: Metrics | None, failed: bool) -> None:
-        status = self.store.status(desc.trial_id) or ("failed" if failed else "pruned")
+        status = self.status_of(desc.trial_id) or ("failed" if failed else "pruned")
         self.statuses[desc.trial_id] = status
         self.finished_here += 1
         if status == "failed":  # the cause at once, not only in the trial's folder

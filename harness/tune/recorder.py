@@ -61,16 +61,17 @@ def record_outcome(ctx: TrialContext, trial: Trial, metrics: Metrics | None, err
     return "pruned"
 
 
-def record_unit(ctx: TrialContext, unit: Trial | Stack, metrics: Metrics | None, error: str | None) -> list[str]:
+def record_unit(ctx: TrialContext, unit: Trial | Stack, metrics: Metrics | None,
+                error: str | None) -> dict[str, str]:
     """``record_outcome`` for a Tune trial's trial, or for each member of its stack (from the member's own
-    metrics in the stack's result, and whether the stack is done); the settled statuses."""
+    metrics in the stack's result, and whether the stack is done); the settled statuses by trial id."""
     if isinstance(unit, Trial):
         status = record_outcome(ctx, unit, metrics, error)
-        return [] if status is None else [status]
+        return {} if status is None else {unit.trial_id: status}
     done = {"done": (metrics or {}).get("done")}
-    statuses = [record_outcome(ctx, m, {**(member_metrics(metrics, m.trial_id) or {}), **done}, error)
-                for m in unit.members]
-    return [s for s in statuses if s is not None]
+    statuses = {m.trial_id: record_outcome(ctx, m, {**(member_metrics(metrics, m.trial_id) or {}), **done}, error)
+                for m in unit.members}
+    return {tid: s for tid, s in statuses.items() if s is not None}
 
 
 class ResultRecorder(tune.Callback):
@@ -78,6 +79,15 @@ class ResultRecorder(tune.Callback):
 
     def __init__(self, ctx: TrialContext):
         self.ctx = ctx
+        self.statuses: dict[str, str] = {}  # trial id -> the status its row has, once settled here
+
+    def status_of(self, trial_id: str) -> str | None:
+        """The status of a trial this callback settled, without reading its row again (the progress
+        printer asks right after); otherwise the row's."""
+        return self.statuses.get(trial_id) or self.ctx.store.status(trial_id)
+
+    def _record(self, unit: Trial | Stack, metrics: Metrics | None, error: str | None) -> None:
+        self.statuses.update(record_unit(self.ctx, unit, metrics, error))
 
     def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         desc = trial.config.get("trial")
@@ -86,11 +96,11 @@ class ResultRecorder(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if "trial" in trial.config:
-            record_unit(self.ctx, trial.config["trial"], trial.last_result, None)
+            self._record(trial.config["trial"], trial.last_result, None)
 
     def on_trial_error(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if "trial" in trial.config:
-            record_unit(self.ctx, trial.config["trial"], trial.last_result, trial_error(trial))
+            self._record(trial.config["trial"], trial.last_result, trial_error(trial))
 
 
 def trial_error(trial: TuneTrial) -> str:
@@ -120,6 +130,6 @@ def reconcile(ctx: TrialContext, results: Iterable[Result]) -> dict[str, int]:
         if trial is None:
             continue
         error = None if result.error is None else str(result.error)
-        for status in record_unit(ctx, trial, result.metrics, error):
+        for status in record_unit(ctx, trial, result.metrics, error).values():
             written[status] = written.get(status, 0) + 1
     return written

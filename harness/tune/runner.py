@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,8 +61,8 @@ if TYPE_CHECKING:
     from emoe.data.arrays import DataSet
     from harness.study.trial import Trial
 
-__all__ = ["RunOptions", "RunOutcome", "StudyStopper", "code_version", "data_bytes", "experiment_dir", "make_context",
-           "make_scheduler", "run_tune", "share_data"]
+__all__ = ["RunOptions", "RunOutcome", "StudyStopper", "code_version", "data_bytes", "experiment_dir", "grid_space",
+           "make_context", "make_scheduler", "run_tune", "share_data"]
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,12 @@ def code_version() -> str:
 def make_context(plan: Plan, store: ResultStore, version: str) -> TrialContext:
     """The per-study context every trial receives."""
     s = plan.spec
+    from harness.tune.simulated import SIMULATED_PREFIX
+
     return TrialContext(store=store, label_kind=plan.data.data.label_kind, objective=s.objective.metric,
                         mode=s.mode, cpus=s.resources.cpus, gpus=s.resources.gpus, code_version=version,
-                        data=plan.data.description, checkpoint_every=s.checkpoint_every,
+                        data=(SIMULATED_PREFIX if s.simulated else "") + plan.data.description,
+                        checkpoint_every=s.checkpoint_every, report_epoch_metrics=s.tracking is not None,
                         # HyperBand pauses trials at its milestones and resumes them from their checkpoint
                         checkpoint_min_interval_s=0.0 if s.scheduler_name == "hyperband"
                         else s.checkpoint_min_interval_s)
@@ -172,6 +175,22 @@ def _slots(plan: Plan) -> int:
     return max(1, int(cluster_resources()["CPU"] // cpus)) if cpus else 1
 
 
+class _SharedTrials(list["Trial | Stack"]):
+    """The grid's trials, shared rather than copied: Tune's variant generator deep-copies the whole
+    unresolved search space once per variant, this list included, so a grid of N trials cost O(N^2)
+    copies (11 s of the driver's time at 1 000 trials, about 20 minutes at 10 000). The trials are
+    frozen and Tune only reads the list, so a deep copy can be the list itself."""
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _SharedTrials:
+        return self
+
+
+def grid_space(todo: list[Trial | Stack]) -> dict[str, object]:
+    """Tune's ``param_space`` for a grid or ablation: one ``grid_search`` variant per planned trial
+    or stack, in order."""
+    return {"trial": tune.grid_search(_SharedTrials(todo))}
+
+
 def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback], tune_dir: Path, *,
            todo: list[Trial | Stack], retry: list[Trial], stopper: StudyStopper, resume: bool) -> Tuner:
     """A new Tune experiment in ``tune_dir`` over ``todo`` (grids: trials and stacks) or the search's
@@ -187,16 +206,23 @@ def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks
         name=tune_dir.name, storage_path=str(tune_dir.parent), stop=stopper,
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2), callbacks=callbacks, verbose=0)
-    param_space = {} if search else {"trial": tune.grid_search(todo)}
+    param_space = {} if search else grid_space(todo)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
 #: Tune settings of the driver: the legacy reporter at verbosity 0 prints no status tables (the harness
 #: prints its own progress); the forced experiment snapshots that come with ``CheckpointConfig(num_to_keep)``
 #: are expected, not a warning; and a trial that diverges before its first epoch ends without reporting
-#: the objective, which must not abort the study (its row says "diverged"). Users may override them.
+#: the objective, which must not abort the study (its row says "diverged"). Tune's default result loggers
+#: (JSON, CSV and TensorBoard files per trial under tune/) are off: the harness records every epoch in
+#: Parquet, and at scale they were the driver's largest cost (bench/README.md, "Scale"): an fsync'ed
+#: TensorBoard flush and two file appends per result, three files per trial. Tune's periodic experiment-state
+#: snapshot (every trial's state as JSON, O(trials) each) at most every 10 minutes: the harness never
+#: restores it (``harness.tune.resume`` decides from the rows), and Tune's own period ("auto", at least every
+#: 10 s) spent 8% of the driver's time at 1 000 trials. Users may override them all.
 _TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-             "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+             "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+             "TUNE_GLOBAL_CHECKPOINT_S": "600"}
 
 
 def data_bytes(plan: Plan) -> int:
@@ -299,16 +325,19 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     stopper = StudyStopper(plan.spec.time_budget_s)
     if plan.trials and not todo:
         return RunOutcome(state.counts, True)
-    units: list[Trial | Stack] = plan_stacks(todo, plan.spec.resources, slots=_slots(plan)).units if plan.trials else list(todo)
+    stacked = bool(plan.trials) and not plan.spec.simulated  # simulated trials always run alone
+    units: list[Trial | Stack] = (plan_stacks(todo, plan.spec.resources, slots=_slots(plan)).units if stacked
+                                  else list(todo))
     with _sigint_stops_the_study():
         data_ref = share_data(plan)
-        trainable = tune.with_resources(tune.with_parameters(study_trainable, data=data_ref, ctx=ctx),
+        trainable = tune.with_resources(tune.with_parameters(_trainable_of(plan), data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
-        callbacks = [ResultRecorder(ctx),
+        recorder = ResultRecorder(ctx)
+        callbacks = [recorder,
                      ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
                                      mode=plan.spec.mode, interval_s=options.progress_interval_s,
                                      recorded={t: s for t, s in state.statuses.items()
-                                               if ctx.settled({"status": s})})]
+                                               if ctx.settled({"status": s})}, status_of=recorder.status_of)]
         callbacks += tracking_callbacks(plan.spec.tracking, store)  # after ResultRecorder: rows exist at trial end
         # Tune reads every trial's results at the end; trials that never started have none, which it
         # logs as a warning per trial. Expected here (pending at an interrupt or a time budget).
@@ -325,6 +354,14 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     # failed trials being retried keep their old row until they end: cut short, they are not done either
     complete = state.missing == 0 and not (stopper.reason and options.retry_failed and state.failed)
     return RunOutcome(state.counts, complete, stopped=stopper.reason)
+
+
+def _trainable_of(plan: Plan) -> Callable[..., None]:
+    """The function Tune runs per trial or stack: EMOE training, or its simulation (``simulate: true``)."""
+    if plan.spec.simulated:
+        from harness.tune.simulated import simulated_trainable
+        return simulated_trainable
+    return study_trainable
 
 
 def _row_status(state: StudyState, trial_id: str) -> dict[str, str] | None:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from emoe.data.arrays import DataSet
 
 __all__ = ["FINISHED", "Metrics", "TrialContext", "clear_scratch", "emoe_trainable", "fresh_scratch",
-           "load_checkpoint_dir", "report_metrics", "scratch_dir", "start_attempt", "write_scratch_checkpoint",
+           "load_checkpoint_dir", "report_finished_row", "report_metrics", "scratch_dir", "start_attempt", "write_scratch_checkpoint",
            "write_trial_row"]
 
 #: What a trial reports to Tune per epoch (``report_metrics``), and what Tune hands back as a result.
@@ -72,6 +72,14 @@ class TrialContext:
     #: checkpoints of earlier runs of the study (``--resume``), newest first, by trial id
     earlier_checkpoints: dict[str, tuple[str, ...]] = field(default_factory=dict)
     retry_failed: bool = False  # a trial whose row says "failed" is run again (``--retry-failed``)
+    #: report the epoch's own metrics (its ``epochs/`` row) to Tune besides the selected ones, for the
+    #: trackers that log them; without trackers they cost the driver memory for nothing (Tune keeps running
+    #: statistics of every numeric metric of every trial for the whole study: about 250 KB per trial)
+    report_epoch_metrics: bool = True
+
+    def epoch_metrics(self, row: Mapping[str, Cell]) -> dict[str, Cell]:
+        """What of an epoch's ``epochs/`` row goes into the trial's report to Tune."""
+        return dict(row) if self.report_epoch_metrics else {}
 
     def settled(self, row: Mapping[str, Cell] | None) -> bool:
         """Whether a run leaves out a trial with this recorded row (``--resume`` decides with it)."""
@@ -117,6 +125,7 @@ def write_trial_row(ctx: TrialContext, trial: Trial, *, status: str, error: str 
         started_at=started, finished_at=datetime.now(UTC), cpus=ctx.cpus, gpus=ctx.gpus,
         node=run.get("node"), node_id=run.get("node_id"), attempts=int(run.get("attempts", 0)),
         code_version=ctx.code_version, data=ctx.data)
+    ctx.store.sync_progress(trial.trial_id)  # the row is the commit point: what it summarises is on disk first
     ctx.store.write_table("trials", trial.trial_id, table)
 
 
@@ -198,7 +207,7 @@ def start_attempt(ctx: TrialContext, trial_id: str) -> RunRecord:
     return run
 
 
-def _report_finished_row(row: dict[str, Cell]) -> None:
+def report_finished_row(row: dict[str, Cell]) -> None:
     metrics = {"epoch": row["epochs_run"], "best_epoch": row["best_epoch"], "resumed_finished": True}
     metrics.update({f"best_{k}": v for k, v in row.items()
                     if k.startswith(("valid_", "test_")) and v is not None})
@@ -220,7 +229,7 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
     tid = trial.trial_id
     row = ctx.store.read_trial(tid)
     if row is not None and row["status"] in (*FINISHED, "pruned"):
-        _report_finished_row(row)
+        report_finished_row(row)
         return
     torch.set_num_threads(max(1, int(ctx.cpus)))
     use_mmap_for_large_blocks()  # batch copies of a large data set go back to the OS when freed
@@ -255,9 +264,11 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
         rows[record.epoch] = epoch_row(record)
         if record.improved:
             best["valid"], best["test"] = dict(record.valid), dict(record.test or {})
-        ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind))
+        # progress before the last epoch is written again next epoch (or by a resumed trial): atomic, not fsync'ed
+        ctx.store.write_table("epochs", tid, epochs_table(trial, list(rows.values()), label_kind=ctx.label_kind),
+                              durable=record.last)
         run["current_s"] = time.monotonic() - t0
-        ctx.store.write_run(tid, run)
+        ctx.store.write_run(tid, run, durable=record.last)
         release_free_heap()
         last = record.last
         if last:
@@ -271,7 +282,7 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
                             epochs_run=record.epoch, valid=best["valid"], test=best["test"])
             final_epoch = record.epoch
         # the epoch's own metrics (its epochs/ row) too, for trackers; the report's keys take precedence
-        metrics = {**rows[record.epoch], **report_metrics(ctx, record, best["valid"], best["test"])}
+        metrics = {**ctx.epoch_metrics(rows[record.epoch]), **report_metrics(ctx, record, best["valid"], best["test"])}
         # No checkpoint after the last epoch: the finished row is written, so a retried or resumed trial
         # only reports it again (and a checkpoint of a faithful-size model is gigabytes).
         due = (not last and ctx.checkpoint_every and record.epoch % ctx.checkpoint_every == 0

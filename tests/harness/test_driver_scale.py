@@ -1,0 +1,108 @@
+"""What keeps the driver's cost per trial flat as studies grow (bench/scale.py, bench/README.md "Scale").
+
+Behaviour, not timing: a grid's trials reach Tune's variant generation shared rather than deep-copied
+once per variant (which made a grid of N trials cost O(N^2) copies), in plan order, each once.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ray.tune.search.variant_generator import generate_variants
+
+from harness.study.data import load_study_data
+from harness.study.plan import build_plan
+from harness.study.spec import StudySpec
+from harness.tune.runner import grid_space
+from tests.harness.conftest import tiny_study
+
+
+def _trials():
+    spec = StudySpec.model_validate(tiny_study(grid={"train.lr": [1e-4, 3e-4, 1e-3, 3e-3]}, seeds=[1, 2, 3]))
+    return build_plan(spec, load_study_data(spec.data)).trials
+
+
+def test_a_grid_space_is_shared_not_copied_and_yields_every_trial_once_in_order():
+    trials = _trials()
+    space = grid_space(trials)
+    copied = copy.deepcopy(space)
+    assert copied["trial"]["grid_search"] is space["trial"]["grid_search"]  # O(1) per variant, not O(N)
+    assert all(a is b for a, b in zip(copied["trial"]["grid_search"], trials))
+    variants = [config["trial"] for _, config in generate_variants(space)]
+    assert [t.trial_id for t in variants] == [t.trial_id for t in trials]
+
+
+def test_the_progress_printer_takes_a_settled_trials_status_from_the_recorder_without_reading_its_row(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.results.sink import ResultStore
+    from harness.tune.progress import ProgressPrinter
+    from harness.tune.recorder import ResultRecorder
+    from harness.tune.trainable import TrialContext
+
+    trial = _trials()[0]
+    store = ResultStore(tmp_path, "t")
+    reads: list[str] = []
+    store.status = lambda tid: reads.append(tid)  # type: ignore[method-assign]  # counts row reads
+    ctx = TrialContext(store=store, label_kind="mosi", objective="valid_mae", mode="min", cpus=1, gpus=0,
+                       code_version="x", data="d")
+    recorder = ResultRecorder(ctx)
+    recorder.statuses[trial.trial_id] = "completed"  # as on_trial_complete leaves it
+    printer = ProgressPrinter(store, total=1, objective="valid_mae", mode="min", status_of=recorder.status_of)
+    printer._settle(SimpleNamespace(config={"trial": trial}, last_result={"objective": 0.8}), failed=False)
+    assert printer.statuses == {trial.trial_id: "completed"} and printer.best is not None and reads == []
+
+
+def test_progress_is_renamed_without_fsync_and_flushed_before_the_row_that_commits_it(tmp_path, monkeypatch):
+    import os
+
+    import pyarrow as pa
+
+    from harness.results.sink import ResultStore
+    from harness.tune.trainable import TrialContext, write_trial_row
+
+    trial = _trials()[0]
+    store = ResultStore(tmp_path, "t")
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    tid = trial.trial_id
+    store.write_table("epochs", tid, pa.table({"epoch": [1]}), durable=False)
+    store.write_run(tid, {"attempts": 1}, durable=False)
+    assert synced == [] and store.read_run(tid) == {"attempts": 1}  # written and readable, nothing flushed
+    ctx = TrialContext(store=store, label_kind="mosi", objective="valid_mae", mode="min", cpus=1, gpus=0,
+                       code_version="x", data="d")
+    write_trial_row(ctx, trial, status="pruned", error=None, best_epoch=1, epochs_run=1, valid={"mae": 0.9},
+                    test={"mae": 1.0})
+    files = [p for p in synced if not os.path.isdir(p)]
+    epochs, runs = str(store.table_path("epochs", tid)), str(store.dir / ".runs" / f"{tid}.json")
+    assert files.index(epochs) < len(files) - 1 and files.index(runs) < len(files) - 1
+    assert files[-1].endswith(".tmp") and "/trials/" in files[-1]  # the row last, after what it summarises
+    assert store.status(tid) == "pruned"
+
+
+def test_a_trial_reports_its_epoch_row_to_tune_only_for_trackers(tmp_path, monkeypatch):
+    """Tune keeps running statistics of every numeric metric of every trial for the whole study; the
+    epoch's own metrics are reported only when a tracker logs them. The selected metrics (what a pruned
+    trial's row is written from) always are. Checked on the simulated trainable, which reports as the real one."""
+    import dataclasses
+
+    from harness.results.sink import ResultStore
+    from harness.study.data import load_study_data
+    from harness.tune import simulated
+    from harness.tune.runner import make_context
+
+    spec = StudySpec.model_validate(tiny_study(simulate=True, grid={"train.lr": [1e-3]}, seeds=[1]))
+    plan = build_plan(spec, load_study_data(spec.data))
+    reports: list[dict[str, object]] = []
+    monkeypatch.setattr(simulated.tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    monkeypatch.setattr(simulated.tune, "get_checkpoint", lambda: None)
+    for tracked in (False, True):
+        store = ResultStore(tmp_path / str(tracked), "t")
+        ctx = make_context(plan, store, "x")
+        assert ctx.report_epoch_metrics is False  # the study has no tracking
+        ctx = dataclasses.replace(ctx, report_epoch_metrics=tracked)
+        reports.clear()
+        simulated.simulated_trainable({"trial": plan.trials[0]}, data=plan.data.data, ctx=ctx)
+        assert len(reports) == 2 and all("best_valid_mae" in r and "objective" in r for r in reports)
+        assert all(("w_l" in r) is tracked and ("valid_acc2" in r) is tracked for r in reports)

@@ -1,0 +1,26 @@
+"""``bench/scale.py`` (bench/README.md, "Scale") runs its simulated studies end to end and prints its figures:
+a tiny smoke run, one grid and one search of 10 trials of 2 epochs on a 2-CPU local runtime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_the_scale_benchmark_runs_a_small_grid_and_search_and_prints_every_figure(tmp_path):
+    cmd = [sys.executable, str(REPO / "bench" / "scale.py"), "--trials", "10", "--epochs", "2", "--num-cpus", "2",
+           "--results", str(tmp_path / "results")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    table = proc.stdout.splitlines()[-2:]  # the grid's and the search's rows
+    assert [line.split()[:3] for line in table] == [["10", "grid", "0"], ["10", "search", "0"]]
+    assert "ask+tell ms/trial" in proc.stdout and "driver peak MB" in proc.stdout
+    for kind in ("grid", "search"):
+        assert len(list((tmp_path / "results" / f"scale_{kind}_10" / "trials").glob("*.parquet"))) == 10
