@@ -1,7 +1,7 @@
 """Running a planned study on Ray Tune: the Tuner, its scheduler and searcher, resume, and recording.
 
-Grids and ablations use Tune's own variant generation (one ``grid_search`` entry per trial, no
-searcher, FIFO unless the study names a scheduler); searches use ``StudySearch`` (Optuna, persisted in
+Grids and ablations hand their planned trials to Tune in plan order (``PlannedTrials``, FIFO unless the
+study names a scheduler); searches use ``StudySearch`` (Optuna, persisted in
 ``optuna.journal``) with ASHA by default. The data go once into Ray's object store (``share_data``),
 trials and driver read that one copy. Every run, first or ``--resume``, is a new Tune experiment under
 ``<study>/tune``: what it runs is decided from the recorded rows (``harness.tune.resume``), not restored from
@@ -45,6 +45,7 @@ from harness.study.plan import Plan
 from harness.study.samplers import make_sampler
 from harness.study.stacks import Stack, plan_stacks
 from harness.tune.cluster import RaySettings, cluster_resources
+from harness.tune.planned import PlannedTrials
 from harness.tune.progress import ProgressPrinter
 from harness.tune.recorder import ResultRecorder, reconcile
 from harness.tune.resume import StudyState, earlier_trials, study_state
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from emoe.data.arrays import DataSet
     from harness.study.trial import Trial
 
-__all__ = ["RunOptions", "RunOutcome", "StudyStopper", "code_version", "data_bytes", "experiment_dir", "grid_space",
+__all__ = ["RunOptions", "RunOutcome", "StudyStopper", "code_version", "data_bytes", "experiment_dir",
            "make_context", "make_scheduler", "run_tune", "share_data"]
 
 
@@ -175,22 +176,6 @@ def _slots(plan: Plan) -> int:
     return max(1, int(cluster_resources()["CPU"] // cpus)) if cpus else 1
 
 
-class _SharedTrials(list["Trial | Stack"]):
-    """The grid's trials, shared rather than copied: Tune's variant generator deep-copies the whole
-    unresolved search space once per variant, this list included, so a grid of N trials cost O(N^2)
-    copies (11 s of the driver's time at 1 000 trials, about 20 minutes at 10 000). The trials are
-    frozen and Tune only reads the list, so a deep copy can be the list itself."""
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _SharedTrials:
-        return self
-
-
-def grid_space(todo: list[Trial | Stack]) -> dict[str, object]:
-    """Tune's ``param_space`` for a grid or ablation: one ``grid_search`` variant per planned trial
-    or stack, in order."""
-    return {"trial": tune.grid_search(_SharedTrials(todo))}
-
-
 def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback], tune_dir: Path, *,
            todo: list[Trial | Stack], retry: list[Trial], stopper: StudyStopper, resume: bool) -> Tuner:
     """A new Tune experiment in ``tune_dir`` over ``todo`` (grids: trials and stacks) or the search's
@@ -199,15 +184,15 @@ def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks
     search = s.search is not None
     tune_config = tune.TuneConfig(
         metric="objective", mode=s.mode, scheduler=make_scheduler(plan),
-        search_alg=_searcher(plan, store, retry=retry, resume=resume) if search else None,
-        num_samples=plan.n_trials + len(retry) if search else 1, max_concurrent_trials=_concurrency(plan),
+        # grids and ablations: the planned trials through a searcher too, not Tune's variant generation (O(N^2))
+        search_alg=_searcher(plan, store, retry=retry, resume=resume) if search else PlannedTrials(todo),
+        num_samples=plan.n_trials + len(retry) if search else len(todo), max_concurrent_trials=_concurrency(plan),
         trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname, reuse_actors=True)
     run_config = tune.RunConfig(
         name=tune_dir.name, storage_path=str(tune_dir.parent), stop=stopper,
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2), callbacks=callbacks, verbose=0)
-    param_space = {} if search else grid_space(todo)
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable, param_space={}, tune_config=tune_config, run_config=run_config)
 
 
 #: Tune settings of the driver: the legacy reporter at verbosity 0 prints no status tables (the harness
@@ -297,6 +282,22 @@ def _sigint_stops_the_study() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def _pending_trials(plan: Plan) -> Iterator[None]:
+    """Let Tune stage as many planned grid trials as its own variant generation would (``max(200, 1.1 x
+    CPUs)``): with a searcher it stages one at a time, so trials ending together could not take over each
+    other's actors and new workers would start. Searches keep their limit (``max_concurrent_trials``)."""
+    key = "TUNE_MAX_PENDING_TRIALS_PG"
+    if plan.spec.search is not None or key in os.environ:
+        yield
+        return
+    os.environ[key] = str(max(200, int(cluster_resources()["CPU"] * 1.1)))
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) -> RunOutcome:
     """Run the study's trials that have no row yet (and failed ones when retrying) on Ray Tune.
 
@@ -346,7 +347,8 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         tuner = _tuner(plan, store, trainable, callbacks, experiment_dir(store, options.phase), todo=units,
                        retry=retry, stopper=stopper, resume=options.resume)
         try:
-            results = tuner.fit()
+            with _pending_trials(plan):
+                results = tuner.fit()
         finally:
             clear_scratch(store)  # what attempts killed while reporting a checkpoint left in /tmp
         reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__

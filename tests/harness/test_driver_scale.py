@@ -1,19 +1,16 @@
 """What keeps the driver's cost per trial flat as studies grow (bench/scale.py, bench/README.md "Scale").
 
-Behaviour, not timing: a grid's trials reach Tune's variant generation shared rather than deep-copied
-once per variant (which made a grid of N trials cost O(N^2) copies), in plan order, each once.
+Behaviour, not timing: a grid's trials reach Tune through a searcher, in plan order, each once, never
+copied (Tune's variant generation deep-copied the whole grid once per trial: O(N^2)); a settled trial's
+status is read once; progress is flushed before the row that commits it; Tune gets the epoch's own
+metrics only for trackers.
 """
 
 from __future__ import annotations
 
-import copy
-
-from ray.tune.search.variant_generator import generate_variants
-
 from harness.study.data import load_study_data
 from harness.study.plan import build_plan
 from harness.study.spec import StudySpec
-from harness.tune.runner import grid_space
 from tests.harness.conftest import tiny_study
 
 
@@ -22,14 +19,16 @@ def _trials():
     return build_plan(spec, load_study_data(spec.data)).trials
 
 
-def test_a_grid_space_is_shared_not_copied_and_yields_every_trial_once_in_order():
+def test_a_grids_planned_trials_are_suggested_once_each_in_plan_order_and_not_copied():
+    from ray.tune.search import Searcher
+
+    from harness.tune.planned import PlannedTrials
+
     trials = _trials()
-    space = grid_space(trials)
-    copied = copy.deepcopy(space)
-    assert copied["trial"]["grid_search"] is space["trial"]["grid_search"]  # O(1) per variant, not O(N)
-    assert all(a is b for a, b in zip(copied["trial"]["grid_search"], trials))
-    variants = [config["trial"] for _, config in generate_variants(space)]
-    assert [t.trial_id for t in variants] == [t.trial_id for t in trials]
+    search = PlannedTrials(trials)
+    suggested = [search.suggest(f"t{i}") for i in range(len(trials))]
+    assert [s["trial"] for s in suggested] == trials and all(s["trial"] is t for s, t in zip(suggested, trials))
+    assert search.suggest("one more") == Searcher.FINISHED and len(search) == 0
 
 
 def test_the_progress_printer_takes_a_settled_trials_status_from_the_recorder_without_reading_its_row(tmp_path):

@@ -76,3 +76,21 @@ def test_a_finished_study_gets_no_note(ablation_dir: Path, tmp_path: Path,
     titles = [obj.get_suptitle() for obj in (i.make() for i in plan(load_study(ablation_dir)))
               if isinstance(obj, Figure)]
     assert titles and not any("ncomplete" in t for t in titles)
+
+
+def test_a_simulated_study_says_so_on_stdout_and_in_every_caption_and_a_cross_study_refuses_to_mix_it(
+        make_study: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from emoe_schema import SIMULATED_NOTE
+    from reports.progress import report_notes
+
+    sim, real = make_study("ablation", tmp_path / "sim", seeds=(1, 2)), make_study("ablation", tmp_path / "real",
+                                                                                    seeds=(3, 4))
+    _set_meta(sim, simulated=True)
+    assert report_notes(load_study(sim)) == [SIMULATED_NOTE] and report_notes(load_study(real)) == []
+    tables = [obj for item in plan(load_study(sim)) if isinstance(obj := item.make(), Table)]
+    assert tables and all(t.caption.startswith(SIMULATED_NOTE) for t in tables)
+    assert main([str(sim), "--format", "png", "-q"]) == 0
+    assert capsys.readouterr().out.startswith(SIMULATED_NOTE)
+    assert SIMULATED_NOTE in (sim / "report.md").read_text()
+    assert main([str(sim), str(real), "--out", str(tmp_path / "x"), "-q"]) == 2
+    assert "simulated" in capsys.readouterr().err and not (tmp_path / "x").exists()
