@@ -232,8 +232,9 @@ def _router(study: Study) -> list[Item]:
     done = r[r["trial_id"].isin(set(_done(study.trials)["trial_id"]))]
     one = done[done["variant"] == focus]
     by_value = study.trials.sort_values([*study.varied, "variant"], kind="stable")["variant"]
+    present = set(done["variant"].unique())  # once: a set per candidate costs minutes over thousands of trials
     levels = [v for v in ([focus, *ranked_variants(study)] if study.kind != "grid" else list(by_value))
-              if v in set(done["variant"])]
+              if v in present]
     levels = list(dict.fromkeys(levels))[:8]
     items = [Item("Router", "router_weights", partial(
         _figure_of, plots.plot_router_weights, done, hue="variant", order=levels))]
