@@ -84,8 +84,7 @@ def results_frame(trials: pd.DataFrame, by: Sequence[str], metrics: Sequence[str
     """Mean, std and n over completed seeds of each metric, one row per group: the machine-readable form of
     a results table, every configuration."""
     long = summarize(completed(trials), list(by), list(metrics))
-    wide = long.pivot_table(index=list(by), columns="metric", values=["n", "mean", "std"], dropna=False,
-                            sort=False)
+    wide = long.set_index([*by, "metric"])[["n", "mean", "std"]].unstack("metric")  # only groups that exist
     wide.columns = [f"{m}_{stat}" for stat, m in wide.columns]
     ordered = [f"{m}_{stat}" for m in metrics for stat in ("n", "mean", "std") if f"{m}_{stat}" in wide.columns]
     return wide[ordered].reset_index()

@@ -149,9 +149,9 @@ def _grid(study: Study, metrics: list[str]) -> list[Item]:
                     _figure_of, plots.plot_sensitivity_two_axis, study.trials, x=p)))
     if any(not pd.api.types.is_numeric_dtype(study.trials[p]) for p in varied) or len(varied) > 2:
         if is_capped(study):
-            note = cap_note(study, MAX_SHOWN, "results_all")
+            fig_note = cap_note(study, MAX_SHOWN, "results_all")
             items.append(Item("Configurations", "configurations", lambda: mark_capped(plots.plot_ablation_panels(
-                _top(study), metrics=metrics[:3], baseline=_best(study), kind="absolute"), note), note))
+                _top(study), metrics=metrics[:3], baseline=_best(study), kind="absolute"), fig_note), fig_note))
         else:
             items.append(Item("Configurations", "configurations", lambda: plots.plot_ablation_panels(
                 study.trials, metrics=metrics[:3], baseline=_best(study), kind="absolute")))
@@ -177,11 +177,11 @@ def _grid(study: Study, metrics: list[str]) -> list[Item]:
                     cache["x"] = effect_sizes(_done(in_order), baseline=base, metrics=shown)
                 return cache["x"]
 
-            note = cap_note(study, MAX_SHOWN - 1, "results_effects_all").replace(
+            effects_note = cap_note(study, MAX_SHOWN - 1, "results_effects_all").replace(
                 "best of", "best (and the reference) of")
             items += [Item("Tables", "results_effects", lambda: comparison_table(
                           in_order, baseline=base, metrics=shown, comparison=effects(), shown=shown_variants,
-                          note=note), note),
+                          note=effects_note), effects_note),
                       Item("Tables", "results_effects_all", effects)]
         else:
             items.append(Item("Tables", "results_effects", lambda: comparison_table(
@@ -238,8 +238,14 @@ def _search(study: Study, metrics: list[str]) -> list[Item]:
     items = [Item("Search", "best_so_far", progress)]
     log = {p: sc.log for p, sc in study_scales(study).items()}  # the search space's log-sampled parameters
     if varied:
-        imp = lambda: param_importance(  # noqa: E731
-            t, params=varied, metric=col, mode=mode, log=[p for p, is_log in log.items() if is_log])
+        cache: dict[str, pd.DataFrame] = {}
+
+        def imp() -> pd.DataFrame:  # computed once for the figure and the CSV (a forest fit: seconds)
+            if "x" not in cache:
+                cache["x"] = param_importance(t, params=varied, metric=col, mode=mode,
+                                              log=[p for p, is_log in log.items() if is_log])
+            return cache["x"].copy()
+
         items += [Item("Search", "importance", lambda: _figure_of(lambda: plots.plot_importance(imp()))),
                   Item("Tables", "importance_raw", imp)]
     if len(varied) >= 2:
