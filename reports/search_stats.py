@@ -34,7 +34,7 @@ IMPORTANCE_LABELS: dict[str, str] = {  # lines short enough for a 3.3 in column 
 MIN_IMPORTANCE_TRIALS = 10
 #: more completed trials than this: Optuna's importance is fitted on a seeded random sample of this many
 #: (its forest costs tens of seconds per thousand trials), and every parameter's note says so
-MAX_OPTUNA_TRIALS = 300
+MAX_OPTUNA_TRIALS = 200
 
 
 def sample_note(n: int) -> str:
