@@ -193,12 +193,12 @@ def paired_comparison(df: pd.DataFrame, *, baseline: Hashable, metrics: Sequence
             o_mean[full] = other[full].mean(axis=1)
             if base.size >= 2:
                 d_std[full] = diff[full].std(axis=1, ddof=1)
-        for i in np.flatnonzero(~full):
-            keep = ok[i]
+        for k in np.flatnonzero(~full):
+            keep = ok[k]
             if keep.any():
-                d_mean[i], b_mean[i], o_mean[i] = diff[i][keep].mean(), base[keep].mean(), other[i][keep].mean()
+                d_mean[k], b_mean[k], o_mean[k] = diff[k][keep].mean(), base[keep].mean(), other[k][keep].mean()
             if keep.sum() >= 2:
-                d_std[i] = float(np.std(diff[i][keep], ddof=1))
+                d_std[k] = float(np.std(diff[k][keep], ddof=1))
         half = t_halfwidth(d_std, n, confidence)
         for i, name in enumerate(names):
             rows.append({group: name, "metric": metric, "n_pairs": int(n[i]),

@@ -172,14 +172,14 @@ def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[s
     table = Table(header=["Variant", "Metric", f"Δ vs {baseline}", "95% CI (bootstrap)", "n pairs", "p (t, Holm)",
                           "p (Wilcoxon, Holm)", *(["note"] if with_notes else [])], rows=[],
                   align="llrrrrr" + ("l" if with_notes else ""), caption=caption)
-    for i, (r, note) in enumerate(zip(comp.itertuples(index=False), notes)):
+    for i, (r, row_notes) in enumerate(zip(comp.itertuples(index=False), notes)):
         info = metric_info(r.metric)
         s, d = info.scale, info.decimals
         ci = f"[{_num(r.boot_ci_low * s, d)}, {_num(r.boot_ci_high * s, d)}]" if np.isfinite(r.boot_ci_low) else "–"
         p_t, p_w = r.p_t_holm, r.p_wilcoxon_holm
         name = f"{_SPLIT_SHORT.get(str(info.split), '')} {info.name}".strip() if mixed else info.name
         table.rows.append([str(getattr(r, group)), name, _mean_std(r.diff_mean * s, r.diff_std * s, d), ci,
-                           str(r.n_pairs), _p(p_t), _p(p_w), *(["; ".join(note)] if with_notes else [])])
+                           str(r.n_pairs), _p(p_t), _p(p_w), *(["; ".join(row_notes)] if with_notes else [])])
         table.bold |= {(i, j) for j, p in ((5, p_t), (6, p_w)) if np.isfinite(p) and p < 0.05}
     return table
 

@@ -31,6 +31,7 @@ def _table_rows(md: str) -> list[str]:
     return [ln for ln in md.splitlines() if ln.startswith("| ")][1:]  # data rows, header left out
 
 
+@pytest.mark.slow  # a whole report of 72 trials: about a minute on the loaded 2-core machine
 def test_tables_show_the_best_configurations_and_say_so(big_grid: Path, tmp_path: Path) -> None:
     build_report(big_grid, out=tmp_path, formats=["png"])
     report = (tmp_path / "report.md").read_text()
