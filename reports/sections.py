@@ -160,11 +160,11 @@ def _grid(study: Study, metrics: list[str]) -> list[Item]:
     if is_capped(study):
         caption = (f"{cap_note(study, MAX_SHOWN, 'results_all')}, in the grid's order; marks compare the rows "
                    f"shown. {caption}")
-        items.append(Item("Tables", "results_all", lambda: results_frame(study.trials, by=[*by, "variant"]
-                                                                         if "variant" not in by else by,
-                                                                         metrics=shown)))
     items.append(Item("Tables", "results", lambda: results_table(
         _top(study), by=by, metrics=shown, caption=tuning_caption(study, caption, "results_confirmed"))))
+    if is_capped(study):  # every configuration, after the table that shows the best
+        every = [*by, "variant"] if "variant" not in by else by
+        items.append(Item("Tables", "results_all", lambda: results_frame(study.trials, by=every, metrics=shown)))
     if study.trials["seed"].nunique() >= 2:  # Δ to the first configuration in the grid's order, paired by seed
         in_order = study.trials.sort_values([*varied, "variant"], kind="stable")  # rows in the grid's order
         base = str(in_order["variant"].iloc[0])

@@ -65,3 +65,20 @@ def test_the_configurations_figure_has_at_most_the_cap(big_grid: Path) -> None:
         assert len(shown) <= MAX_SHOWN
     best = ranked(study)[0]
     assert any(best in t.get_text() for ax in fig.axes for t in ax.get_yticklabels() + ax.get_xticklabels())
+
+
+def test_importance_of_a_large_search_is_fitted_on_a_sample_and_says_so(
+        search_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("optuna")
+    import reports.search_stats as search_stats
+
+    study = load_study(search_dir)
+    done = int((study.trials["status"] == "completed").sum())
+    monkeypatch.setattr(search_stats, "MAX_OPTUNA_TRIALS", done - 4)
+    imp = search_stats.param_importance(study.trials, params=study.varied, metric="valid_mae", mode="min",
+                                        method="ped-anova")
+    assert (imp["note"] == f"fitted on a random {done - 4} of {done} completed trials").all()
+    assert imp["importance"].notna().all()
+    monkeypatch.setattr(search_stats, "MAX_OPTUNA_TRIALS", done)  # at the cap: every trial, no note
+    assert (search_stats.param_importance(study.trials, params=study.varied, metric="valid_mae", mode="min",
+                                          method="ped-anova")["note"] == "").all()
