@@ -32,7 +32,7 @@ def ranked(study: Study) -> list[str]:
     objective value are left out)."""
     col, mode = study.objective
     means = completed(study.trials).groupby("variant")[col].mean().dropna()
-    return list(means.sort_values(ascending=mode == "min", kind="stable").index)
+    return list(means.sort_values(ascending=mode == "min").index)  # as sections.ranked_variants
 
 
 def is_capped(study: Study) -> bool:

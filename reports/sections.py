@@ -23,6 +23,7 @@ from reports.caps import (
     capped_status,
     is_capped,
     mark_capped,
+    ranked,
     results_frame,
     status_frame,
 )
@@ -78,10 +79,9 @@ def main_metrics(study: Study) -> list[str]:
 
 
 def ranked_variants(study: Study) -> list[str]:
-    """Variants ordered by mean objective over completed seeds, best first."""
-    col, mode = study.objective
-    means = _done(study.trials).groupby("variant")[col].mean().dropna()
-    return list(means.sort_values(ascending=mode == "min").index)
+    """Variants ordered by mean objective over completed seeds, best first (``reports.caps.ranked``: the
+    order the capped tables and figures pick their best from)."""
+    return ranked(study)
 
 
 def _best(study: Study) -> str:
