@@ -134,6 +134,8 @@ def _index(study: Study, entries: list[tuple[Item, list[Path], object]], skipped
         if isinstance(obj, Figure):
             png = next((p for p in paths if p.suffix == ".png"), paths[0])
             lines += [f"![{item.name}]({png.relative_to(out).as_posix()})", ""]
+            if item.note:  # e.g. a large study's figure shows only its best configurations (reports.caps)
+                lines += [f"*{item.note}.*", ""]
         elif isinstance(obj, Table):
             lines += [f"**{item.name}**", "", to_markdown(obj), ""]
         else:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from reports.stats import _paired_tests, holm, paired_comparison
+from reports.stats import holm, paired_comparison, paired_tests_many
 
 __all__ = ["Emphasis", "bootstrap_mean_ci", "effect_sizes", "emphasis"]
 
@@ -56,13 +56,35 @@ def effect_sizes(df: pd.DataFrame, *, baseline: Hashable, metrics: Sequence[str]
     """``paired_comparison`` rows plus ``boot_ci_low``/``boot_ci_high``: bootstrap CI of the mean Δ over seeds."""
     comp = paired_comparison(df, baseline=baseline, metrics=metrics, group=group, pair=pair, confidence=confidence)
     wide = df.pivot(index=pair, columns=group, values=list(metrics))
-    lows, highs = [], []
-    for r in comp.itertuples(index=False):
-        diff = (wide[(r.metric, getattr(r, group))] - wide[(r.metric, baseline)]).to_numpy(dtype=float)
-        lo, hi = bootstrap_mean_ci(diff, confidence)
-        lows.append(lo)
-        highs.append(hi)
+    lows, highs = np.full(len(comp), np.nan), np.full(len(comp), np.nan)
+    for metric, idx in comp.groupby("metric", sort=False).indices.items():
+        names = comp[group].to_numpy()[idx]
+        diff = (wide[metric][list(names)].to_numpy(dtype=float)
+                - wide[(metric, baseline)].to_numpy(dtype=float)[:, None]).T  # one row per comparison
+        lows[idx], highs[idx] = _bootstrap_rows(diff, confidence)
     return comp.assign(boot_ci_low=lows, boot_ci_high=highs)
+
+
+def _bootstrap_rows(diffs: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bootstrap_mean_ci` of each row: rows without missing values share one exact enumeration
+    (thousands of comparisons in one pass), the others are resampled one by one."""
+    k, n = diffs.shape
+    lows, highs = np.full(k, np.nan), np.full(k, np.nan)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    full = np.isfinite(diffs).all(axis=1)
+    if not (n >= 2 and n**n <= _EXACT_LIMIT):
+        full[:] = False
+    rows = np.flatnonzero(full)
+    if rows.size:
+        codes = np.arange(n**n)[:, None] // (n ** np.arange(n))[None, :] % n
+        a = (1 - confidence) / 2
+        for chunk in np.array_split(rows, max(1, rows.size * n**n // 2_000_000)):  # bounded memory
+            means = diffs[chunk][:, codes].mean(axis=2)
+            lows[chunk], highs[chunk] = np.quantile(means, [a, 1 - a], axis=1)
+    for i in np.flatnonzero(~full):
+        lows[i], highs[i] = bootstrap_mean_ci(diffs[i], confidence)
+    return lows, highs
 
 
 @dataclass(frozen=True)
@@ -86,16 +108,10 @@ def emphasis(df: pd.DataFrame, *, metric: str, group: str, higher_is_better: boo
     leader = means.idxmax() if higher_is_better else means.idxmin()
     wide = data.pivot_table(index=pair, columns=group, values=metric, aggfunc="mean")
     sign = 1.0 if higher_is_better else -1.0
-    others, pvals, favourable = [], [], []
-    for g in means.index:
-        if g == leader:
-            continue
-        d = sign * (wide[leader] - wide[g]).to_numpy(dtype=float)  # > 0: the leader is better
-        d = d[np.isfinite(d)]
-        _, p_t, _, _ = _paired_tests(d)
-        others.append(g)
-        pvals.append(p_t)
-        favourable.append(d.size > 0 and d.mean() > 0)
+    others = [g for g in means.index if g != leader]
+    d = sign * (wide[leader].to_numpy(dtype=float)[:, None] - wide[others].to_numpy(dtype=float)).T  # > 0: leader better
+    _, pvals, _, _ = paired_tests_many(d)  # one row per other group, in one vectorised pass
+    favourable = list(np.where(np.isfinite(d), d, 0.0).sum(axis=1) > 0)  # the mean's sign (False when empty)
     if not np.isfinite(pvals).any():
         return Emphasis()
     p_holm = holm(np.array(pvals, dtype=float))

@@ -21,8 +21,8 @@ from emoe_schema import COMPLETED
 from reports.load import completed
 from reports.stats import is_log_spaced
 
-__all__ = ["IMPORTANCE_LABELS", "MIN_IMPORTANCE_TRIALS", "best_so_far", "eta_squared", "param_importance",
-           "too_few_note"]
+__all__ = ["IMPORTANCE_LABELS", "MAX_OPTUNA_TRIALS", "MIN_IMPORTANCE_TRIALS", "best_so_far", "eta_squared",
+           "param_importance", "sample_note", "too_few_note"]
 
 IMPORTANCE_LABELS: dict[str, str] = {  # lines short enough for a 3.3 in column (the label is not clipped)
     "fanova": "Importance\n(Optuna fANOVA; sums to 1)",
@@ -32,6 +32,14 @@ IMPORTANCE_LABELS: dict[str, str] = {  # lines short enough for a 3.3 in column 
 }
 #: fewer completed trials (with an objective value) than this: importance is "too few trials to judge"
 MIN_IMPORTANCE_TRIALS = 10
+#: more completed trials than this: Optuna's importance is fitted on a seeded random sample of this many
+#: (its forest costs tens of seconds per thousand trials), and every parameter's note says so
+MAX_OPTUNA_TRIALS = 200
+
+
+def sample_note(n: int) -> str:
+    """The note of an importance fitted on a sample of ``n`` completed trials."""
+    return f"fitted on a random {MAX_OPTUNA_TRIALS} of {n} completed trials"
 
 
 def too_few_note(n: int) -> str:
@@ -159,6 +167,9 @@ def param_importance(trials: pd.DataFrame, *, params: Sequence[str], metric: str
         scores = {p: eta_squared(df[p], df[metric]) for p in varying}
         method = "eta2"
     else:
+        if len(complete) > MAX_OPTUNA_TRIALS:  # Optuna's fANOVA costs minutes over thousands of trials
+            out.loc[out["note"] == "", "note"] = sample_note(len(complete))
+            complete = complete.sample(n=MAX_OPTUNA_TRIALS, random_state=0)
         scores = _optuna_importance(complete.reset_index(drop=True), varying, metric, mode, method, log)
     out["importance"] = out["param"].map(scores).fillna(0.0).astype(float)
     out["method"] = method

@@ -17,6 +17,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reports import plots
+from reports.caps import (
+    MAX_SHOWN,
+    cap_note,
+    capped_status,
+    is_capped,
+    mark_capped,
+    ranked,
+    results_frame,
+    status_frame,
+)
 from reports.confirmation import (
     confirmed_caption,
     confirmed_trials,
@@ -49,6 +59,8 @@ class Item:
     section: str
     name: str
     make: Callable[[], Artifact]
+    #: Shown under the item in report.md (e.g. that a large study's table shows only its best configurations).
+    note: str | None = None
 
 
 def _slug(text: str) -> str:
@@ -67,10 +79,9 @@ def main_metrics(study: Study) -> list[str]:
 
 
 def ranked_variants(study: Study) -> list[str]:
-    """Variants ordered by mean objective over completed seeds, best first."""
-    col, mode = study.objective
-    means = _done(study.trials).groupby("variant")[col].mean().dropna()
-    return list(means.sort_values(ascending=mode == "min").index)
+    """Variants ordered by mean objective over completed seeds, best first (``reports.caps.ranked``: the
+    order the capped tables and figures pick their best from)."""
+    return ranked(study)
 
 
 def _best(study: Study) -> str:
@@ -98,7 +109,11 @@ def focus_variant(study: Study) -> str | None:
 
 def _common(study: Study, metrics: list[str]) -> list[Item]:
     col, _ = study.objective
-    items = [Item("Trials", "status", lambda: status_table(study.trials))]
+    if is_capped(study):
+        items = [Item("Trials", "status", lambda: capped_status(study), cap_note(study, MAX_SHOWN, "status_all")),
+                 Item("Trials", "status_all", lambda: status_frame(study.trials))]
+    else:
+        items = [Item("Trials", "status", lambda: status_table(study.trials))]
     if not study.epochs.empty and col in study.epochs.columns:
         top = ranked_variants(study)[:6]
         if study.kind == "ablation" and study.baseline in ranked_variants(study):  # the baseline first, always
@@ -133,16 +148,52 @@ def _grid(study: Study, metrics: list[str]) -> list[Item]:
                 items.append(Item("Sensitivity", f"sensitivity_{_slug(p)}_two_axis", partial(
                     _figure_of, plots.plot_sensitivity_two_axis, study.trials, x=p)))
     if any(not pd.api.types.is_numeric_dtype(study.trials[p]) for p in varied) or len(varied) > 2:
-        items.append(Item("Configurations", "configurations", lambda: plots.plot_ablation_panels(
-            study.trials, metrics=metrics[:3], baseline=_best(study), kind="absolute")))
+        if is_capped(study):
+            fig_note = cap_note(study, MAX_SHOWN, "results_all")
+            items.append(Item("Configurations", "configurations", lambda: mark_capped(plots.plot_ablation_panels(
+                _top(study), metrics=metrics[:3], baseline=_best(study), kind="absolute"), fig_note), fig_note))
+        else:
+            items.append(Item("Configurations", "configurations", lambda: plots.plot_ablation_panels(
+                study.trials, metrics=metrics[:3], baseline=_best(study), kind="absolute")))
     by = varied or ["variant"]
+    caption = "Mean ± std over seeds."
+    if is_capped(study):
+        caption = (f"{cap_note(study, MAX_SHOWN, 'results_all')}, in the grid's order; marks compare the rows "
+                   f"shown. {caption}")
     items.append(Item("Tables", "results", lambda: results_table(
-        study.trials, by=by, metrics=shown, caption=tuning_caption(study, "Mean ± std over seeds.", "results_confirmed"))))
+        _top(study), by=by, metrics=shown, caption=tuning_caption(study, caption, "results_confirmed"))))
+    if is_capped(study):  # every configuration, after the table that shows the best
+        every = [*by, "variant"] if "variant" not in by else by
+        items.append(Item("Tables", "results_all", lambda: results_frame(study.trials, by=every, metrics=shown)))
     if study.trials["seed"].nunique() >= 2:  # Δ to the first configuration in the grid's order, paired by seed
         in_order = study.trials.sort_values([*varied, "variant"], kind="stable")  # rows in the grid's order
-        items.append(Item("Tables", "results_effects", lambda: comparison_table(
-            in_order, baseline=str(in_order["variant"].iloc[0]), metrics=shown)))
+        base = str(in_order["variant"].iloc[0])
+        if is_capped(study):
+            shown_variants = [base, *[v for v in ranked_variants(study) if v != base][:MAX_SHOWN - 1]]
+            cache: dict[str, pd.DataFrame] = {}
+
+            def effects() -> pd.DataFrame:
+                if "x" not in cache:
+                    cache["x"] = effect_sizes(_done(in_order), baseline=base, metrics=shown)
+                return cache["x"]
+
+            effects_note = cap_note(study, MAX_SHOWN - 1, "results_effects_all").replace(
+                "best of", "best (and the reference) of")
+            items += [Item("Tables", "results_effects", lambda: comparison_table(
+                          in_order, baseline=base, metrics=shown, comparison=effects(), shown=shown_variants,
+                          note=effects_note), effects_note),
+                      Item("Tables", "results_effects_all", effects)]
+        else:
+            items.append(Item("Tables", "results_effects", lambda: comparison_table(
+                in_order, baseline=base, metrics=shown)))
     return items
+
+
+def _top(study: Study) -> pd.DataFrame:
+    """The trials of the best ``MAX_SHOWN`` configurations when the study has more (``reports.caps``), else all."""
+    if not is_capped(study):
+        return study.trials
+    return study.trials[study.trials["variant"].isin(set(ranked_variants(study)[:MAX_SHOWN]))]
 
 
 def _ablation(study: Study, metrics: list[str]) -> list[Item]:
@@ -187,8 +238,14 @@ def _search(study: Study, metrics: list[str]) -> list[Item]:
     items = [Item("Search", "best_so_far", progress)]
     log = {p: sc.log for p, sc in study_scales(study).items()}  # the search space's log-sampled parameters
     if varied:
-        imp = lambda: param_importance(  # noqa: E731
-            t, params=varied, metric=col, mode=mode, log=[p for p, is_log in log.items() if is_log])
+        cache: dict[str, pd.DataFrame] = {}
+
+        def imp() -> pd.DataFrame:  # computed once for the figure and the CSV (a forest fit: seconds)
+            if "x" not in cache:
+                cache["x"] = param_importance(t, params=varied, metric=col, mode=mode,
+                                              log=[p for p, is_log in log.items() if is_log])
+            return cache["x"].copy()
+
         items += [Item("Search", "importance", lambda: _figure_of(lambda: plots.plot_importance(imp()))),
                   Item("Tables", "importance_raw", imp)]
     if len(varied) >= 2:
@@ -232,8 +289,9 @@ def _router(study: Study) -> list[Item]:
     done = r[r["trial_id"].isin(set(_done(study.trials)["trial_id"]))]
     one = done[done["variant"] == focus]
     by_value = study.trials.sort_values([*study.varied, "variant"], kind="stable")["variant"]
+    present = set(done["variant"].unique())  # once: a set per candidate costs minutes over thousands of trials
     levels = [v for v in ([focus, *ranked_variants(study)] if study.kind != "grid" else list(by_value))
-              if v in set(done["variant"])]
+              if v in present]
     levels = list(dict.fromkeys(levels))[:8]
     items = [Item("Router", "router_weights", partial(
         _figure_of, plots.plot_router_weights, done, hue="variant", order=levels))]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-__all__ = ["holm", "is_log_spaced", "paired_comparison", "summarize", "t_halfwidth"]
+__all__ = ["holm", "is_log_spaced", "paired_comparison", "paired_tests_many", "summarize", "t_halfwidth"]
 
 _SUMMARY_COLS = ["metric", "n", "mean", "std", "sem", "ci_low", "ci_high"]
 
@@ -122,6 +122,43 @@ def _paired_tests(diff: np.ndarray) -> tuple[float, float, float, str]:
     return t, p_t, p_w, "; ".join(notes)
 
 
+def paired_tests_many(diffs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """:func:`_paired_tests` of each row of ``diffs`` (one row per comparison, NaN where a pair is missing):
+    the t statistics, paired t and Wilcoxon p-values and notes, equal to calling it row by row.
+
+    Rows of finite, non-constant, non-zero differences without tied magnitudes (almost every row of real
+    metrics) go through scipy's tests vectorised over rows, which costs about as much as one call; the
+    others (missing pairs, zero variance, zeros, ties: where the per-row path picks its own method) are
+    tested one by one. A grid of thousands of configurations needs this to report in seconds."""
+    d = np.atleast_2d(np.asarray(diffs, dtype=float))
+    k, n = d.shape
+    t, p_t, p_w = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
+    notes = [""] * k
+    if k == 0:
+        return t, p_t, p_w, notes
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(d).all(axis=1)
+        mag = np.sort(np.abs(np.where(finite[:, None], d, 0.0)), axis=1)
+        scale = np.maximum(1.0, np.abs(d).max(axis=1, initial=0.0, where=np.isfinite(d)))
+        spread = np.ptp(np.where(finite[:, None], d, 0.0), axis=1) > 1e-12 * scale
+    fast = finite & (n >= 2) & spread & (d != 0).all(axis=1) & (np.diff(mag, axis=1) != 0).all(axis=1)
+    rows = np.flatnonzero(fast)
+    if rows.size:
+        res = sps.ttest_1samp(d[rows], 0.0, axis=1)
+        t[rows], p_t[rows] = res.statistic, res.pvalue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p_w[rows] = sps.wilcoxon(d[rows], zero_method="wilcox", axis=1).pvalue
+        if 2.0 / 2**n >= 0.05:
+            note = f"Wilcoxon cannot reach p<0.05 with {n} non-zero pairs (min p={2.0 / 2**n:.3g})"
+            for i in rows:
+                notes[i] = note
+    for i in np.flatnonzero(~fast):
+        row = d[i][np.isfinite(d[i])]
+        t[i], p_t[i], p_w[i], notes[i] = _paired_tests(row)
+    return t, p_t, p_w, notes
+
+
 def paired_comparison(df: pd.DataFrame, *, baseline: Hashable, metrics: Sequence[str], group: str = "variant",
                       pair: str = "seed", confidence: float = 0.95) -> pd.DataFrame:
     """Each group vs ``baseline`` on every metric, paired by ``pair`` (seed): diff = group - baseline.
@@ -139,24 +176,36 @@ def paired_comparison(df: pd.DataFrame, *, baseline: Hashable, metrics: Sequence
         raise ValueError(f"paired_comparison: several rows per ({group}, {pair}), e.g. "
                          f"{df.loc[dup, [group, pair]].iloc[0].tolist()}; filter to one row per seed first")
     wide = df.pivot(index=pair, columns=group, values=metrics)
+    names = [g for g in pd.unique(df[group]) if g != baseline]
     rows = []
     for metric in metrics:
         base = wide[(metric, baseline)].to_numpy(dtype=float)
-        for name in [g for g in pd.unique(df[group]) if g != baseline]:
-            other = wide[(metric, name)].to_numpy(dtype=float)
-            ok = np.isfinite(base) & np.isfinite(other)
-            diff = other[ok] - base[ok]
-            t, p_t, p_w, note = _paired_tests(diff)
-            n = diff.size
-            d_std = float(np.std(diff, ddof=1)) if n >= 2 else np.nan
-            half = float(t_halfwidth(np.array([d_std]), np.array([n]), confidence)[0])
-            d_mean = float(diff.mean()) if n else np.nan
-            rows.append({group: name, "metric": metric, "n_pairs": n,
-                         "baseline_mean": float(base[ok].mean()) if n else np.nan,
-                         "mean": float(other[ok].mean()) if n else np.nan,
-                         "diff_mean": d_mean, "diff_std": d_std,
-                         "diff_ci_low": d_mean - half, "diff_ci_high": d_mean + half,
-                         "t": t, "p_t": p_t, "p_wilcoxon": p_w, "note": note})
+        other = wide[metric][names].to_numpy(dtype=float).T if names else np.empty((0, base.size))
+        diff = other - base[None, :]  # NaN where either side is missing
+        t, p_t, p_w, notes = paired_tests_many(diff)
+        ok = np.isfinite(diff)
+        n = ok.sum(axis=1)
+        full = ok.all(axis=1)
+        d_mean, d_std = np.full(len(names), np.nan), np.full(len(names), np.nan)
+        b_mean, o_mean = np.full(len(names), np.nan), np.full(len(names), np.nan)
+        if full.any() and base.size:  # every pair present: row-wise reductions (as the per-row ones below)
+            d_mean[full], b_mean[full] = diff[full].mean(axis=1), base.mean()
+            o_mean[full] = other[full].mean(axis=1)
+            if base.size >= 2:
+                d_std[full] = diff[full].std(axis=1, ddof=1)
+        for k in np.flatnonzero(~full):
+            keep = ok[k]
+            if keep.any():
+                d_mean[k], b_mean[k], o_mean[k] = diff[k][keep].mean(), base[keep].mean(), other[k][keep].mean()
+            if keep.sum() >= 2:
+                d_std[k] = float(np.std(diff[k][keep], ddof=1))
+        half = t_halfwidth(d_std, n, confidence)
+        for i, name in enumerate(names):
+            rows.append({group: name, "metric": metric, "n_pairs": int(n[i]),
+                         "baseline_mean": float(b_mean[i]), "mean": float(o_mean[i]),
+                         "diff_mean": float(d_mean[i]), "diff_std": float(d_std[i]),
+                         "diff_ci_low": float(d_mean[i] - half[i]), "diff_ci_high": float(d_mean[i] + half[i]),
+                         "t": float(t[i]), "p_t": float(p_t[i]), "p_wilcoxon": float(p_w[i]), "note": notes[i]})
     out = pd.DataFrame(rows, columns=[group, "metric", "n_pairs", "baseline_mean", "mean", "diff_mean",
                                       "diff_std", "diff_ci_low", "diff_ci_high", "t", "p_t", "p_wilcoxon",
                                       "note"])

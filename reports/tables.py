@@ -141,10 +141,13 @@ def ablation_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[str
 
 
 def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[str], group: str = "variant",
-                     comparison: pd.DataFrame | None = None) -> Table:
+                     comparison: pd.DataFrame | None = None, shown: Sequence[str] | None = None,
+                     note: str = "") -> Table:
     """Paired differences to the baseline: Δ mean ± std over seeds, its 95% bootstrap CI (paired over seeds,
     ``reports.effects.effect_sizes``), n pairs, paired t and Wilcoxon p-values (Holm-corrected per metric);
-    p < 0.05 in bold, notes where a test is undefined."""
+    p < 0.05 in bold, notes where a test is undefined. ``shown`` limits the rows to those groups (a large
+    study's best, ``reports.caps``) while the Holm family stays every group compared; ``note`` (saying so)
+    opens the caption."""
     done = completed(trials) if "status" in trials.columns else trials
     comp = comparison if comparison is not None else effect_sizes(
         done, baseline=baseline, metrics=metrics, group=group)
@@ -155,8 +158,12 @@ def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[s
                "bootstrap over seeds (exact for up to 6 seeds; narrow with few seeds, the tests decide). "
                f"p: two-sided paired t-test and Wilcoxon signed-rank, Holm-corrected over the {k} variants per "
                "metric; p < 0.05 in bold.")
-    notes = [[n for n in str(note).split("; ") if n and not n.startswith("Wilcoxon cannot")]
-             for note in comp["note"]]
+    if note:
+        caption = f"{note}. {caption}"
+    if shown is not None:
+        comp = comp[comp[group].isin(set(shown))]
+    notes = [[n for n in str(text).split("; ") if n and not n.startswith("Wilcoxon cannot")]
+             for text in comp["note"]]
     if comp["note"].astype(str).str.contains("Wilcoxon cannot").any():
         caption += (" With n pairs the smallest two-sided Wilcoxon p is 2/2^n, so it cannot reach 0.05 with "
                     "fewer than 6 seeds.")
@@ -165,14 +172,14 @@ def comparison_table(trials: pd.DataFrame, *, baseline: str, metrics: Sequence[s
     table = Table(header=["Variant", "Metric", f"Δ vs {baseline}", "95% CI (bootstrap)", "n pairs", "p (t, Holm)",
                           "p (Wilcoxon, Holm)", *(["note"] if with_notes else [])], rows=[],
                   align="llrrrrr" + ("l" if with_notes else ""), caption=caption)
-    for i, (r, note) in enumerate(zip(comp.itertuples(index=False), notes)):
+    for i, (r, row_notes) in enumerate(zip(comp.itertuples(index=False), notes)):
         info = metric_info(r.metric)
         s, d = info.scale, info.decimals
         ci = f"[{_num(r.boot_ci_low * s, d)}, {_num(r.boot_ci_high * s, d)}]" if np.isfinite(r.boot_ci_low) else "–"
         p_t, p_w = r.p_t_holm, r.p_wilcoxon_holm
         name = f"{_SPLIT_SHORT.get(str(info.split), '')} {info.name}".strip() if mixed else info.name
         table.rows.append([str(getattr(r, group)), name, _mean_std(r.diff_mean * s, r.diff_std * s, d), ci,
-                           str(r.n_pairs), _p(p_t), _p(p_w), *(["; ".join(note)] if with_notes else [])])
+                           str(r.n_pairs), _p(p_t), _p(p_w), *(["; ".join(row_notes)] if with_notes else [])])
         table.bold |= {(i, j) for j, p in ((5, p_t), (6, p_w)) if np.isfinite(p) and p < 0.05}
     return table
 

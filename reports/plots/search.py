@@ -81,6 +81,10 @@ def plot_importance(importance: pd.DataFrame, *, ax: Axes | None = None) -> Axes
                 va="center", fontsize=7, color="0.25")
         ax.set_xticks([])
     else:
+        shared = {str(n) for n, ok in zip(notes, judged) if ok}
+        if len(shared) == 1 and next(iter(shared)).startswith("fitted on a random"):  # a sampled fit: say it once
+            ax.set_title(shared.pop(), fontsize=6, color="0.35")
+            notes = ["" if ok else n for n, ok in zip(notes, judged)]
         for y, note in zip(pos, notes):
             if note:
                 ax.text(top * 0.02, y, note, va="center", ha="left", fontsize=6, color="0.35")
