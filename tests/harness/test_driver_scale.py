@@ -8,6 +8,8 @@ metrics only for trackers.
 
 from __future__ import annotations
 
+import pytest
+
 from harness.study.data import load_study_data
 from harness.study.plan import build_plan
 from harness.study.spec import StudySpec
@@ -105,3 +107,39 @@ def test_a_trial_reports_its_epoch_row_to_tune_only_for_trackers(tmp_path, monke
         simulated.simulated_trainable({"trial": plan.trials[0]}, data=plan.data.data, ctx=ctx)
         assert len(reports) == 2 and all("best_valid_mae" in r and "objective" in r for r in reports)
         assert all(("w_l" in r) is tracked and ("valid_acc2" in r) is tracked for r in reports)
+
+
+def test_tunes_trials_keep_no_metric_windows_and_share_the_trials_config_with_their_last_result():
+    """LeanTrials on Tune's own Trial: running stats without the last-N deques, and the last result's
+    config is the trial's object (not a copy per result), while every reported value stays readable."""
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from harness.tune.lean import LeanTrials, drop_metric_windows
+
+    desc = _trials()[0]
+    trial = TuneTrial("emoe", stub=True, config={"trial": desc}, _setup_default_resource=False)
+    lean = LeanTrials()
+    lean.on_trial_start(0, [trial], trial)
+    for epoch, objective in ((1, 0.9), (2, 0.7)):
+        copy = {"trial": type(desc)(**{f: getattr(desc, f) for f in desc.__dataclass_fields__})}  # as unpickled
+        result = {"objective": objective, "best_test_mae": objective + 0.1, "training_iteration": epoch,
+                  "config": copy}
+        lean.on_trial_result(0, [trial], trial, result=result)
+        trial.update_last_result(result)
+    stats = trial.metric_analysis["objective"]
+    assert stats == pytest.approx({"max": 0.9, "min": 0.7, "avg": 0.8, "last": 0.7})  # no last-5/10-avg
+    assert all(not windows for windows in trial.metric_n_steps.values())
+    assert trial.last_result["config"] is trial.config and trial.last_result["best_test_mae"] == pytest.approx(0.8)
+    assert not drop_metric_windows(object())  # a Ray without the setting: left as it is
+
+
+def test_a_results_config_that_differs_from_the_trials_is_kept():
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from harness.tune.lean import LeanTrials
+
+    trial = TuneTrial("emoe", stub=True, config={"trial": _trials()[0]}, _setup_default_resource=False)
+    other = {"trial": _trials()[1]}
+    result = {"objective": 1.0, "config": other}
+    LeanTrials().on_trial_result(0, [trial], trial, result=result)
+    assert result["config"] is other
