@@ -45,6 +45,7 @@ from harness.study.plan import Plan
 from harness.study.samplers import make_sampler
 from harness.study.stacks import Stack, plan_stacks
 from harness.tune.cluster import RaySettings, cluster_resources
+from harness.tune.lean import LeanTrials
 from harness.tune.planned import PlannedTrials
 from harness.tune.progress import ProgressPrinter
 from harness.tune.recorder import ResultRecorder, reconcile
@@ -334,7 +335,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         trainable = tune.with_resources(tune.with_parameters(_trainable_of(plan), data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
         recorder = ResultRecorder(ctx)
-        callbacks = [recorder,
+        callbacks = [LeanTrials(), recorder,  # LeanTrials: Tune's per-trial bookkeeping kept small
                      ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
                                      mode=plan.spec.mode, interval_s=options.progress_interval_s,
                                      recorded={t: s for t, s in state.statuses.items()

@@ -8,6 +8,10 @@ metrics only for trackers.
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from harness.study.data import load_study_data
 from harness.study.plan import build_plan
 from harness.study.spec import StudySpec
@@ -90,6 +94,7 @@ def test_a_trial_reports_its_epoch_row_to_tune_only_for_trackers(tmp_path, monke
     from harness.study.data import load_study_data
     from harness.tune import simulated
     from harness.tune.runner import make_context
+    from harness.tune.trainable import SELECTED
 
     spec = StudySpec.model_validate(tiny_study(simulate=True, grid={"train.lr": [1e-3]}, seeds=[1]))
     plan = build_plan(spec, load_study_data(spec.data))
@@ -103,5 +108,64 @@ def test_a_trial_reports_its_epoch_row_to_tune_only_for_trackers(tmp_path, monke
         ctx = dataclasses.replace(ctx, report_epoch_metrics=tracked)
         reports.clear()
         simulated.simulated_trainable({"trial": plan.trials[0]}, data=plan.data.data, ctx=ctx)
-        assert len(reports) == 2 and all("best_valid_mae" in r and "objective" in r for r in reports)
+        assert len(reports) == 2 and all("objective" in r and isinstance(r[SELECTED], str) for r in reports)
+        assert json.loads(reports[-1][SELECTED])["valid"]["mae"] == pytest.approx(reports[-1]["objective"])
+        assert not any(k.startswith("best_") and k != "best_epoch" for k in reports[-1])  # one text, not 22 numbers
         assert all(("w_l" in r) is tracked and ("valid_acc2" in r) is tracked for r in reports)
+
+
+def test_tunes_trials_keep_no_metric_windows_and_share_the_trials_config_with_their_last_result():
+    """LeanTrials on Tune's own Trial: running stats without the last-N deques, and the last result's
+    config is the trial's object (not a copy per result), while every reported value stays readable."""
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from harness.tune.lean import LeanTrials, drop_metric_windows
+
+    desc = _trials()[0]
+    trial = TuneTrial("emoe", stub=True, config={"trial": desc}, _setup_default_resource=False)
+    lean = LeanTrials()
+    lean.on_trial_start(0, [trial], trial)
+    for epoch, objective in ((1, 0.9), (2, 0.7)):
+        copy = {"trial": type(desc)(**{f: getattr(desc, f) for f in desc.__dataclass_fields__})}  # as unpickled
+        result = {"objective": objective, "best_test_mae": objective + 0.1, "training_iteration": epoch,
+                  "config": copy}
+        lean.on_trial_result(0, [trial], trial, result=result)
+        trial.update_last_result(result)
+    stats = trial.metric_analysis["objective"]
+    assert stats == pytest.approx({"max": 0.9, "min": 0.7, "avg": 0.8, "last": 0.7})  # no last-5/10-avg
+    assert all(not windows for windows in trial.metric_n_steps.values())
+    assert trial.last_result["config"] is trial.config and trial.last_result["best_test_mae"] == pytest.approx(0.8)
+    assert not drop_metric_windows(object())  # a Ray without the setting: left as it is
+
+
+def test_a_results_config_that_differs_from_the_trials_is_kept():
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from harness.tune.lean import LeanTrials
+
+    trial = TuneTrial("emoe", stub=True, config={"trial": _trials()[0]}, _setup_default_resource=False)
+    other = {"trial": _trials()[1]}
+    result = {"objective": 1.0, "config": other}
+    LeanTrials().on_trial_result(0, [trial], trial, result=result)
+    assert result["config"] is other
+
+
+def test_a_pruned_trials_row_is_written_from_the_selected_metrics_of_its_last_report(tmp_path):
+    """The recorder writes a pruned trial's row from Tune's last result: the selected metrics travel as one
+    JSON text (``selected``) and come back as the row's valid_/test_ columns."""
+    from types import SimpleNamespace
+
+    from harness.results.sink import ResultStore
+    from harness.tune.recorder import ResultRecorder
+    from harness.tune.trainable import SELECTED, TrialContext, selected_text
+
+    trial = _trials()[0]
+    ctx = TrialContext(store=ResultStore(tmp_path, "t"), label_kind="regression", objective="valid_mae",
+                       mode="min", cpus=1, gpus=0, code_version="x", data="d")
+    last = {"epoch": 2, "best_epoch": 1, "objective": 0.7, "done": True,
+            SELECTED: selected_text({"mae": 0.7, "corr": float("nan")}, {"mae": 0.75})}
+    ResultRecorder(ctx).on_trial_complete(0, [], SimpleNamespace(config={"trial": trial}, last_result=last))
+    row = ctx.store.read_trial(trial.trial_id)
+    assert row is not None and row["status"] == "pruned" and row["epochs_run"] == 2 and row["best_epoch"] == 1
+    assert row["valid_mae"] == pytest.approx(0.7) and row["test_mae"] == pytest.approx(0.75)
+    assert row["objective"] == pytest.approx(0.7)
