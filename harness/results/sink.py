@@ -62,14 +62,19 @@ class RunRecord(TypedDict, total=False):
     quarantined: str  # the folder its damaged files went to, until the trial starts again
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (best effort: some file systems refuse)."""
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's content to disk (best effort: some file systems refuse)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (best effort: some file systems refuse)."""
+    _fsync(path)
 
 
 def _tmp_name(path: Path) -> Path:
@@ -329,13 +334,8 @@ class ResultStore:
         """Flush a trial's ``epochs/`` file and ``.runs`` record to disk (they may have been written without,
         ``atomic_write_bytes``): its row is written only once what the row summarises is durable."""
         for path in (self.table_path("epochs", trial_id), self._run_path(trial_id)):
-            with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                fsync_dir(path.parent)
+            _fsync(path)
+            fsync_dir(path.parent)
 
     def write_run(self, trial_id: str, run: RunRecord, *, durable: bool = True) -> None:
         path = self._run_path(trial_id)

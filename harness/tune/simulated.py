@@ -27,14 +27,13 @@ from ray import tune
 
 from emoe.checkpoint import META_FILE, STATE_FILE
 from emoe.outputs import EpochRecord, RouterRecord
-from emoe_schema import FINISHED
 from harness.results.rows import Cell, epoch_row, epochs_table
 from harness.tune.curves import SimulatedCurve
 from harness.tune.trainable import (
     TrialContext,
     fresh_scratch,
-    report_finished_row,
     report_metrics,
+    reported_settled,
     start_attempt,
     write_selected,
     write_trial_row,
@@ -92,9 +91,7 @@ def simulated_trainable(config: dict[str, Trial], data: DataSet | None = None,
     assert ctx is not None and data is not None, "wrap with tune.with_parameters(data=..., ctx=...)"
     trial = config["trial"]
     tid = trial.trial_id
-    row = ctx.store.read_trial(tid)
-    if row is not None and row["status"] in (*FINISHED, "pruned"):
-        report_finished_row(row)
+    if reported_settled(ctx, tid):
         return
     run = start_attempt(ctx, tid)
     t0 = time.monotonic()

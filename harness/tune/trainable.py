@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from emoe.data.arrays import DataSet
 
 __all__ = ["FINISHED", "SELECTED", "Metrics", "TrialContext", "clear_scratch", "emoe_trainable", "fresh_scratch",
-           "load_checkpoint_dir", "report_finished_row", "report_metrics", "scratch_dir", "selected_text", "start_attempt",
+           "load_checkpoint_dir", "report_finished_row", "report_metrics", "reported_settled", "scratch_dir", "selected_text", "start_attempt",
            "write_scratch_checkpoint", "write_trial_row"]
 
 #: What a trial reports to Tune per epoch (``report_metrics``), and what Tune hands back as a result.
@@ -238,6 +238,16 @@ def load_checkpoint_dir(directory: Path) -> tuple[TrainState, dict[str, list[dic
     return load_state(directory / STATE_FILE), json.loads((directory / META_FILE).read_text())
 
 
+def reported_settled(ctx: TrialContext, trial_id: str) -> bool:
+    """Whether the trial already has a finished or pruned row (a retried or resumed Tune trial): then its
+    row is reported to Tune again and the trial is not run."""
+    row = ctx.store.read_trial(trial_id)
+    if row is not None and row["status"] in (*FINISHED, "pruned"):
+        report_finished_row(row)
+        return True
+    return False
+
+
 def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: TrialContext | None = None) -> None:
     """Train one trial (``config["trial"]``, a ``Trial`` of the plan or the searcher) under Ray Tune.
 
@@ -245,9 +255,7 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
     assert ctx is not None and data is not None, "wrap with tune.with_parameters(data=..., ctx=...)"
     trial = config["trial"]
     tid = trial.trial_id
-    row = ctx.store.read_trial(tid)
-    if row is not None and row["status"] in (*FINISHED, "pruned"):
-        report_finished_row(row)
+    if reported_settled(ctx, tid):
         return
     torch.set_num_threads(max(1, int(ctx.cpus)))
     use_mmap_for_large_blocks()  # batch copies of a large data set go back to the OS when freed
