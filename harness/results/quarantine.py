@@ -17,8 +17,14 @@ import sys
 from pathlib import Path
 
 from emoe_schema.layout import COMPACTED, list_table
-from harness.results.salvage import compacted_problem, extract_trials, known_trials, salvage_compacted
-from harness.results.sink import QUARANTINE, READ_ERRORS, TABLES, ResultStore, read_parquet
+from harness.results.salvage import (
+    compacted_problem,
+    extract_trials,
+    known_trials,
+    read_checked,
+    salvage_compacted,
+)
+from harness.results.sink import QUARANTINE, TABLES, ResultStore
 from harness.study.errors import StudyExistsError
 
 __all__ = ["damaged_files", "quarantine_damaged"]
@@ -26,12 +32,9 @@ __all__ = ["damaged_files", "quarantine_damaged"]
 
 def _problem(table: str, path: Path) -> str | None:
     """Why ``path`` is damaged, or None when it reads whole and belongs to its trial."""
-    try:
-        data = read_parquet(path)
-    except FileNotFoundError:
-        return None
-    except READ_ERRORS as exc:
-        return f"not a readable Parquet file ({exc})"
+    data, problem = read_checked(path)
+    if data is None:
+        return problem
     if table == "trials" and data.num_rows != 1:
         return f"holds {data.num_rows} rows; a trial's row file holds exactly one"
     if "trial_id" in data.column_names:

@@ -27,17 +27,24 @@ from emoe_schema.layout import COMPACTED, READ_ERRORS, is_trial_id, list_table, 
 from harness.results.compact import write_compacted
 from harness.results.sink import ResultStore
 
-__all__ = ["compacted_problem", "extract_trials", "known_trials", "salvage_compacted"]
+__all__ = ["compacted_problem", "extract_trials", "known_trials", "read_checked", "salvage_compacted"]
+
+
+def read_checked(path: Path) -> tuple[pa.Table | None, str | None]:
+    """A result file's rows, or why it cannot be read (``(None, None)`` when it does not exist)."""
+    try:
+        return read_parquet(path), None
+    except FileNotFoundError:
+        return None, None
+    except READ_ERRORS as exc:
+        return None, f"not a readable Parquet file ({exc})"
 
 
 def compacted_problem(table: str, path: Path) -> str | None:
     """Why a compacted file is damaged, or None when it reads whole and holds each trial's row once."""
-    try:
-        data = read_parquet(path)
-    except FileNotFoundError:
-        return None
-    except READ_ERRORS as exc:
-        return f"not a readable Parquet file ({exc})"
+    data, problem = read_checked(path)
+    if data is None:
+        return problem
     if data.num_rows and "trial_id" not in data.column_names:
         return "has no trial_id column"
     if table == "trials" and data.num_rows and pc.count_distinct(data.column("trial_id")).as_py() != data.num_rows:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -132,6 +133,31 @@ def _in_flight(root: Path, done: set[str]) -> dict[str, pd.DataFrame]:
 
 @pytest.mark.ray
 @pytest.mark.slow
+
+def _kill_driver_when(proc: subprocess.Popen[bytes], root: Path,
+                      ready: Callable[[set[str], dict[str, int]], bool]) -> tuple[set[str], dict[str, int]]:
+    """SIGKILL the driver ``proc`` as soon as ``ready(recorded trials, epochs written by trials in flight)``
+    holds (polling the study's files: an event, not a fixed wait); what was seen at the kill."""
+    try:
+        deadline = time.monotonic() + 300
+        done: set[str] = set()
+        flying: dict[str, int] = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = _done(root)
+            flying = {tid: len(e) for tid, e in _in_flight(root, done).items()}
+            if ready(done, flying):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the study ended before it could be interrupted"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+    return done, flying
+
+
 def test_a_killed_driver_is_resumed_without_rerunning_or_duplicating_anything(ray_cluster, write_study, tmp_path,
                                                                                capsys):
     study = tiny_study(name="crash", grid={"loss.distill_weight": [0.0, 0.3, 0.6, 1.0]}, seeds=[1],
@@ -145,22 +171,9 @@ def test_a_killed_driver_is_resumed_without_rerunning_or_duplicating_anything(ra
     cmd = [sys.executable, "-m", "harness.run", str(spec_path), "--results", str(results),
            "--address", ray_cluster.address]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # kill once a trial is recorded and another has written 4 to 6 of its 8 epochs
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = _done(root)
-            flying = {tid: len(e) for tid, e in _in_flight(root, done).items()}
-            if done and any(4 <= n <= 6 for n in flying.values()):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the study ended before it could be interrupted"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=60)
+    # kill once a trial is recorded and another has written 4 to 6 of its 8 epochs
+    done, flying = _kill_driver_when(proc, root, lambda done, flying: bool(done) and any(
+        4 <= n <= 6 for n in flying.values()))
     # With n epochs written when the driver died, the trial's folder holds a checkpoint of epoch n - 3 or
     # later (one per epoch; a report() returns only when the driver asks for the next result, so at most
     # the newest ones can be missing or cut short by the kill), and --resume continues from the newest

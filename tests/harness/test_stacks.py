@@ -479,14 +479,11 @@ def test_retry_failed_runs_a_failed_stacks_members_again_as_a_stack(ray_cluster,
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_driver_resumes_a_stack_member_by_member_from_its_checkpoints(ray_cluster, write_study, tmp_path):
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from tests.harness.conftest import REPO
-    from tests.harness.test_fault_driver_crash import _done, _in_flight, _wait_actors_gone
+    from tests.harness.test_fault_driver_crash import _kill_driver_when, _wait_actors_gone
 
     study = tiny_study(name="skill", grid={"loss.distill_weight": [0.0, 0.3, 0.6, 1.0]}, seeds=[1], concurrency=1,
                        max_failures=0, checkpoint_min_interval_s=0, resources={"stack": 2})
@@ -498,21 +495,9 @@ def test_a_killed_driver_resumes_a_stack_member_by_member_from_its_checkpoints(r
     cmd = [sys.executable, "-m", "harness.run", str(spec_path), "--results", str(results),
            "--address", ray_cluster.address]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:  # kill once the first stack is recorded and the second has written 4 to 6 of its 8 epochs
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = _done(root)
-            flying = {tid: len(e) for tid, e in _in_flight(root, done).items()}
-            if len(done) == 2 and len(flying) == 2 and all(4 <= n <= 6 for n in flying.values()):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the study ended before it could be interrupted"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=60)
+    # kill once the first stack is recorded and the second has written 4 to 6 of its 8 epochs
+    done, flying = _kill_driver_when(proc, root, lambda done, flying: len(done) == 2 and len(flying) == 2
+                                     and all(4 <= n <= 6 for n in flying.values()))
     _wait_actors_gone()
     before = pd.read_parquet(root / "trials").set_index("trial_id")
     epochs_before = pd.read_parquet(root / "epochs").set_index(["trial_id", "epoch"])
