@@ -6,6 +6,7 @@ not glibc (no mallopt/malloc_trim): there the functions are no-ops returning Fal
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -34,14 +35,19 @@ PRELUDE = textwrap.dedent("""
         return p
 
     # Freeing a mapped 20 MiB block raises glibc's adaptive threshold to 20 MiB: what a trial's first
-    # MOSEI-sized batch does. After that, batch-sized blocks come from the heap.
-    libc.free(touch(libc.malloc(20 << 20), 20 << 20))
+    # MOSEI-sized batch does. After that, batch-sized blocks come from the heap. The rise is set here
+    # explicitly, so the case does not depend on the adaptive rule being on (a MALLOC_* variable or a
+    # glibc tunable in the environment turns it off, and then every 4 MiB block is mapped anyway).
+    assert libc.mallopt(-3, 20 << 20) == 1  # M_MMAP_THRESHOLD
 """)
 
 
 def run(code: str) -> str:
+    # glibc reads allocator settings from the environment at start-up: run with none of them, so the
+    # cases measure the defaults a trial starts from plus what the trainable sets.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
