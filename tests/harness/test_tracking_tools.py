@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -90,4 +93,4 @@ def test_a_study_appears_in_mlflow_tensorboard_and_wandb(ray_cluster, write_stud
     assert {n["node_id"] for n in prov["nodes"]} >= ray_cluster.worker_ids
     assert all(n["machine"]["cpu"] for n in prov["nodes"])
     assert prov["data"]["kind"] == "synthetic" and prov["data"]["spec"]["seed"] == 0  # every generator field
-    assert "pytest" in prov["command"]  # this process's own command line
+    assert prov["command"] == shlex.join([Path(sys.executable).name, *sys.argv])  # this process's command line
