@@ -45,24 +45,41 @@ def write_study(tmp_path: Path):
     return write
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """One Ray runtime shared by a test module's in-process Ray tests: a multi-node
-    ``ray.cluster_utils.Cluster`` on this machine (a head with no CPUs for trials, two 1-CPU worker nodes,
-    small object stores). Yields its address, the worker node ids and the ``Cluster`` (to add or remove
-    nodes). The harness uses an initialised runtime as it is. Module scope: it is shut down before modules
-    that start Ray their own way run."""
-    import ray
+def start_test_cluster() -> SimpleNamespace:
+    """A multi-node ``ray.cluster_utils.Cluster`` on this machine: a head with no CPUs for trials, two 1-CPU
+    worker nodes, small object stores. Returns its address, the worker node ids and the ``Cluster``."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0, "object_store_memory": 80 << 20,
                                                             "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=1, num_gpus=0, object_store_memory=80 << 20) for _ in range(2)]
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    yield SimpleNamespace(address=cluster.address, worker_ids={w.node_id for w in workers}, cluster=cluster)
+    return SimpleNamespace(address=cluster.address, worker_ids={w.node_id for w in workers}, cluster=cluster)
+
+
+@pytest.fixture(scope="session")
+def _shared_test_cluster():
+    """``start_test_cluster``, started once per test process (per xdist worker) when a module first asks
+    for ``ray_cluster``: starting and stopping a cluster per module cost about 5 s each time."""
+    found = start_test_cluster()
+    yield found
+    found.cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(_shared_test_cluster):
+    """One Ray cluster shared by the in-process Ray tests (``start_test_cluster``), this test process's
+    driver connected to it for the module. The harness uses an initialised runtime as it is. The driver
+    disconnects at the module's end (its job's actors and placement groups go with it), so modules that
+    start Ray their own way see no runtime. A test that changes the cluster must put it back (``gpu_node``
+    does); one that breaks it (losing a node) uses a cluster of its own, like test_fault_node_loss.py."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address=_shared_test_cluster.address, log_to_driver=False)
+    yield _shared_test_cluster
     ray.shutdown()
-    cluster.shutdown()
 
 
 #: GPUs a trial on ``gpu_node`` asks for: ``cuda:99`` is then a valid index for the driver's checks.

@@ -2,7 +2,7 @@
 workers) the worker running a trial is removed, its raylet and workers SIGKILLed, while that trial trains.
 Tune retries the trial on the surviving worker from its last checkpoint (up to the study's
 ``max_failures``), and the study ends with every planned trial recorded exactly once. The cluster is this
-module's own (module-scoped fixture), so losing a node affects no other test."""
+module's own (``ray_cluster`` below replaces the shared one), so losing a node affects no other test."""
 
 from __future__ import annotations
 
@@ -20,9 +20,23 @@ from harness.run import main
 from harness.study.data import load_study_data
 from harness.study.load import load_spec
 from harness.study.plan import build_plan
-from tests.harness.conftest import tiny_study
+from tests.harness.conftest import start_test_cluster, tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A cluster of this module's own (the shared one would lose a node for every later module)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    own = start_test_cluster()
+    ray.init(address=own.address, log_to_driver=False)
+    yield own
+    ray.shutdown()
+    own.cluster.shutdown()
 
 
 def _watch_and_kill(study_dir: Path, cluster: Any, seen: dict[str, Any], stop: threading.Event) -> None:
