@@ -169,3 +169,49 @@ def test_a_pruned_trials_row_is_written_from_the_selected_metrics_of_its_last_re
     assert row is not None and row["status"] == "pruned" and row["epochs_run"] == 2 and row["best_epoch"] == 1
     assert row["valid_mae"] == pytest.approx(0.7) and row["test_mae"] == pytest.approx(0.75)
     assert row["objective"] == pytest.approx(0.7)
+
+
+def test_the_scheduler_starts_the_newest_pending_trial_so_a_kept_actor_never_takes_a_starting_actors_trial():
+    """Tune starts the trial the scheduler names and hands it a kept (finished) actor when one is free,
+    killing that trial's own actor if it was still starting. Oldest-first named exactly those trials; the
+    newest pending one is the trial just proposed, which has no actor yet. Paused trials resume oldest first.
+    Only live trials are looked at (Tune's oldest-first rule scanned every trial of the study each step)."""
+    from types import SimpleNamespace
+
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from harness.tune.order import NewestFirstASHA, NewestFirstFIFO, NewestFirstMedian
+    from harness.tune.runner import make_scheduler
+
+    class FakeTrial:  # hashable by identity, as Tune's trials
+        def __init__(self, tid: str, status: str) -> None:
+            self.trial_id, self.status = tid, status
+
+    trial = FakeTrial
+
+    for scheduler in (NewestFirstFIFO(), NewestFirstASHA(metric="objective", mode="min"),
+                      NewestFirstMedian(metric="objective", mode="min")):
+        done = [trial(f"done{i}", TuneTrial.TERMINATED) for i in range(3)]
+        a, b, c = trial("a", TuneTrial.PENDING), trial("b", TuneTrial.RUNNING), trial("c", TuneTrial.PENDING)
+        live = {c, a, b}  # a set, as Tune keeps them
+
+        def every_trial_is_not_looked_at() -> list[FakeTrial]:
+            raise AssertionError("the scheduler must look at live trials only")
+
+        controller = SimpleNamespace(get_live_trials=lambda live=live: live, get_trials=every_trial_is_not_looked_at,
+                                     search_alg=None)
+        for t in (*done, a, b, c):
+            scheduler.on_trial_add(controller, t)
+        assert scheduler.choose_trial_to_run(controller) is c  # proposed last: no actor of its own yet
+        c.status = TuneTrial.RUNNING
+        assert scheduler.choose_trial_to_run(controller) is a
+        a.status = b.status = TuneTrial.PAUSED
+        assert scheduler.choose_trial_to_run(controller) is a  # paused: oldest first, as Tune's FIFO
+        a.status = TuneTrial.RUNNING
+        assert scheduler.choose_trial_to_run(controller) is b
+        b.status = TuneTrial.RUNNING
+        assert scheduler.choose_trial_to_run(controller) is None
+    spec = StudySpec.model_validate(tiny_study(scheduler={"name": "asha", "grace_period": 1}))
+    assert isinstance(make_scheduler(build_plan(spec, load_study_data(spec.data))), NewestFirstASHA)
+    spec = StudySpec.model_validate(tiny_study())
+    assert isinstance(make_scheduler(build_plan(spec, load_study_data(spec.data))), NewestFirstFIFO)
