@@ -60,9 +60,11 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_parts(compacted: Path, out: Path) -> Path:
+def make_parts(compacted: Path, out: Path, like: Path) -> Path:
     """A copy of a compacted study with each table's rows split into one part per trial, and ``.runs``
-    records, as a finished run leaves it before its compaction."""
+    records, as a finished run leaves it before its compaction. Each table's schema metadata is taken from
+    the study ``like`` (written by the harness): the synthesized rows went through pandas, whose metadata
+    (12 KB per file) the sink's parts do not carry and which would cost memory of its own when read."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -77,19 +79,29 @@ def make_parts(compacted: Path, out: Path) -> Path:
     ids: set[str] = set()
     for table_dir in sorted(p for p in compacted.iterdir() if (p / "compacted.parquet").is_file()):
         table = pq.read_table(table_dir / "compacted.parquet")
+        table = table.replace_schema_metadata(pq.read_schema(like / table_dir.name / "compacted.parquet").metadata)
         key = table.column("trial_id").to_pylist()
         rows: dict[str, list[int]] = {}
         for i, tid in enumerate(key):
             rows.setdefault(str(tid), []).append(i)
         (out / table_dir.name).mkdir()
         for tid, at in rows.items():  # as ResultStore.write_table writes a part
-            pq.write_table(table.take(pa.array(at)), out / table_dir.name / f"{tid}.parquet",
+            pq.write_table(_own_dictionaries(table.take(pa.array(at))), out / table_dir.name / f"{tid}.parquet",
                            write_page_checksum=True)
         ids |= set(rows)
     (out / ".runs").mkdir()
     for tid in ids:
         (out / ".runs" / f"{tid}.json").write_text(json.dumps({"attempts": 1, "prior_s": 0.0, "current_s": 1.0}))
     return out
+
+
+def _own_dictionaries(table: Any) -> Any:
+    """``table`` with each dictionary column holding only its own values (a taken slice keeps the whole
+    study's dictionary: every trial id in each part, which a part the sink writes does not carry)."""
+    import pyarrow as pa
+
+    columns = [c.cast(c.type.value_type).cast(c.type) if pa.types.is_dictionary(c.type) else c for c in table.columns]
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def _summary(store: Any) -> int:
@@ -181,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (parts / "study.json").is_file():
                 start = time.perf_counter()
                 synthesize(root / "seed_grid", root / f"compacted_{size}" / "driver_memory", "grid", size)
-                make_parts(root / f"compacted_{size}" / "driver_memory", parts)
+                make_parts(root / f"compacted_{size}" / "driver_memory", parts, like=root / "seed_grid")
                 print(f"{size} trials made in {time.perf_counter() - start:.0f} s", flush=True)
             for step, results in zip(STEPS, _steps(parts, root / f"work_{size}", codes)):
                 cells = []
