@@ -8,12 +8,14 @@ learning rates x 5 seeds, FIFO) and ``search`` (N Optuna TPE proposals, one seed
 
 * wall time of the whole command and of the Tune run (``run_tune``), and the latter per trial;
 * the driver's peak resident memory (``ru_maxrss`` of the driver process; Ray's own processes and the
-  trial workers are not in it);
+  trial workers are not in it) when ``harness.run`` returns, and again once the driver has compacted the
+  study (as a user's run of 100 trials or more does at its end): the second is the whole command's peak;
 * files written under the study directory, and how many of them are Tune's (``tune/``);
 * Tune's experiment-state snapshots: count and total time (``TuneController.save_to_dir``, timed here);
 * for a search, Optuna's ask and tell time per trial (``optuna.Study.ask``/``tell``, timed here);
 * the time to load the results (``reports.load.load_study``) and to build the report (figures and
-  tables in PNG), and the same after compaction (``harness.results.compact``).
+  tables in PNG; in a separate process, so the driver's peak is not theirs), and the same after
+  compaction (``harness.results.compact``).
 
     python bench/scale.py                                 # 200 trials, grid and search (a smoke run)
     python bench/scale.py --trials 1000,10000 --kinds grid
@@ -112,6 +114,17 @@ def _report_times(study_dir: Path) -> tuple[float, float]:
     return loaded_s, time.perf_counter() - start
 
 
+def _report_times_apart(study_dir: Path) -> tuple[float, float]:
+    """``_report_times`` in a child process (the report's memory is not the driver's)."""
+    proc = subprocess.run([PYTHON, str(Path(__file__).resolve()), "--times", str(study_dir)], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("TIMES ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"loading {study_dir} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    load_s, report_s = json.loads(lines[-1].removeprefix("TIMES "))
+    return float(load_s), float(report_s)
+
+
 def measure(spec_path: Path, results: Path, num_cpus: int, profile: str | None) -> dict[str, Any]:
     """Run one study in this process (the driver) and return its figures."""
     import optuna
@@ -140,7 +153,8 @@ def measure(spec_path: Path, results: Path, num_cpus: int, profile: str | None) 
     import harness.run  # noqa: F401  (run_tune is imported inside execute, from the wrapped module)
 
     # --no-compact: the run leaves per-trial files, so loading them and the compaction are timed apart below
-    # (a user's run of 100 trials or more compacts at its end: its wall time is the run's plus the compaction's)
+    # (a user's run of 100 trials or more compacts at its end: its wall time is the run's plus the compaction's,
+    # its peak memory the "with compaction" figure, the compaction being done here by this same driver process)
     argv = [str(spec_path), "--results", str(results), "--num-cpus", str(num_cpus), "--progress-every", "60",
             "--no-compact"]
     start = time.perf_counter()
@@ -162,19 +176,23 @@ def measure(spec_path: Path, results: Path, num_cpus: int, profile: str | None) 
                            "workers": workers[0] if workers else None, "snapshots": snapshots.calls,
                            "snapshot_s": snapshots.seconds, "asks": ask.calls, "ask_s": ask.seconds,
                            "tells": tell.calls, "tell_s": tell.seconds}
-    out["load_s"], out["report_s"] = _report_times(study_dir)
+    out["load_s"], out["report_s"] = _report_times_apart(study_dir)
     from harness.results.compact import compact_study
     from harness.results.sink import ResultStore
 
     start = time.perf_counter()
     compact_study(ResultStore(results, name))
     out["compaction"] = time.perf_counter() - start
+    out["peak_compact_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["files_compacted"] = _files(study_dir)[0]
     out["load_compacted_s"], out["report_compacted_s"] = _report_times(study_dir)
     return out
 
 
 def _one(args: argparse.Namespace) -> int:
+    if args.times:
+        print("TIMES " + json.dumps(_report_times(Path(args.times))), flush=True)
+        return 0
     print("RESULT " + json.dumps(measure(Path(args.one), Path(args.results), args.num_cpus, args.profile)),
           flush=True)
     return 0
@@ -187,6 +205,7 @@ def _row(size: int, kind: str, r: dict[str, Any]) -> list[Any]:
         f"{r['load_compacted_s']:.1f} / {r['report_compacted_s']:.1f} ({r['files_compacted']} files, "
         f"compaction {r['compaction']:.1f} s)")
     return [size, kind, r["exit"], f"{r['wall_s']:.1f}", f"{r['tune_s']:.1f}", f"{per:.0f}", f"{r['peak_mb']:.0f}",
+            f"{r['peak_compact_mb']:.0f}",
             f"{r['files']} ({r['tune_files']} tune/)", f"{r['snapshots']} / {r['snapshot_s']:.2f}", ask,
             f"{r['load_s']:.1f} / {r['report_s']:.1f}", compacted]
 
@@ -201,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=None, help="results root (default: a temporary directory, removed)")
     p.add_argument("--profile", default=None, metavar="FILE", help="cProfile the driver into FILE (one run)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one study file here
+    p.add_argument("--times", default=None, help=argparse.SUPPRESS)  # internal: load/report times of a study
     args = p.parse_args(argv)
-    if args.one:
+    if args.one or args.times:
         return _one(args)
     sizes = [int(s) for s in args.trials.split(",") if s.strip()]
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -230,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = json.loads(lines[-1].removeprefix("RESULT "))
                 rows.append(_row(size, kind, result))
                 print(f"{name}: {json.dumps(result)}", flush=True)
-    print(format_table(["trials", "kind", "exit", "wall s", "tune s", "ms/trial", "driver peak MB", "files",
+    print(format_table(["trials", "kind", "exit", "wall s", "tune s", "ms/trial", "driver peak MB",
+                        "peak MB with compaction", "files",
                         "snapshots n / s", "ask+tell ms/trial", "load / report s", "compacted load / report s"],
                        rows))
     return 0

@@ -25,7 +25,7 @@ stays standard-library only and does not import it. The harness and ``reports`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +35,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["COMPACTED", "READ_ERRORS", "READ_THREADS", "TableFiles", "is_trial_id", "list_table", "read_parquet",
-           "read_table_files", "sort_by_trial", "superseded_mask"]
+__all__ = ["COMPACTED", "READ_BATCH", "READ_ERRORS", "READ_THREADS", "PartBatch", "TableFiles", "is_trial_id",
+           "list_table", "read_parquet", "read_parts", "read_table_files", "sort_by_trial", "superseded_mask"]
 
 #: The compacted file's name inside a table's folder.
 COMPACTED = "compacted.parquet"
 #: Threads reading parts at once (pyarrow releases the GIL while it reads and decodes).
 READ_THREADS = 8
+#: Parts read, then concatenated into one contiguous table, at a time. A part read alone is a table of one
+#: trial's rows with its own schema and column objects: about 120 KB of C++ objects for a one-row trials
+#: part, outside Arrow's memory pool (bench/README.md, "Driver memory after Tune"). Concatenating each batch
+#: frees them, so a reader's memory follows the rows it returns, not the number of files it opened.
+READ_BATCH = 64
 #: What reading a damaged Parquet file raises (ArrowInvalid is a ValueError; bad pages are OSErrors).
 READ_ERRORS = (pa.ArrowException, OSError, ValueError)
 
@@ -108,29 +113,62 @@ def superseded_mask(table: pa.Table, trial_ids: list[str]) -> pa.ChunkedArray:
     return pc.fill_null(pc.is_in(key, value_set=pa.array(trial_ids, pa.string())), False)
 
 
+@dataclass(frozen=True)
+class PartBatch:
+    """Up to ``READ_BATCH`` consecutive parts (by trial id), read."""
+
+    table: pa.Table | None  # their readable rows as one contiguous table, in trial-id order; None when none
+    superseding: list[str]  # the trial ids of these parts that exist (read or damaged): they hide compacted rows
+
+
+def read_parts(files: TableFiles, *, on_damaged: Callable[[Path, Exception], None],
+               columns: list[str] | None = None, promote: Literal["none", "default", "permissive"] = "default",
+               batch: int = READ_BATCH) -> Iterator[PartBatch]:
+    """The table's parts in trial-id order, ``batch`` of them at a time (see ``READ_BATCH``).
+
+    A damaged part is passed to ``on_damaged`` and left out of its batch's rows but still supersedes its
+    trial's compacted rows; a part gone since the listing (folded into the compacted file meanwhile, or
+    quarantined) is neither."""
+    items = list(files.parts.items())
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # small files: waiting on the file system dominates
+        for start in range(0, len(items), batch):
+            chunk = items[start:start + batch]
+            read = list(pool.map(lambda p: _read_or_error(p, columns), (path for _, path in chunk)))
+            tables: list[pa.Table] = []
+            superseding: list[str] = []
+            for (tid, path), got in zip(chunk, read):
+                if isinstance(got, FileNotFoundError):
+                    continue
+                if isinstance(got, Exception):
+                    on_damaged(path, got)
+                else:
+                    tables.append(got)
+                superseding.append(tid)
+            del read
+            merged = pa.concat_tables(tables, promote_options=promote).combine_chunks() if tables else None
+            del tables  # the batch's per-file tables go before the next batch is read
+            yield PartBatch(merged, superseding)
+
+
 def read_table_files(files: TableFiles, *, on_damaged: Callable[[Path, Exception], None],
                      columns: list[str] | None = None,
-                     promote: Literal["none", "default", "permissive"] = "default") -> pa.Table | None:
+                     promote: Literal["none", "default", "permissive"] = "default",
+                     batch: int = READ_BATCH) -> pa.Table | None:
     """The table's rows under the precedence rule, sorted by trial id as the per-trial files read by name
     would be; None when it has no rows file.
 
     A damaged file is passed to ``on_damaged`` (which may raise) and left out; a damaged part still
     supersedes its trial's compacted rows, as a damaged file of a never-compacted study hides its rows.
     ``promote`` is pyarrow's ``promote_options`` for parts whose columns differ (e.g. an all-null one).
+    Every part is read before the compacted file (see the module docstring), ``READ_BATCH`` at a time.
     """
     cols = None if columns is None else list(dict.fromkeys(["trial_id", *columns]))
     tables: list[pa.Table] = []
     superseding: list[str] = []
-    with ThreadPoolExecutor(READ_THREADS) as pool:  # small files: waiting on the file system dominates
-        read = list(pool.map(lambda p: _read_or_error(p, cols), files.parts.values()))
-    for (tid, path), got in zip(files.parts.items(), read):
-        if isinstance(got, FileNotFoundError):  # folded into the compacted file (read below), or quarantined
-            continue
-        if isinstance(got, Exception):
-            on_damaged(path, got)
-        else:
-            tables.append(got)
-        superseding.append(tid)
+    for part_batch in read_parts(files, on_damaged=on_damaged, columns=cols, promote=promote, batch=batch):
+        if part_batch.table is not None:
+            tables.append(part_batch.table)
+        superseding += part_batch.superseding
     for path in files.others:
         try:
             tables.append(read_parquet(path, cols))

@@ -5,7 +5,9 @@ file per table with row groups of ``ROW_GROUP_ROWS`` rows reads in one call. Exa
 process is killed at any instant, by the commit protocol of ``emoe_schema.layout``:
 
 1. read the parts (each one's ``stat`` taken first) and the current compacted file; the parts win;
-2. write the merged rows, sorted by trial id, to a hidden temporary file and fsync it;
+2. write the merged rows, sorted by trial id, to a hidden temporary file and fsync it (steps 1 and 2 are
+   one stream, ``harness.results.merge``: a batch of parts and a row group at a time, so memory does not
+   grow with the study);
 3. rename it over ``compacted.parquet`` and fsync the folder: the commit point. From here the compacted
    file holds every folded part's rows, and a part still present only repeats its trial's rows, which the
    precedence rule counts once;
@@ -23,7 +25,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,7 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emoe_schema import TABLES
-from emoe_schema.layout import COMPACTED, list_table, read_table_files
+from emoe_schema.layout import COMPACTED, READ_BATCH, list_table
+from harness.results.merge import SchemaGrew, merged_rows, unified_schema, write_row_groups
 from harness.results.sink import ResultStore, fsync_dir
 
 __all__ = ["AUTO_COMPACT_TRIALS", "ROW_GROUP_ROWS", "CompactionError", "CompactionReport", "TableCompaction", "compact_study",
@@ -109,11 +112,17 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def write_compacted(directory: Path, table: pa.Table, row_group_rows: int = ROW_GROUP_ROWS) -> Path:
-    """Write ``table`` as the folder's compacted file: temporary file, fsync, rename (steps 2 and 3)."""
+def write_compacted(directory: Path, rows: pa.Table | Callable[[], Iterable[pa.Table]],
+                    row_group_rows: int = ROW_GROUP_ROWS) -> Path | None:
+    """Write the folder's compacted file: temporary file, fsync, rename (steps 2 and 3). ``rows`` is the
+    table, or makes the pieces to stream, one schema (``merge.SchemaGrew`` from it starts them again,
+    once, with every file's schema unified). Returns the file; None (nothing written or changed) when
+    ``rows`` makes no piece."""
     tmp = directory / f".{COMPACTED}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    make = (lambda: [rows]) if isinstance(rows, pa.Table) else rows
     try:
-        pq.write_table(table, tmp, row_group_size=row_group_rows, write_page_checksum=True)
+        if write_row_groups(tmp, iter(make()), row_group_rows, after_group=lambda: _step("row group")) is None:
+            return None
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         _step("written")
@@ -126,8 +135,10 @@ def write_compacted(directory: Path, table: pa.Table, row_group_rows: int = ROW_
     return directory / COMPACTED
 
 
-def compact_table(store: ResultStore, table: str, row_group_rows: int = ROW_GROUP_ROWS) -> TableCompaction:
-    """Fold the parts of one table into its compacted file (the caller holds the study's lock)."""
+def compact_table(store: ResultStore, table: str, row_group_rows: int = ROW_GROUP_ROWS,
+                  batch: int = READ_BATCH) -> TableCompaction:
+    """Fold the parts of one table into its compacted file (the caller holds the study's lock), reading
+    ``batch`` parts at a time."""
     directory = store.table_dir(table)
     remove_stale(directory)
     files = list_table(directory)
@@ -147,14 +158,27 @@ def compact_table(store: ResultStore, table: str, row_group_rows: int = ROW_GROU
     for other in files.others:
         print(f"warning: {other}: not a trial's file (names are <trial_id>.parquet); left as it is and "
               "not compacted", file=sys.stderr, flush=True)
+    files = replace(files, others=())
+    schema: pa.Schema | None = None
+
+    def pieces() -> Iterator[pa.Table]:
+        damaged.clear()  # a second pass (the schema grew) finds them again
+        return merged_rows(files, on_damaged=on_damaged, schema=schema, batch=batch)
+
     try:
-        merged = read_table_files(replace(files, others=()), on_damaged=on_damaged)
+        try:
+            path = write_compacted(directory, pieces, row_group_rows)
+        except SchemaGrew:  # a later part has a column the first ones lack: once more, every schema known
+            schema = unified_schema(files)
+            path = write_compacted(directory, pieces, row_group_rows)
+    except SchemaGrew as exc:
+        raise CompactionError(f"{directory}: the parts changed while being compacted; nothing was changed "
+                              "(run the compaction again)") from exc
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise CompactionError(f"{directory}: the parts have incompatible columns ({exc})") from exc
     bad = {p.stem for p in damaged}
-    if merged is None:  # every part damaged or gone, and no compacted file
+    if path is None:  # every part damaged or gone, and no compacted file
         return TableCompaction(table, 0, 0, 0, kept=len(bad))
-    path = write_compacted(directory, merged, row_group_rows)
     folded = kept = 0
     for tid, part in files.parts.items():
         if before[tid] is None:  # gone before it was read
@@ -170,7 +194,7 @@ def compact_table(store: ResultStore, table: str, row_group_rows: int = ROW_GROU
     for path_ in damaged:
         print(f"warning: {path_}: damaged; left as it is (`--resume` moves it to quarantine/ and runs its trial "
               "again)", file=sys.stderr, flush=True)
-    return TableCompaction(table, folded, merged.num_rows, _size(path), kept=kept)
+    return TableCompaction(table, folded, pq.ParquetFile(path).metadata.num_rows, _size(path), kept=kept)
 
 
 def part_count(store: ResultStore, table: str) -> int:
@@ -192,14 +216,14 @@ def _maybe_lock(store: ResultStore, locked: bool) -> Iterator[None]:
 
 
 def compact_study(store: ResultStore, *, row_group_rows: int = ROW_GROUP_ROWS,
-                  locked: bool = False) -> CompactionReport:
+                  locked: bool = False, batch: int = READ_BATCH) -> CompactionReport:
     """Compact every table of the study; safe to run again at any time (a finished compaction does
     nothing, a killed one is completed). Takes the study's lock (``StudyExistsError`` while a driver runs
     it) unless ``locked`` says the caller holds it. Raises ``CompactionError`` for a damaged compacted
     file or parts that do not share columns, before changing that table."""
     t0 = time.perf_counter()
     with _maybe_lock(store, locked):
-        done = tuple(compact_table(store, table, row_group_rows) for table in TABLES
+        done = tuple(compact_table(store, table, row_group_rows, batch) for table in TABLES
                      if store.table_dir(table).is_dir())
     return CompactionReport(store.study, done, time.perf_counter() - t0)
 

@@ -158,12 +158,12 @@ def die(name):
     if seen.count(step) == nth:
         os._exit(9)
 c._step = die
-c.compact_study(c.ResultStore(sys.argv[1], "c"))
+c.compact_study(c.ResultStore(sys.argv[1], "c"), row_group_rows=5, batch=5)  # streamed: small row groups, batches
 """
 
 
 @pytest.mark.parametrize(("step", "nth"), [("written", 1), ("committed", 1), ("deleted", 1), ("deleted", 13),
-                                           ("written", 3), ("committed", 4)])
+                                           ("written", 3), ("committed", 4), ("row group", 1), ("row group", 7)])
 def test_a_compaction_killed_at_any_step_leaves_every_row_exactly_once_and_the_next_one_finishes(
         tmp_path, plan, step, nth):
     store = make_study(tmp_path, plan)
