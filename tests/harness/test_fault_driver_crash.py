@@ -131,9 +131,6 @@ def _in_flight(root: Path, done: set[str]) -> dict[str, pd.DataFrame]:
     return out
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-
 def _kill_driver_when(proc: subprocess.Popen[bytes], root: Path,
                       ready: Callable[[set[str], dict[str, int]], bool]) -> tuple[set[str], dict[str, int]]:
     """SIGKILL the driver ``proc`` as soon as ``ready(recorded trials, epochs written by trials in flight)``
@@ -158,6 +155,8 @@ def _kill_driver_when(proc: subprocess.Popen[bytes], root: Path,
     return done, flying
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_killed_driver_is_resumed_without_rerunning_or_duplicating_anything(ray_cluster, write_study, tmp_path,
                                                                                capsys):
     study = tiny_study(name="crash", grid={"loss.distill_weight": [0.0, 0.3, 0.6, 1.0]}, seeds=[1],
