@@ -36,7 +36,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 __all__ = ["COMPACTED", "READ_BATCH", "READ_ERRORS", "READ_THREADS", "PartBatch", "TableFiles", "is_trial_id",
-           "list_table", "read_parquet", "read_parts", "read_table_files", "sort_by_trial", "superseded_mask"]
+           "list_table", "read_parquet", "read_parts", "read_table_files", "sort_by_trial", "superseded_mask",
+           "trial_key"]
 
 #: The compacted file's name inside a table's folder.
 COMPACTED = "compacted.parquet"
@@ -97,20 +98,20 @@ def _read_or_error(path: Path, columns: list[str] | None) -> pa.Table | Exceptio
         return exc
 
 
+def trial_key(table: pa.Table) -> pa.ChunkedArray:
+    """The ``trial_id`` column as plain strings (dictionary-encoded in some files)."""
+    key = table.column("trial_id")
+    return key.cast(key.type.value_type) if pa.types.is_dictionary(key.type) else key
+
+
 def sort_by_trial(table: pa.Table) -> pa.Table:
     """Rows stably sorted by ``trial_id`` (the order of the parts read by name, each file's rows in order)."""
-    key = table.column("trial_id")
-    if pa.types.is_dictionary(key.type):
-        key = key.cast(key.type.value_type)
-    return table.take(pc.sort_indices(key))
+    return table.take(pc.sort_indices(trial_key(table)))
 
 
 def superseded_mask(table: pa.Table, trial_ids: list[str]) -> pa.ChunkedArray:
     """True for the rows of ``table`` whose trial has a part (the precedence rule)."""
-    key = table.column("trial_id")
-    if pa.types.is_dictionary(key.type):
-        key = key.cast(key.type.value_type)
-    return pc.fill_null(pc.is_in(key, value_set=pa.array(trial_ids, pa.string())), False)
+    return pc.fill_null(pc.is_in(trial_key(table), value_set=pa.array(trial_ids, pa.string())), False)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from emoe_schema.layout import (
     read_parts,
     sort_by_trial,
     superseded_mask,
+    trial_key,
 )
 
 __all__ = ["SchemaGrew", "conform", "merged_rows", "unified_schema", "write_row_groups"]
@@ -40,20 +41,15 @@ class SchemaGrew(Exception):
     lack: the merge has to start again with ``unified_schema`` (pyarrow "default" promotion of every file)."""
 
 
-def _key(table: pa.Table) -> pa.ChunkedArray:
-    key = table.column("trial_id")
-    return key.cast(key.type.value_type) if pa.types.is_dictionary(key.type) else key
-
-
 def _last(table: pa.Table) -> str:
-    return str(_key(table)[table.num_rows - 1].as_py())
+    return str(trial_key(table)[table.num_rows - 1].as_py())
 
 
 def _split(table: pa.Table, bound: str | None) -> tuple[pa.Table, pa.Table]:
     """Rows with a trial id up to ``bound`` (all when None), and the rest (``table`` is sorted)."""
     if bound is None:
         return table, table.slice(table.num_rows)
-    n = pc.sum(pc.less_equal(_key(table), bound)).as_py() or 0
+    n = pc.sum(pc.less_equal(trial_key(table), bound)).as_py() or 0
     return table.slice(0, n), table.slice(n)
 
 

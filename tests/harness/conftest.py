@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +17,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+
+
+def sigkill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout_s: float = 300) -> None:
+    """SIGKILL ``proc`` (a driver) as soon as ``ready()`` holds: polled under a deadline, an event rather
+    than a fixed wait. Fails if the process ended first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the study ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
 
 TINY_BASE: dict[str, Any] = {
     "model": {"d_model": 8, "n_heads": 2, "n_levels": 1, "kernel_l": 3, "kernel_v": 3, "kernel_a": 3,

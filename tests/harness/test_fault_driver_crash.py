@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -32,7 +30,7 @@ from harness.run import main
 from harness.study.data import load_study_data
 from harness.study.load import load_spec
 from harness.study.plan import build_plan
-from tests.harness.conftest import REPO, tiny_study
+from tests.harness.conftest import REPO, sigkill_when, tiny_study
 
 TRIAL = "0123456789ab"
 
@@ -134,20 +132,18 @@ def _in_flight(root: Path, done: set[str]) -> dict[str, pd.DataFrame]:
 def _kill_driver_when(proc: subprocess.Popen[bytes], root: Path,
                       ready: Callable[[set[str], dict[str, int]], bool]) -> tuple[set[str], dict[str, int]]:
     """SIGKILL the driver ``proc`` as soon as ``ready(recorded trials, epochs written by trials in flight)``
-    holds (polling the study's files: an event, not a fixed wait); what was seen at the kill."""
+    holds (``sigkill_when``); what was seen at the kill."""
+    done: set[str] = set()
+    flying: dict[str, int] = {}
+
+    def look() -> bool:
+        nonlocal done, flying
+        done = _done(root)
+        flying = {tid: len(e) for tid, e in _in_flight(root, done).items()}
+        return ready(done, flying)
+
     try:
-        deadline = time.monotonic() + 300
-        done: set[str] = set()
-        flying: dict[str, int] = {}
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = _done(root)
-            flying = {tid: len(e) for tid, e in _in_flight(root, done).items()}
-            if ready(done, flying):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the study ended before it could be interrupted"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+        sigkill_when(proc, look)
     finally:
         if proc.poll() is None:
             proc.kill()

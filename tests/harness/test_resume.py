@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,7 @@ import pytest
 from harness.study.data import load_study_data
 from harness.study.load import load_spec
 from harness.study.plan import build_plan
-from tests.harness.conftest import REPO, tiny_study
+from tests.harness.conftest import REPO, sigkill_when, tiny_study
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -37,15 +36,8 @@ def test_killed_study_resumes_with_no_duplicated_and_no_missing_trials(write_stu
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
         # kill once two trials are recorded and a third has started (it then resumes from its checkpoint)
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _count(root / "trials", "*.parquet") >= 2 and _count(root / ".runs", "*.json") >= 3:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the study finished before it could be interrupted"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+        sigkill_when(proc, lambda: _count(root / "trials", "*.parquet") >= 2 and _count(root / ".runs", "*.json") >= 3)
     finally:
         if proc.poll() is None:
             proc.kill()
