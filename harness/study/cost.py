@@ -30,23 +30,23 @@ __all__ = ["END_S", "IMPORT_S", "REPORT_S", "STARTUP_S", "TRIAL_S", "WARMUP_S", 
 _EVAL_WEIGHT = 1 / 3
 _MAX_MEASURED = 4
 
-# Fixed costs of a study beside its epochs, in seconds: the smallest of five repeats of
-# `bench/run_overheads.py` (studies/smoke.yaml) on this project's 2-core machine, 2026-11-30, while other
-# work kept its load average at 15-20 (bench/README.md has the table). On the idle machine they are about
-# a third of these (bench/README.md, harness overhead: Ray starts in ~4 s, a worker in ~3 s), so there the
-# estimate errs high, as an upper bound may; it no longer leaves them out.
+# Fixed costs of a study beside its epochs, in seconds: the largest of five repeats of
+# `bench/run_overheads.py` (studies/smoke.yaml) on this project's 2-core machine while it was otherwise idle
+# (load average under 3), 2026-11-30, rounded up (bench/README.md has the table). A busier machine takes
+# longer: ``busy_note`` says so when the load already exceeds the cores (at a load of 15-20 these parts
+# took three to seven times as long).
 #: The driver's interpreter start and imports (torch, pydantic, the harness), before it reads the study.
-IMPORT_S = 9.0
+IMPORT_S = 2.5
 #: Ray's local runtime, Tune's setup and the trial workers, from the driver's plan to the first trial.
-STARTUP_S = 38.0
+STARTUP_S = 10.0
 #: A fresh worker's first trial beyond its epochs (imports, first kernels); the workers warm up at once.
-WARMUP_S = 7.0
+WARMUP_S = 1.0
 #: Each trial beyond its epochs (model, rows, checkpoints, Tune's scheduling between trials).
-TRIAL_S = 0.6
+TRIAL_S = 0.1
 #: From the last trial to the exit: reconciling rows, the summary, Ray's shutdown.
-END_S = 7.0
+END_S = 3.0
 #: The figures and tables of ``report: true`` (mostly plotting).
-REPORT_S = 25.0
+REPORT_S = 6.0
 
 
 def format_duration(seconds: float) -> str:

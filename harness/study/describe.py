@@ -75,8 +75,8 @@ def cost_text(cost: CostEstimate) -> str:
             f"here, training and evaluation) = {format_duration(cost.trial_time_s or 0)} of trial time, "
             f"{cost.slots} at a time: {format_duration(cost.parts['training'])}{confirming}; plus {fixed_text}\n"
             f"  about {format_duration(cost.wall_s)} wall-clock in all, an upper bound: every trial counted at "
-            "its max_epochs (early stopping and pruning end trials sooner), fixed costs as measured on a busy "
-            "2-core machine")
+            "its max_epochs (early stopping and pruning end trials sooner), fixed costs as measured on an "
+            "idle 2-core machine")
 
 
 def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
