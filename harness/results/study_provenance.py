@@ -12,17 +12,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import TypedDict
 
 from emoe.data.verify import cached_sha256, sha256_file
-from harness.results.provenance import Scalar, machine, provenance
+from harness.results.provenance import Scalar, gpu_names, node_machine, provenance
 from harness.study.params import JSONValue
 
-__all__ = ["Machine", "NodeInfo", "data_checksum", "gpu_names", "node_machines", "resume_record",
-           "study_provenance"]
+__all__ = ["Machine", "NodeInfo", "data_checksum", "node_machines", "resume_record", "study_provenance"]
 
 #: Seconds the node probes may take together (a node that does not answer is recorded without details).
 NODE_PROBE_TIMEOUT_S = 15.0
@@ -57,27 +54,6 @@ def data_checksum(path: str | None, key: str) -> dict[str, JSONValue]:
         return {"kind": "file", "sha256": None, "error": str(exc)}
 
 
-def gpu_names() -> list[str]:
-    """This node's GPU models from ``nvidia-smi`` (no torch import, no CUDA context); [] without one."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return []
-    try:
-        out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
-def _probe() -> Machine:
-    """This node's machine facts (run on each node as a Ray task)."""
-    info = machine()
-    if not info["gpus"]:
-        info["gpus"] = gpu_names()
-    return info
-
-
 def node_machines(timeout_s: float = NODE_PROBE_TIMEOUT_S) -> list[NodeInfo]:
     """Each alive Ray node: id, address, resources and (when its probe answers in time) its machine."""
     import ray
@@ -86,7 +62,7 @@ def node_machines(timeout_s: float = NODE_PROBE_TIMEOUT_S) -> list[NodeInfo]:
     if not ray.is_initialized():
         return []
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    probe = ray.remote(num_cpus=0, max_retries=0)(_probe)
+    probe = ray.remote(num_cpus=0, max_retries=0)(node_machine)
     refs = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
             .remote() for n in nodes}
     ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
