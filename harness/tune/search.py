@@ -58,6 +58,17 @@ class _Group:
     reported: set[int] = field(default_factory=set)  # steps told to Optuna as intermediate values
 
 
+@dataclass
+class _Journal:
+    """What the searcher needs from the Optuna journal's history, read once after each start or restore and
+    then kept up to date by the searcher itself (the only writer: one driver per study). Reading the
+    journal's trial list per proposal made a search's driver quadratic in its trials."""
+
+    proposed: int  # configurations proposed, infeasible ones excluded (``n_trials`` caps it)
+    orphans: list[optuna.trial.FrozenTrial]  # asked but never told by an earlier driver, not yet adopted
+    finished: set[int]  # Optuna trial numbers already told
+
+
 class StudySearch(OptunaSearch):
     """OptunaSearch over a define-by-run ``SearchSpace`` with seeds, infeasibility and pruning handled.
 
@@ -80,6 +91,7 @@ class StudySearch(OptunaSearch):
         self._member_of: dict[str, tuple[int, int]] = {}  # tune trial id -> (optuna number, seed index)
         self._filling: int | None = None
         self._retry = list(retry or [])  # failed trials to run again (``--retry-failed``), first
+        self._journal: _Journal | None = None  # read when first needed (``_history``)
 
     @property
     def _study(self) -> optuna.Study:
@@ -93,6 +105,7 @@ class StudySearch(OptunaSearch):
         after it: re-seed it. Proposals made after the snapshot are adopted again (``_adopt_orphan``).
         """
         super().restore(checkpoint_path)
+        self._journal = None  # the snapshot's copy predates the journal: read it again
         self.reseed()
 
     def reseed(self) -> None:
@@ -101,12 +114,24 @@ class StudySearch(OptunaSearch):
         if callable(reseed):
             reseed()
 
+    def _history(self) -> _Journal:
+        """The journal's history as this searcher needs it (see ``_Journal``), read on first use."""
+        if self._journal is None:
+            trials = self._study.get_trials(deepcopy=False)
+            running = optuna.trial.TrialState.RUNNING
+            self._journal = _Journal(
+                proposed=sum("infeasible" not in t.user_attrs for t in trials),
+                orphans=[t for t in trials if t.state == running and t.number not in self._groups
+                         and "infeasible" not in t.user_attrs],
+                finished={t.number for t in trials if t.state.is_finished()})
+        return self._journal
+
     def _adopt_orphan(self) -> _Group | None:
         """An Optuna trial asked but never told (the driver died after asking, before Tune's state was
         saved): evaluate it now under its own number, so its seeds keep their trial ids (and rows)."""
-        for frozen in self._study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if frozen.number in self._groups or "infeasible" in frozen.user_attrs:
-                continue
+        orphans = self._history().orphans
+        while orphans:
+            frozen = orphans.pop(0)
             overrides = self._study_space.decode(frozen.params)
             trials, errors = self._trials(frozen.number, overrides)
             if errors:
@@ -117,15 +142,12 @@ class StudySearch(OptunaSearch):
             return group
         return None
 
-    def _proposed(self) -> int:
-        """Configurations proposed so far (in the journal, across restarts), infeasible ones excluded."""
-        return sum("infeasible" not in t.user_attrs for t in self._study.get_trials(deepcopy=False))
-
     def _new_group(self) -> _Group | None:
         orphan = self._adopt_orphan()
         if orphan is not None:
             return orphan
-        if self._proposed() >= self._n_configs:
+        history = self._history()
+        if history.proposed >= self._n_configs:
             return None  # the study's n_trials configurations exist, even if Tune lost some in a crash
         for _ in range(self.MAX_REJECTS):
             ot_trial = self._study.ask()
@@ -135,6 +157,7 @@ class StudySearch(OptunaSearch):
                 group = _Group(ot_trial.number, overrides, trials)
                 self._groups[group.number] = group
                 self._ot_trials[f"optuna:{group.number}"] = ot_trial
+                history.proposed += 1
                 return group
             ot_trial.set_user_attr("infeasible", errors[0])
             self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
@@ -193,9 +216,10 @@ class StudySearch(OptunaSearch):
         return group.trials[group.members.index(tune_trial_id)].trial_id
 
     def _tell(self, group: _Group) -> None:
-        told = [t for t in self._study.get_trials(deepcopy=False) if t.number == group.number]
-        if told and told[0].state.is_finished():
+        finished = self._history().finished
+        if group.number in finished:
             return  # told before the driver restarted (the restored searcher state predates it)
+        finished.add(group.number)
         ot_trial = self._ot_trials[f"optuna:{group.number}"]
         statuses = [s for s, _ in group.outcomes.values()]
         values = [v for s, v in group.outcomes.values() if s in ("completed", "diverged") and v is not None]
