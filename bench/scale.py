@@ -45,9 +45,9 @@ __all__ = ["main", "measure", "study"]
 GRID_SEEDS = 5
 
 
-def study(name: str, kind: str, trials: int, epochs: int) -> dict[str, Any]:
+def study(name: str, kind: str, trials: int, epochs: int, sampler: str = "tpe") -> dict[str, Any]:
     """A simulated study of ``trials`` trials on the tiny synthetic preset (the data only size the
-    per-sample files): a grid of learning rates x 5 seeds, or a TPE search with ASHA."""
+    per-sample files): a grid of learning rates x 5 seeds, or a search (TPE by default) with ASHA."""
     base = {"model": {"d_model": 8, "n_heads": 2, "n_levels": 1, "kernel_l": 3, "kernel_v": 3, "kernel_a": 3,
                       "router_input": "mean"},
             "train": {"lr": 1.0e-3, "max_epochs": epochs, "early_stop": epochs}}
@@ -60,7 +60,7 @@ def study(name: str, kind: str, trials: int, epochs: int) -> dict[str, Any]:
                                      for i in range(configs)]}
         spec["seeds"] = list(range(1, GRID_SEEDS + 1))
     else:
-        spec["search"] = {"sampler": "tpe", "seed": 0, "n_trials": trials, "params": {
+        spec["search"] = {"sampler": sampler, "seed": 0, "n_trials": trials, "params": {
             "train.lr": {"type": "loguniform", "low": 1e-5, "high": 3e-2},
             "loss.distill_weight": {"type": "uniform", "low": 0.0, "high": 1.0},
             "model.temperature": {"type": "loguniform", "low": 0.01, "high": 1.0},
@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", default="200", help="comma-separated study sizes (default 200)")
     p.add_argument("--kinds", default="grid,search", help="grid, search or both (default both)")
     p.add_argument("--epochs", type=int, default=4, help="epochs per trial (default 4)")
+    p.add_argument("--sampler", default="tpe",
+                   help="the search's Optuna sampler (default tpe; random: a search without TPE's own cost)")
     p.add_argument("--num-cpus", type=int, default=8,
                    help="logical CPUs of the local Ray runtime, one per trial (default 8)")
     p.add_argument("--results", default=None, help="results root (default: a temporary directory, removed)")
@@ -234,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(args.results) if args.results else Path(tmp) / "results"
         for size in sizes:
             for kind in kinds:
-                name = f"scale_{kind}_{size}"
-                spec = write_study(Path(tmp) / f"{name}.yaml", study(name, kind, size, args.epochs))
+                name = f"scale_{kind}_{size}" + (f"_{args.sampler}" if kind == "search" and args.sampler != "tpe" else "")
+                spec = write_study(Path(tmp) / f"{name}.yaml", study(name, kind, size, args.epochs, args.sampler))
                 cmd = [PYTHON, str(Path(__file__).resolve()), "--one", str(spec), "--results", str(root),
                        "--num-cpus", str(args.num_cpus)] + (["--profile", args.profile] if args.profile else [])
                 log = Path(tmp) / f"{name}.log"
