@@ -7,7 +7,10 @@ masters) and stacked seeds (K members as one vmapped model, member-samples/s); G
 per GPU (``bench/gpu_packing.py``); and the main job (``studies/distill_weight.yaml`` with
 ``resources.gpus``, then with stacks, ``resources.stack: auto``, checking every member against its
 unstacked run as ``bench/stacked_study.py`` does). Every step runs under its own time limit, so the whole report fits in about
-6 minutes on one H200; a step that fails or times out is a row saying so, never a missing number.
+6 minutes on one H200; a step that fails or times out is a row saying so, never a missing number. The whole
+run keeps to ``--deadline-s`` (a step gets at most the time left; one that cannot start in time is a
+"skipped" row) and the report file is rewritten after every row, so a run cut short from outside still
+leaves every figure measured so far.
 
     python bench/gpu_report.py --out gpu_report.md          # on a CUDA machine
     python bench/gpu_report.py --cpu-check                  # same code paths on CPU, tiny sizes (~2 min)
@@ -135,7 +138,45 @@ def _command(cmd: list[str], limit: float) -> tuple[str, float, str]:
     return ("ok" if out.returncode == 0 else f"exit {out.returncode}"), wall, text
 
 
-def _main_job(cpu_check: bool) -> list[list[str]]:
+class Report:
+    """The report's rows, printed as they come and written to ``out`` after each, within a deadline."""
+
+    HEADER = ("| figure | variant | value (samples/s unless said) | ratio (to eager; packing: to 1 per GPU; main "
+              "job: to unstacked) | warm-up s | note |\n|---|---|---|---|---|---|")
+
+    def __init__(self, title: str, out: Path | None, deadline_s: float, torch_version: str) -> None:
+        self.title, self.out, self.torch_version = title, out, torch_version
+        self.began = time.perf_counter()
+        self.deadline = self.began + deadline_s
+        self.rows: list[list[str]] = []
+
+    def limit(self, wanted: float) -> float | None:
+        """The time a step may take: ``wanted``, or what is left before the deadline (None: too little)."""
+        left = self.deadline - time.perf_counter() - 5  # a margin to write the report
+        return None if left < min(wanted, 10) else min(wanted, left)
+
+    def add(self, row: list[str]) -> None:
+        self.rows.append(row)
+        print(" | ".join(row), flush=True)
+        self.write()
+
+    def write(self) -> None:
+        if self.out is not None:
+            tmp = self.out.with_name(self.out.name + ".tmp")
+            tmp.write_text(self.text())
+            tmp.replace(self.out)
+
+    def skipped(self, figure: str, variant: str) -> None:
+        self.add([figure, variant, "-", "-", "-", "skipped: the report's deadline (--deadline-s) is near"])
+
+    def text(self) -> str:
+        lines = [f"# GPU report: {self.title}", "",
+                 f"torch {self.torch_version}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+                 f"{time.perf_counter() - self.began:.0f} s in all", "", self.HEADER]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in self.rows]) + "\n"
+
+
+def _main_job(cpu_check: bool, report: Report) -> None:
     """The main job alone and with stacks (each configuration's seeds as one model, ``resources.stack``),
     and whether every member's rows and metrics match its unstacked run (``bench/stacked_study.py``)."""
     from stacked_study import compare, tables
@@ -146,14 +187,17 @@ def _main_job(cpu_check: bool) -> list[list[str]]:
     stack = "4" if cpu_check else "auto"
     variants = [("resources.gpus" + ("" if cpu_check else "=0.25"), []),
                 (f"with stacks (resources.stack={stack})", ["--set", f"resources.stack={stack}"])]
-    rows: list[list[str]] = []
     found, walls = {}, {}
     with tempfile.TemporaryDirectory(prefix="gpu-report-") as tmp:
         for k, (name, extra) in enumerate(variants):
+            limit = report.limit(240 if cpu_check else 120)  # CPU check: a busy 2-core machine
+            if limit is None:
+                report.skipped("main job (distill_weight.yaml)", name)
+                continue
             out = Path(tmp) / str(k)
             cmd = [sys.executable, "-m", "harness.run", "studies/distill_weight.yaml", "--results", str(out), *base,
                    *extra]
-            status, wall, text = _command(cmd, 240 if cpu_check else 120)  # CPU check: a busy 2-core machine
+            status, wall, text = _command(cmd, limit)
             note = status if status == "ok" else f"{status}: {text[-160:]}"
             if status == "ok":
                 walls[k], found[k] = wall, tables(out / "distill_weight")
@@ -162,9 +206,7 @@ def _main_job(cpu_check: bool) -> list[list[str]]:
                 note = (f"members: {'same ids and rows' if same else 'ids or rows DIFFER'} as unstacked; metrics max "
                         f"rel diff {worst:.1e}, {100 * share:.1f}% within 1e-4")
             ratio = f"{walls[0] / walls[k]:.2f}x" if k in walls and 0 in walls else "-"
-            rows.append(["main job (distill_weight.yaml)", name, f"{wall:.1f} s wall", ratio, "-", note])
-            print(" | ".join(rows[-1]), flush=True)
-    return rows
+            report.add(["main job (distill_weight.yaml)", name, f"{wall:.1f} s wall", ratio, "-", note])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-check", action="store_true", help="CPU, tiny sizes: checks every path (~2 min)")
     p.add_argument("--out", type=Path, default=None, help="write the Markdown report here (default: print only)")
     p.add_argument("--skip", default="", help="comma list of sections to skip: step, packing, main")
+    p.add_argument("--deadline-s", type=float, default=540,
+                   help="the whole run's time limit: steps that cannot finish before it are skipped (default 540)")
     args = p.parse_args(argv)
     import torch
 
@@ -182,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if args.cpu_check else "cuda"
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     what = "CPU check (tiny sizes: figures mean nothing)" if args.cpu_check else torch.cuda.get_device_name(0)
-    rows: list[list[str]] = []
-    began = time.perf_counter()
+    report = Report(what, args.out, args.deadline_s, torch.__version__)
     if "step" not in skip:
         variants = ["eager", "compile", "graphs", "bf16"]
         plan = [(c, v) for c in ("faithful", "small") for v in variants]
@@ -191,42 +234,38 @@ def main(argv: list[str] | None = None) -> int:
         eager: dict[str, float] = {}
         for config, variant in plan:
             compiled = variant in ("compile", "graphs")  # compilation is slow: a longer limit
-            limit = (120 if compiled else 60) if args.cpu_check else (75 if compiled else 30)
+            limit = report.limit((120 if compiled else 60) if args.cpu_check else (75 if compiled else 30))
+            if limit is None:
+                report.skipped(f"model step, {config}", variant)
+                continue
             status, value = _timed(_step_figure, (config, variant, args.cpu_check, device), limit)
             if status == "ok":
                 rate, warm_s, note = value
                 if variant == "eager":
                     eager[config] = rate
                 ratio = f"{rate / eager[config]:.2f}x" if config in eager else "-"
-                rows.append([f"model step, {config}", variant, f"{rate:,.0f}", ratio, f"{warm_s:.1f}", note])
+                report.add([f"model step, {config}", variant, f"{rate:,.0f}", ratio, f"{warm_s:.1f}", note])
             else:
-                rows.append([f"model step, {config}", variant, "-", "-", "-", f"{status}: {value}"])
-            print(" | ".join(rows[-1]), flush=True)
+                report.add([f"model step, {config}", variant, "-", "-", "-", f"{status}: {value}"])
     if "packing" not in skip:
-        cmd = [sys.executable, "bench/gpu_packing.py", "--packings", "1,2" if args.cpu_check else "1,2,4,8"]
-        cmd += ["--cpu-check", "--trials", "2", "--epochs", "1"] if args.cpu_check else ["--trials", "8"]
-        status, wall, text = _command(cmd, 60 if args.cpu_check else 150)
-        table = [line for line in text.splitlines() if line.strip().split(" ")[0].isdigit()]
-        for line in table:
-            cells = line.split()
-            rows.append(["GPU packing", f"{cells[0]} per GPU", f"{float(cells[-2]):,.0f}", f"{cells[-1]}x", "-",
-                         "trials/hour"])
-        if status != "ok" or not table:
-            rows.append(["GPU packing", "1/2/4/8", "-", "-", f"{wall:.0f}", f"{status}: {text[-160:]}"])
-        print(" | ".join(rows[-1]), flush=True)
+        limit = report.limit(60 if args.cpu_check else 150)
+        if limit is None:
+            report.skipped("GPU packing", "1/2/4/8")
+        else:
+            cmd = [sys.executable, "bench/gpu_packing.py", "--packings", "1,2" if args.cpu_check else "1,2,4,8"]
+            cmd += ["--cpu-check", "--trials", "2", "--epochs", "1"] if args.cpu_check else ["--trials", "8"]
+            status, wall, text = _command(cmd, limit)
+            table = [line for line in text.splitlines() if line.strip().split(" ")[0].isdigit()]
+            for line in table:
+                cells = line.split()
+                report.add(["GPU packing", f"{cells[0]} per GPU", f"{float(cells[-2]):,.0f}", f"{cells[-1]}x", "-",
+                            "trials/hour"])
+            if status != "ok" or not table:
+                report.add(["GPU packing", "1/2/4/8", "-", "-", f"{wall:.0f}", f"{status}: {text[-160:]}"])
     if "main" not in skip:
-        rows += _main_job(args.cpu_check)
-    report = [f"# GPU report: {what}", "",
-              f"torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-              f"{time.perf_counter() - began:.0f} s in all", "",
-              "| figure | variant | value (samples/s unless said) | ratio (to eager; packing: to 1 per GPU; main job: "
-              "to unstacked) | warm-up s | note |",
-              "|---|---|---|---|---|---|"]
-    report += ["| " + " | ".join(r) + " |" for r in rows]
-    text = "\n".join(report) + "\n"
-    print("\n" + text)
-    if args.out:
-        args.out.write_text(text)
+        _main_job(args.cpu_check, report)
+    report.write()
+    print("\n" + report.text())
     return 0
 
 
