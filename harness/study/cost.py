@@ -1,9 +1,14 @@
 """Cost of a study before running it: measured epochs plus the fixed costs around them.
 
-``measure_epoch_s`` trains a configuration for three epochs on a slice of the data (the fastest of the
-second and third epochs is timed, the first pays for warm-up; an epoch's time includes its evaluation
-on validation and test) and scales by the split sizes, counting an evaluated sample as a third of a
-trained one (a forward pass without backward). ``CostEstimate`` adds what a study pays beside its
+``measure_epoch_s`` trains a configuration for three epochs on two slices of the data, the same
+evaluation samples with a quarter of the training samples and with all of the slice's (the mean of the
+second and third epochs is timed, the first pays for warm-up; an epoch's time includes its evaluation on
+validation and test). The difference between the two gives the seconds per training sample, the rest of
+the epoch is evaluation and per-epoch work, and each is scaled to its split sizes. (A fixed ratio of
+evaluation to training cost, a third, made the estimate of studies/distill_weight.yaml's epoch 0.50 s
+against 0.67 s measured: evaluation costs far less than that there, so a small slice, mostly evaluation,
+looked cheap.) Trials that share the machine's cores slow each other (``SHARED_CORES``). ``CostEstimate``
+adds what a study pays beside its
 epochs: the driver's preparation (measured in the same command: spec, data, plan), and the constants
 below for the driver's imports, Ray's start, the workers' first trial, each trial's own overhead, the end and the
 report. It is an upper bound for a machine no busier than the one the constants were measured on
@@ -24,10 +29,10 @@ import numpy as np
 from emoe.config import EMOEConfig
 from emoe.data.arrays import DataSet, Split
 
-__all__ = ["END_S", "IMPORT_S", "REPORT_S", "STARTUP_S", "TRIAL_S", "WARMUP_S", "CostEstimate", "busy_note", "estimate_cost",
-           "format_duration", "measure_epoch_s", "parallel_slots"]
+__all__ = ["CONFIRM_START_S", "END_S", "IMPORT_S", "REPORT_S", "SHARED_CORES", "STARTUP_S", "TRIAL_S", "WARMUP_S",
+           "CostEstimate", "busy_note", "estimate_cost", "format_duration", "measure_epoch_s", "parallel_slots"]
 
-_EVAL_WEIGHT = 1 / 3
+_EVAL_WEIGHT = 1 / 3  # evaluation per sample against training, only where one slice must do (``_head``)
 _MAX_MEASURED = 4
 
 # Fixed costs of a study beside its epochs, in seconds: the largest of five repeats of
@@ -47,6 +52,12 @@ TRIAL_S = 0.1
 END_S = 3.0
 #: The figures and tables of ``report: true`` (mostly plotting).
 REPORT_S = 6.0
+#: A confirmation's own start (a second Tune run in the same Ray runtime, fresh workers): 2.8 s between
+#: the last tuning trial's end and the first confirmation trial's start in studies/distill_weight.yaml.
+CONFIRM_START_S = 3.0
+#: Seconds per epoch of CPU trials that run side by side on all the cores, against one alone: the epochs of
+#: studies/distill_weight.yaml took 0.76 s (median) two at a time on the idle 2-core machine, 0.67 s alone.
+SHARED_CORES = 1.15
 
 
 def format_duration(seconds: float) -> str:
@@ -68,17 +79,16 @@ def _work(n_train: int, n_eval: int) -> float:
     return n_train + _EVAL_WEIGHT * n_eval
 
 
-def measure_epoch_s(cfg: EMOEConfig, data: DataSet, *, threads: int = 1, batches: int = 16) -> float:
-    """Estimated seconds per epoch of ``cfg`` on ``data``, measured on a slice with ``threads`` threads."""
+def _timed_epoch(cfg: EMOEConfig, data: DataSet, n_train: int, n_eval: int, threads: int) -> float:
+    """Seconds of one epoch of ``cfg`` on the first ``n_train`` training and ``n_eval`` validation and test
+    samples: the mean of the second and third of three epochs (the first pays for warm-up)."""
     import torch
 
     from emoe.train import train_emoe
 
     t = cfg.train
-    n_tr = min(len(data.train), batches * t.batch_size)
-    n_ev = min(len(data.valid), len(data.test), t.eval_batch_size)
-    small = dataclasses.replace(data, train=_head(data.train, n_tr), valid=_head(data.valid, n_ev),
-                                test=_head(data.test, n_ev))
+    small = dataclasses.replace(data, train=_head(data.train, n_train), valid=_head(data.valid, n_eval),
+                                test=_head(data.test, n_eval))
     quick = dataclasses.replace(cfg, train=dataclasses.replace(t, max_epochs=3, early_stop=10, device="cpu"))
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
@@ -88,9 +98,23 @@ def measure_epoch_s(cfg: EMOEConfig, data: DataSet, *, threads: int = 1, batches
         fallback = (time.perf_counter() - start) / 3
     finally:
         torch.set_num_threads(before)
-    timed = min(r.time_s for r in result.history[1:]) if len(result.history) > 1 else fallback
-    full = _work(len(data.train), len(data.valid) + len(data.test))
-    return float(timed * full / _work(n_tr, 2 * n_ev))
+    later = [r.time_s for r in result.history[1:]]
+    return float(np.mean(later)) if later else fallback
+
+
+def measure_epoch_s(cfg: EMOEConfig, data: DataSet, *, threads: int = 1, batches: int = 16) -> float:
+    """Estimated seconds per epoch of ``cfg`` on ``data``, measured on slices with ``threads`` threads."""
+    bs = cfg.train.batch_size
+    n_tr = min(len(data.train), batches * bs)
+    n_ev = min(len(data.valid), len(data.test), cfg.train.eval_batch_size)
+    few = min(n_tr, max(bs, n_tr // 4))
+    timed = _timed_epoch(cfg, data, n_tr, n_ev, threads)
+    if few == n_tr:  # too little training data for two slices: one, with evaluation a third of training
+        full = _work(len(data.train), len(data.valid) + len(data.test))
+        return float(timed * full / _work(n_tr, 2 * n_ev))
+    per_train = max(0.0, (timed - _timed_epoch(cfg, data, few, n_ev, threads)) / (n_tr - few))
+    rest = max(0.0, timed - per_train * n_tr)  # evaluation of 2 x n_ev samples, and per-epoch work
+    return float(per_train * len(data.train) + rest * (len(data.valid) + len(data.test)) / (2 * n_ev))
 
 
 def parallel_slots(cpus_per_trial: float, gpus_per_trial: float, *, cpus: int | None = None,
@@ -116,6 +140,19 @@ class CostEstimate:
     prepare_s: float | None = None  # the driver's spec, data and plan, measured by the caller
     report: bool = False  # whether figures and tables are built at the end
     confirm_trials: int = 0  # confirmation trials, run after the tuning trials have all finished
+    cpu_trials: bool = True  # trials on CPU: several at once share the cores (``SHARED_CORES``)
+
+    @property
+    def shared_cores(self) -> bool:
+        """Whether trials run side by side on CPU cores, each epoch then slower than alone."""
+        return self.cpu_trials and self.slots > 1
+
+    @property
+    def wave_epoch_s(self) -> float | None:
+        """Seconds per epoch of a trial in a wave: measured alone, times ``SHARED_CORES`` when shared."""
+        if self.epoch_s is None:
+            return None
+        return self.epoch_s * (SHARED_CORES if self.shared_cores else 1.0)
 
     @property
     def confirm_waves(self) -> int:
@@ -130,7 +167,7 @@ class CostEstimate:
     def trial_time_s(self) -> float | None:
         """Training time summed over trials (CPU-slot seconds), epochs only."""
         n = self.trials + self.confirm_trials
-        return None if self.epoch_s is None else n * self.epochs * self.epoch_s
+        return None if self.wave_epoch_s is None else n * self.epochs * self.wave_epoch_s
 
     @property
     def fixed_parts(self) -> dict[str, float]:
@@ -138,6 +175,8 @@ class CostEstimate:
         parts = {"driver start": IMPORT_S + (self.prepare_s or 0.0),
                  "Ray and workers start": STARTUP_S + WARMUP_S, "per-trial overhead": self.waves * TRIAL_S,
                  "end": END_S}
+        if self.confirm_trials:
+            parts["confirmation start"] = CONFIRM_START_S
         if self.report:
             parts["report"] = REPORT_S
         return parts
@@ -146,11 +185,12 @@ class CostEstimate:
     def parts(self) -> dict[str, float]:
         """Every part of the wall-clock estimate (training only when measured)."""
         training: dict[str, float] = {}
-        if self.epoch_s is not None:
+        epoch_s = self.wave_epoch_s
+        if epoch_s is not None:
             tuning_waves = self.waves - self.confirm_waves
-            training["training"] = tuning_waves * self.epochs * self.epoch_s
+            training["training"] = tuning_waves * self.epochs * epoch_s
             if self.confirm_trials:
-                training["confirmation"] = self.confirm_waves * self.epochs * self.epoch_s
+                training["confirmation"] = self.confirm_waves * self.epochs * epoch_s
         return {**training, **self.fixed_parts}
 
     @property
@@ -179,14 +219,14 @@ def _cost_key(cfg: EMOEConfig) -> tuple[object, ...]:
 
 def estimate_cost(configs: list[EMOEConfig], data: DataSet, *, trials: int, slots: int, threads: int,
                   measure: bool = True, prepare_s: float | None = None, report: bool = False,
-                  confirm_trials: int = 0) -> CostEstimate:
+                  confirm_trials: int = 0, cpu_trials: bool = True) -> CostEstimate:
     """Measure up to four distinct (cost-relevant) configurations and extrapolate to the study
     (``confirm_trials``: its confirmation trials, timed like the tuning trials)."""
     epochs = max((c.train.max_epochs for c in configs), default=0)
     if not measure or not configs:
-        return CostEstimate(trials, epochs, None, slots, prepare_s, report, confirm_trials)
+        return CostEstimate(trials, epochs, None, slots, prepare_s, report, confirm_trials, cpu_trials)
     distinct: dict[tuple[object, ...], EMOEConfig] = {}
     for c in configs:
         distinct.setdefault(_cost_key(c), c)
     times = [measure_epoch_s(c, data, threads=threads) for c in list(distinct.values())[:_MAX_MEASURED]]
-    return CostEstimate(trials, epochs, float(np.mean(times)), slots, prepare_s, report, confirm_trials)
+    return CostEstimate(trials, epochs, float(np.mean(times)), slots, prepare_s, report, confirm_trials, cpu_trials)

@@ -6,7 +6,14 @@ import numpy as np
 
 from emoe.config import ConfigError, EMOEConfig
 from harness.study.confirm import n_confirmation_configs
-from harness.study.cost import CostEstimate, busy_note, estimate_cost, format_duration, parallel_slots
+from harness.study.cost import (
+    SHARED_CORES,
+    CostEstimate,
+    busy_note,
+    estimate_cost,
+    format_duration,
+    parallel_slots,
+)
 from harness.study.plan import Plan
 from harness.study.space import RandomTrial
 from harness.study.spec import CategoricalParam, FloatParam, IntParam
@@ -57,7 +64,8 @@ def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None,
     return estimate_cost(configs, plan.data.data, trials=plan.n_trials, slots=slots,
                          threads=max(1, int(s.resources.cpus)), measure=measure, prepare_s=prepare_s,
                          report=s.report is not None,
-                         confirm_trials=n_confirmation_configs(plan) * len(s.confirm.seeds) if s.confirm else 0)
+                         confirm_trials=n_confirmation_configs(plan) * len(s.confirm.seeds) if s.confirm else 0,
+                         cpu_trials=not s.resources.gpus)
 
 
 def cost_text(cost: CostEstimate) -> str:
@@ -71,8 +79,9 @@ def cost_text(cost: CostEstimate) -> str:
     if cost.epoch_s is None:
         return (f"cost: {trials} x up to {cost.epochs} epochs (step time not measured), plus "
                 f"{fixed_text}")
-    return (f"cost: {trials} x up to {cost.epochs} epochs x {cost.epoch_s:.2f} s/epoch (measured "
-            f"here, training and evaluation) = {format_duration(cost.trial_time_s or 0)} of trial time, "
+    shared = f", x {SHARED_CORES:g} for trials sharing the cores" if cost.shared_cores else ""
+    return (f"cost: {trials} x up to {cost.epochs} epochs x {cost.wave_epoch_s:.2f} s/epoch (measured "
+            f"here, training and evaluation{shared}) = {format_duration(cost.trial_time_s or 0)} of trial time, "
             f"{cost.slots} at a time: {format_duration(cost.parts['training'])}{confirming}; plus {fixed_text}\n"
             f"  about {format_duration(cost.wall_s)} wall-clock in all, an upper bound: every trial counted at "
             "its max_epochs (early stopping and pruning end trials sooner), fixed costs as measured on an "

@@ -71,7 +71,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(write_study, tmp_path, capsy
     out = capsys.readouterr().out
     assert "configurations: 2 x seeds [1, 2] = 4 trials" in out
     assert "distill_weight=0" in out and "distill_weight=1" in out
-    assert "s/epoch (measured here, training and evaluation)" in out and "wall-clock" in out
+    assert "s/epoch (measured here, training and evaluation" in out and "wall-clock" in out
     assert "Ray and workers start" in out
     assert not results.exists()
     assert ray_init_calls == []

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from harness.run import main
 from harness.study import cost as cost_module
 from harness.study.cost import (
+    CONFIRM_START_S,
     END_S,
     IMPORT_S,
     REPORT_S,
+    SHARED_CORES,
     STARTUP_S,
     TRIAL_S,
     WARMUP_S,
@@ -44,7 +47,8 @@ def test_the_wall_clock_is_the_sum_of_its_parts_and_includes_the_start(report):
     est = CostEstimate(trials=12, epochs=8, epoch_s=1.2, slots=2, prepare_s=4.0, report=report)
     parts = est.parts
     assert est.wall_s >= sum(parts.values()) - 1e-9
-    assert parts["training"] == pytest.approx(6 * 8 * 1.2)  # 6 waves of 2 trials, each up to 8 epochs
+    # 6 waves of 2 trials, each up to 8 epochs, two CPU trials side by side each slower than alone
+    assert parts["training"] == pytest.approx(6 * 8 * 1.2 * SHARED_CORES)
     assert parts["Ray and workers start"] >= STARTUP_S + WARMUP_S
     assert parts["driver start"] == pytest.approx(IMPORT_S + 4.0)
     assert parts["per-trial overhead"] == pytest.approx(6 * TRIAL_S)
@@ -97,3 +101,29 @@ def test_the_dry_run_prints_the_fixed_costs(write_study, tmp_path, capsys, monke
     assert "Ray and workers start" in out and "report" in out and "driver start" in out
     fixed = _seconds(re.search(r"plus (\S+) of fixed costs", out).group(1))
     assert fixed >= STARTUP_S + WARMUP_S + END_S + REPORT_S - 1
+
+
+def test_the_epoch_is_fitted_from_two_slices_training_and_evaluation_apart(monkeypatch):
+    """Evaluation is not a fixed share of training: studies/distill_weight.yaml's epoch was estimated at
+    0.50 s against 0.67 s measured when evaluation counted a third of training per sample (it costs
+    about a thirteenth there). The per-sample training cost comes from two slices' difference."""
+    def epoch(cfg, data, n_train, n_eval, threads):  # a linear epoch: training, evaluation, per-epoch work
+        return 0.002 * n_train + 0.0001 * 2 * n_eval + 0.01
+
+    monkeypatch.setattr(cost_module, "_timed_epoch", epoch)
+    cfg = SimpleNamespace(train=SimpleNamespace(batch_size=16, eval_batch_size=256))
+    data = SimpleNamespace(train=range(1200), valid=range(300), test=range(300))
+    expected = 0.002 * 1200 + (0.0001 * 512 + 0.01) * 600 / 512
+    assert cost_module.measure_epoch_s(cfg, data) == pytest.approx(expected)  # type: ignore[arg-type]
+    tiny = SimpleNamespace(train=range(16), valid=range(8), test=range(8))  # one batch: one slice
+    assert cost_module.measure_epoch_s(cfg, tiny) == pytest.approx(epoch(cfg, tiny, 16, 8, 1))  # type: ignore[arg-type]
+
+
+def test_cpu_trials_side_by_side_are_slower_and_a_confirmation_has_its_own_start():
+    alone = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=1)
+    shared = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2)
+    gpu = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2, cpu_trials=False)
+    assert alone.wave_epoch_s == gpu.wave_epoch_s == 1.0 and shared.wave_epoch_s == pytest.approx(SHARED_CORES)
+    assert f"x {SHARED_CORES:g} for trials sharing the cores" in cost_text(shared) and "sharing" not in cost_text(gpu)
+    confirmed = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2, confirm_trials=2)
+    assert confirmed.parts["confirmation start"] == CONFIRM_START_S and "confirmation start" not in shared.parts
