@@ -7,7 +7,8 @@ validation and test). The difference between the two gives the seconds per train
 the epoch is evaluation and per-epoch work, and each is scaled to its split sizes. (A fixed ratio of
 evaluation to training cost, a third, made the estimate of studies/distill_weight.yaml's epoch 0.50 s
 against 0.67 s measured: evaluation costs far less than that there, so a small slice, mostly evaluation,
-looked cheap.) Trials that share the machine's cores slow each other (``SHARED_CORES``). ``CostEstimate``
+looked cheap.) Trials that share the machine's cores slow each other (``SHARED_CORES``); trials that
+share a GPU take turns (``sharing_factor``); GPU trials are measured on the driver's GPU when it has one. ``CostEstimate``
 adds what a study pays beside its
 epochs: the driver's preparation (measured in the same command: spec, data, plan), and the constants
 below for the driver's imports, Ray's start, the workers' first trial, each trial's own overhead, the end and the
@@ -30,7 +31,8 @@ from emoe.config import EMOEConfig
 from emoe.data.arrays import DataSet, Split
 
 __all__ = ["CONFIRM_START_S", "END_S", "IMPORT_S", "REPORT_S", "SHARED_CORES", "STARTUP_S", "TRIAL_S", "WARMUP_S",
-           "CostEstimate", "busy_note", "estimate_cost", "format_duration", "measure_epoch_s", "parallel_slots"]
+           "CostEstimate", "busy_note", "estimate_cost", "format_duration", "measure_epoch_s", "parallel_slots",
+           "sharing_factor"]
 
 _EVAL_WEIGHT = 1 / 3  # evaluation per sample against training, only where one slice must do (``_head``)
 _MAX_MEASURED = 4
@@ -79,7 +81,7 @@ def _work(n_train: int, n_eval: int) -> float:
     return n_train + _EVAL_WEIGHT * n_eval
 
 
-def _timed_epoch(cfg: EMOEConfig, data: DataSet, n_train: int, n_eval: int, threads: int) -> float:
+def _timed_epoch(cfg: EMOEConfig, data: DataSet, n_train: int, n_eval: int, threads: int, device: str) -> float:
     """Seconds of one epoch of ``cfg`` on the first ``n_train`` training and ``n_eval`` validation and test
     samples: the mean of the second and third of three epochs (the first pays for warm-up)."""
     import torch
@@ -89,7 +91,7 @@ def _timed_epoch(cfg: EMOEConfig, data: DataSet, n_train: int, n_eval: int, thre
     t = cfg.train
     small = dataclasses.replace(data, train=_head(data.train, n_train), valid=_head(data.valid, n_eval),
                                 test=_head(data.test, n_eval))
-    quick = dataclasses.replace(cfg, train=dataclasses.replace(t, max_epochs=3, early_stop=10, device="cpu"))
+    quick = dataclasses.replace(cfg, train=dataclasses.replace(t, max_epochs=3, early_stop=10, device=device))
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
@@ -102,17 +104,19 @@ def _timed_epoch(cfg: EMOEConfig, data: DataSet, n_train: int, n_eval: int, thre
     return float(np.mean(later)) if later else fallback
 
 
-def measure_epoch_s(cfg: EMOEConfig, data: DataSet, *, threads: int = 1, batches: int = 16) -> float:
-    """Estimated seconds per epoch of ``cfg`` on ``data``, measured on slices with ``threads`` threads."""
+def measure_epoch_s(cfg: EMOEConfig, data: DataSet, *, threads: int = 1, batches: int = 16,
+                    device: str = "cpu") -> float:
+    """Estimated seconds per epoch of ``cfg`` on ``data``, measured on slices on ``device`` (``threads``
+    CPU threads)."""
     bs = cfg.train.batch_size
     n_tr = min(len(data.train), batches * bs)
     n_ev = min(len(data.valid), len(data.test), cfg.train.eval_batch_size)
     few = min(n_tr, max(bs, n_tr // 4))
-    timed = _timed_epoch(cfg, data, n_tr, n_ev, threads)
+    timed = _timed_epoch(cfg, data, n_tr, n_ev, threads, device)
     if few == n_tr:  # too little training data for two slices: one, with evaluation a third of training
         full = _work(len(data.train), len(data.valid) + len(data.test))
         return float(timed * full / _work(n_tr, 2 * n_ev))
-    per_train = max(0.0, (timed - _timed_epoch(cfg, data, few, n_ev, threads)) / (n_tr - few))
+    per_train = max(0.0, (timed - _timed_epoch(cfg, data, few, n_ev, threads, device)) / (n_tr - few))
     rest = max(0.0, timed - per_train * n_tr)  # evaluation of 2 x n_ev samples, and per-epoch work
     return float(per_train * len(data.train) + rest * (len(data.valid) + len(data.test)) / (2 * n_ev))
 
@@ -140,19 +144,13 @@ class CostEstimate:
     prepare_s: float | None = None  # the driver's spec, data and plan, measured by the caller
     report: bool = False  # whether figures and tables are built at the end
     confirm_trials: int = 0  # confirmation trials, run after the tuning trials have all finished
-    cpu_trials: bool = True  # trials on CPU: several at once share the cores (``SHARED_CORES``)
-
-    @property
-    def shared_cores(self) -> bool:
-        """Whether trials run side by side on CPU cores, each epoch then slower than alone."""
-        return self.cpu_trials and self.slots > 1
+    sharing: float = 1.0  # how much longer an epoch takes in a wave than alone (``sharing_factor``)
+    note: str = ""  # how the epoch was measured and counted, beyond "training and evaluation"
 
     @property
     def wave_epoch_s(self) -> float | None:
-        """Seconds per epoch of a trial in a wave: measured alone, times ``SHARED_CORES`` when shared."""
-        if self.epoch_s is None:
-            return None
-        return self.epoch_s * (SHARED_CORES if self.shared_cores else 1.0)
+        """Seconds per epoch of a trial in a wave: measured alone, times ``sharing``."""
+        return None if self.epoch_s is None else self.epoch_s * self.sharing
 
     @property
     def confirm_waves(self) -> int:
@@ -199,6 +197,20 @@ class CostEstimate:
         return sum(self.parts.values())
 
 
+def sharing_factor(slots: int, gpus_per_trial: float) -> tuple[float, str]:
+    """How much longer each trial's epoch takes when ``slots`` trials run at once, and what to say of it.
+
+    CPU trials side by side share the cores and the memory: ``SHARED_CORES``. Trials that share one GPU
+    (``resources.gpus`` below 1) are time-sliced: counted as if they took turns, an upper bound (processes
+    sharing a GPU do not overlap their kernels, and bench/gpu_packing.py measures what packing gains)."""
+    if gpus_per_trial <= 0:
+        return (SHARED_CORES, f"x {SHARED_CORES:g} for trials sharing the cores") if slots > 1 else (1.0, "")
+    per_gpu = min(slots, math.floor(1 / gpus_per_trial + 1e-9)) if gpus_per_trial < 1 else 1
+    if per_gpu <= 1:
+        return 1.0, ""
+    return float(per_gpu), f"x {per_gpu} for {per_gpu} trials taking turns on one GPU"
+
+
 def busy_note(cpus: int | None = None) -> str | None:
     """A warning when other processes already use more than this machine's cores (None otherwise)."""
     try:
@@ -219,14 +231,25 @@ def _cost_key(cfg: EMOEConfig) -> tuple[object, ...]:
 
 def estimate_cost(configs: list[EMOEConfig], data: DataSet, *, trials: int, slots: int, threads: int,
                   measure: bool = True, prepare_s: float | None = None, report: bool = False,
-                  confirm_trials: int = 0, cpu_trials: bool = True) -> CostEstimate:
+                  confirm_trials: int = 0, gpus_per_trial: float = 0.0) -> CostEstimate:
     """Measure up to four distinct (cost-relevant) configurations and extrapolate to the study
-    (``confirm_trials``: its confirmation trials, timed like the tuning trials)."""
+    (``confirm_trials``: its confirmation trials, timed like the tuning trials). GPU trials
+    (``gpus_per_trial`` > 0) are measured on this machine's GPU when it has one, else on its CPU (then
+    the estimate is far above what a GPU will take, and says so)."""
+    import torch
+
     epochs = max((c.train.max_epochs for c in configs), default=0)
+    sharing, note = sharing_factor(slots, gpus_per_trial)
+    device = "cuda" if gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    if gpus_per_trial > 0 and device == "cpu":
+        note = ", ".join(filter(None, [note, "GPU trials measured on this machine's CPU: they will be faster"]))
+    elif device == "cuda":
+        note = ", ".join(filter(None, ["on this machine's GPU", note]))
     if not measure or not configs:
-        return CostEstimate(trials, epochs, None, slots, prepare_s, report, confirm_trials, cpu_trials)
+        return CostEstimate(trials, epochs, None, slots, prepare_s, report, confirm_trials, sharing, note)
     distinct: dict[tuple[object, ...], EMOEConfig] = {}
     for c in configs:
         distinct.setdefault(_cost_key(c), c)
-    times = [measure_epoch_s(c, data, threads=threads) for c in list(distinct.values())[:_MAX_MEASURED]]
-    return CostEstimate(trials, epochs, float(np.mean(times)), slots, prepare_s, report, confirm_trials, cpu_trials)
+    times = [measure_epoch_s(c, data, threads=threads, device=device) for c in list(distinct.values())[:_MAX_MEASURED]]
+    return CostEstimate(trials, epochs, float(np.mean(times)), slots, prepare_s, report, confirm_trials, sharing,
+                        note)

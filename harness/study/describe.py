@@ -7,7 +7,6 @@ import numpy as np
 from emoe.config import ConfigError, EMOEConfig
 from harness.study.confirm import n_confirmation_configs
 from harness.study.cost import (
-    SHARED_CORES,
     CostEstimate,
     busy_note,
     estimate_cost,
@@ -65,7 +64,7 @@ def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None,
                          threads=max(1, int(s.resources.cpus)), measure=measure, prepare_s=prepare_s,
                          report=s.report is not None,
                          confirm_trials=n_confirmation_configs(plan) * len(s.confirm.seeds) if s.confirm else 0,
-                         cpu_trials=not s.resources.gpus)
+                         gpus_per_trial=s.resources.gpus)
 
 
 def cost_text(cost: CostEstimate) -> str:
@@ -79,9 +78,9 @@ def cost_text(cost: CostEstimate) -> str:
     if cost.epoch_s is None:
         return (f"cost: {trials} x up to {cost.epochs} epochs (step time not measured), plus "
                 f"{fixed_text}")
-    shared = f", x {SHARED_CORES:g} for trials sharing the cores" if cost.shared_cores else ""
+    note = f", {cost.note}" if cost.note else ""
     return (f"cost: {trials} x up to {cost.epochs} epochs x {cost.wave_epoch_s:.2f} s/epoch (measured "
-            f"here, training and evaluation{shared}) = {format_duration(cost.trial_time_s or 0)} of trial time, "
+            f"here, training and evaluation{note}) = {format_duration(cost.trial_time_s or 0)} of trial time, "
             f"{cost.slots} at a time: {format_duration(cost.parts['training'])}{confirming}; plus {fixed_text}\n"
             f"  about {format_duration(cost.wall_s)} wall-clock in all, an upper bound: every trial counted at "
             "its max_epochs (early stopping and pruning end trials sooner), fixed costs as measured on an "

@@ -94,7 +94,7 @@ def test_dry_run_counts_the_confirmation_trials_and_their_cost() -> None:
     assert "the best 2 configuration(s)" in text and "= 6 confirmation trials" in text
     assert "4 + 6 confirmation trials" in text
     assert plan_cost(plan, measure=False).confirm_trials == 6
-    cost = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2, confirm_trials=3, cpu_trials=False)
+    cost = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2, confirm_trials=3)
     assert cost.waves == 2 + 2 and cost.parts["training"] == 4.0 and cost.parts["confirmation"] == 4.0
     assert cost.trial_time_s == 7 * 2 * 1.0 and "confirmation start" in cost.parts
 

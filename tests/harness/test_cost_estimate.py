@@ -23,6 +23,7 @@ from harness.study.cost import (
     CostEstimate,
     busy_note,
     format_duration,
+    sharing_factor,
 )
 from harness.study.describe import cost_text
 from tests.harness.conftest import tiny_study
@@ -47,8 +48,7 @@ def test_the_wall_clock_is_the_sum_of_its_parts_and_includes_the_start(report):
     est = CostEstimate(trials=12, epochs=8, epoch_s=1.2, slots=2, prepare_s=4.0, report=report)
     parts = est.parts
     assert est.wall_s >= sum(parts.values()) - 1e-9
-    # 6 waves of 2 trials, each up to 8 epochs, two CPU trials side by side each slower than alone
-    assert parts["training"] == pytest.approx(6 * 8 * 1.2 * SHARED_CORES)
+    assert parts["training"] == pytest.approx(6 * 8 * 1.2)  # 6 waves of 2 trials, each up to 8 epochs
     assert parts["Ray and workers start"] >= STARTUP_S + WARMUP_S
     assert parts["driver start"] == pytest.approx(IMPORT_S + 4.0)
     assert parts["per-trial overhead"] == pytest.approx(6 * TRIAL_S)
@@ -107,7 +107,7 @@ def test_the_epoch_is_fitted_from_two_slices_training_and_evaluation_apart(monke
     """Evaluation is not a fixed share of training: studies/distill_weight.yaml's epoch was estimated at
     0.50 s against 0.67 s measured when evaluation counted a third of training per sample (it costs
     about a thirteenth there). The per-sample training cost comes from two slices' difference."""
-    def epoch(cfg, data, n_train, n_eval, threads):  # a linear epoch: training, evaluation, per-epoch work
+    def epoch(cfg, data, n_train, n_eval, threads, device="cpu"):  # a linear epoch: training, evaluation, per-epoch work
         return 0.002 * n_train + 0.0001 * 2 * n_eval + 0.01
 
     monkeypatch.setattr(cost_module, "_timed_epoch", epoch)
@@ -119,11 +119,32 @@ def test_the_epoch_is_fitted_from_two_slices_training_and_evaluation_apart(monke
     assert cost_module.measure_epoch_s(cfg, tiny) == pytest.approx(epoch(cfg, tiny, 16, 8, 1))  # type: ignore[arg-type]
 
 
-def test_cpu_trials_side_by_side_are_slower_and_a_confirmation_has_its_own_start():
-    alone = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=1)
-    shared = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2)
-    gpu = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2, cpu_trials=False)
-    assert alone.wave_epoch_s == gpu.wave_epoch_s == 1.0 and shared.wave_epoch_s == pytest.approx(SHARED_CORES)
-    assert f"x {SHARED_CORES:g} for trials sharing the cores" in cost_text(shared) and "sharing" not in cost_text(gpu)
+def test_trials_sharing_cores_or_a_gpu_are_counted_slower_and_a_confirmation_has_its_own_start():
+    assert sharing_factor(1, 0) == (1.0, "")
+    assert sharing_factor(2, 0) == (SHARED_CORES, f"x {SHARED_CORES:g} for trials sharing the cores")
+    assert sharing_factor(8, 0.25)[0] == 4 and "4 trials taking turns on one GPU" in sharing_factor(8, 0.25)[1]
+    assert sharing_factor(2, 0.25)[0] == 2 and sharing_factor(4, 1)[0] == 1 and sharing_factor(4, 2)[0] == 1
+    shared = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2, sharing=SHARED_CORES, note="x 1.15 ...")
+    assert shared.wave_epoch_s == pytest.approx(SHARED_CORES) and shared.trial_time_s == pytest.approx(8 * SHARED_CORES)
+    assert "training and evaluation, x 1.15 ...)" in cost_text(shared)
     confirmed = CostEstimate(trials=4, epochs=2, epoch_s=1.0, slots=2, confirm_trials=2)
     assert confirmed.parts["confirmation start"] == CONFIRM_START_S and "confirmation start" not in shared.parts
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_gpu_trials_are_measured_on_the_gpu_when_the_driver_has_one(monkeypatch, cuda):
+    """A GPU study's epochs timed on the CPU overstate them by one or two orders of magnitude: measure on
+    the GPU where the dry run has one, and say so where it has none."""
+    import torch
+
+    devices = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(cost_module, "measure_epoch_s", lambda cfg, data, **k: devices.append(k["device"]) or 1.0)
+    cfg = SimpleNamespace(model=1, train=SimpleNamespace(batch_size=16, update_epochs=1, fast_path=True, bf16=False,
+                                                          max_epochs=3), loss=SimpleNamespace(task="regression"))
+    est = cost_module.estimate_cost([cfg], None, trials=8, slots=4, threads=1, gpus_per_trial=0.25)  # type: ignore[arg-type]
+    assert devices == ["cuda" if cuda else "cpu"] and est.sharing == 4
+    assert ("on this machine's GPU" in est.note) is cuda
+    assert ("GPU trials measured on this machine's CPU: they will be faster" in est.note) is not cuda
+    cpu = cost_module.estimate_cost([cfg], None, trials=8, slots=2, threads=1)  # type: ignore[arg-type]
+    assert devices[-1] == "cpu" and cpu.sharing == SHARED_CORES
