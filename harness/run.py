@@ -285,7 +285,7 @@ def execute(args: argparse.Namespace) -> int:
     if args.dry_run:
         from harness.study.describe import describe_plan
 
-        print(describe_plan(plan, measure=not args.no_measure, cpus=args.num_cpus,
+        print(describe_plan(plan, measure=not args.no_measure, cpus=args.num_cpus, gpus=args.num_gpus,
                             prepare_s=time.perf_counter() - t0))
         state = f" (holds a {previous.get('status', 'running')} run of this study)" if previous else ""
         print(f"results: {store.dir}{state}")

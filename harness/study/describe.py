@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from emoe.config import ConfigError, EMOEConfig
@@ -49,13 +51,25 @@ def sample_points(plan: Plan, n: int) -> list[EMOEConfig]:
     return points
 
 
-def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None,
-              prepare_s: float | None = None) -> CostEstimate:
-    """Cost estimate of a plan on this machine (or ``cpus`` cores); ``prepare_s``: the driver's
-    preparation as measured by the caller (it is paid again when the study runs)."""
+def machine_slots(plan: Plan, *, cpus: int | None = None, gpus: int | None = None) -> int:
+    """Trials of ``plan`` that run at once on this machine, or on ``cpus`` CPUs and ``gpus`` GPUs (the
+    local runtime's ``--num-cpus``/``--num-gpus``). Without ``gpus``: this machine's CUDA devices, or, on a
+    machine without one (a dry run before going to a GPU machine), enough GPUs for one trial."""
     s = plan.spec
-    slots = parallel_slots(s.resources.cpus, s.resources.gpus, cpus=cpus, gpus=max(1, int(s.resources.gpus)),
-                           concurrency=s.concurrency)
+    if gpus is None and s.resources.gpus:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        gpus = gpus or max(1, math.ceil(s.resources.gpus))
+    return parallel_slots(s.resources.cpus, s.resources.gpus, cpus=cpus, gpus=gpus or 0, concurrency=s.concurrency)
+
+
+def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None, gpus: int | None = None,
+              prepare_s: float | None = None) -> CostEstimate:
+    """Cost estimate of a plan on this machine (or ``cpus`` CPUs and ``gpus`` GPUs); ``prepare_s``: the
+    driver's preparation as measured by the caller (it is paid again when the study runs)."""
+    s = plan.spec
+    slots = machine_slots(plan, cpus=cpus, gpus=gpus)
     if plan.trials:
         configs = list({t.config_id: t.config for t in plan.trials}.values())
     else:
@@ -87,7 +101,7 @@ def cost_text(cost: CostEstimate) -> str:
             "idle 2-core machine")
 
 
-def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
+def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None, gpus: int | None = None,
                   prepare_s: float | None = None) -> str:
     """Multi-line description: study, data, objective, scheduler, configurations, trial count, cost."""
     s, d = plan.spec, plan.data
@@ -128,16 +142,14 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None,
                      "cost (bench/README.md, Scale)")
         return "\n".join(lines)
     if plan.trials:
-        slots = parallel_slots(s.resources.cpus, s.resources.gpus, cpus=cpus, gpus=max(1, int(s.resources.gpus)),
-                               concurrency=s.concurrency)
-        lines += describe_stacks(plan_stacks(plan.trials, s.resources, slots=slots))
+        lines += describe_stacks(plan_stacks(plan.trials, s.resources, slots=machine_slots(plan, cpus=cpus, gpus=gpus)))
     elif s.resources.stack != 1:
         lines.append(f"stacks (resources.stack: {s.resources.stack}): none in a search (each seed of a proposed "
                      "configuration is its own Tune trial)")
     try:
-        cost = plan_cost(plan, measure=measure, cpus=cpus, prepare_s=prepare_s)
+        cost = plan_cost(plan, measure=measure, cpus=cpus, gpus=gpus, prepare_s=prepare_s)
     except Exception as exc:  # timing a step is a courtesy; a configuration that cannot train here
-        cost = plan_cost(plan, measure=False, cpus=cpus, prepare_s=prepare_s)  # fails in its trial instead
+        cost = plan_cost(plan, measure=False, cpus=cpus, gpus=gpus, prepare_s=prepare_s)  # fails in its trial
         lines.append(f"(could not time a training step here: {type(exc).__name__}: {str(exc)[:200]})")
     lines.append(cost_text(cost))
     if s.resources.stack != 1 and plan.trials:

@@ -148,3 +148,26 @@ def test_gpu_trials_are_measured_on_the_gpu_when_the_driver_has_one(monkeypatch,
     assert ("GPU trials measured on this machine's CPU: they will be faster" in est.note) is not cuda
     cpu = cost_module.estimate_cost([cfg], None, trials=8, slots=2, threads=1)  # type: ignore[arg-type]
     assert devices[-1] == "cpu" and cpu.sharing == SHARED_CORES
+
+
+@pytest.mark.parametrize("gpus_per_trial", [1.0, 0.5])
+def test_the_dry_run_counts_the_machines_gpus_or_the_runtimes(monkeypatch, gpus_per_trial):
+    """Parallel GPU trials: ``--num-gpus``, else this machine's CUDA devices, else (a dry run on a machine
+    without a GPU) enough for one trial; before, a 1-GPU trial was assumed to run alone on any machine."""
+    import torch
+
+    from harness.study.data import load_study_data
+    from harness.study.describe import plan_cost
+    from harness.study.load import parse_spec
+    from harness.study.plan import build_plan
+
+    spec = parse_spec(tiny_study(resources={"cpus": 1, "gpus": gpus_per_trial}))
+    plan = build_plan(spec, load_study_data(spec.data))
+    per_gpu = round(1 / gpus_per_trial)
+    assert plan_cost(plan, measure=False, cpus=16, gpus=2).slots == 2 * per_gpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert plan_cost(plan, measure=False, cpus=16).slots == per_gpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert plan_cost(plan, measure=False, cpus=16).slots == 3 * per_gpu
+    assert plan_cost(plan, measure=False, cpus=2).slots == 2  # the CPUs bound it
