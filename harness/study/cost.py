@@ -8,11 +8,10 @@ the epoch is evaluation and per-epoch work, and each is scaled to its split size
 evaluation to training cost, a third, made the estimate of studies/distill_weight.yaml's epoch 0.50 s
 against 0.67 s measured: evaluation costs far less than that there, so a small slice, mostly evaluation,
 looked cheap.) Trials that share the machine's cores slow each other (``SHARED_CORES``); trials that
-share a GPU take turns (``sharing_factor``); GPU trials are measured on the driver's GPU when it has one. ``CostEstimate``
-adds what a study pays beside its
-epochs: the driver's preparation (measured in the same command: spec, data, plan), and the constants
-below for the driver's imports, Ray's start, the workers' first trial, each trial's own overhead, the end and the
-report. It is an upper bound for a machine no busier than the one the constants were measured on
+share a GPU take turns (``sharing_factor``); GPU trials are measured on the driver's GPU when it has one.
+``CostEstimate`` adds what a study pays beside its epochs: the driver's preparation (measured in the same
+command: spec, data, plan), and the constants below for the driver's imports, Ray's start, the workers'
+first trial, each trial's own overhead, the end and the report. It is an upper bound for a machine no busier than the one the constants were measured on
 (every trial counted at its ``max_epochs``); when the load already exceeds the cores, a note says so,
 since trials that share busy cores take longer.
 """
@@ -29,12 +28,13 @@ import numpy as np
 
 from emoe.config import EMOEConfig
 from emoe.data.arrays import DataSet, Split
+from harness.study.devices import cuda_device_count
 
 __all__ = ["CONFIRM_START_S", "END_S", "IMPORT_S", "REPORT_S", "SHARED_CORES", "STARTUP_S", "TRIAL_S", "WARMUP_S",
            "CostEstimate", "busy_note", "estimate_cost", "format_duration", "measure_epoch_s", "parallel_slots",
            "sharing_factor"]
 
-_EVAL_WEIGHT = 1 / 3  # evaluation per sample against training, only where one slice must do (``_head``)
+_EVAL_WEIGHT = 1 / 3  # evaluation per sample against training, only where one slice must do (``measure_epoch_s``)
 _MAX_MEASURED = 4
 
 # Fixed costs of a study beside its epochs, in seconds: the largest of five repeats of
@@ -236,11 +236,9 @@ def estimate_cost(configs: list[EMOEConfig], data: DataSet, *, trials: int, slot
     (``confirm_trials``: its confirmation trials, timed like the tuning trials). GPU trials
     (``gpus_per_trial`` > 0) are measured on this machine's GPU when it has one, else on its CPU (then
     the estimate is far above what a GPU will take, and says so)."""
-    import torch
-
     epochs = max((c.train.max_epochs for c in configs), default=0)
     sharing, note = sharing_factor(slots, gpus_per_trial)
-    device = "cuda" if gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    device = "cuda" if gpus_per_trial > 0 and cuda_device_count() else "cpu"
     if gpus_per_trial > 0 and device == "cpu":
         note = ", ".join(filter(None, [note, "GPU trials measured on this machine's CPU: they will be faster"]))
     elif device == "cuda":

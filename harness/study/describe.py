@@ -8,13 +8,8 @@ import numpy as np
 
 from emoe.config import ConfigError, EMOEConfig
 from harness.study.confirm import n_confirmation_configs
-from harness.study.cost import (
-    CostEstimate,
-    busy_note,
-    estimate_cost,
-    format_duration,
-    parallel_slots,
-)
+from harness.study.cost import CostEstimate, busy_note, estimate_cost, format_duration, parallel_slots
+from harness.study.devices import cuda_device_count
 from harness.study.plan import Plan
 from harness.study.space import RandomTrial
 from harness.study.spec import CategoricalParam, FloatParam, IntParam
@@ -57,19 +52,17 @@ def machine_slots(plan: Plan, *, cpus: int | None = None, gpus: int | None = Non
     machine without one (a dry run before going to a GPU machine), enough GPUs for one trial."""
     s = plan.spec
     if gpus is None and s.resources.gpus:
-        import torch
-
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        gpus = gpus or max(1, math.ceil(s.resources.gpus))
+        gpus = cuda_device_count() or max(1, math.ceil(s.resources.gpus))
     return parallel_slots(s.resources.cpus, s.resources.gpus, cpus=cpus, gpus=gpus or 0, concurrency=s.concurrency)
 
 
 def plan_cost(plan: Plan, *, measure: bool = True, cpus: int | None = None, gpus: int | None = None,
-              prepare_s: float | None = None) -> CostEstimate:
-    """Cost estimate of a plan on this machine (or ``cpus`` CPUs and ``gpus`` GPUs); ``prepare_s``: the
-    driver's preparation as measured by the caller (it is paid again when the study runs)."""
+              prepare_s: float | None = None, slots: int | None = None) -> CostEstimate:
+    """Cost estimate of a plan on this machine (or ``cpus`` CPUs and ``gpus`` GPUs; ``slots``: their
+    ``machine_slots`` when the caller has it); ``prepare_s``: the driver's preparation as measured by the
+    caller (it is paid again when the study runs)."""
     s = plan.spec
-    slots = machine_slots(plan, cpus=cpus, gpus=gpus)
+    slots = slots or machine_slots(plan, cpus=cpus, gpus=gpus)
     if plan.trials:
         configs = list({t.config_id: t.config for t in plan.trials}.values())
     else:
@@ -141,15 +134,16 @@ def describe_plan(plan: Plan, *, measure: bool = True, cpus: int | None = None, 
                      "no training, each trial alone (no stacks); milliseconds per trial plus the harness's own "
                      "cost (bench/README.md, Scale)")
         return "\n".join(lines)
+    slots = machine_slots(plan, cpus=cpus, gpus=gpus)
     if plan.trials:
-        lines += describe_stacks(plan_stacks(plan.trials, s.resources, slots=machine_slots(plan, cpus=cpus, gpus=gpus)))
+        lines += describe_stacks(plan_stacks(plan.trials, s.resources, slots=slots))
     elif s.resources.stack != 1:
         lines.append(f"stacks (resources.stack: {s.resources.stack}): none in a search (each seed of a proposed "
                      "configuration is its own Tune trial)")
     try:
-        cost = plan_cost(plan, measure=measure, cpus=cpus, gpus=gpus, prepare_s=prepare_s)
+        cost = plan_cost(plan, measure=measure, prepare_s=prepare_s, slots=slots)
     except Exception as exc:  # timing a step is a courtesy; a configuration that cannot train here
-        cost = plan_cost(plan, measure=False, cpus=cpus, gpus=gpus, prepare_s=prepare_s)  # fails in its trial
+        cost = plan_cost(plan, measure=False, prepare_s=prepare_s, slots=slots)  # fails in its trial instead
         lines.append(f"(could not time a training step here: {type(exc).__name__}: {str(exc)[:200]})")
     lines.append(cost_text(cost))
     if s.resources.stack != 1 and plan.trials:

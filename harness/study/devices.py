@@ -24,7 +24,8 @@ from harness.study.errors import SpecError
 from harness.study.params import flatten
 from harness.study.spec import StudySpec
 
-__all__ = ["DEVICE_PATH", "check_local_devices", "device_errors", "local_device_errors", "study_devices"]
+__all__ = ["DEVICE_PATH", "check_local_devices", "cuda_device_count", "device_errors", "local_device_errors",
+           "study_devices"]
 
 DEVICE_PATH = "train.device"
 
@@ -87,6 +88,13 @@ def device_errors(spec: StudySpec) -> list[str]:
     return errors
 
 
+def cuda_device_count() -> int:
+    """CUDA devices that torch can use on this machine (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def local_device_errors(spec: StudySpec) -> list[str]:
     """Devices this machine lacks, for trials that will run here (a local Ray runtime)."""
     cuda = {d: w for d, w in study_devices(spec).items() if _cuda_index(d) is not None}
@@ -94,7 +102,7 @@ def local_device_errors(spec: StudySpec) -> list[str]:
         return []
     import torch
 
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = cuda_device_count()
     errors = []
     for device, where in cuda.items():
         if count == 0:
