@@ -66,10 +66,10 @@ class TrainStep:
         return self.mode == "off"
 
     def _step(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
-              plans: Any, uniforms: list[torch.Tensor | None] | None,
+              plans: Any, uniforms: list[torch.Tensor | None] | None, keep: torch.Tensor | None,
               primed: RouterPrimed | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.dropout is not None and uniforms is not None:
-            self.dropout.feed.set(cut_masks(plans, uniforms))
+            self.dropout.feed.set(cut_masks(plans, uniforms, keep=keep))
         with autocast_context(self.cfg, self.device):
             out = self.model(text=text, audio=audio, vision=vision, router_primed=primed)
             terms = total_loss(out, labels, self.cfg.loss, self.cfg.model.fusion)
@@ -77,15 +77,18 @@ class TrainStep:
         return terms.total, vals
 
     def __call__(self, batch: Batch, primed: RouterPrimed | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        plans = uniforms = None
+        plans = uniforms = keep = None
         if self.dropout is not None:
             def record() -> list[Any]:
                 with autocast_context(self.cfg, self.device):
                     return [record_plan(self.model, lambda: self.model(
                         text=batch.text, audio=batch.audio, vision=batch.vision))]
 
-            plans = self.dropout.plans((tuple(batch.text.shape), self.model.training), record)
+            key = (tuple(batch.text.shape), self.model.training)
+            plans = self.dropout.plans(key, record)
             uniforms = self.dropout.uniforms(plans)
+            if self.eager and uniforms[0] is not None:  # compiled modes fuse the per-site cut themselves
+                keep = self.dropout.keep_rates(key, uniforms[0].dtype)
         if self.mode == "graphs":
             torch.compiler.cudagraph_mark_step_begin()
-        return self._fn(batch.text, batch.audio, batch.vision, batch.labels, plans, uniforms, primed)
+        return self._fn(batch.text, batch.audio, batch.vision, batch.labels, plans, uniforms, keep, primed)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["NATIVE", "DropoutSite", "MaskFeed", "NativeDropout", "PlannedDropout", "cut_masks", "draw_masks",
-           "draw_uniforms", "record_plan", "set_dropout_source"]
+           "draw_uniforms", "keep_rates", "record_plan", "set_dropout_source"]
 
 
 class NativeDropout:
@@ -120,14 +120,25 @@ def draw_uniforms(plans: Sequence[Sequence[DropoutSite]], generators: Sequence[t
     return out
 
 
+def keep_rates(plan: Sequence[DropoutSite], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+    """1 - p for every element ``draw_uniforms`` draws for ``plan`` (its sites with p > 0, in order), in the
+    uniforms' dtype, or None when it draws none: what ``cut_masks`` compares a whole draw against."""
+    parts = [torch.full((_numel(s.shape),), 1.0 - s.p, dtype=dtype, device=device) for s in plan if s.p > 0]
+    return torch.cat(parts) if parts else None
+
+
 def cut_masks(plans: Sequence[Sequence[DropoutSite]], uniforms: Sequence[torch.Tensor | None], *,
-              stacked: bool = False) -> list[torch.Tensor | None]:
+              stacked: bool = False, keep: torch.Tensor | None = None) -> list[torch.Tensor | None]:
     """The masks cut from ``draw_uniforms``' vectors: keep = u < 1 - p, mask = keep / (1 - p).
 
     Plain tensor arithmetic (no random draw, so it can run inside a compiled or captured step). K = 1:
     one mask per site (None at rate 0); ``stacked`` (any K): (K, *shape) per site, ones for a run whose
-    rate there is 0 (None where every run's is).
+    rate there is 0 (None where every run's is). ``keep``: the runs' common ``keep_rates`` (all runs with
+    the same rates at every site): every mask is then a view of one comparison and one division over the
+    whole draw (two kernels for the batch instead of three per site and run; the same values).
     """
+    if keep is not None and all(u is not None for u in uniforms):
+        return _cut_whole(plans[0], uniforms, keep, stacked)  # type: ignore[arg-type]
     per_run: list[list[torch.Tensor | None]] = []
     for plan, u in zip(plans, uniforms):
         masks: list[torch.Tensor | None] = []
@@ -135,8 +146,8 @@ def cut_masks(plans: Sequence[Sequence[DropoutSite]], uniforms: Sequence[torch.T
         for site in plan:
             if site.p > 0:
                 n = _numel(site.shape)
-                keep = u[offset:offset + n].view(site.shape) < (1.0 - site.p)  # type: ignore[index]
-                masks.append(keep.to(site.dtype) / (1.0 - site.p))
+                kept = u[offset:offset + n].view(site.shape) < (1.0 - site.p)  # type: ignore[index]
+                masks.append(kept.to(site.dtype) / (1.0 - site.p))
                 offset += n
             else:
                 masks.append(None)
@@ -154,6 +165,39 @@ def cut_masks(plans: Sequence[Sequence[DropoutSite]], uniforms: Sequence[torch.T
         device = next(m for m in column if m is not None).device
         ones = torch.ones(site.shape, dtype=site.dtype, device=device)
         out.append(torch.stack([ones if m is None else m for m in column]))
+    return out
+
+
+def _cut_whole(plan: Sequence[DropoutSite], uniforms: Sequence[torch.Tensor], keep: torch.Tensor,
+               stacked: bool) -> list[torch.Tensor | None]:
+    """``cut_masks`` for runs with the same rates: masks for the whole draw at once, cut into views."""
+    if not stacked and len(uniforms) != 1:
+        raise ValueError(f"cut_masks: {len(uniforms)} runs need stacked=True")
+    u = torch.stack(list(uniforms)) if stacked else uniforms[0]  # (K, T) or (T,)
+    if u.shape[-1] != keep.shape[0]:
+        raise ValueError(f"cut_masks: {u.shape[-1]} uniforms drawn, the rates cover {keep.shape[0]}")
+    whole = torch.div(u < keep, keep)  # 1/(1-p) where kept, else 0: kept.to(dtype) / (1-p), as per site
+    lead = tuple(u.shape[:-1])
+    by_dtype = {whole.dtype: whole}
+    out: list[torch.Tensor | None] = []
+    offset = 0
+    for site in plan:
+        if site.p <= 0:
+            out.append(None)
+            continue
+        n = _numel(site.shape)
+        if site.dtype not in by_dtype:
+            # a narrower float (bf16/fp16 under autocast) rounds the same float32 quotient the per-site
+            # division computes; a wider one would differ, so it divides per site as cut_masks does
+            exact = whole.dtype == torch.float32 and site.dtype in (torch.bfloat16, torch.float16)
+            by_dtype[site.dtype] = whole.to(site.dtype) if exact else None  # type: ignore[assignment]
+        src = by_dtype[site.dtype]
+        if src is None:
+            kept = u[..., offset:offset + n] < (1.0 - site.p)
+            out.append((kept.to(site.dtype) / (1.0 - site.p)).view(*lead, *site.shape))
+        else:
+            out.append(src[..., offset:offset + n].view(*lead, *site.shape))
+        offset += n
     return out
 
 
@@ -183,6 +227,7 @@ class PlannedDropout:
         self.device = device
         self.feed = MaskFeed(stacked)
         self._plans: dict[Hashable, list[list[DropoutSite]]] = {}
+        self._keep: dict[tuple[Hashable, torch.dtype], torch.Tensor | None] = {}
 
     def plans(self, key: Hashable, record: Callable[[], list[list[DropoutSite]]]) -> list[list[DropoutSite]]:
         """The runs' plans for ``key``, recorded by ``record()`` the first time."""
@@ -197,7 +242,17 @@ class PlannedDropout:
         """The next batch's uniform draws (``draw_uniforms``) from the runs' generators."""
         return draw_uniforms(plans, self.generators, self.device)
 
+    def keep_rates(self, key: Hashable, dtype: torch.dtype) -> torch.Tensor | None:
+        """``keep_rates`` of the plans recorded for ``key`` (cached), for uniforms of ``dtype``; None when the
+        runs' rates differ somewhere (``cut_masks`` then cuts per site and run) or nothing is drawn."""
+        if (key, dtype) not in self._keep:
+            plans = self._plans[key]
+            same = all(plan == plans[0] for plan in plans[1:])
+            self._keep[key, dtype] = keep_rates(plans[0], dtype, self.device) if same else None
+        return self._keep[key, dtype]
+
     def keep(self, index: list[int]) -> None:
         """Keep only the runs at ``index`` (e.g. after some stopped), in that order."""
         self.generators = [self.generators[i] for i in index]
         self._plans = {k: [plans[i] for i in index] for k, plans in self._plans.items()}
+        self._keep.clear()

@@ -197,7 +197,9 @@ class _Stack:
         for m in self.plan_models:
             m.train()
         plans = self.dropout.plans(b, record)
-        masks = cut_masks(plans, self.dropout.uniforms(plans), stacked=True)
+        uniforms = self.dropout.uniforms(plans)
+        keep = self.dropout.keep_rates(b, uniforms[0].dtype) if uniforms and uniforms[0] is not None else None
+        masks = cut_masks(plans, uniforms, stacked=True, keep=keep)
         self.template.train()
         with autocast_context(cfg, self.device):
             mask_dims = [None if m is None else 0 for m in masks]
