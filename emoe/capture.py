@@ -20,9 +20,10 @@ from torch import nn
 
 from emoe.config import EMOEConfig
 from emoe.data.arrays import Batch
-from emoe.dropout import PlannedDropout, cut_masks, record_plan
+from emoe.dropout import DropoutSite, PlannedDropout, cut_masks, record_plan
 from emoe.evaluate import autocast_context
 from emoe.losses import total_loss
+from emoe.outputs import ModelOutput
 from emoe.router import RouterPrimed
 
 __all__ = ["CompileMode", "TrainStep", "effective_mode"]
@@ -53,6 +54,7 @@ class TrainStep:
     def __init__(self, model: nn.Module, cfg: EMOEConfig, device: torch.device,
                  dropout: PlannedDropout | None = None):
         self.model, self.cfg, self.device, self.dropout = model, cfg, device, dropout
+        self._batch_first: dict[tuple[int, int], bool] = {}  # (batch rows, window rows): masks concatenate
         self.mode = effective_mode(getattr(cfg.train, "compile", "off"), device)
         if self.mode == "off":
             self._fn = self._step
@@ -65,6 +67,14 @@ class TrainStep:
         """Whether the step runs eagerly (then the router may defer its weight gradient and be primed)."""
         return self.mode == "off"
 
+    @property
+    def windowed(self) -> bool:
+        """Whether ``window`` runs an accumulation window as one forward: ``train.window_forward``, eager,
+        the run's own dropout masks (each batch keeps its draw) and no text encoder (whose dropout draws
+        from the global generator)."""
+        return (self.eager and self.dropout is not None and bool(getattr(self.cfg.train, "window_forward", False))
+                and getattr(self.model, "text_encoder", None) is None)
+
     def _step(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
               plans: Any, uniforms: list[torch.Tensor | None] | None, keep: torch.Tensor | None,
               primed: RouterPrimed | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,19 +86,97 @@ class TrainStep:
         vals = torch.stack([terms.total, terms.task, terms.uni, terms.sim, terms.ent, terms.ud]).detach().float()
         return terms.total, vals
 
+    def _plans(self, batch: Batch) -> tuple[Any, list[list[DropoutSite]]]:
+        """The run's dropout plans for batches shaped like ``batch`` (recorded on it the first time)."""
+        def record() -> list[Any]:
+            with autocast_context(self.cfg, self.device):
+                return [record_plan(self.model, lambda: self.model(
+                    text=batch.text, audio=batch.audio, vision=batch.vision))]
+
+        key = (tuple(batch.text.shape), self.model.training)
+        return key, self.dropout.plans(key, record)  # type: ignore[union-attr]
+
     def __call__(self, batch: Batch, primed: RouterPrimed | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         plans = uniforms = keep = None
         if self.dropout is not None:
-            def record() -> list[Any]:
-                with autocast_context(self.cfg, self.device):
-                    return [record_plan(self.model, lambda: self.model(
-                        text=batch.text, audio=batch.audio, vision=batch.vision))]
-
-            key = (tuple(batch.text.shape), self.model.training)
-            plans = self.dropout.plans(key, record)
+            key, plans = self._plans(batch)
             uniforms = self.dropout.uniforms(plans)
             if self.eager and uniforms[0] is not None:  # compiled modes fuse the per-site cut themselves
                 keep = self.dropout.keep_rates(key, uniforms[0].dtype)
         if self.mode == "graphs":
             torch.compiler.cudagraph_mark_step_begin()
         return self._fn(batch.text, batch.audio, batch.vision, batch.labels, plans, uniforms, keep, primed)
+
+    # --- an accumulation window in one forward ---------------------------------------------------------
+    def _terms(self, pred: torch.Tensor, uni_pred: torch.Tensor, weights: torch.Tensor, p_uni: torch.Tensor,
+               p_fused: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = ModelOutput(pred=pred, uni_pred=uni_pred, weights=weights, h=p_uni, p_uni=p_uni, p_fused=p_fused)
+        terms = total_loss(out, labels, self.cfg.loss, self.cfg.model.fusion)
+        vals = torch.stack([terms.total, terms.task, terms.uni, terms.sim, terms.ent, terms.ud]).detach().float()
+        return terms.total, vals
+
+    def _masks_concatenate(self, batch: Batch, size: int) -> bool:
+        """Whether every dropout site of a forward over the window's rows is the batches' sites stacked
+        along the first axis (so their masks concatenate); recorded once per (batch, window) size."""
+        n = batch.labels.shape[0]
+        if (size, n) not in self._batch_first:
+            _, (small,) = self._plans(_rows(batch, 0, size))
+            _, (whole,) = self._plans(batch)
+            self._batch_first[size, n] = len(small) == len(whole) and all(
+                (w.shape, w.dtype, w.p) == ((n, *s.shape[1:]), s.dtype, s.p) for s, w in zip(small, whole))
+        return self._batch_first[size, n]
+
+    def _window_masks(self, batch: Batch, size: int) -> list[torch.Tensor | None]:
+        """The masks of the window's rows: each batch's own draw, in batch order, as ``__call__`` draws
+        them, cut at once for the full batches (``cut_masks`` with a leading batch axis)."""
+        dropout = self.dropout
+        assert dropout is not None
+        n = batch.labels.shape[0]
+        q, rest = divmod(n, size)
+        groups: list[list[torch.Tensor | None]] = []
+        for count, rows, start in ((q, size, 0), (1 if rest else 0, rest, q * size)):
+            if count == 0:
+                continue
+            key, plans = self._plans(_rows(batch, start, rows))
+            uniforms = [dropout.uniforms(plans)[0] for _ in range(count)]
+            keep = dropout.keep_rates(key, uniforms[0].dtype) if uniforms[0] is not None else None
+            masks = cut_masks(plans * count, uniforms, stacked=True, keep=keep)
+            groups.append([None if m is None else m.flatten(0, 1) for m in masks])  # (count * rows, ...)
+        if len(groups) == 1:
+            return groups[0]
+        return [None if a is None else torch.cat([a, b]) for a, b in zip(*groups)]
+
+    def window(self, batch: Batch, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward + loss of a whole accumulation window (``windowed`` steps): ``batch`` holds the window's
+        batches one after another, ``size`` rows each (the last may be shorter). Returns the sum of the
+        batches' totals, whose gradient is the window's accumulated one, and their (W, 6) terms: each batch
+        keeps its own loss and its own dropout draw, as W calls give, in one forward and one backward (the
+        model is per-sample). Where the dropout sites do not stack along the batch axis, one forward per
+        batch, summed.
+        """
+        n = batch.labels.shape[0]
+        q, rest = divmod(n, size)
+        if not self._masks_concatenate(batch, size):
+            parts = [self(_rows(batch, start, size)) for start in range(0, n, size)]
+            return torch.stack([t for t, _ in parts]).sum(), torch.stack([v for _, v in parts])
+        self.dropout.feed.set(self._window_masks(batch, size))  # type: ignore[union-attr]
+        with autocast_context(self.cfg, self.device):
+            out = self.model(text=batch.text, audio=batch.audio, vision=batch.vision)
+            outs = (out.pred, out.uni_pred, out.weights, out.p_uni, out.p_fused, batch.labels)
+            totals, vals = [], []
+            if q:
+                total, val = torch.func.vmap(self._terms)(*(t[:q * size].unflatten(0, (q, size)) for t in outs))
+                totals.append(total.sum())
+                vals.append(val)
+            if rest:
+                total, val = self._terms(*(t[q * size:] for t in outs))
+                totals.append(total)
+                vals.append(val.unsqueeze(0))
+        return (totals[0] if len(totals) == 1 else totals[0] + totals[1]), torch.cat(vals)
+
+
+def _rows(batch: Batch, start: int, size: int) -> Batch:
+    """Rows ``start:start + size`` of ``batch`` (views)."""
+    end = start + size
+    return Batch(text=batch.text[start:end], audio=batch.audio[start:end], vision=batch.vision[start:end],
+                 labels=batch.labels[start:end], index=batch.index[start:end])

@@ -193,6 +193,7 @@ class TrainConfig(_Validated):
     eval_batch_size: int = 256
     fast_path: bool = True  # fused attention / foreach optimiser where outputs are unchanged
     compile: str = "off"  # off | default (torch.compile of the step) | graphs (CUDA graphs; eager on CPU)
+    window_forward: bool = True  # an accumulation window's batches in one forward + backward (same sums)
 
     def validate(self) -> list[str]:
         e: list[str] = []

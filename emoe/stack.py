@@ -35,7 +35,7 @@ from emoe.checkpoint import (
 )
 from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
 from emoe.data.arrays import DataSet, Split, iter_batches
-from emoe.dropout import PlannedDropout, cut_masks, record_plan
+from emoe.dropout import DropoutSite, PlannedDropout, cut_masks, record_plan
 from emoe.evaluate import NonFiniteOutput, autocast_context, summarize
 from emoe.losses import (
     EPOCH_LOSSES,
@@ -166,14 +166,13 @@ class _Stack:
         self._refresh_scalars()
 
     # --- the vmapped step ---------------------------------------------------------------------------
-    def _member_loss(self, params: dict, buffers: dict, text: torch.Tensor, audio: torch.Tensor,
-                     vision: torch.Tensor, labels: torch.Tensor, masks: list, weights: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        self.dropout.feed.set(masks)
-        out = functional_call(self.template, (params, buffers), (), {"text": text, "audio": audio, "vision": vision})
+    def _terms(self, pred: torch.Tensor, uni_pred: torch.Tensor, w: torch.Tensor, p_uni: torch.Tensor,
+               p_fused: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch's loss terms for one member (its loss weights ``weights``): total and (6,) terms."""
         lc = self.loss_kind
-        pred, uni_pred = out.pred.float(), out.uni_pred.float()
-        w, p_uni, p_fused = out.weights.float(), out.p_uni.float(), out.p_fused.float()
+        pred, uni_pred = pred.float(), uni_pred.float()
+        w, p_uni, p_fused = w.float(), p_uni.float(), p_fused.float()
         task = task_loss(pred, labels, lc.task)
         uni = unimodal_loss(uni_pred, labels, lc.task)
         target = importance_target(per_sample_error(uni_pred, labels, lc.task), lc.importance, lc.importance_eps)
@@ -183,28 +182,82 @@ class _Stack:
                                sim_alpha=weights[2], distill_weight=weights[3])
         return total, torch.stack([total, task, uni, sim, ent, ud]).detach().float()
 
-    def train_batch(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
-                    cfg: EMOEConfig) -> torch.Tensor:
-        """Forward + backward of one batch for every member (inputs (K, B, ...)); returns (K, 6) loss terms."""
-        b = text.shape[1]
+    def _member_loss(self, params: dict, buffers: dict, text: torch.Tensor, audio: torch.Tensor,
+                     vision: torch.Tensor, labels: torch.Tensor, masks: list, weights: torch.Tensor, size: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One member's forward over a window's rows (batches of ``size`` one after another, the last may
+        be shorter) and each batch's loss: the sum of the totals and the (W, 6) terms."""
+        self.dropout.feed.set(masks)
+        out = functional_call(self.template, (params, buffers), (), {"text": text, "audio": audio, "vision": vision})
+        outs = (out.pred, out.uni_pred, out.weights, out.p_uni, out.p_fused, labels)
+        q, rest = divmod(text.shape[0], size)
+        terms = functools.partial(self._terms, weights=weights)
+        totals, vals = [], []
+        if q:
+            total, val = vmap(terms)(*(t[:q * size].unflatten(0, (q, size)) for t in outs))
+            totals.append(total.sum())
+            vals.append(val)
+        if rest:
+            total, val = terms(*(t[q * size:] for t in outs))
+            totals.append(total)
+            vals.append(val.unsqueeze(0))
+        return (totals[0] if len(totals) == 1 else totals[0] + totals[1]), torch.cat(vals)
 
-        def record() -> list:
+    def _plans(self, rows: int, like: tuple[torch.Tensor, ...], cfg: EMOEConfig) -> list[list[DropoutSite]]:
+        """Every member's dropout sites for a forward over ``rows`` rows (recorded on meta tensors once)."""
+        def record() -> list[list[DropoutSite]]:
+            text, audio, vision = (torch.empty((rows, *t.shape[2:]), dtype=t.dtype, device="meta") for t in like)
             with autocast_context(cfg, self.device):
-                return [record_plan(m, lambda m=m: m(text=text[0].to("meta"), audio=audio[0].to("meta"),
-                                                    vision=vision[0].to("meta")), stacked=True)
+                return [record_plan(m, lambda m=m: m(text=text, audio=audio, vision=vision), stacked=True)
                         for m in self.plan_models]
 
         for m in self.plan_models:
             m.train()
-        plans = self.dropout.plans(b, record)
-        uniforms = self.dropout.uniforms(plans)
-        keep = self.dropout.keep_rates(b, uniforms[0].dtype) if uniforms and uniforms[0] is not None else None
-        masks = cut_masks(plans, uniforms, stacked=True, keep=keep)
+        return self.dropout.plans(rows, record)
+
+    def _window_masks(self, n: int, size: int, like: tuple[torch.Tensor, ...], cfg: EMOEConfig
+                      ) -> list[torch.Tensor | None] | None:
+        """(K, n, ...) masks for a forward over a window's ``n`` rows: each member's draw for each batch in
+        batch order, as batch by batch, joined along the rows; None where the sites do not stack along
+        the batch axis (then the window runs batch by batch)."""
+        q, rest = divmod(n, size)
+        if n > size:  # more than one batch
+            whole = self._plans(n, like, cfg)[0]
+            for rows in {size} if not rest else {size, rest}:
+                if [(s.shape, s.dtype, s.p) for s in whole] != [((n, *s.shape[1:]), s.dtype, s.p)
+                                                               for s in self._plans(rows, like, cfg)[0]]:
+                    return None
+        k = len(self.members)
+        parts: list[list[torch.Tensor | None]] = []
+        for count, rows in ((q, size), (1 if rest else 0, rest)):
+            if count == 0:
+                continue
+            plans = self._plans(rows, like, cfg)
+            draws = [self.dropout.uniforms(plans) for _ in range(count)]  # batch by batch, every member
+            uniforms = [u for draw in draws for u in draw]  # (batch, member) order
+            keep = self.dropout.keep_rates(rows, uniforms[0].dtype) if uniforms[0] is not None else None
+            masks = cut_masks([p for _ in range(count) for p in plans], uniforms, stacked=True, keep=keep)
+            parts.append([None if m is None else m.unflatten(0, (count, k)).transpose(0, 1).flatten(1, 2)
+                          for m in masks])  # (count * K, rows, ...) -> (K, count * rows, ...)
+        if len(parts) == 1:
+            return parts[0]
+        return [None if a is None else torch.cat([a, b], dim=1) for a, b in zip(*parts)]
+
+    def train_window(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
+                     cfg: EMOEConfig, size: int) -> torch.Tensor:
+        """Forward + backward of a window's batches (``size`` rows each, one after another; inputs (K, n, ...))
+        for every member, in one vmapped forward; returns the (K, W, 6) loss terms. One batch is a window
+        of one; where the dropout sites do not stack along the batch axis, batch by batch."""
+        n = text.shape[1]
+        masks = self._window_masks(n, size, (text, audio, vision), cfg)
+        if masks is None:
+            return torch.cat([self.train_window(text[:, s:s + size], audio[:, s:s + size], vision[:, s:s + size],
+                                                labels[:, s:s + size], cfg, size) for s in range(0, n, size)], dim=1)
         self.template.train()
         with autocast_context(cfg, self.device):
             mask_dims = [None if m is None else 0 for m in masks]
-            total, vals = vmap(self._member_loss, in_dims=(0, 0, 0, 0, 0, 0, mask_dims, 0))(
-                self.params, self.buffers, text, audio, vision, labels, masks, self.loss_weights)
+            total, vals = vmap(self._member_loss, in_dims=(0, 0, 0, 0, 0, 0, mask_dims, 0, None))(
+                self.params, self.buffers, text, audio, vision, labels, masks, self.loss_weights, size)
         total.sum().backward()
         return vals
 
@@ -255,15 +308,21 @@ def _train_epoch(stack: _Stack, split: Split, cfg: EMOEConfig) -> dict[int, str]
     first_bad = torch.full((k,), -1, dtype=torch.long, device=stack.device)
     bad_value = torch.zeros(k, device=stack.device)
     diverged: dict[int, str] = {}
-    for i in range(n_batches):
-        if i % t.update_epochs == 0:
+    # a chunk: the whole accumulation window in one forward (train.window_forward), else one batch
+    chunk = t.update_epochs if t.window_forward else 1
+    for c in range(0, n_batches, chunk):
+        i = min(c + chunk, n_batches) - 1  # the chunk's last batch
+        if c % t.update_epochs == 0:
             stack.optim.zero_grad()
-        text, audio, vision, labels = _gather(split, orders, i * t.batch_size, t.batch_size, stack.device)
-        vals = stack.train_batch(text, audio, vision, labels, cfg)  # (K, 6)
-        sums += vals
-        newly_bad = ~torch.isfinite(vals[:, 0]) & (first_bad < 0)
-        first_bad = torch.where(newly_bad, i, first_bad)
-        bad_value = torch.where(newly_bad, vals[:, 0], bad_value)
+        rows = min(len(split), (i + 1) * t.batch_size) - c * t.batch_size
+        text, audio, vision, labels = _gather(split, orders, c * t.batch_size, rows, stack.device)
+        vals = stack.train_window(text, audio, vision, labels, cfg, t.batch_size)  # (K, W, 6)
+        sums += vals.sum(1)
+        bad = ~torch.isfinite(vals[:, :, 0])  # (K, W)
+        at = torch.argmax(bad.to(torch.uint8), dim=1)  # each member's first bad batch of the chunk
+        newly_bad = bad.any(1) & (first_bad < 0)
+        first_bad = torch.where(newly_bad, c + at, first_bad)
+        bad_value = torch.where(newly_bad, vals[:, :, 0].gather(1, at.unsqueeze(1)).squeeze(1), bad_value)
         if (i + 1) % t.update_epochs and i + 1 < n_batches:
             continue
         norms = stack.optim.grad_norms().to(stack.device)

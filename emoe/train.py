@@ -6,6 +6,7 @@ pruning and checkpointing) and exact resumption; ``train_emoe`` seeds, builds th
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -56,7 +57,7 @@ OnEpoch = Callable[[EpochRecord, Callable[[], dict[str, Any]]], bool | None]
 
 # Fields that may differ between the run that saved a state and the run resuming from it.
 _RESUME_FREE = {("train", "device"), ("train", "eval_batch_size"), ("train", "max_epochs"),
-                ("train", "early_stop"), ("train", "fast_path"), ("train", "compile")}
+                ("train", "early_stop"), ("train", "fast_path"), ("train", "compile"), ("train", "window_forward")}
 
 
 def seed_everything(seed: int) -> None:
@@ -132,7 +133,8 @@ def train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torc
     refreshed once per step (``emoe.precision``).
     """
     step = step if step is not None else TrainStep(model, cfg, device)
-    deferred = cfg.train.fast_path and step.eager and callable(getattr(model, "flush_grads", None))
+    deferred = (cfg.train.fast_path and step.eager and not step.windowed
+                and callable(getattr(model, "flush_grads", None)))
     if not deferred:
         return _train_epoch(model, split, cfg, optimizer, step, generator=generator, device=device, epoch=epoch,
                             precision=precision)
@@ -156,48 +158,77 @@ def _train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: tor
     sums = torch.zeros(len(EPOCH_LOSSES), device=device)
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first batch with non-finite loss
     bad_value = torch.zeros((), device=device)
-    steps = 0
+    steps = done = 0
+    for piece in _pieces(split, cfg, step, generator=generator, device=device, prime=prime):
+        if done % t.update_epochs == 0:
+            optimizer.zero_grad(set_to_none=True)
+            if precision is not None:
+                precision.zero_grad()
+        total, vals = piece()  # (W, 6): the piece's batches' terms
+        total.backward()
+        sums += vals.sum(0)
+        bad = ~torch.isfinite(vals[:, 0])
+        at = torch.argmax(bad.to(torch.uint8))  # the piece's first bad batch (argmax: first of the maxima)
+        newly_bad = bad.any() & (first_bad < 0)
+        first_bad = torch.where(newly_bad, done + at, first_bad)
+        bad_value = torch.where(newly_bad, vals[at, 0], bad_value)
+        done += vals.shape[0]
+        if done % t.update_epochs and done < n_batches:
+            continue
+        if flush is not None:
+            flush()
+        error = _end_window(optimizer, params, t, first_bad, bad_value, device=device, epoch=epoch, batch=done,
+                            precision=precision)
+        if error is not None:
+            return EpochTrain({}, steps, error)
+        steps += 1
+    means = (sums / max(n_batches, 1)).tolist()
+    return EpochTrain(dict(zip(EPOCH_LOSSES, means)), steps)
+
+
+def _pieces(split: Split, cfg: EMOEConfig, step: TrainStep, *, generator: torch.Generator, device: torch.device,
+            prime: Callable[[list[Any]], list[Any]] | None) -> Iterator[Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
+    """The epoch's forward passes in order, each returning (total, (W, 6) terms) of its W batches: whole
+    accumulation windows (``TrainStep.windowed``: the same permutation cut in windows of rows) or single
+    batches (primed a window ahead when ``prime`` is given)."""
+    t = cfg.train
+    if step.windowed:
+        for window in iter_batches(split, t.batch_size * t.update_epochs, device=device, generator=generator,
+                                   shuffle=True):
+            yield functools.partial(step.window, window, t.batch_size)
+        return
     batches: Iterator[tuple[Batch, Any]] = (
         (b, None) for b in iter_batches(split, t.batch_size, device=device, generator=generator, shuffle=True))
     if prime is not None:
         batches = _primed_windows(batches, t.update_epochs, prime, cfg, device)
-    for i, (batch, primed) in enumerate(batches):
-        if i % t.update_epochs == 0:
-            optimizer.zero_grad(set_to_none=True)
-            if precision is not None:
-                precision.zero_grad()
-        total, vals = step(batch, primed)
-        total.backward()
-        sums += vals
-        newly_bad = ~torch.isfinite(vals[0]) & (first_bad < 0)
-        first_bad = torch.where(newly_bad, i, first_bad)
-        bad_value = torch.where(newly_bad, vals[0], bad_value)
-        if (i + 1) % t.update_epochs and i + 1 < n_batches:
-            continue
-        if flush is not None:
-            flush()
-        if precision is not None:
-            precision.grads_to_master()
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = (torch.nn.utils.get_total_norm(grads, foreach=t.fast_path) if grads
-                else torch.zeros((), device=device))
-        # the one host sync of the window: first bad batch, its loss, the gradient norm
-        bad_batch, bad_loss, norm_value = torch.stack(
-            [first_bad.double(), bad_value.double(), norm.double()]).tolist()
-        if bad_batch >= 0:
-            return EpochTrain({}, steps, f"diverged: non-finite training loss ({_nonfinite_name(bad_loss)}) "
-                                         f"at epoch {epoch}, batch {int(bad_batch) + 1}")
-        if not math.isfinite(norm_value):
-            return EpochTrain({}, steps, f"diverged: non-finite gradient norm ({_nonfinite_name(norm_value)}) "
-                                         f"at epoch {epoch}, batch {i + 1}")
-        if t.grad_clip is not None and grads:
-            torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm, foreach=t.fast_path)
-        optimizer.step()
-        if precision is not None:
-            precision.refresh()
-        steps += 1
-    means = (sums / max(n_batches, 1)).tolist()
-    return EpochTrain(dict(zip(EPOCH_LOSSES, means)), steps)
+    for batch, primed in batches:
+        def one(batch: Batch = batch, primed: Any = primed) -> tuple[torch.Tensor, torch.Tensor]:
+            total, vals = step(batch, primed)
+            return total, vals.unsqueeze(0)
+        yield one
+
+
+def _end_window(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], t: Any, first_bad: torch.Tensor,
+                bad_value: torch.Tensor, *, device: torch.device, epoch: int, batch: int,
+                precision: BF16Weights | None) -> str | None:
+    """The end of an accumulation window (its last batch is ``batch``, from 1): one host sync for the first
+    bad batch, its loss and the gradient norm; then clip and step, or the divergence message (no step)."""
+    if precision is not None:
+        precision.grads_to_master()
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, foreach=t.fast_path) if grads else torch.zeros((), device=device)
+    bad_batch, bad_loss, norm_value = torch.stack([first_bad.double(), bad_value.double(), norm.double()]).tolist()
+    if bad_batch >= 0:
+        return (f"diverged: non-finite training loss ({_nonfinite_name(bad_loss)}) at epoch {epoch}, "
+                f"batch {int(bad_batch) + 1}")
+    if not math.isfinite(norm_value):
+        return f"diverged: non-finite gradient norm ({_nonfinite_name(norm_value)}) at epoch {epoch}, batch {batch}"
+    if t.grad_clip is not None and grads:
+        torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm, foreach=t.fast_path)
+    optimizer.step()
+    if precision is not None:
+        precision.refresh()
+    return None
 
 
 def _primed_windows(batches: Iterator[tuple[Batch, Any]], window: int, prime: Callable[[list[Any]], list[Any]],

@@ -71,3 +71,15 @@ def _no_ray_runtime_from_earlier_modules() -> Iterator[None]:
     if ray is not None and ray.is_initialized():
         ray.shutdown()
     yield
+
+
+@pytest.fixture
+def float64() -> Iterator[None]:
+    """Default dtype float64 for the test (and torch's thread count restored after it)."""
+    import torch
+
+    previous, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+    torch.set_num_threads(threads)

@@ -226,7 +226,7 @@ def busy_note(cpus: int | None = None) -> str | None:
 
 def _cost_key(cfg: EMOEConfig) -> tuple[object, ...]:
     t = cfg.train
-    return (cfg.model, t.batch_size, t.update_epochs, t.fast_path, t.bf16, cfg.loss.task)
+    return (cfg.model, t.batch_size, t.update_epochs, t.fast_path, t.window_forward, t.bf16, cfg.loss.task)
 
 
 def estimate_cost(configs: list[EMOEConfig], data: DataSet, *, trials: int, slots: int, threads: int,

@@ -68,7 +68,8 @@ SEED_PATH = "train.seed"
 #: Fields that do not change a trial's result (device placement, evaluation batch size, verbosity of
 #: speed): excluded from ``config_id``.
 NOT_IDENTITY: frozenset[str] = frozenset({"train.seed", "train.device", "train.eval_batch_size",
-                                          "train.fast_path", "train.compile", "model.bert_path"})
+                                          "train.fast_path", "train.compile", "train.window_forward",
+                                          "model.bert_path"})
 
 
 def check_path(path: str) -> str | None:

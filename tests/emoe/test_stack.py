@@ -6,12 +6,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from emoe.checkpoint import load_state, save_state
 from emoe.config import ConfigError, EMOEConfig, LossConfig, ModelConfig, TrainConfig
 from emoe.data.arrays import DataSet, Split
-from emoe.stack import check_stackable, fit_stacked
+from emoe.stack import _Stack, check_stackable, fit_stacked
 from emoe.train import train_emoe
 
 DIMS = {"d_text": 12, "d_audio": 5, "d_vision": 6, "len_text": 8, "len_audio": 8, "len_vision": 8}
@@ -37,14 +36,6 @@ def member(seed: int, distill: float, **train: object) -> EMOEConfig:
             "seed": seed}
     return EMOEConfig(model=model, loss=LossConfig(distill_weight=distill),
                       train=TrainConfig(**{**base, **train}))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def assert_same_run(stacked, alone, tol: float = 1e-6) -> None:
@@ -123,3 +114,36 @@ def test_members_that_differ_in_shape_are_rejected_with_every_reason():
     assert any(e.startswith("model.d_model") for e in errors) and any(e.startswith("train.batch_size") for e in errors)
     with pytest.raises(ConfigError, match="d_model"):
         fit_stacked([a, b], make_data())
+
+
+def test_stacked_windows_in_one_forward_train_as_batch_by_batch(float64, monkeypatch):
+    """train.window_forward: each window's batches in one vmapped forward, each with its own loss and
+    masks (a member with other dropout rates cuts its own); 45 rows in batches of 4, windows of 3: the
+    last window has a batch of one row. Then the same with sites that do not stack: batch by batch."""
+    rng = np.random.default_rng(1)
+    data = DataSet(make_split(45, rng), make_split(16, rng), make_split(12, rng), name="tiny")
+
+    def cfgs(window: bool) -> list[EMOEConfig]:
+        out = [member(s, d, batch_size=4, update_epochs=3, max_epochs=3, window_forward=window)
+               for s, d in ((1111, 0.1), (1112, 0.5))]
+        other = dataclasses.replace(out[1].model, attn_dropout_v=0.2, text_dropout=0.1)
+        return [out[0], dataclasses.replace(out[1], model=other)]
+
+    batched = fit_stacked(cfgs(False), data)
+    rows: list[int] = []
+    forward = _Stack._member_loss
+    monkeypatch.setattr(_Stack, "_member_loss", lambda self, *a: rows.append(a[2].shape[0]) or forward(self, *a))
+    windowed = fit_stacked(cfgs(True), data)
+    assert rows == [12, 12, 12, 9] * 3  # one forward per window, every member in it
+
+    def same(got: list, want: list) -> None:
+        for w, b in zip(got, want):
+            assert_same_run(w, b)  # training losses are float32 means, summed in another order
+            for rw, rb in zip(w.history, b.history):  # the rest is float64
+                assert rw.valid == pytest.approx(rb.valid, rel=1e-10, abs=1e-12)
+
+    same(windowed, batched)
+    masks = _Stack._window_masks
+    monkeypatch.setattr(_Stack, "_window_masks",  # a window never stacks: batch by batch (one batch does)
+                        lambda self, n, size, *a: None if n > size else masks(self, n, size, *a))
+    same(fit_stacked(cfgs(True), data), batched)

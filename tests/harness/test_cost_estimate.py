@@ -141,7 +141,7 @@ def test_gpu_trials_are_measured_on_the_gpu_when_the_driver_has_one(monkeypatch,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: int(cuda))
     monkeypatch.setattr(cost_module, "measure_epoch_s", lambda cfg, data, **k: devices.append(k["device"]) or 1.0)
-    cfg = SimpleNamespace(model=1, train=SimpleNamespace(batch_size=16, update_epochs=1, fast_path=True, bf16=False,
+    cfg = SimpleNamespace(model=1, train=SimpleNamespace(batch_size=16, update_epochs=1, fast_path=True, window_forward=True, bf16=False,
                                                           max_epochs=3), loss=SimpleNamespace(task="regression"))
     est = cost_module.estimate_cost([cfg], None, trials=8, slots=4, threads=1, gpus_per_trial=0.25)  # type: ignore[arg-type]
     assert devices == ["cuda" if cuda else "cpu"] and est.sharing == 4

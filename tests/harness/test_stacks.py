@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from harness.results.sink import ResultStore
 from harness.run import main
@@ -229,15 +228,6 @@ class _FakeTune:
             shutil.copytree(checkpoint.path, self.folder / f"checkpoint_{len(self.reports):06d}")
         if self.kill_after is not None and len(self.reports) >= self.kill_after:
             raise _Killed
-
-
-@pytest.fixture
-def float64():
-    previous, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-    torch.set_num_threads(threads)
 
 
 def _float64_data(plan):
