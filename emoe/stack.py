@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from emoe.capture import batches_per_forward
 from emoe.checkpoint import (
     STATE_VERSION,
     Key,
@@ -308,8 +309,8 @@ def _train_epoch(stack: _Stack, split: Split, cfg: EMOEConfig) -> dict[int, str]
     first_bad = torch.full((k,), -1, dtype=torch.long, device=stack.device)
     bad_value = torch.zeros(k, device=stack.device)
     diverged: dict[int, str] = {}
-    # a chunk: the whole accumulation window in one forward (train.window_forward), else one batch
-    chunk = t.update_epochs if t.window_forward else 1
+    # a chunk: the batches of one forward, a whole accumulation window or one batch (batches_per_forward)
+    chunk = batches_per_forward(cfg, stack.device, len(stack.members))
     for c in range(0, n_batches, chunk):
         i = min(c + chunk, n_batches) - 1  # the chunk's last batch
         if c % t.update_epochs == 0:

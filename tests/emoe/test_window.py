@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from emoe import capture
 from emoe.capture import TrainStep
 from emoe.config import EMOEConfig, LossConfig, ModelConfig, TrainConfig
 from emoe.data.arrays import DataSet, Split
@@ -114,3 +115,24 @@ def test_bf16_autocast_windows_match_batch_by_batch_closely():
     off = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, window_forward=False))
     (_, a), (_, b) = run(cfg, data), run(off, data)
     assert a.history[0].train["loss"] == pytest.approx(b.history[0].train["loss"], rel=2e-2)
+
+
+def test_on_cpu_a_window_of_large_activations_runs_batch_by_batch(monkeypatch):
+    """A window whose largest activation exceeds CPU_FORWARD_BYTES (page-faulted in afresh each time on
+    CPU) trains batch by batch there, with the router's deferred gradient; on an accelerator, in one."""
+    cfg = make_cfg(True)
+    window = 4 * 4 * 8 * 4 * 16 * 3  # float bytes x batch 4 x length 8 x feed-forward width 4 x d_model 16 x 3
+    assert capture.batches_per_forward(cfg, torch.device("cpu")) == 3
+    monkeypatch.setattr(capture, "CPU_FORWARD_BYTES", window)
+    assert capture.batches_per_forward(cfg, torch.device("cpu")) == 3
+    assert capture.batches_per_forward(cfg, torch.device("cpu"), members=2) == 1
+    monkeypatch.setattr(capture, "CPU_FORWARD_BYTES", window - 1)
+    assert capture.batches_per_forward(cfg, torch.device("cpu")) == 1
+    assert capture.batches_per_forward(cfg, torch.device("cuda")) == 3  # the caching allocator reuses memory
+    calls: list[int] = []
+    forward = EMOE.forward
+    monkeypatch.setattr(EMOE, "forward", lambda self, **kw: (calls.append(kw["text"].shape[0])
+                                                             if torch.is_grad_enabled() and self.training else None)
+                        or forward(self, **kw))
+    run(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=1)), make_data(45, dtype=np.float32))
+    assert calls == [4] * 11 + [1]
