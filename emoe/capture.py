@@ -30,13 +30,14 @@ __all__ = ["CPU_FORWARD_BYTES", "CompileMode", "TrainStep", "batches_per_forward
 
 CompileMode = Literal["off", "default", "graphs"]
 _warned: set[str] = set()
-#: On CPU a window goes through one forward only while its largest activation stays under this: bigger
-#: tensors lie above glibc's mmap threshold (32 MB at most) and are mapped and page-faulted in afresh each
-#: time, and the model's arithmetic, not its launches, is the cost there. Measured on the faithful MOSI
-#: configuration (33 MB per window): 17% slower as one forward per window than batch by batch, and slower
-#: still cut into parts (each part then computes the 196M-weight router gradient the batch-by-batch path
-#: defers to one product per window).
-CPU_FORWARD_BYTES = 16 * 2**20
+#: On CPU a window goes through one forward only while its largest activation stays under this. There the
+#: arithmetic, not the launches, soon dominates, and big tensors cost cache misses and fresh page faults
+#: (glibc maps those above its mmap threshold anew each time). Measured on 2 cores, one thread (one
+#: forward per window against batch by batch): the main job's model (0.6 MB per window) 2.7x faster,
+#: bench/model_step.py's small configuration (8 MB) 0-20% slower, the faithful one (33 MB) 17% slower, and
+#: slower still cut into parts (each part computes the 196M-weight router gradient that the batch-by-batch
+#: path defers to one product per window).
+CPU_FORWARD_BYTES = 4 * 2**20
 
 
 def batches_per_forward(cfg: EMOEConfig, device: torch.device, members: int = 1) -> int:
