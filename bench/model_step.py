@@ -56,6 +56,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "reference": {"fast_path": False},
     "plain": {"fast_path": False},
     "fast": {"fast_path": True},
+    "perbatch": {"fast_path": True, "window_forward": False},  # fast, one forward per batch (as before)
     "bf16": {"fast_path": True, "bf16": True, "allow_cpu_bf16": True},
     "stacked4": {"fast_path": True},
 }
