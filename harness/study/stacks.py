@@ -12,7 +12,8 @@ process and one Ray Tune trial. Every member stays its own trial in the results.
 
 Memory rule (``member_bytes``): a member costs its weights, gradients and Adam's two moments (16 bytes
 per float32 parameter) plus activations, estimated as ``ACTIVATION_FLOATS`` floats per (sample, time
-step, model dimension, level) of a training batch. ``auto`` fills at most ``MEMORY_SHARE`` of the
+step, model dimension, level) of a training forward: a batch, or on a GPU with ``train.window_forward``
+the accumulation window's batches (``emoe.capture.batches_per_forward``). ``auto`` fills at most ``MEMORY_SHARE`` of the
 memory one trial may use: on a GPU its ``resources.gpus`` share of the driver's first device
 (``DEFAULT_GPU_BYTES`` when the driver sees none), on CPU the available memory over the trials that run
 at once. Stacks are planned over the trials a run still has to run (``harness.tune.runner``), so a
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from emoe.capture import batches_per_forward
 from emoe.config import EMOEConfig, to_dict
 from emoe.model import EMOE
 from emoe.stack import STACKABLE, check_stackable
@@ -113,11 +115,13 @@ def n_parameters(cfg: EMOEConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def member_bytes(cfg: EMOEConfig) -> int:
-    """Training memory of one stack member (see the module's memory rule)."""
+def member_bytes(cfg: EMOEConfig, *, gpu: bool = False) -> int:
+    """Training memory of one stack member (see the module's memory rule); ``gpu``: trained on a GPU, where
+    a window's batches share one forward (CPU windows are small by ``batches_per_forward``'s rule)."""
     m = cfg.model
     steps = m.len_text + m.len_audio + m.len_vision
-    activations = ACTIVATION_FLOATS * cfg.train.batch_size * steps * m.d_model * max(1, m.n_levels)
+    rows = cfg.train.batch_size * (batches_per_forward(cfg, torch.device("cuda")) if gpu else 1)
+    activations = ACTIVATION_FLOATS * rows * steps * m.d_model * max(1, m.n_levels)
     return 16 * n_parameters(cfg) + 4 * activations
 
 
@@ -138,7 +142,7 @@ def trial_memory(gpus: float, slots: int) -> int:
 
 def memory_cap(cfg: EMOEConfig, *, gpus: float, slots: int) -> int:
     """How many members of ``cfg``'s shape ``auto`` puts in one stack (at least 1)."""
-    return max(1, int(MEMORY_SHARE * trial_memory(gpus, slots) // member_bytes(cfg)))
+    return max(1, int(MEMORY_SHARE * trial_memory(gpus, slots) // member_bytes(cfg, gpu=gpus > 0)))
 
 
 def _shape_key(cfg: EMOEConfig) -> str:

@@ -18,7 +18,7 @@ from harness.run import main
 from harness.study.data import load_study_data
 from harness.study.load import load_spec
 from harness.study.plan import build_plan
-from harness.study.stacks import Stack, member_bytes, memory_cap, plan_stacks
+from harness.study.stacks import Stack, member_bytes, memory_cap, n_parameters, plan_stacks
 from harness.study.trial import Trial
 from harness.tune import stacked as stacked_module
 from harness.tune import trainable as trainable_module
@@ -64,6 +64,11 @@ def test_memory_rule_grows_with_the_model_and_caps_auto():
     small = EMOEConfig(model=ModelConfig(**dims, d_model=8, n_heads=2, n_levels=1), train=TrainConfig(batch_size=16))
     big = EMOEConfig(model=ModelConfig(**dims, d_model=64, n_heads=2, n_levels=2), train=TrainConfig(batch_size=64))
     assert member_bytes(big) > member_bytes(small) > 0
+    # on a GPU the accumulation window's batches go through one forward: their activations at once
+    windowed = member_bytes(big, gpu=True) - member_bytes(big)
+    assert windowed == 9 * (member_bytes(big) - 16 * n_parameters(big))  # update_epochs 10: 9 more batches
+    single = EMOEConfig(model=big.model, train=TrainConfig(batch_size=64, window_forward=False))
+    assert member_bytes(single, gpu=True) == member_bytes(big)
     assert memory_cap(big, gpus=0.001, slots=1) == 1  # a tiny GPU share: never below one member
     assert memory_cap(small, gpus=0, slots=1) >= memory_cap(small, gpus=0, slots=64)
 
