@@ -18,6 +18,12 @@ cProfile of the report build.
 
     python bench/report_scale.py --trials 10000                      # grid and search
     python bench/report_scale.py --trials 10000 --kinds grid --profile /tmp/report.prof --keep /tmp/rs
+
+``--cli DIR`` instead times ``python -m reports DIR --jobs J`` (PNG and PDF, a fresh output directory
+each run) for each J of ``--jobs``, interleaved, ``--repeats`` times: wall and CPU seconds (the process
+and its figure workers), and whether every file matches the first J's byte for byte (SVG aside).
+
+    python bench/report_scale.py --cli results/distill_weight --jobs 1,2 --repeats 5
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import io
 import json
 import os
 import pstats
+import resource
 import shutil
 import subprocess
 import sys
@@ -45,10 +52,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PYTHON, REPO, format_table, machine_note, write_study
+from _common import PYTHON, REPO, format_table, machine_note, median, write_study
 from scale import GRID_SEEDS, study
 
-__all__ = ["main", "seed_study", "synthesize", "time_report"]
+__all__ = ["main", "seed_study", "synthesize", "time_cli", "time_report"]
 
 TABLES = ("trials", "epochs", "router", "predictions")
 SEED_TRIALS = 20
@@ -168,9 +175,11 @@ def _write_meta(seed_dir: Path, out: Path, kind: str, configs: pd.DataFrame) -> 
     (out / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
-def time_report(study_dir: Path, profile: str | None = None, top: int = 25) -> dict[str, Any]:
-    """Seconds to load the study and to build its report (PNG); with ``profile``, the build's cProfile
-    (dumped to that file) and its top ``top`` functions by cumulative time."""
+def time_report(study_dir: Path, profile: str | None = None, top: int = 25, jobs: int | None = None
+                ) -> dict[str, Any]:
+    """Seconds to load the study and to build its report (PNG, ``jobs`` as ``write_report`` takes it);
+    with ``profile``, the build's cProfile (dumped to that file) and its top ``top`` functions by
+    cumulative time."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,7 +193,7 @@ def time_report(study_dir: Path, profile: str | None = None, top: int = 25) -> d
     start = time.perf_counter()
     if prof is not None:
         prof.enable()
-    paths = write_report(loaded, formats=["png"])
+    paths = write_report(loaded, formats=["png"], jobs=jobs)
     if prof is not None:
         prof.disable()
     report_s = time.perf_counter() - start
@@ -197,6 +206,46 @@ def time_report(study_dir: Path, profile: str | None = None, top: int = 25) -> d
     return out
 
 
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".svg" not in p.name}
+
+
+def _busy_s() -> float:
+    """CPU seconds every process on the machine has used so far (/proc/stat; NaN elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def time_cli(study_dir: Path, jobs: list[str], repeats: int) -> list[list[Any]]:
+    """Rows (jobs, run, wall s, CPU s, other CPU s, same files): ``python -m reports study_dir --jobs J``
+    per J, interleaved ``repeats`` times, each into a fresh directory. CPU counts the figure workers too;
+    other CPU is what the rest of the machine used meanwhile (a busy machine hides the workers' gain)."""
+    rows: list[list[Any]] = []
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with tempfile.TemporaryDirectory(prefix="bench-report-cli-") as tmp:
+        reference: dict[str, bytes] | None = None
+        for run in range(1, repeats + 1):
+            for j in jobs:
+                out = Path(tmp) / f"jobs-{j}-{run}"
+                cmd = [PYTHON, "-m", "reports", str(study_dir), "--out", str(out), "--jobs", j, "-q"]
+                before, busy = resource.getrusage(resource.RUSAGE_CHILDREN), _busy_s()
+                start = time.perf_counter()
+                subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+                wall = time.perf_counter() - start
+                after, busy = resource.getrusage(resource.RUSAGE_CHILDREN), _busy_s() - busy
+                cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                files = _files(out)
+                reference = files if reference is None else reference
+                rows.append([j, run, wall, cpu, max(0.0, busy - cpu), "yes" if files == reference else "NO"])
+                shutil.rmtree(out)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=10_000, help="trials of the synthetic study (default 10000)")
@@ -205,7 +254,22 @@ def main(argv: list[str] | None = None) -> int:
                    "(a seed study already there is reused)")
     p.add_argument("--profile", default=None, metavar="FILE",
                    help="cProfile each report build into FILE.<kind> and print its top functions")
+    p.add_argument("--jobs", default=None, help="the report's --jobs: one value (default auto), or with --cli "
+                   "a comma-separated list to compare (default 1,auto)")
+    p.add_argument("--cli", default=None, metavar="DIR", help="time `python -m reports DIR` for each --jobs "
+                   "value instead (no synthetic study)")
+    p.add_argument("--repeats", type=int, default=5, help="runs per --jobs value with --cli (default 5)")
     args = p.parse_args(argv)
+    if args.cli is not None:
+        print(machine_note())
+        jobs = [j.strip() for j in (args.jobs or "1,auto").split(",") if j.strip()]
+        rows = time_cli(Path(args.cli), jobs, args.repeats)
+        print(format_table(["jobs", "run", "wall s", "CPU s", "other CPU s", "same files"], rows))
+        for j in jobs:
+            walls = [r[2] for r in rows if r[0] == j]
+            print(f"jobs {j}: median {median(walls):.2f} s, min {min(walls):.2f} s wall over {len(walls)} runs")
+        return 0
+    jobs_arg = None if args.jobs in (None, "auto") else int(args.jobs)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if args.trials < GRID_SEEDS or not kinds or not set(kinds) <= {"grid", "search"}:
         p.error(f"--trials: at least {GRID_SEEDS}; --kinds: grid and/or search")
@@ -222,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             study_dir = synthesize(seed_dir, root / f"report_{kind}_{args.trials}", kind, args.trials)
             made_s = time.perf_counter() - start
-            result = time_report(study_dir, f"{args.profile}.{kind}" if args.profile else None)
+            result = time_report(study_dir, f"{args.profile}.{kind}" if args.profile else None, jobs=jobs_arg)
             if "profile" in result:
                 print(f"--- {kind}: cProfile of the report build (cumulative) ---\n{result['profile']}")
             configs = pq.read_table(study_dir / "trials" / "compacted.parquet", columns=["variant"]).column(0)

@@ -2,7 +2,8 @@
 
 Layers: ``load`` (read and check a results directory), ``stats`` / ``router_stats`` / ``search_stats``
 (DataFrame -> DataFrame), ``plots`` (DataFrame -> Axes/Figure, never writing), ``tables`` (-> LaTeX,
-Markdown), ``sections`` (what a study kind's report holds) and ``build`` (the only writer).
+Markdown), ``sections`` (what a study kind's report holds) and ``build`` (the only writer; ``figsave``
+saves its figures, in worker processes when several CPUs are free).
 Command line: ``python -m reports results/<study> [--out DIR] [--format png,pdf]``.
 """
 

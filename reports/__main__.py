@@ -30,8 +30,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="output root (figures/ and tables/ go under it); default: the study directory")
     p.add_argument("--format", default="png,pdf", help="comma-separated figure formats: png, pdf, svg")
+    from reports.figsave import AUTO_MIN_CPUS
+
+    p.add_argument("--jobs", type=_jobs, default=None, metavar="N",
+                   help="processes saving figures, this one included (default: auto, one per usable CPU "
+                        f"from {AUTO_MIN_CPUS} up, else 1; 1: no worker process)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not list the written files")
     return p
+
+
+def _jobs(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
 
 
 def _plan_parser() -> argparse.ArgumentParser:
@@ -87,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             study = load_study(args.study_dirs[0])
             for note in report_notes(study):
                 print(note, flush=True)
-            paths = write_report(study, out=args.out, formats=formats)
+            paths = write_report(study, out=args.out, formats=formats, jobs=args.jobs)
         elif args.out is None:
             raise ValueError("several study directories make one cross-study report: give --out DIR")
         else:

@@ -1,37 +1,35 @@
 """Build a study's report: make every planned figure and table and write them (the only module that
-writes files): figures/<name>.<fmt>, tables/<name>.md|.tex (CSV for raw statistics) and report.md.
+writes files, with ``reports.figsave`` for the figures): figures/<name>.<fmt>, tables/<name>.md|.tex (CSV
+for raw statistics) and report.md.
 
 The output directory is checked before anything is made (a file, or a place this process cannot write,
-is an ``OutputError`` naming it), so a bad ``--out`` writes nothing.
+is an ``OutputError`` naming it), so a bad ``--out`` writes nothing. With several CPUs the figures are
+saved in worker processes while the next items are made (``reports.figsave.FigurePool``); the files are
+the same, byte for byte.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from reports.figsave import FORMATS, PNG_DPI, FigurePool, atomic_target, report_jobs, save_figure
 from reports.load import Study, load_study
 from reports.progress import incomplete_note, simulated_note
 from reports.provenance import stamp, study_stamp
 from reports.scales import inferred_note, study_scales
 from reports.sections import Item, plan
-from reports.style import style_context
 from reports.tables import Table, to_latex, to_markdown
 
 __all__ = ["FORMATS", "PNG_DPI", "OutputError", "build_report", "check_output_dir", "normalize_formats", "output_root",
            "write_report"]
 
 log = logging.getLogger(__name__)
-FORMATS = ("png", "pdf", "svg")
-PNG_DPI = 200  # previews and slides; the PDF (vector) is the paper version
-_META = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
 
 
 class OutputError(ValueError):
@@ -63,41 +61,15 @@ def check_output_dir(root: Path) -> None:
                               f"({exc.strerror or exc}); choose another with --out") from exc
 
 
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A hidden temporary path next to ``path`` to write to; renamed to ``path`` when the block succeeds
-    (removed when it fails), so readers never see half a file. The reports package's one such helper."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
-    with _atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         tmp.write_bytes(data)
-
-
-def _save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
-    paths = []
-    with style_context():
-        for fmt in formats:
-            path = stem.with_suffix(f".{fmt}")
-            with _atomic_target(path) as tmp:
-                dpi = PNG_DPI if fmt == "png" else 300  # rasterised layers inside PDF/SVG
-                fig.savefig(tmp, format=fmt, metadata=_META[fmt], dpi=dpi)
-            paths.append(path)
-    return paths
 
 
 def _write_item(item: Item, obj: object, fig_dir: Path, tab_dir: Path, formats: Sequence[str]) -> list[Path]:
     if isinstance(obj, Figure):
         fig_dir.mkdir(parents=True, exist_ok=True)
-        return _save_figure(obj, fig_dir / item.name, formats)
+        return save_figure(obj, fig_dir / item.name, formats)
     tab_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(obj, Table):
         md, tex = tab_dir / f"{item.name}.md", tab_dir / f"{item.name}.tex"
@@ -155,18 +127,20 @@ def normalize_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 
 def build_report(study_dir: str | Path, out: str | Path | None = None,
-                 formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+                 formats: Sequence[str] = ("png", "pdf"), jobs: int | None = None) -> list[Path]:
     """Write the figures and tables of the study in ``study_dir`` under ``out`` (default: the study directory
     itself) as ``figures/`` and ``tables/``, plus ``report.md``; return the written paths.
 
     An item the data cannot support (e.g. no completed trial of the baseline) is skipped with its reason in
     report.md and a logged warning; malformed result directories raise ``reports.load.ResultsError``, an
-    output directory that cannot be written ``OutputError`` (both before anything is written).
+    output directory that cannot be written ``OutputError`` (both before anything is written). ``jobs``:
+    processes saving figures, this one included; None chooses from the usable CPUs
+    (``reports.figsave.report_jobs``), 1 saves every figure here.
     """
     formats = normalize_formats(formats)
     if out is not None:
         output_root(out)
-    return write_report(load_study(study_dir), out=out, formats=formats)
+    return write_report(load_study(study_dir), out=out, formats=formats, jobs=jobs)
 
 
 def output_root(out: str | Path) -> Path:
@@ -179,8 +153,8 @@ def output_root(out: str | Path) -> Path:
     return root
 
 
-def write_report(study: Study, out: str | Path | None = None, formats: Sequence[str] = ("png", "pdf")
-                 ) -> list[Path]:
+def write_report(study: Study, out: str | Path | None = None, formats: Sequence[str] = ("png", "pdf"),
+                 jobs: int | None = None) -> list[Path]:
     """:func:`build_report` of an already loaded study."""
     formats = normalize_formats(formats)
     root = output_root(out) if out is not None else study.path
@@ -191,22 +165,34 @@ def write_report(study: Study, out: str | Path | None = None, formats: Sequence[
     written: list[Path] = []
     entries: list[tuple[Item, list[Path], object]] = []
     skipped: list[tuple[Item, str]] = []
-    for item in plan(study):
-        try:
-            obj = item.make()
-        except (ValueError, KeyError, TypeError) as exc:  # the data cannot support this item
-            log.warning("report %s: skipped %s: %s", study.name, item.name, exc)
-            skipped.append((item, str(exc)))
-            continue
-        except Exception as exc:  # a defect in one figure must not cost the rest of the report
-            log.exception("report %s: %s failed", study.name, item.name)
-            skipped.append((item, f"{type(exc).__name__}: {exc} (a bug: please report it)"))
-            continue
-        paths = _write_item(item, obj, fig_dir, tab_dir, formats)
-        stamp(paths, provenance)  # <file>.json sidecars and a % line atop LaTeX (reports.provenance)
-        written += paths
-        entries.append((item, paths, obj))
+    items = plan(study)
+    with FigurePool(report_jobs(jobs, len(items))) as pool:  # no workers: each figure is saved when made
+        for index, item in enumerate(items):
+            if pool.failed:  # a figure failed to save: as serially, nothing after it is made
+                break
+            try:
+                obj = item.make()
+            except (ValueError, KeyError, TypeError) as exc:  # the data cannot support this item
+                log.warning("report %s: skipped %s: %s", study.name, item.name, exc)
+                skipped.append((item, str(exc)))
+                continue
+            except Exception as exc:  # a defect in one figure must not cost the rest of the report
+                log.exception("report %s: %s failed", study.name, item.name)
+                skipped.append((item, f"{type(exc).__name__}: {exc} (a bug: please report it)"))
+                continue
+            if isinstance(obj, Figure):  # saved (here or by a worker), then stamped
+                fig_dir.mkdir(parents=True, exist_ok=True)
+                paths = pool.submit(index, item.name, obj, fig_dir / item.name, formats,
+                                    on_saved=lambda saved: stamp(saved, provenance))
+            else:
+                paths = _write_item(item, obj, fig_dir, tab_dir, formats)
+                stamp(paths, provenance)  # <file>.json sidecars and a % line atop LaTeX (reports.provenance)
+            written += paths
+            entries.append((item, paths, obj))
+        pool.join()  # the rest of the figures; a failed one raises here
+        if pool.saved_by_workers:
+            log.debug("report %s: %d figures saved by worker processes", study.name, pool.saved_by_workers)
     root.mkdir(parents=True, exist_ok=True)
-    index = root / "report.md"
-    _atomic_write(index, _index(study, entries, skipped, root).encode())
-    return [*written, index]
+    index_path = root / "report.md"
+    _atomic_write(index_path, _index(study, entries, skipped, root).encode())
+    return [*written, index_path]
