@@ -143,7 +143,7 @@ class _Stack:
         self.plan_models = [m.to("meta") for m in models]  # dropout plans are recorded on meta tensors
         self.dropout = PlannedDropout([m.drop_gen for m in self.members], device, stacked=True)
         self.template.set_dropout_source(self.dropout.feed)
-        self.optim = StackedAdam(self.params, [c.train for c in cfgs], fused_format=cfgs[0].train.fast_path)
+        self.optim = StackedAdam(self.params, [c.train for c in cfgs], fused=cfgs[0].train.fast_path)
         self.device = device
         c0 = cfgs[0]
         self.loss_kind, self.fusion = c0.loss, c0.model.fusion
@@ -344,7 +344,8 @@ def _train_epoch(stack: _Stack, split: Split, cfg: EMOEConfig) -> dict[int, str]
             keep = [p for p in range(len(stack.members)) if p not in out]
             for p in out:
                 stack.members[p].status, stack.members[p].error = "diverged", diverged[stack.members[p].index]
-            if not keep:
+            if not keep:  # every member diverged: none goes on (fit_stacked then stops)
+                stack.keep([])
                 return diverged
             sel = torch.tensor(keep, dtype=torch.long, device=stack.device)
             grads = {n: p.grad.index_select(0, sel) if p.grad is not None else None for n, p in stack.params.items()}
@@ -462,6 +463,7 @@ def fit_stacked(cfgs: list[EMOEConfig], data: DataSet, *, on_epoch: OnMemberEpoc
             if imp:
                 m.sel = _Selection(metrics["loss"], m.epoch, metrics, te[0], te[1], vrec)  # type: ignore[index]
             m.scheduler.step(metrics["loss"])
+            stack.optim.set_lr(pos, m.lr)  # a plateau cut is in the member's state from now on, as in fit's
             mean_w = vrec.weights.mean(axis=0)
             record = EpochRecord(
                 epoch=m.epoch, train=m.losses, valid=metrics, lr=lr_at[m.index], improved=imp,  # type: ignore[attr-defined]

@@ -22,12 +22,12 @@ __all__ = ["StackedAdam"]
 class StackedAdam:
     """Adam for parameters shaped (K, ...); ``lrs`` (one float per member) is set by the caller each epoch."""
 
-    def __init__(self, params: dict[str, torch.Tensor], trains: list[TrainConfig], *, fused_format: bool):
+    def __init__(self, params: dict[str, torch.Tensor], trains: list[TrainConfig], *, fused: bool):
         self.names = list(params)
         self.params = params
         self.grad_clip = [t.grad_clip for t in trains]
-        self.fast = fused_format
-        impl: dict[str, Any] = {"fused": True} if fused_format else {"foreach": False}
+        self.fast = fused  # fused Adam and foreach norms (train.fast_path), else the per-tensor loops
+        impl: dict[str, Any] = {"fused": True} if fused else {"foreach": False}
         self.optims = [torch.optim.Adam(self._views(k), lr=t.lr, weight_decay=t.weight_decay, **impl)
                        for k, t in enumerate(trains)]
 
@@ -52,9 +52,16 @@ class StackedAdam:
         for o, lr in zip(self.optims, values):
             o.param_groups[0]["lr"] = lr
 
+    def set_lr(self, k: int, lr: float) -> None:
+        """Member k's learning rate (e.g. after its plateau scheduler cut it)."""
+        self.optims[k].param_groups[0]["lr"] = lr
+
     def zero_grad(self) -> None:
+        """Drop the stacked gradients and the members' views of them (nothing keeps them alive)."""
         for p in self.params.values():
             p.grad = None
+        for o in self.optims:
+            o.zero_grad(set_to_none=True)
 
     def grad_norms(self) -> torch.Tensor:
         """(K,) global gradient norm per member: ``get_total_norm`` of its gradients, as its run computes it."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from emoe.checkpoint import load_state, save_state
 from emoe.config import ConfigError, EMOEConfig, LossConfig, ModelConfig, TrainConfig
 from emoe.data.arrays import DataSet, Split
 from emoe.stack import _Stack, check_stackable, fit_stacked
+from emoe.stack import _train_epoch as _stack_epoch
 from emoe.train import train_emoe
 
 DIMS = {"d_text": 12, "d_audio": 5, "d_vision": 6, "len_text": 8, "len_audio": 8, "len_vision": 8}
@@ -147,3 +150,55 @@ def test_stacked_windows_in_one_forward_train_as_batch_by_batch(float64, monkeyp
     monkeypatch.setattr(_Stack, "_window_masks",  # a window never stacks: batch by batch (one batch does)
                         lambda self, n, size, *a: None if n > size else masks(self, n, size, *a))
     same(fit_stacked(cfgs(True), data), batched)
+
+
+def test_after_a_step_no_gradient_stays_alive(float64):
+    """zero_grad drops the stacked gradients and the member optimisers' views of them (one stacked
+    gradient of memory, ~785 MB per member of the faithful router, was kept through the next window)."""
+    data = make_data()
+    stack = _Stack([member(1, 0.1), member(2, 0.3)], torch.device("cpu"))
+    _stack_epoch(stack, data.train, stack.members[0].cfg)
+    stack.optim.zero_grad()
+    assert all(p.grad is None for p in stack.params.values())
+    assert all(v.grad is None for o in stack.optim.optims for v in o.param_groups[0]["params"])
+
+
+def test_a_checkpoint_taken_after_a_plateau_cut_holds_the_cut_rate_and_resumes_exactly(float64):
+    data = make_data()
+    cfgs = [member(1, 0.1, lr=0.1, plateau_patience=1, plateau_factor=0.5, max_epochs=6), member(2, 0.3)]
+    full = train_emoe(cfgs[0], data)
+    lrs = [r.lr for r in full.history]
+    cut = next(e for e in range(1, len(lrs)) if lrs[e] < lrs[e - 1])  # epoch `cut` (from 1) cut the rate
+    saved: dict[str, dict] = {}
+
+    def keep(store: str):  # type: ignore[no-untyped-def]
+        def on_epoch(*args):  # type: ignore[no-untyped-def]
+            record, checkpoint = args[-2], args[-1]
+            if record.epoch == cut and (len(args) == 2 or args[0] == 0):
+                saved[store] = copy.deepcopy(checkpoint())
+                return True
+            return None
+        return on_epoch
+
+    fit_stacked(cfgs, data, on_epoch=keep("stacked"))
+    train_emoe(cfgs[0], data, on_epoch=keep("alone"))
+    lr = {k: s["optimizer"]["param_groups"][0]["lr"] for k, s in saved.items()}
+    assert lr["stacked"] == lr["alone"] == lrs[cut]  # the rate the next epoch trains with
+    assert_same_run(train_emoe(cfgs[0], data, resume=saved["stacked"]), full, tol=1e-9)
+
+
+def test_members_that_all_diverge_in_one_window_stop_there_as_alone(float64):
+    def run(cfgs: list[EMOEConfig]) -> list:
+        data = make_data()
+
+        def poison(*args):  # type: ignore[no-untyped-def]
+            if args[-2].epoch == 1:
+                data.train.text[...] = np.nan  # every member's next batch is bad
+            return None
+        return fit_stacked(cfgs, data, on_epoch=poison) if len(cfgs) > 1 else [train_emoe(cfgs[0], data,
+                                                                                          on_epoch=poison)]
+
+    cfgs = [member(1, 0.1), member(2, 0.3)]
+    for s, a in zip(run(cfgs), [r for c in cfgs for r in run([c])]):
+        assert (s.status, s.error, s.epochs_run) == (a.status, a.error, a.epochs_run) == (
+            "diverged", "diverged: non-finite training loss (nan) at epoch 2, batch 1", 1)
