@@ -1,8 +1,9 @@
 """Stacked seeds: K runs of the same shapes trained as one batched model, each exactly as it would run alone.
 
 The K members' parameters are stacked along a leading member dimension (``torch.func.stack_module_state``)
-and one ``torch.func.vmap`` of ``functional_call`` runs every member's forward and loss per batch, so the
-kernels of K small models become K-times-larger kernels. Members may differ in their seed and in scalars
+and one ``torch.func.vmap`` of ``functional_call`` runs every member's forward and loss per accumulation
+window (``train.window_forward``; else per batch), so the kernels of K small models become K-times-larger
+kernels. Members may differ in their seed and in scalars
 that leave the shapes alone: dropout rates, router temperature and fixed weights, loss weights, learning
 rate, weight decay, gradient clipping, the plateau schedule, early stopping and the epoch budget
 (``STACKABLE``). Each member keeps what makes its trajectory its own: its initial weights (built under its
@@ -15,6 +16,7 @@ in ``emoe.train.fit``'s format (a member's checkpoint resumes alone with ``fit``
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -37,7 +39,7 @@ from emoe.checkpoint import (
 from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
 from emoe.data.arrays import DataSet, Split, iter_batches
 from emoe.dropout import DropoutSite, PlannedDropout, cut_masks, record_plan
-from emoe.evaluate import NonFiniteOutput, autocast_context, summarize
+from emoe.evaluate import NonFiniteOutput, autocast_context, bf16_active, summarize
 from emoe.losses import (
     EPOCH_LOSSES,
     distillation_loss,
@@ -205,12 +207,23 @@ class _Stack:
         return (totals[0] if len(totals) == 1 else totals[0] + totals[1]), torch.cat(vals)
 
     def _plans(self, rows: int, like: tuple[torch.Tensor, ...], cfg: EMOEConfig) -> list[list[DropoutSite]]:
-        """Every member's dropout sites for a forward over ``rows`` rows (recorded on meta tensors once)."""
+        """Every member's dropout sites for a forward over ``rows`` rows, recorded once: the rates on each
+        member's meta copy; under bf16 autocast, which meta tensors do not see, the dtypes from one real
+        forward of the first member on ``like``'s first rows (so its masks are bf16 where it computes in bf16)."""
         def record() -> list[list[DropoutSite]]:
             text, audio, vision = (torch.empty((rows, *t.shape[2:]), dtype=t.dtype, device="meta") for t in like)
             with autocast_context(cfg, self.device):
-                return [record_plan(m, lambda m=m: m(text=text, audio=audio, vision=vision), stacked=True)
-                        for m in self.plan_models]
+                plans = [record_plan(m, lambda m=m: m(text=text, audio=audio, vision=vision), stacked=True)
+                         for m in self.plan_models]
+            if not bf16_active(cfg, self.device):
+                return plans
+            weights = ({n: p[0].detach() for n, p in self.params.items()}, {n: b[0] for n, b in self.buffers.items()})
+            real = {name: t[0, :rows] for name, t in zip(("text", "audio", "vision"), like)}
+            self.template.train()
+            with autocast_context(cfg, self.device):
+                sites = record_plan(self.template, lambda: functional_call(self.template, weights, (), real),
+                                    stacked=True)
+            return [[dataclasses.replace(s, dtype=r.dtype) for s, r in zip(plan, sites, strict=True)] for plan in plans]
 
         for m in self.plan_models:
             m.train()
@@ -410,10 +423,10 @@ def fit_stacked(cfgs: list[EMOEConfig], data: DataSet, *, on_epoch: OnMemberEpoc
     """Train every configuration of ``cfgs`` (one stack, see ``check_stackable``) on ``data`` as one batched
     model; returns one ``FitResult`` per member, in order, each what ``emoe.train.train_emoe`` gives alone.
 
-    Each member is built under its own seed, then every epoch: train (one vmapped step per batch), evaluate
-    validation (and test when the member improved), step its plateau scheduler, record its epoch and call
-    ``on_epoch(member, record, checkpoint)``. A member leaves the stack when its patience or budget is
-    spent, its callback returns True, or it diverges (its status "diverged", the others go on).
+    Each member is built under its own seed, then every epoch: train (one vmapped step per window, or per
+    batch), evaluate validation (and test when the member improved), step its plateau scheduler, record its
+    epoch and call ``on_epoch(member, record, checkpoint)``. A member leaves the stack when its patience or
+    budget is spent, its callback returns True, or it diverges (its status "diverged", the others go on).
     ``resume``: per member a state from ``checkpoint()`` or ``emoe.train.fit`` (or None to start afresh).
     ``on_stack_epoch(results)``: after every member's ``on_epoch`` of an epoch (their ``checkpoint()``
     still valid), every member's result so far, in order (a member that diverged in that epoch says so):

@@ -126,7 +126,9 @@ def train_epoch(model: nn.Module, split: Split, cfg: EMOEConfig, optimizer: torc
     the epoch with ``error`` set and no step taken. Loss terms stay on the device; the only host syncs are
     one finiteness check per window and the epoch means at the end. ``step`` runs a batch's forward and
     loss (``emoe.capture.TrainStep``: eager or compiled, with the run's dropout; default eager on the
-    global generator). With ``train.fast_path`` and an eager step, a model offering
+    global generator). A ``windowed`` step (``train.window_forward``, see ``TrainStep.window``) runs
+    each window's batches in one forward and one backward, each batch with its own loss and masks.
+    Otherwise, with ``train.fast_path`` and an eager step, a model offering
     ``set_deferred_grads``/``flush_grads`` (EMOE) computes its router's weight gradient once per window
     instead of once per batch (same sum) and its forward product once per window. ``precision``: bf16
     working weights whose gradients move to the optimiser's float32 masters once per window and which are
@@ -275,10 +277,10 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     the epoch trained with. ``on_epoch``'s ``checkpoint()`` returns the full state by reference (no tensor
     copies): save it (``save_state``) before training goes on. ``resume`` (such a state, e.g. from
     ``load_state``) continues exactly where it stopped; its configuration must match ``cfg`` except for
-    device, eval batch size, max_epochs, early_stop, fast_path and compile. Dropout masks come from the
-    run's own generator (``dropout_generator``), so a run's trajectory depends only on its configuration
-    and initial weights. Seed the global RNG before building the model for reproducible initial weights
-    (``train_emoe`` does).
+    device, eval batch size, max_epochs, early_stop, fast_path, compile and window_forward. Dropout masks
+    come from the run's own generator (``dropout_generator``), so a run's trajectory depends only on its
+    configuration and initial weights. Seed the global RNG before building the model for reproducible
+    initial weights (``train_emoe`` does).
     """
     t = cfg.train
     for name, split in data.splits().items():

@@ -202,3 +202,21 @@ def test_members_that_all_diverge_in_one_window_stop_there_as_alone(float64):
     for s, a in zip(run(cfgs), [r for c in cfgs for r in run([c])]):
         assert (s.status, s.error, s.epochs_run) == (a.status, a.error, a.epochs_run) == (
             "diverged", "diverged: non-finite training loss (nan) at epoch 2, batch 1", 1)
+
+
+def test_under_bf16_autocast_the_stacks_masks_take_the_dtypes_of_its_real_forward():
+    """Meta tensors do not see autocast: the sites' dtypes come from a real forward, so bf16 activations
+    are not multiplied by float32 masks (and upcast)."""
+    cfgs = [member(1, 0.1, bf16=True, allow_cpu_bf16=True, max_epochs=1), member(2, 0.3, bf16=True,
+                                                                                  allow_cpu_bf16=True, max_epochs=1)]
+    stack = _Stack(cfgs, torch.device("cpu"))
+    data = DataSet(*(dataclasses.replace(split, **{f: getattr(split, f).astype(np.float32)
+                                                   for f in ("text", "audio", "vision", "labels")})
+                     for split in (make_data().train, make_data().valid, make_data().test)), name="tiny")
+    like = tuple(torch.from_numpy(np.stack([getattr(data.train, f)[:8]] * 2)) for f in ("text", "audio", "vision"))
+    plans = stack._plans(8, like, cfgs[0])
+    dtypes = [s.dtype for s in plans[0]]
+    assert torch.bfloat16 in dtypes and torch.float32 in dtypes  # autocast: linear outputs bf16, norms float32
+    assert [s.dtype for s in plans[1]] == dtypes
+    results = fit_stacked(cfgs, data)
+    assert all(r.status == "completed" and np.isfinite(r.valid["loss"]) for r in results)
