@@ -61,8 +61,11 @@ def test_a_lost_worker_node_costs_a_retry_from_checkpoint_not_a_trial(ray_cluste
     study = tiny_study(name="nodeloss", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, seeds=[1],
                        max_failures=2, checkpoint_every=1,
                        checkpoint_min_interval_s=0)
-    study["base"]["train"]["max_epochs"] = 8
-    study["data"]["synthetic"]["n_train"] = 256  # a few tenths of a second per epoch: time to act
+    # the trial must still be training when its node is gone: the kill comes after its epoch 3, and the 17
+    # epochs left take seconds (about 0.15 s each, 2048 rows with each accumulation window in one forward)
+    epochs = 20
+    study["base"]["train"]["max_epochs"] = epochs
+    study["data"]["synthetic"]["n_train"] = 2048
     spec_path = write_study(study)
     results = tmp_path / "results"
     root = results / "nodeloss"
@@ -81,7 +84,7 @@ def test_a_lost_worker_node_costs_a_retry_from_checkpoint_not_a_trial(ray_cluste
     planned = {t["trial_id"] for t in build_plan(spec, load_study_data(spec.data)).trials}
     trials = pd.read_parquet(root / "trials").set_index("trial_id")
     assert set(trials.index) == planned and trials.index.is_unique  # every trial, once
-    assert (trials["status"] == "completed").all() and (trials["epochs_run"] == 8).all()
+    assert (trials["status"] == "completed").all() and (trials["epochs_run"] == epochs).all()
 
     lost = trials.loc[seen["trial_id"]]
     assert lost["attempts"] == 2  # the first attempt on the lost node, one retry
@@ -89,15 +92,15 @@ def test_a_lost_worker_node_costs_a_retry_from_checkpoint_not_a_trial(ray_cluste
     assert {lost["node_id"]} == survivor  # finished on the surviving worker
     assert (trials.drop(index=seen["trial_id"])["attempts"] == 1).all()
 
-    epochs = pd.read_parquet(root / "epochs")
-    assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert epochs.groupby("trial_id")["epoch"].apply(sorted).map(list).tolist() == [list(range(1, 9))] * 3
+    rows = pd.read_parquet(root / "epochs")
+    assert not rows.duplicated(["trial_id", "epoch"]).any()
+    assert rows.groupby("trial_id")["epoch"].apply(sorted).map(list).tolist() == [list(range(1, epochs + 1))] * 3
     # continued from its checkpoint: the epochs trained before the loss were not trained again (their rows,
     # timings included, are those the first attempt wrote). With n epochs written, the driver has taken
     # the results (and checkpoints) of at least the first n - 2: the trial reports an epoch's result after
     # writing its row, and report() returns only when the driver asks for the next result.
     before = seen["epochs"].set_index("epoch")
-    after = epochs[epochs["trial_id"] == seen["trial_id"]].set_index("epoch")
+    after = rows[rows["trial_id"] == seen["trial_id"]].set_index("epoch")
     kept = before.index[before.index <= len(before) - 2]
     assert len(kept) >= 1
     pd.testing.assert_frame_equal(after.loc[kept, ["time_s", "train_loss", "valid_mae"]],
