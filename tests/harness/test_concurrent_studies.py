@@ -45,7 +45,7 @@ def test_two_studies_share_a_results_root_and_a_running_study_cannot_be_started_
     results = tmp_path / "results"
     alpha = tiny_study(name="alpha", grid={"loss.distill_weight": [0.0, 1.0]}, seeds=[1])
     alpha["base"]["train"]["max_epochs"] = 8
-    alpha["data"]["synthetic"]["n_train"] = 256  # long enough to be caught running
+    alpha["data"]["synthetic"]["n_train"] = 2048  # long enough to be caught running (seconds of epochs)
     beta = tiny_study(name="beta", grid={"train.lr": [1e-3, 3e-3]}, seeds=[1])
     specs = {}
     for study in (alpha, beta):

@@ -159,7 +159,7 @@ def test_a_killed_driver_is_resumed_without_rerunning_or_duplicating_anything(ra
                        max_failures=0, checkpoint_every=1,
                        checkpoint_min_interval_s=0)
     study["base"]["train"]["max_epochs"] = 8
-    study["data"]["synthetic"]["n_train"] = 256
+    study["data"]["synthetic"]["n_train"] = 2048  # epochs of a tenth of a second or more: 4-6 of 8 gets caught
     spec_path = write_study(study)
     results = tmp_path / "results"
     root = results / "crash"

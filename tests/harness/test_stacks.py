@@ -483,7 +483,7 @@ def test_a_killed_driver_resumes_a_stack_member_by_member_from_its_checkpoints(r
     study = tiny_study(name="skill", grid={"loss.distill_weight": [0.0, 0.3, 0.6, 1.0]}, seeds=[1], concurrency=1,
                        max_failures=0, checkpoint_min_interval_s=0, resources={"stack": 2})
     study["base"]["train"]["max_epochs"] = 8
-    study["data"]["synthetic"]["n_train"] = 256
+    study["data"]["synthetic"]["n_train"] = 2048  # epochs of a tenth of a second or more: 4-6 of 8 gets caught
     spec_path = write_study(study)
     results = tmp_path / "results"
     root = results / "skill"
