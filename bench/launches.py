@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     for owner, name, phase in [(capture.TrainStep, "__call__", "forward+backward"),
                                (capture.TrainStep, "window", "forward+backward"),
                                (stack._Stack, "train_window", "forward+backward"),
-                               (capture, "cut_masks", "masks"), (stack, "cut_masks", "masks"),
+                               (capture, "cut_masks", "masks"), (dropout, "window_masks", "masks"),
                                (dropout, "draw_uniforms", "masks"),
                                (torch.optim.Adam, "step", "optimiser"),
                                (stack_optim.StackedAdam, "grad_norms", "optimiser"),

@@ -20,7 +20,7 @@ from torch import nn
 
 from emoe.config import EMOEConfig
 from emoe.data.arrays import Batch
-from emoe.dropout import DropoutSite, PlannedDropout, cut_masks, record_plan
+from emoe.dropout import DropoutSite, PlannedDropout, cut_masks, record_plan, window_masks
 from emoe.evaluate import autocast_context
 from emoe.losses import total_loss
 from emoe.outputs import ModelOutput
@@ -80,7 +80,6 @@ class TrainStep:
     def __init__(self, model: nn.Module, cfg: EMOEConfig, device: torch.device,
                  dropout: PlannedDropout | None = None):
         self.model, self.cfg, self.device, self.dropout = model, cfg, device, dropout
-        self._batch_first: dict[tuple[int, int], bool] = {}  # (batch rows, window rows): masks concatenate
         self.mode = effective_mode(getattr(cfg.train, "compile", "off"), device)
         if self.mode == "off":
             self._fn = self._step
@@ -141,36 +140,11 @@ class TrainStep:
         vals = torch.stack([terms.total, terms.task, terms.uni, terms.sim, terms.ent, terms.ud]).detach().float()
         return terms.total, vals
 
-    def _masks_concatenate(self, batch: Batch, size: int) -> bool:
-        """Whether every dropout site of a forward over the window's rows is the batches' sites stacked
-        along the first axis (so their masks concatenate); recorded once per (batch, window) size."""
-        n = batch.labels.shape[0]
-        if (size, n) not in self._batch_first:
-            _, (small,) = self._plans(_rows(batch, 0, size))
-            _, (whole,) = self._plans(batch)
-            self._batch_first[size, n] = len(small) == len(whole) and all(
-                (w.shape, w.dtype, w.p) == ((n, *s.shape[1:]), s.dtype, s.p) for s, w in zip(small, whole))
-        return self._batch_first[size, n]
-
-    def _window_masks(self, batch: Batch, size: int) -> list[torch.Tensor | None]:
-        """The masks of the window's rows: each batch's own draw, in batch order, as ``__call__`` draws
-        them, cut at once for the full batches (``cut_masks`` with a leading batch axis)."""
-        dropout = self.dropout
-        assert dropout is not None
-        n = batch.labels.shape[0]
-        q, rest = divmod(n, size)
-        groups: list[list[torch.Tensor | None]] = []
-        for count, rows, start in ((q, size, 0), (1 if rest else 0, rest, q * size)):
-            if count == 0:
-                continue
-            key, plans = self._plans(_rows(batch, start, rows))
-            uniforms = [dropout.uniforms(plans)[0] for _ in range(count)]
-            keep = dropout.keep_rates(key, uniforms[0].dtype) if uniforms[0] is not None else None
-            masks = cut_masks(plans * count, uniforms, stacked=True, keep=keep)
-            groups.append([None if m is None else m.flatten(0, 1) for m in masks])  # (count * rows, ...)
-        if len(groups) == 1:
-            return groups[0]
-        return [None if a is None else torch.cat([a, b]) for a, b in zip(*groups)]
+    def _window_masks(self, batch: Batch, size: int) -> list[torch.Tensor | None] | None:
+        """The masks of the window's rows (``emoe.dropout.window_masks``: each batch's own draw, in batch
+        order, as ``__call__`` draws them), or None where the sites do not join along the batch axis."""
+        return window_masks(self.dropout, lambda rows: self._plans(_rows(batch, 0, rows)),  # type: ignore[arg-type]
+                            batch.labels.shape[0], size)
 
     def window(self, batch: Batch, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward + loss of batches of an accumulation window (``windowed`` steps): ``batch`` holds the
@@ -182,10 +156,11 @@ class TrainStep:
         """
         n = batch.labels.shape[0]
         q, rest = divmod(n, size)
-        if not self._masks_concatenate(batch, size):
+        masks = self._window_masks(batch, size)
+        if masks is None:
             parts = [self(_rows(batch, start, size)) for start in range(0, n, size)]
             return torch.stack([t for t, _ in parts]).sum(), torch.stack([v for _, v in parts])
-        self.dropout.feed.set(self._window_masks(batch, size))  # type: ignore[union-attr]
+        self.dropout.feed.set(masks)  # type: ignore[union-attr]
         with autocast_context(self.cfg, self.device):
             out = self.model(text=batch.text, audio=batch.audio, vision=batch.vision)
             outs = (out.pred, out.uni_pred, out.weights, out.p_uni, out.p_fused, batch.labels)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["NATIVE", "DropoutSite", "MaskFeed", "NativeDropout", "PlannedDropout", "cut_masks", "draw_masks",
-           "draw_uniforms", "keep_rates", "record_plan", "set_dropout_source"]
+           "draw_uniforms", "keep_rates", "record_plan", "set_dropout_source", "window_masks"]
 
 
 class NativeDropout:
@@ -199,6 +199,36 @@ def _cut_whole(plan: Sequence[DropoutSite], uniforms: Sequence[torch.Tensor], ke
             out.append(src[..., offset:offset + n].view(*lead, *site.shape))
         offset += n
     return out
+
+
+def window_masks(dropout: PlannedDropout, plans_for: Callable[[int], tuple[Hashable, list[list[DropoutSite]]]],
+                 n: int, size: int) -> list[torch.Tensor | None] | None:
+    """The masks of one forward over ``n`` rows made of batches of ``size`` rows (the last may be shorter):
+    each run's draw for each batch, in batch order, as batch by batch, joined along the rows; (n, ...) per
+    site for one run, (K, n, ...) for a stacked ``dropout``. ``plans_for(rows)`` gives the plans' key and
+    the runs' plans for a forward over ``rows`` rows. None where the sites of the whole forward are not
+    the batches' sites joined along their first axis (the forward must then run batch by batch)."""
+    q, rest = divmod(n, size)
+    if n > size:  # more than one batch: the sites must concatenate along the batch axis
+        whole = plans_for(n)[1][0]
+        for rows in {size, rest} - {0}:
+            if [(s.shape, s.dtype, s.p) for s in whole] != [((n, *s.shape[1:]), s.dtype, s.p)
+                                                           for s in plans_for(rows)[1][0]]:
+                return None
+    k = len(dropout.generators)
+    parts: list[list[torch.Tensor | None]] = []
+    for count, rows in ((q, size), (1 if rest else 0, rest)):
+        if count == 0:
+            continue
+        key, plans = plans_for(rows)
+        uniforms = [u for _ in range(count) for u in dropout.uniforms(plans)]  # (batch, run) order
+        keep = dropout.keep_rates(key, uniforms[0].dtype) if uniforms[0] is not None else None
+        masks = cut_masks(plans * count, uniforms, stacked=True, keep=keep)
+        parts.append([None if m is None else m.unflatten(0, (count, k)).transpose(0, 1).flatten(1, 2)
+                      for m in masks])  # (count * K, rows, ...) -> (K, count * rows, ...)
+    joined = parts[0] if len(parts) == 1 else [None if a is None else torch.cat([a, b], dim=1)
+                                               for a, b in zip(*parts)]
+    return joined if dropout.feed.stacked else [None if m is None else m[0] for m in joined]
 
 
 def draw_masks(plans: Sequence[Sequence[DropoutSite]], generators: Sequence[torch.Generator],

@@ -38,7 +38,7 @@ from emoe.checkpoint import (
 )
 from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
 from emoe.data.arrays import DataSet, Split, iter_batches
-from emoe.dropout import DropoutSite, PlannedDropout, cut_masks, record_plan
+from emoe.dropout import DropoutSite, PlannedDropout, record_plan, window_masks
 from emoe.evaluate import NonFiniteOutput, autocast_context, bf16_active, summarize
 from emoe.losses import (
     EPOCH_LOSSES,
@@ -231,31 +231,9 @@ class _Stack:
 
     def _window_masks(self, n: int, size: int, like: tuple[torch.Tensor, ...], cfg: EMOEConfig
                       ) -> list[torch.Tensor | None] | None:
-        """(K, n, ...) masks for a forward over a window's ``n`` rows: each member's draw for each batch in
-        batch order, as batch by batch, joined along the rows; None where the sites do not stack along
-        the batch axis (then the window runs batch by batch)."""
-        q, rest = divmod(n, size)
-        if n > size:  # more than one batch
-            whole = self._plans(n, like, cfg)[0]
-            for rows in {size} if not rest else {size, rest}:
-                if [(s.shape, s.dtype, s.p) for s in whole] != [((n, *s.shape[1:]), s.dtype, s.p)
-                                                               for s in self._plans(rows, like, cfg)[0]]:
-                    return None
-        k = len(self.members)
-        parts: list[list[torch.Tensor | None]] = []
-        for count, rows in ((q, size), (1 if rest else 0, rest)):
-            if count == 0:
-                continue
-            plans = self._plans(rows, like, cfg)
-            draws = [self.dropout.uniforms(plans) for _ in range(count)]  # batch by batch, every member
-            uniforms = [u for draw in draws for u in draw]  # (batch, member) order
-            keep = self.dropout.keep_rates(rows, uniforms[0].dtype) if uniforms[0] is not None else None
-            masks = cut_masks([p for _ in range(count) for p in plans], uniforms, stacked=True, keep=keep)
-            parts.append([None if m is None else m.unflatten(0, (count, k)).transpose(0, 1).flatten(1, 2)
-                          for m in masks])  # (count * K, rows, ...) -> (K, count * rows, ...)
-        if len(parts) == 1:
-            return parts[0]
-        return [None if a is None else torch.cat([a, b], dim=1) for a, b in zip(*parts)]
+        """(K, n, ...) masks for a forward over a window's ``n`` rows (``emoe.dropout.window_masks``); None
+        where the sites do not join along the batch axis (then the window runs batch by batch)."""
+        return window_masks(self.dropout, lambda rows: (rows, self._plans(rows, like, cfg)), n, size)
 
     def train_window(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
                      cfg: EMOEConfig, size: int) -> torch.Tensor:
