@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
+from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem, _WandbLoggingActor
 from ray.tune.logger import LoggerCallback, TBXLoggerCallback
 
 from harness.results.rows import Cell, config_columns
@@ -37,7 +37,6 @@ from harness.tune.stacked import member_metrics
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
-    from ray import ObjectRef
     from ray.tune.experiment import Trial as TuneTrial
     from tensorboardX import SummaryWriter
 
@@ -46,6 +45,7 @@ __all__ = [
     "MemberRun",
     "TensorBoardTracker",
     "WandbTracker",
+    "WrittenOutLoggingActor",
     "epoch_metrics",
     "run_name",
     "run_params",
@@ -325,45 +325,41 @@ class TensorBoardTracker(_Guarded, TBXLoggerCallback):
         writer.close()
 
 
+class WrittenOutLoggingActor(_WandbLoggingActor):
+    """Ray's W&B logging actor, whose ``run`` returns only once the run is written out.
+
+    ``wandb.finish()`` returns while W&B's service process may still be writing the run (an offline run's
+    file, an upload); the service is torn down, and waited for, only by an ``atexit`` hook of the actor's
+    process, which Ray's kill skips and which may still be running when a graceful exit is reported. Here
+    ``run`` tears the service down itself, so when its result arrives the run is complete on disk (or
+    uploaded) and the actor can be killed at once.
+    """
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self._wandb.teardown()
+
+
 class WandbTracker(_Guarded, WandbLoggerCallback):
     """One W&B run per trial, grouped by study (Ray's callback: a logging actor per trial on the driver)."""
 
     name = "wandb"
+    _logger_actor_cls = WrittenOutLoggingActor
 
-    #: Seconds the end of a study waits for the trials' W&B processes to write out and exit.
-    EXIT_TIMEOUT_S = 120.0
+    #: Seconds the end of a study waits for the trials' W&B runs to be written out or uploaded (then their
+    #: actors are killed, and what they had not written is lost; the study's own results are complete).
+    EXIT_TIMEOUT_S = 600
 
     def __init__(self, store: ResultStore, *, project: str, group: str, mode: str, entity: str | None = None,
                  dir: str | None = None):
         """``mode``, ``entity`` and ``dir`` go to ``wandb.init`` (None: W&B's default, e.g. ``$WANDB_DIR``)."""
-        super().__init__(project=project, group=group, mode=mode, entity=entity, dir=dir)
+        super().__init__(project=project, group=group, mode=mode, entity=entity, dir=dir,
+                         upload_timeout=self.EXIT_TIMEOUT_S)
         self.kwargs = {k: v for k, v in self.kwargs.items() if v is not None}  # unset: wandb.init's default
         self.store = store
         self._last_step: dict[Hashable, int] = {}
-        self._exiting: list[ObjectRef[None]] = []
-
-    def _cleanup_logging_actor(self, trial: Any) -> None:
-        """Let a trial's logging actor exit on its own once its run has finished, instead of killing it
-        (Ray's way): ``wandb.finish()`` returns before W&B's service has written an offline run out, and a
-        killed actor takes the service down with it, leaving an empty run file."""
-        import ray
-
-        future = self._trial_logging_futures.pop(trial)
-        del self._trial_queues[trial]
-        actor = self._trial_logging_actors.pop(trial)
-        done, _ = ray.wait([future], timeout=0)
-        if done:
-            self._exiting.append(actor.__ray_terminate__.remote())
-        else:  # still running at the end of the study's wait: stop it
-            ray.kill(actor)
-
-    def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False) -> None:
-        super()._cleanup_logging_actors(timeout=timeout, kill_on_timeout=kill_on_timeout)
-        if kill_on_timeout and self._exiting:  # the study's end: wait (bounded) until every run is written
-            import ray
-
-            ray.wait(self._exiting, num_returns=len(self._exiting), timeout=self.EXIT_TIMEOUT_S)
-            self._exiting = []
 
     def setup(self, *args: object, **kwargs: object) -> None:
         if self.kwargs.get("mode") == "offline":

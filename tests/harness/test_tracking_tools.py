@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -17,9 +20,9 @@ from harness.run import main
 from harness.study.params import FIELDS
 from tests.harness.conftest import tiny_study
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
-
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_study_appears_in_mlflow_tensorboard_and_wandb(ray_cluster, write_study, tmp_path, monkeypatch, capsys):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -94,3 +97,55 @@ def test_a_study_appears_in_mlflow_tensorboard_and_wandb(ray_cluster, write_stud
     assert all(n["machine"]["cpu"] for n in prov["nodes"])
     assert prov["data"]["kind"] == "synthetic" and prov["data"]["spec"]["seed"] == 0  # every generator field
     assert prov["command"] == shlex.join([Path(sys.executable).name, *sys.argv])  # this process's command line
+
+
+# Runs Ray's W&B logging actor class in a fresh process, as the actor would (no Ray needed): its ``run``
+# takes a trial's results from a queue until END, and prints the W&B processes this process still has
+_ACTOR_RUN = textwrap.dedent("""
+    import json, os, queue, sys
+    from pathlib import Path
+    from ray.air.integrations.wandb import _QueueItem
+    from harness.tune.trackers import WandbTracker
+
+    def children():
+        me, alive = os.getpid(), []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            except (OSError, ValueError):
+                continue
+            if int(ppid) == me and state != "Z":
+                alive.append(int(stat.parent.name))
+        return alive
+
+    logdir = sys.argv[1]
+    q = queue.Queue()
+    for step in (1, 2, 3):
+        q.put((_QueueItem.RESULT, {"valid_mae": 0.5 / step, "training_iteration": step}))
+    q.put((_QueueItem.END, None))
+    actor = WandbTracker._logger_actor_cls(logdir, q, [], [], project="emoe-test", mode="offline", dir=logdir,
+                                           name="variant-seed7", config={"trial_id": "trial-0abc"})
+    actor.run()
+    print(json.dumps(children()))
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc (Linux)")
+def test_a_wandb_logging_actor_returns_only_once_its_run_is_written_out(tmp_path):
+    """The driver kills a trial's W&B logging actor as soon as its ``run`` returns (and the end of a study
+    waits for nothing else): so ``run`` must return only after W&B's service process has written the run
+    out and exited. Ray's own actor returned from ``wandb.finish()`` with the service still running; the
+    kill (or a graceful exit reported before the process's ``atexit`` teardown ended) could leave the run
+    file without the trial's last records, which this test's study then missed under load."""
+    root = str(Path(__file__).parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    env.pop("WANDB_DIR", None)
+    env.pop("WANDB_API_KEY", None)
+    done = subprocess.run([sys.executable, "-c", _ACTOR_RUN, str(tmp_path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []  # no W&B service process left running
+    (log,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    data = log.read_bytes()
+    for needle in ("trial-0abc", "variant-seed7", "valid_mae", "training_iteration"):
+        assert needle.encode() in data, needle
