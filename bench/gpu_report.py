@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import multiprocessing as mp
 import os
 import subprocess
@@ -178,6 +179,17 @@ class Report:
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in self.rows]) + "\n"
 
 
+def _phases(info_path: Path) -> str:
+    """The run's phases from its study.json (``harness.timings``), e.g. ``Ray start 3.1 s, tuning 9.0 s ...``."""
+    from harness.timings import Timings
+
+    try:
+        recorded = json.loads(info_path.read_text()).get("timings") or {}
+    except (OSError, ValueError):
+        return "no timings recorded"
+    return Timings.from_record(recorded).describe() or "no timings recorded"
+
+
 def _main_job(cpu_check: bool, report: Report) -> None:
     """The main job alone and with stacks (each configuration's seeds as one model, ``resources.stack``),
     and whether every member's rows and metrics match its unstacked run (``bench/stacked_study.py``)."""
@@ -207,6 +219,8 @@ def _main_job(cpu_check: bool, report: Report) -> None:
                 same, worst, share = compare(found[0], found[1])
                 note = (f"members: {'same ids and rows' if same else 'ids or rows DIFFER'} as unstacked; metrics max "
                         f"rel diff {worst:.1e}, {100 * share:.1f}% within 1e-4")
+            if status == "ok":  # where the wall time went (the run's own phases, study.json)
+                note += "; " + _phases(out / "distill_weight" / "study.json")
             ratio = f"{walls[0] / walls[k]:.2f}x" if k in walls and 0 in walls else "-"
             report.add(["main job (distill_weight.yaml)", name, f"{wall:.1f} s wall", ratio, "-", note])
 

@@ -31,6 +31,7 @@ from harness.study.errors import SpecError, StudyExistsError
 from harness.study.load import load_spec
 from harness.study.params import ParamValue, flatten
 from harness.study.spec import StudySpec, dump_spec
+from harness.timings import Timings
 
 if TYPE_CHECKING:
     from harness.results.sink import ResultStore
@@ -199,36 +200,53 @@ def _trials_word(plan: Plan) -> str:
     return f"trials ({SIMULATED_NOTE})" if plan.spec.simulated else "trials"
 
 
-def _finish(plan: Plan, store: ResultStore, *, report_now: bool = True) -> None:
+def _finish(plan: Plan, store: ResultStore, *, report_now: bool = True, timings: Timings | None = None) -> None:
     """Print the summary and build the report the spec asks for (unless ``report_now`` is False)."""
     from harness.results.summary import format_summary
 
-    trials = store.read_trials()
-    print(format_summary(trials, objective=plan.spec.objective.metric, mode=plan.spec.mode, varied=plan.varied))
-    print(f"results: {store.dir}")
+    timings = timings or Timings()
+    with timings.phase("summary"):
+        trials = store.read_trials()
+        print(format_summary(trials, objective=plan.spec.objective.metric, mode=plan.spec.mode,
+                             varied=plan.varied))
+        print(f"results: {store.dir}")
     report = plan.spec.report
     if report is not None and report_now:
-        try:
-            from reports.build import build_report
-        except ImportError:
-            print("report: the reports package has no build_report yet; skipped "
-                  f"(run `python -m reports {store.dir}` later)")
-            return
-        try:
-            written = build_report(store.dir, formats=report.formats)
-            print(f"report: {len(written)} files under {store.dir} (figures/, tables/, report.md)")
-        except Exception as exc:  # a failed report must not lose a finished study
-            print(f"report: failed ({type(exc).__name__}: {exc}); the results are intact", file=sys.stderr)
+        with timings.phase("report"):
+            try:
+                from reports.build import build_report
+            except ImportError:
+                print("report: the reports package has no build_report yet; skipped "
+                      f"(run `python -m reports {store.dir}` later)")
+                return
+            try:
+                written = build_report(store.dir, formats=report.formats)
+                print(f"report: {len(written)} files under {store.dir} (figures/, tables/, report.md)")
+            except Exception as exc:  # a failed report must not lose a finished study
+                print(f"report: failed ({type(exc).__name__}: {exc}); the results are intact", file=sys.stderr)
 
 
-def _compact(store: ResultStore) -> None:
+def _record_timings(store: ResultStore, timings: Timings) -> None:
+    """Print the run's ``time:`` line and keep its phases in study.json (unless another driver has taken
+    the study over since this one released it)."""
+    print(timings.line())
+    try:
+        with store.lock():
+            store.update_info(timings=timings.record())
+    except (StudyExistsError, OSError):
+        pass
+
+
+def _compact(store: ResultStore, timings: Timings | None = None) -> None:
     """Compact a study that ended with many trial files (the caller holds its lock); a failure only warns."""
     from harness.results.compact import AUTO_COMPACT_TRIALS, compact_study, part_count
 
+    timings = timings or Timings()
     if part_count(store, "trials") < AUTO_COMPACT_TRIALS:
         return
     try:
-        report = compact_study(store, locked=True)
+        with timings.phase("compact"):
+            report = compact_study(store, locked=True)
     except Exception as exc:  # the rows are intact in their per-trial files: a failed compaction loses nothing
         print(f"warning: compaction failed ({type(exc).__name__}: {exc}); the per-trial files are intact "
               f"(`python -m harness.compact {store.dir}` tries again)", file=sys.stderr, flush=True)
@@ -237,9 +255,10 @@ def _compact(store: ResultStore) -> None:
 
 
 @contextlib.contextmanager
-def _connect(plan: Plan, settings: RaySettings) -> Iterator[None]:
+def _connect(plan: Plan, settings: RaySettings, timings: Timings) -> Iterator[None]:
     """Start or join Ray for the study and check that some node can host one of its trials."""
     # Ray is imported only once a study is to run (not for a dry run or a rejected spec).
+    start = time.monotonic()
     from harness.tune.cluster import check_fits, ray_session
     from harness.tune.runner import data_bytes
 
@@ -248,7 +267,12 @@ def _connect(plan: Plan, settings: RaySettings) -> Iterator[None]:
         warning = check_fits(res.cpus, res.gpus, strict=settings.address is None)
         if warning:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
-        yield
+        timings.add("ray_start", time.monotonic() - start)
+        try:
+            yield
+        finally:
+            stop = time.monotonic()
+    timings.add("ray_stop", time.monotonic() - stop)
 
 
 def _confirmation_left(plan: Plan, store: ResultStore, retry_failed: bool) -> int:
@@ -262,9 +286,11 @@ def _confirmation_left(plan: Plan, store: ResultStore, retry_failed: bool) -> in
     return study_state(confirmation_plan(plan, trials), store).to_run(retry_failed) if trials else 0
 
 
-def execute(args: argparse.Namespace) -> int:
-    """Prepare, then dry-run or run the study; returns the exit status."""
+def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> int:
+    """Prepare, then dry-run or run the study; returns the exit status. ``from_process_start``: the run's
+    timings count the process's start and imports (the command line's own process)."""
     t0 = time.perf_counter()  # the preparation is paid again when the study runs (--dry-run cost)
+    timings = Timings.since_process_start() if from_process_start else Timings()
     from harness.tune.resume import resume_command, study_state
 
     problems = check_options(args)
@@ -323,10 +349,11 @@ def execute(args: argparse.Namespace) -> int:
         except StudyExistsError as exc:  # refused before Ray starts; the check under the lock stays
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    timings.add("prepare", time.perf_counter() - t0)  # the spec, the plan, its data, Ray's and Tune's imports
     started = False
     try:
         # Ray first: a cluster that cannot be reached or cannot host a trial creates nothing.
-        with _connect(plan, options.ray), store.lock():
+        with _connect(plan, options.ray, timings), store.lock():
             if previous is None:
                 if store.exists():  # another driver created the study since check_existing: never overwrite
                     check_existing(store, plan.spec, resume=False)
@@ -338,20 +365,26 @@ def execute(args: argparse.Namespace) -> int:
             print(f"study {plan.spec.name}: {plan.n_trials} {_trials_word(plan)} -> {store.dir}", flush=True)
             started = True
             try:
-                outcome = run_tune(plan, store, options, version)
+                with timings.phase("tuning"):
+                    outcome = run_tune(plan, store, options, version)
+                timings.add("tuning_first_trial", outcome.first_trial_s)
             except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
                 store.update_info(status="interrupted", counts=study_state(plan, store).counts,
                                   finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
                 raise
             if plan.spec.confirm is not None and outcome.complete:  # top configurations on fresh seeds
                 from harness.tune.confirmation import run_confirmation
-                outcome = run_confirmation(plan, store, options, version, outcome)
+                with timings.phase("confirm"):
+                    confirmed = run_confirmation(plan, store, options, version, outcome)
+                if confirmed is not outcome:
+                    timings.add("confirm_first_trial", confirmed.first_trial_s)
+                outcome = confirmed
             status = ("interrupted" if outcome.stopped == "interrupted" else
                       "finished" if outcome.complete else "incomplete")
             store.update_info(status=status, finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
                               counts=outcome.counts)
             if status != "interrupted" and not args.no_compact:
-                _compact(store)
+                _compact(store, timings)
     except (StudyExistsError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -367,7 +400,8 @@ def execute(args: argparse.Namespace) -> int:
     why = {"interrupted": " (interrupted)", "time budget": " (the time budget ran out)"}.get(outcome.stopped or "", "")
     print(f"study {plan.spec.name} {status}{why}: {counts or 'no trials recorded'}"
           + (f" ({SIMULATED_NOTE})" if plan.spec.simulated else ""))
-    _finish(plan, store, report_now=status != "interrupted")
+    _finish(plan, store, report_now=status != "interrupted", timings=timings)
+    _record_timings(store, timings)
     code = exit_status(outcome.counts, complete=outcome.complete, stopped=outcome.stopped)
     if code in (EXIT_INCOMPLETE, EXIT_INTERRUPTED):
         print(f"some trials did not run; continue with: {hint}", file=sys.stderr if code == EXIT_INTERRUPTED
@@ -379,8 +413,9 @@ def execute(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m harness.run``."""
-    return execute(parse_args(argv))
+    """Entry point of ``python -m harness.run`` (``argv`` None: this process's command line, whose run's
+    timings then start with the process itself)."""
+    return execute(parse_args(argv), from_process_start=argv is None)
 
 
 if __name__ == "__main__":

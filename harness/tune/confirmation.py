@@ -34,4 +34,5 @@ def run_confirmation(plan: Plan, store: ResultStore, options: RunOptions, versio
     counts = dict(tuned.counts)
     for status, n in confirmed.counts.items():
         counts[status] = counts.get(status, 0) + n
-    return RunOutcome(counts, tuned.complete and confirmed.complete, stopped=confirmed.stopped)
+    return RunOutcome(counts, tuned.complete and confirmed.complete, stopped=confirmed.stopped,
+                      first_trial_s=confirmed.first_trial_s)

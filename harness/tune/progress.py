@@ -56,6 +56,8 @@ class ProgressPrinter(tune.Callback):
         self.statuses: dict[str, str] = dict(getattr(self, "recorded", {}))
         self.best: tuple[float, str] | None = None
         self.finished_here = 0
+        #: when the run's first trial was running (``time.monotonic``): Tune's start, a worker and its imports
+        self.first_running: float | None = None
 
     def setup(self, stop: object = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: object) -> None:
@@ -113,6 +115,8 @@ class ProgressPrinter(tune.Callback):
                 self.best = (float(value), f"{desc.variant}, seed {desc.seed}")
 
     def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
+        if self.first_running is None:
+            self.first_running = time.monotonic()
         self._print(trials, force=self.last_print == 0.0)
 
     def on_trial_result(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, result: Metrics,

@@ -81,6 +81,8 @@ class RunOutcome:
     counts: dict[str, int]
     complete: bool
     stopped: str | None = None
+    #: seconds from the start of the Tune run until its first trial was running (None: no trial ran)
+    first_trial_s: float | None = None
 
 
 def code_version() -> str:
@@ -335,11 +337,11 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         trainable = tune.with_resources(tune.with_parameters(_trainable_of(plan), data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
         recorder = ResultRecorder(ctx)
-        callbacks = [LeanTrials(), recorder,  # LeanTrials: Tune's per-trial bookkeeping kept small
-                     ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
-                                     mode=plan.spec.mode, interval_s=options.progress_interval_s,
-                                     recorded={t: s for t, s in state.statuses.items()
-                                               if ctx.settled({"status": s})}, status_of=recorder.status_of)]
+        printer = ProgressPrinter(store, total=plan.n_trials, objective=plan.spec.objective.metric,
+                                  mode=plan.spec.mode, interval_s=options.progress_interval_s,
+                                  recorded={t: s for t, s in state.statuses.items() if ctx.settled({"status": s})},
+                                  status_of=recorder.status_of)
+        callbacks = [LeanTrials(), recorder, printer]  # LeanTrials: Tune's per-trial bookkeeping kept small
         callbacks += tracking_callbacks(plan.spec.tracking, store)  # after ResultRecorder: rows exist at trial end
         # Tune reads every trial's results at the end; trials that never started have none, which it
         # logs as a warning per trial. Expected here (pending at an interrupt or a time budget).
@@ -356,7 +358,8 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     state = study_state(plan, store)
     # failed trials being retried keep their old row until they end: cut short, they are not done either
     complete = state.missing == 0 and not (stopper.reason and options.retry_failed and state.failed)
-    return RunOutcome(state.counts, complete, stopped=stopper.reason)
+    first = None if printer.first_running is None else printer.first_running - stopper.start
+    return RunOutcome(state.counts, complete, stopped=stopper.reason, first_trial_s=first)
 
 
 def _trainable_of(plan: Plan) -> Callable[..., None]:

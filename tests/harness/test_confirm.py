@@ -4,6 +4,7 @@ trials built from the rows, and, on Ray, a whole study with its confirmation, it
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -133,6 +134,13 @@ def test_a_study_confirms_its_best_configurations_resumes_the_confirmation_and_r
     assert "confirmation, mean ± std over the tuning seeds" in out
     info = json.loads((study / "study.json").read_text())
     assert info["status"] == "finished" and info["counts"] == {"completed": 10}
+    # where the run's time went: both Tune runs, each with the wait for its first running trial
+    t = info["timings"]
+    assert 0 < t["tuning_first_trial_s"] < t["tuning_s"] and 0 < t["confirm_first_trial_s"] < t["confirm_s"]
+    top = sum(v for k, v in t.items() if k not in ("total_s", "tuning_first_trial_s", "confirm_first_trial_s"))
+    assert {"prepare_s", "ray_start_s", "ray_stop_s", "summary_s"} <= set(t) and top <= t["total_s"] + 0.05
+    assert re.search(r"^time: [\d.]+ s \(prepare [\d.]+ s, Ray start [\d.]+ s, tuning [\d.]+ s \(first trial running "
+                     r"after [\d.]+ s\), confirmation [\d.]+ s \(first trial running after [\d.]+ s\), Ray stop", out, re.M)
 
     # predictions: once per trial, both phases and splits; their per-sample MAE is the row's valid/test_mae
     preds = pd.read_parquet(study / "predictions")
