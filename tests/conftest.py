@@ -39,7 +39,8 @@ def _in_ci() -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Modules with slow or Ray tests first (each keeps its order): pytest-xdist hands whole modules to its processes
-    # in this order, and a long module handed out last keeps one process busy after the other has finished.
+    # in this order (``--no-loadscope-reorder`` in pyproject.toml), and a long module handed out last keeps one
+    # process busy after the other has finished.
     slow_modules = {item.path for item in items if "slow" in item.keywords or "ray" in item.keywords}
     items.sort(key=lambda item: item.path not in slow_modules)  # a stable sort
     if torch is not None and torch.cuda.is_available():
