@@ -262,17 +262,14 @@ def _connect(plan: Plan, settings: RaySettings, timings: Timings) -> Iterator[No
     from harness.tune.cluster import check_fits, ray_session
     from harness.tune.runner import data_bytes
 
-    with ray_session(settings, data_bytes=data_bytes(plan)):
+    # a runtime started here stops in the background while the summary and the report are made
+    with ray_session(settings, data_bytes=data_bytes(plan), stop_in_background=True):
         res = plan.spec.resources
         warning = check_fits(res.cpus, res.gpus, strict=settings.address is None)
         if warning:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         timings.add("ray_start", time.monotonic() - start)
-        try:
-            yield
-        finally:
-            stop = time.monotonic()
-    timings.add("ray_stop", time.monotonic() - stop)
+        yield
 
 
 def _confirmation_left(plan: Plan, store: ResultStore, retry_failed: bool) -> int:
@@ -336,7 +333,7 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
     if args.resume and previous is None:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
     from harness.results.study_provenance import resume_record
-    from harness.tune.cluster import ClusterError, RaySettings
+    from harness.tune.cluster import ClusterError, RaySettings, wait_for_ray_stop
     from harness.tune.runner import RunOptions, code_version, run_tune
 
     version = code_version()
@@ -401,6 +398,7 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
     print(f"study {plan.spec.name} {status}{why}: {counts or 'no trials recorded'}"
           + (f" ({SIMULATED_NOTE})" if plan.spec.simulated else ""))
     _finish(plan, store, report_now=status != "interrupted", timings=timings)
+    timings.add("ray_stop", wait_for_ray_stop())  # what is left of Ray's shutdown after the report
     _record_timings(store, timings)
     code = exit_status(outcome.counts, complete=outcome.complete, stopped=outcome.stopped)
     if code in (EXIT_INCOMPLETE, EXIT_INTERRUPTED):

@@ -1,8 +1,8 @@
 """Where one run of a study spent its wall time, phase by phase.
 
 ``python -m harness.run`` times its phases (Python's start and imports, preparing the plan and data,
-starting Ray, the tuning and confirmation Tune runs, compaction, stopping Ray, the summary and the
-report), records them in ``study.json`` as ``timings`` (seconds; the latest run's, a resume replaces
+starting Ray, the tuning and confirmation Tune runs, compaction, the summary, the report, and the wait for
+Ray's shutdown, which runs in the background meanwhile), records them in ``study.json`` as ``timings`` (seconds; the latest run's, a resume replaces
 them) and ends with one ``time:`` line. A Tune run's wait for its first running trial (Tune's start, the
 trial's worker process and its imports) is given beside it: on a fast device that fixed cost, not
 training, decides how long a small study takes.
@@ -29,9 +29,9 @@ LABELS = {
     "confirm": "confirmation",
     "confirm_first_trial": "first trial running after",
     "compact": "compaction",
-    "ray_stop": "Ray stop",
     "summary": "summary",
     "report": "report",
+    "ray_stop": "Ray stop",  # what is left of Ray's shutdown, which runs during the summary and the report
 }
 #: Phases that are part of another one (shown in brackets after it, not added to the total).
 PART_OF = {"tuning_first_trial": "tuning", "confirm_first_trial": "confirm"}

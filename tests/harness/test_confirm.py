@@ -140,7 +140,7 @@ def test_a_study_confirms_its_best_configurations_resumes_the_confirmation_and_r
     top = sum(v for k, v in t.items() if k not in ("total_s", "tuning_first_trial_s", "confirm_first_trial_s"))
     assert {"prepare_s", "ray_start_s", "ray_stop_s", "summary_s"} <= set(t) and top <= t["total_s"] + 0.05
     assert re.search(r"^time: [\d.]+ s \(prepare [\d.]+ s, Ray start [\d.]+ s, tuning [\d.]+ s \(first trial running "
-                     r"after [\d.]+ s\), confirmation [\d.]+ s \(first trial running after [\d.]+ s\), Ray stop", out, re.M)
+                     r"after [\d.]+ s\), confirmation [\d.]+ s \(first trial running after [\d.]+ s\), summary", out, re.M)
 
     # predictions: once per trial, both phases and splits; their per-sample MAE is the row's valid/test_mae
     preds = pd.read_parquet(study / "predictions")

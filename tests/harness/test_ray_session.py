@@ -36,3 +36,38 @@ def test_a_runtime_already_initialised_is_used_as_it_is(init_calls, monkeypatch)
     with ray_session(RaySettings(num_cpus=1)) as started:
         assert not started
     assert init_calls == []
+
+
+def test_a_runtime_stops_in_the_background_after_a_normal_end_and_at_once_after_an_error(init_calls, monkeypatch):
+    """``stop_in_background``: the caller goes on (the summary, the report) while Ray's processes exit;
+    an error still shuts Ray down before it propagates; and a new session waits for the old stop."""
+    import threading
+
+    from harness.tune import cluster
+
+    entered, release, stopped_in = threading.Event(), threading.Event(), []
+
+    def shutdown() -> None:
+        stopped_in.append(threading.current_thread().name)
+        entered.set()
+        assert release.wait(120), "never released"
+
+    monkeypatch.setattr(ray, "shutdown", shutdown)
+    with ray_session(RaySettings(num_cpus=1), stop_in_background=True) as started:
+        assert started
+    assert entered.wait(120)  # the shutdown runs, in a thread of its own, while this one goes on
+    assert stopped_in == ["ray-shutdown"] and cluster._stopping is not None and cluster._stopping.is_alive()
+    release.set()
+    assert cluster.wait_for_ray_stop() >= 0 and cluster._stopping is None
+
+    release.clear()
+    with ray_session(RaySettings(num_cpus=1), stop_in_background=True):
+        pass
+    alive_at_init = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: alive_at_init.append(cluster._stopping is not None))
+    threading.Thread(target=release.set).start()
+    with pytest.raises(KeyError), ray_session(RaySettings(num_cpus=1), stop_in_background=True):
+        raise KeyError("a trial")
+    assert alive_at_init == [False]  # the previous stop had ended before Ray started again
+    assert stopped_in[-1] == threading.current_thread().name  # after an error: at once, in this thread
+    assert cluster._stopping is None
