@@ -1,7 +1,5 @@
 """``python -m harness STUDY.yaml ...`` is the same as ``python -m harness.run STUDY.yaml ...``."""
 
-import sys
+from harness.run import exit_now, main
 
-from harness.run import main
-
-sys.exit(main())
+exit_now(main())

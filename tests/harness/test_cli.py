@@ -103,6 +103,38 @@ def test_exit_status_of_the_module(write_study, tmp_path):
     assert not (Path(REPO) / "results" / "t").exists()
 
 
+_EXIT_NOW = """
+import atexit, sys, threading
+from pathlib import Path
+from harness.run import exit_now
+
+out, ready = Path(sys.argv[1]), threading.Event()
+
+def late_writer():  # a thread still working when the process is told to exit
+    ready.wait()
+    with out.open("w") as f:
+        for i in range(20000):
+            f.write(f"{i}\\n")
+
+threading.Thread(target=late_writer).start()
+atexit.register(print, "atexit ran")
+print("buffered, no newline yet", end=" ")
+ready.set()
+exit_now(3)
+"""
+
+
+def test_the_command_line_exits_without_teardown_yet_joins_threads_runs_atexit_and_flushes(tmp_path):
+    """``exit_now`` (the end of ``python -m harness.run``) skips the interpreter's teardown, not what a
+    normal exit promises: the status, waiting for non-daemon threads, atexit handlers, flushed output."""
+    out = tmp_path / "late.txt"
+    proc = subprocess.run([sys.executable, "-c", _EXIT_NOW, str(out)], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "buffered, no newline yet atexit ran\n"
+    assert out.read_text().splitlines()[-1] == "19999"  # the thread finished its file before the exit
+
+
 @pytest.mark.parametrize(("address", "message"), [
     ("127.0.0.1:1", "no Ray cluster answers there"),
     ("ray://127.0.0.1:1", "no Ray cluster answers there"),
