@@ -39,21 +39,21 @@ _MAX_MEASURED = 4
 
 # Fixed costs of a study beside its epochs, in seconds: the largest of five repeats of
 # `bench/run_overheads.py` (studies/smoke.yaml) on this project's 2-core machine while it was otherwise idle
-# (load average under 3), 2026-11-30, rounded up (bench/README.md has the table). A busier machine takes
+# (load average under 3), 2026-11-30 at 580a560, rounded up (bench/README.md has the table). A busier machine takes
 # longer: ``busy_note`` says so when the load already exceeds the cores (at a load of 15-20 these parts
 # took three to seven times as long).
 #: The driver's interpreter start and imports (torch, pydantic, the harness), before it reads the study.
-IMPORT_S = 2.5
+IMPORT_S = 2.0
 #: Ray's local runtime, Tune's setup and the trial workers, from the driver's plan to the first trial.
-STARTUP_S = 10.0
+STARTUP_S = 8.0
 #: A fresh worker's first trial beyond its epochs (imports, first kernels); the workers warm up at once.
 WARMUP_S = 1.0
 #: Each trial beyond its epochs (model, rows, checkpoints, Tune's scheduling between trials).
 TRIAL_S = 0.1
-#: From the last trial to the exit: reconciling rows, the summary, Ray's shutdown.
-END_S = 3.0
+#: From the last trial to the exit: reconciling rows, the summary, Ray's shutdown (which a report overlaps).
+END_S = 2.0
 #: The figures and tables of ``report: true`` (mostly plotting).
-REPORT_S = 6.0
+REPORT_S = 5.0
 #: A confirmation's own start (a second Tune run in the same Ray runtime, fresh workers): 2.8 s between
 #: the last tuning trial's end and the first confirmation trial's start in studies/distill_weight.yaml.
 CONFIRM_START_S = 3.0
