@@ -229,14 +229,15 @@ def _finish(plan: Plan, store: ResultStore, *, report_now: bool = True, timings:
                 print(f"report: failed ({type(exc).__name__}: {exc}); the results are intact", file=sys.stderr)
 
 
-def _record_timings(store: ResultStore, timings: Timings) -> None:
-    """Print the run's ``time:`` line and keep its phases in study.json (unless another driver has taken
-    the study over since this one released it)."""
+def _record_timings(store: ResultStore, timings: Timings, finished_at: str) -> None:
+    """Print the run's ``time:`` line and keep its phases in study.json, unless another driver has taken the
+    study over since this one released it (it holds the lock, or its run has ended since: ``finished_at``)."""
     print(timings.line())
     try:
         with store.lock():
-            store.update_info(timings=timings.record())
-    except (StudyExistsError, OSError):
+            if store.read_info().get("finished_at") == finished_at:
+                store.update_info(timings=timings.record())
+    except (StudyExistsError, OSError, ValueError):
         pass
 
 
@@ -381,8 +382,8 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
                 outcome = confirmed
             status = ("interrupted" if outcome.stopped == "interrupted" else
                       "finished" if outcome.complete else "incomplete")
-            store.update_info(status=status, finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                              counts=outcome.counts)
+            finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+            store.update_info(status=status, finished_at=finished_at, counts=outcome.counts)
             if status != "interrupted" and not args.no_compact:
                 _compact(store, timings)
     except (StudyExistsError, ClusterError) as exc:
@@ -400,9 +401,14 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
     why = {"interrupted": " (interrupted)", "time budget": " (the time budget ran out)"}.get(outcome.stopped or "", "")
     print(f"study {plan.spec.name} {status}{why}: {counts or 'no trials recorded'}"
           + (f" ({SIMULATED_NOTE})" if plan.spec.simulated else ""))
-    _finish(plan, store, report_now=status != "interrupted", timings=timings)
-    timings.add("ray_stop", wait_for_ray_stop())  # what is left of Ray's shutdown after the report
-    _record_timings(store, timings)
+    try:
+        _finish(plan, store, report_now=status != "interrupted", timings=timings)
+        timings.add("ray_stop", wait_for_ray_stop())  # what is left of Ray's shutdown after the report
+    except KeyboardInterrupt:  # the study is recorded: only the summing up is cut short
+        again = f"; its report: python -m reports {store.dir}" if plan.spec.report is not None else ""
+        print(f"\ninterrupted after the study ended ({status}, every row recorded){again}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _record_timings(store, timings, finished_at)
     code = exit_status(outcome.counts, complete=outcome.complete, stopped=outcome.stopped)
     if code in (EXIT_INCOMPLETE, EXIT_INTERRUPTED):
         print(f"some trials did not run; continue with: {hint}", file=sys.stderr if code == EXIT_INTERRUPTED
@@ -416,14 +422,21 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
 def exit_now(code: int) -> NoReturn:
     """End this process with ``code`` the way the interpreter would, less its final teardown.
 
-    Like ``sys.exit``: the other non-daemon threads are waited for, the ``atexit`` handlers run (logging's,
-    Ray's) and the standard streams are flushed. Then the process ends at once instead of dismantling every
+    Like ``sys.exit``: idle thread pools are told to stop and the other non-daemon threads are waited for
+    (``threading._shutdown``, as the interpreter does), the ``atexit`` handlers run (logging's, Ray's) and
+    the standard streams are flushed. Then the process ends at once instead of dismantling every
     module and object one by one, which took about a second after a study (torch, Ray's core worker, the
     study's data). For the command line only: a caller of ``main`` keeps its interpreter.
     """
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # as the interpreter's own exit does: threading's exit hooks (idle thread pools told to stop), then
+    # every non-daemon thread joined
+    shutdown = getattr(threading, "_shutdown", None)
+    if callable(shutdown):
+        shutdown()
+    else:  # pragma: no cover  # an interpreter without it
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

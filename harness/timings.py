@@ -3,7 +3,7 @@
 ``python -m harness.run`` times its phases (Python's start and imports, preparing the plan and data,
 starting Ray, the tuning and confirmation Tune runs, compaction, the summary, the report, and the wait for
 Ray's shutdown, which runs in the background meanwhile), records them in ``study.json`` as ``timings`` (seconds; the latest run's, a resume replaces
-them) and ends with one ``time:`` line. A Tune run's wait for its first running trial (Tune's start, the
+them) and prints them as one ``time:`` line after the report. A Tune run's wait for its first running trial (Tune's start, the
 trial's worker process and its imports) is given beside it: on a fast device that fixed cost, not
 training, decides how long a small study takes.
 """

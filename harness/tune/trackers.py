@@ -15,6 +15,7 @@ for the rest of the run: trials go on, and the Parquet results, the study's reco
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -360,6 +361,16 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
         self.kwargs = {k: v for k, v in self.kwargs.items() if v is not None}  # unset: wandb.init's default
         self.store = store
         self._last_step: dict[Hashable, int] = {}
+
+    def on_experiment_end(self, *args: object, **kwargs: object) -> None:
+        """Tell every run still open to end before waiting for the runs to be written: Tune stops the running
+        trials of an interrupted study (Ctrl-C, the time budget) without completing them, so their runs
+        never got END; their actors would wait out ``EXIT_TIMEOUT_S`` and be killed with the run unwritten."""
+        if not getattr(self, "_broken", False):
+            for key in list(self._trial_queues):
+                with contextlib.suppress(Exception):  # a queue whose actor is gone: nothing to end
+                    self._signal_logging_actor_stop(key)
+        super().on_experiment_end(*args, **kwargs)
 
     def setup(self, *args: object, **kwargs: object) -> None:
         if self.kwargs.get("mode") == "offline":

@@ -105,6 +105,7 @@ def test_exit_status_of_the_module(write_study, tmp_path):
 
 _EXIT_NOW = """
 import atexit, sys, threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from harness.run import exit_now
 
@@ -117,6 +118,8 @@ def late_writer():  # a thread still working when the process is told to exit
             f.write(f"{i}\\n")
 
 threading.Thread(target=late_writer).start()
+pool = ThreadPoolExecutor(1)  # an idle worker thread, stopped by threading's exit hook, not by a join
+pool.submit(int).result()
 atexit.register(print, "atexit ran")
 print("buffered, no newline yet", end=" ")
 ready.set()
@@ -126,7 +129,8 @@ exit_now(3)
 
 def test_the_command_line_exits_without_teardown_yet_joins_threads_runs_atexit_and_flushes(tmp_path):
     """``exit_now`` (the end of ``python -m harness.run``) skips the interpreter's teardown, not what a
-    normal exit promises: the status, waiting for non-daemon threads, atexit handlers, flushed output."""
+    normal exit promises: the status, waiting for non-daemon threads (an idle thread pool stopped first,
+    else its join would hang), atexit handlers, flushed output."""
     out = tmp_path / "late.txt"
     proc = subprocess.run([sys.executable, "-c", _EXIT_NOW, str(out)], capture_output=True, text=True, cwd=REPO,
                           timeout=120)

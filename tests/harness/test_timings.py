@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.timings import LABELS, Timings
+from tests.harness.conftest import tiny_study
 
 
 def test_phases_add_up_in_run_order_and_parts_show_inside_their_phase() -> None:
@@ -55,3 +57,22 @@ def test_a_process_knows_its_age_from_its_start_not_from_its_first_line() -> Non
     assert done.returncode == 0, done.stderr
     since_first_line, age = map(float, done.stdout.split())
     assert since_first_line - 0.02 <= age < since_first_line + 30  # clock ticks are 10 ms
+
+
+@pytest.mark.ray
+def test_ctrl_c_while_a_finished_study_is_summed_up_exits_130_without_a_traceback(ray_cluster, write_study, tmp_path,
+                                                                                 monkeypatch, capsys) -> None:
+    """Every row is recorded before the summary and the report (and the wait for Ray's shutdown): a Ctrl-C
+    there says so and exits 130, it is no crash; study.json keeps the run's status."""
+    from harness import run
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "_finish", interrupted)
+    spec = write_study(tiny_study(name="sumup"))
+    assert run.main([str(spec), "--results", str(tmp_path / "r")]) == run.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "interrupted after the study ended (finished, every row recorded)" in err
+    info = json.loads((tmp_path / "r" / "sumup" / "study.json").read_text())
+    assert info["status"] == "finished" and info["counts"] and "timings" not in info

@@ -176,3 +176,28 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     other.setup()
     other.on_trial_start(0, [], _Trial({"trial": _TRIAL}))  # same study name, other results: its own run
     assert len(client.search_runs([client.get_experiment_by_name("exp").experiment_id])) == 2
+
+
+def test_at_the_end_of_a_study_every_open_wandb_run_is_told_to_end_before_the_wait(monkeypatch, tmp_path):
+    """A study stopped by Ctrl-C or its time budget ends its running trials without completing them, so their
+    W&B runs never got END: the end of the study must send it, or each actor waits out the timeout and is
+    killed with its run unwritten (the study then hung for ``EXIT_TIMEOUT_S``)."""
+    from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
+
+    from harness.tune.trackers import WandbTracker
+
+    class Queue:
+        def __init__(self) -> None:
+            self.items: list[object] = []
+
+        def put(self, item: object) -> None:
+            self.items.append(item)
+
+    tracker = WandbTracker(ResultStore(tmp_path, "s"), project="p", group="s", mode="offline")
+    tracker._trial_queues = {"running": Queue(), "ended": Queue()}
+    tracker._trial_queues["ended"].items.append((_QueueItem.END, None))  # completed: already told
+    seen: list[list[object]] = []
+    monkeypatch.setattr(WandbLoggerCallback, "on_experiment_end",
+                        lambda self, *a, **k: seen.append([q.items[-1] for q in self._trial_queues.values()]))
+    tracker.on_experiment_end(trials=[])
+    assert seen == [[(_QueueItem.END, None), (_QueueItem.END, None)]]  # every run told to end, then the wait
