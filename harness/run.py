@@ -377,7 +377,7 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
                 from harness.tune.confirmation import run_confirmation
                 with timings.phase("confirm"):
                     confirmed = run_confirmation(plan, store, options, version, outcome)
-                if confirmed is not outcome:
+                if confirmed is not outcome:  # the tuning outcome itself when there was nothing to confirm
                     timings.add("confirm_first_trial", confirmed.first_trial_s)
                 outcome = confirmed
             status = ("interrupted" if outcome.stopped == "interrupted" else
@@ -428,15 +428,7 @@ def exit_now(code: int) -> NoReturn:
     module and object one by one, which took about a second after a study (torch, Ray's core worker, the
     study's data). For the command line only: a caller of ``main`` keeps its interpreter.
     """
-    # as the interpreter's own exit does: threading's exit hooks (idle thread pools told to stop), then
-    # every non-daemon thread joined
-    shutdown = getattr(threading, "_shutdown", None)
-    if callable(shutdown):
-        shutdown()
-    else:  # pragma: no cover  # an interpreter without it
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread() and not thread.daemon:
-                thread.join()
+    threading._shutdown()  # type: ignore[attr-defined]  # the interpreter's own: exit hooks, then joins
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
