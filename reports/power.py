@@ -35,7 +35,9 @@ def paired_t_power(n: int, delta: float, sd: float, alpha: float = 0.05) -> floa
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     df, nc = n - 1, abs(delta) / sd * np.sqrt(n)
     crit = sps.t.ppf(1 - alpha / 2, df)
-    return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+    # P(T < -crit) written as the upper tail of -T: scipy's nct.cdf far in the lower tail returns NaN for a
+    # large noncentrality (df 4, nc 15.6), and a NaN power made seeds_needed skip the n it was looking for
+    return float(sps.nct.sf(crit, df, nc) + sps.nct.sf(crit, df, -nc))
 
 
 def seeds_needed(delta: float, sd: float, power: float = 0.8, alpha: float = 0.05) -> int | None:

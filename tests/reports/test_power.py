@@ -34,6 +34,21 @@ def test_power_by_hand() -> None:
         seeds_needed(0.0, 1.0)
 
 
+def test_a_large_effect_has_a_power_near_one_not_nan() -> None:
+    # delta / sd = 7 with 3 to 5 pairs: scipy's nct.cdf in the far lower tail is NaN there, and a NaN power
+    # made seeds_needed skip n = 3 and answer 4 (found planning a 5-seed ablation: "power now nan")
+    for n in (3, 4, 5):
+        assert 0.99 < paired_t_power(n, 0.01, 0.00143) <= 1.0
+    assert seeds_needed(0.01, 0.00143) == 3
+    # Monte Carlo check of n = 3: the paired t-test's rejection rate under the alternative
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.01, 0.00143, size=(200_000, 3))
+    t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / np.sqrt(3))
+    assert paired_t_power(3, 0.01, 0.00143) == pytest.approx(np.mean(np.abs(t) > sps.t.ppf(0.975, 2)), abs=2e-3)
+    grid = [paired_t_power(n, 0.01, sd) for n in range(2, 40) for sd in np.linspace(5e-4, 2e-2, 50)]
+    assert np.isfinite(grid).all()
+
+
 def test_seed_plan_from_paired_differences() -> None:
     df = pd.DataFrame({"variant": ["a"] * 3 + ["b"] * 3 + ["c"] * 3, "seed": [1, 2, 3] * 3,
                        "test_mae": [0.5, 0.6, 0.7, 0.52, 0.61, 0.74, 0.5, 0.6, 0.7]})
