@@ -23,7 +23,7 @@ from reports.metrics import CLASSIFICATION_MAIN, REGRESSION_MAIN, metric_info, m
 from reports.plots.crossstudy import plot_critical_difference
 from reports.progress import mark_incomplete, simulated_note
 from reports.sections import Item, main_metrics
-from reports.tables import EMPHASIS_NOTE, Table, _mean_std, _num, _p, to_markdown
+from reports.tables import EMPHASIS_NOTE, UNTESTED_NOTE, Table, _mean_std, _num, _p, to_markdown
 
 __all__ = ["build_cross_report", "cross_scores", "cross_table", "friedman_table", "shared_variants"]
 
@@ -59,6 +59,7 @@ def cross_table(studies: Sequence[Study], *, metrics: Sequence[str], variants: S
     names = list(variants)
     table = Table(header=["Metric", "Data set", *names], rows=[], align="ll" + "r" * len(names))
     all_ranks = []
+    untested = False
     for m in metrics:
         info = metric_info(m)
         r = ranks(cross_scores(studies, m, names), higher_is_better=info.higher_is_better)
@@ -74,13 +75,15 @@ def cross_table(studies: Sequence[Study], *, metrics: Sequence[str], variants: S
                                s.name, *(_mean_std(a * info.scale, b * info.scale, info.decimals)
                                          for a, b in zip(stats["mean"], stats["std"]))])
             emph = emphasis(part, metric=m, group="variant", higher_is_better=info.higher_is_better)
+            untested |= bool(emph.untested)
             table.bold |= {(i, 2 + names.index(str(g))) for g in emph.best}
             table.marked |= {(i, 2 + names.index(str(g))) for g in emph.tied}
     avg = pd.concat(all_ranks).mean(axis=0)
     table.rows.append(["Avg. rank", f"over {sum(int(r.notna().all(axis=1).sum()) for r in all_ranks)} cells",
                        *(_num(float(avg[v]), 2) for v in names)])
     table.caption = (f"Mean ± std over seeds per data set; last row: rank of each configuration (1 = best) "
-                     f"averaged over every metric and data set. {EMPHASIS_NOTE}")
+                     f"averaged over every metric and data set. {EMPHASIS_NOTE}"
+                     f"{' ' + UNTESTED_NOTE if untested else ''}")
     return table
 
 

@@ -7,8 +7,9 @@
   interval, decide significance.
 - :func:`effect_sizes`: ``reports.stats.paired_comparison`` plus that bootstrap CI of the difference.
 - :func:`emphasis`: which rows a table may mark. A row is *best* only when it is significantly better than
-  every other row (paired t-test over seeds against the row with the best mean, Holm-corrected over those
-  k - 1 comparisons, p < alpha); the rows *tied* with the best are those not significantly worse than it.
+  every other row (paired t-test over seeds against the row with the best mean over the seeds all rows
+  share, Holm-corrected over those k - 1 comparisons, p < alpha); the rows *tied* with the best are those
+  not significantly worse than it. Rows with fewer than 2 seeds are not tested and not marked.
 """
 
 from __future__ import annotations
@@ -94,29 +95,41 @@ class Emphasis:
     best: frozenset[Hashable] = field(default_factory=frozenset)  # significantly better than every other row
     tied: frozenset[Hashable] = field(default_factory=frozenset)  # not significantly worse than the best
     testable: bool = False  # False: no pair of rows had >= 2 shared seeds with spread, so nothing is marked
+    untested: frozenset[Hashable] = field(default_factory=frozenset)  # rows with fewer than 2 seeds: unmarked
 
 
 def emphasis(df: pd.DataFrame, *, metric: str, group: str, higher_is_better: bool, pair: str = "seed",
              alpha: float = 0.05) -> Emphasis:
-    """Apply the emphasis rule to ``metric`` over the groups of ``df`` (one row per group and seed)."""
+    """Apply the emphasis rule to ``metric`` over the groups of ``df`` (one row per group and seed).
+
+    Only rows with at least 2 seeds can be tested; the others are left unmarked (``untested``) and are not
+    compared, so one lucky single-seed run cannot take the lead and silence a column. The leader is the
+    best mean over the seeds every tested row has (with fewer than 2 such seeds, over each row's own): a
+    row with an extra easy seed, or a rival whose hard seed diverged, must not lead on seeds the others
+    lack, since a seed moves every configuration alike.
+    """
     data = df[[group, pair, metric]].copy()
     data[metric] = pd.to_numeric(data[metric], errors="coerce")
     data = data[np.isfinite(data[metric])]
-    means = data.groupby(group, sort=False)[metric].mean()
-    if len(means) < 2:
-        return Emphasis()
+    wide = data.pivot_table(index=pair, columns=group, values=metric, aggfunc="mean", sort=False)
+    counts = wide.notna().sum()
+    untested = frozenset(counts.index[counts < 2])
+    wide = wide.loc[:, counts >= 2]
+    if wide.shape[1] < 2:
+        return Emphasis(untested=untested)
+    common = wide.dropna()
+    means = (common if len(common) >= 2 else wide).mean()
     leader = means.idxmax() if higher_is_better else means.idxmin()
-    wide = data.pivot_table(index=pair, columns=group, values=metric, aggfunc="mean")
     sign = 1.0 if higher_is_better else -1.0
-    others = [g for g in means.index if g != leader]
+    others = [g for g in wide.columns if g != leader]
     d = sign * (wide[leader].to_numpy(dtype=float)[:, None] - wide[others].to_numpy(dtype=float)).T  # > 0: leader better
     _, pvals, _, _ = paired_tests_many(d)  # one row per other group, in one vectorised pass
     favourable = list(np.where(np.isfinite(d), d, 0.0).sum(axis=1) > 0)  # the mean's sign (False when empty)
     if not np.isfinite(pvals).any():
-        return Emphasis()
+        return Emphasis(untested=untested)
     p_holm = holm(np.array(pvals, dtype=float))
     worse = [bool(np.isfinite(p) and p < alpha and f) for p, f in zip(p_holm, favourable)]
     if all(worse):
-        return Emphasis(best=frozenset([leader]), testable=True)
+        return Emphasis(best=frozenset([leader]), testable=True, untested=untested)
     tied = {leader, *(g for g, w in zip(others, worse) if not w)}
-    return Emphasis(tied=frozenset(tied), testable=True)
+    return Emphasis(tied=frozenset(tied), testable=True, untested=untested)

@@ -19,6 +19,7 @@ from reports.stats import summarize
 
 __all__ = [
     "EMPHASIS_NOTE",
+    "UNTESTED_NOTE",
     "Table",
     "ablation_table",
     "comparison_table",
@@ -32,12 +33,16 @@ __all__ = [
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "±": r"$\pm$", "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "Δ": r"$\Delta$",
-                  "λ": r"$\lambda$", "τ": r"$\tau$", "α": r"$\alpha$"}
+                  "λ": r"$\lambda$", "τ": r"$\tau$", "α": r"$\alpha$", "χ": r"$\chi$", "²": r"$^2$",
+                  "–": "--"}
 
 
 #: The emphasis convention, stated in the caption of every table that applies it.
 EMPHASIS_NOTE = ("Bold: significantly better than every other row; †: not significantly worse than the best "
-                 "mean (paired t-test over seeds against the best mean, Holm-corrected, p < 0.05).")
+                 "mean (paired t-test over seeds against the best mean over the seeds all rows share, "
+                 "Holm-corrected, p < 0.05).")
+#: Added to it when a column had rows with a single seed, which the rule cannot test.
+UNTESTED_NOTE = "Rows with fewer than 2 seeds in a column are not tested and not marked."
 
 
 @dataclass
@@ -89,9 +94,10 @@ def _header(col: str, split: bool = False) -> str:
 def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Sequence[str],
                   order: Sequence[object] | None = None, caption: str = "") -> Table:
     """One row per group (e.g. variant, or a grid's parameter values): n seeds and mean ± std of each metric
-    over the completed trials. Per column, ``reports.effects.emphasis`` decides the marks: bold for a row
-    significantly better than every other, † for the rows not significantly worse than the best mean; with no
-    testable pair (fewer than 2 shared seeds) nothing is marked. The caption states the convention."""
+    over the completed trials (n as a range, e.g. 4–5, when a metric is missing on some seeds). Per column,
+    ``reports.effects.emphasis`` decides the marks: bold for a row significantly better than every other, †
+    for the rows not significantly worse than the best mean; rows with a single seed are not tested, and with
+    no testable pair (fewer than 2 shared seeds) nothing is marked. The caption states the convention."""
     keys = [by] if isinstance(by, str) else list(by)
     data = completed(trials) if "status" in trials.columns else trials
     summ = summarize(data, keys, metrics)
@@ -106,7 +112,8 @@ def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Seq
                   align="l" * len(keys) + "r" * (1 + len(metrics)), caption=caption)
     for label in firsts["_label"]:
         part = summ[summ["_label"] == label].set_index("metric")
-        cells = [*label, str(int(part["n"].max()))]
+        lo, hi = int(part["n"].min()), int(part["n"].max())
+        cells = [*label, str(hi) if lo == hi else f"{lo}–{hi}"]  # a metric missing on some seeds: n per metric
         for m in metrics:
             info = metric_info(m)
             mean, std = part.loc[m, "mean"] * info.scale, part.loc[m, "std"] * info.scale
@@ -115,14 +122,15 @@ def results_table(trials: pd.DataFrame, *, by: str | Sequence[str], metrics: Seq
     rows = {label: i for i, label in enumerate(firsts["_label"])}
     labelled = data.assign(_label=[tuple(_key_text(v) for v in r) for r in data[keys].itertuples(index=False)])
     labelled = labelled[labelled["_label"].isin(rows)]
-    tested = False
+    tested = untested = False
     for j, m in enumerate(metrics):
         emph = emphasis(labelled, metric=m, group="_label", higher_is_better=metric_info(m).higher_is_better)
         tested |= emph.testable
+        untested |= bool(emph.untested)
         table.bold |= {(rows[g], len(keys) + 1 + j) for g in emph.best}
         table.marked |= {(rows[g], len(keys) + 1 + j) for g in emph.tied}
     if tested:
-        table.caption = f"{caption} {EMPHASIS_NOTE}".strip()
+        table.caption = f"{caption} {EMPHASIS_NOTE}{' ' + UNTESTED_NOTE if untested else ''}".strip()
     return table
 
 

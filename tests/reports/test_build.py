@@ -40,6 +40,8 @@ def test_ablation_report(ablation_dir: Path, tmp_path: Path) -> None:
     assert all(p.stat().st_size > 0 for p in paths)
     assert _png_size(tmp_path / "figures/ablation_delta.png")[0] == round(6.9 * PNG_DPI)  # page width
     tex = (tmp_path / "tables/ablation.tex").read_text()
+    assert all(line.isascii() for f in (tmp_path / "tables").glob("*.tex")  # what pdflatex reads is ASCII
+               for line in f.read_text().splitlines() if not line.startswith("%"))
     assert r"\toprule" in tex and r"no\_unimodal & 4 &" in tex and r"$^\dagger$" in tex  # rows tied with the best
     report = (tmp_path / "report.md").read_text()
     assert "![ablation_delta](figures/ablation_delta.png)" in report and "| Variant | n |" in report

@@ -82,6 +82,9 @@ def test_cross_study_cli(make_study: Callable[..., Path], tmp_path: Path, capsys
     assert set(ranks_csv["variant"]) == {"full", "uniform_router", "no_balance", "no_distill", "no_unimodal",
                                          "concat_fusion"}
     assert "Friedman" in (out / "report.md").read_text()
+    for tex in (out / "tables").glob("*.tex"):  # what pdflatex reads (not the comments) is ASCII: χ² was raw
+        assert all(line.isascii() for line in tex.read_text().splitlines() if not line.startswith("%")), tex.name
+    assert r"$\chi$$^2$\_F" in (out / "tables/cross_study_friedman.tex").read_text()
     capsys.readouterr()
     assert main([*dirs]) == 2 and "--out" in capsys.readouterr().err  # several dirs: --out is required
     assert main([dirs[0], dirs[0], "--out", str(tmp_path / "x")]) == 2

@@ -72,6 +72,37 @@ def test_single_seed_marks_nothing() -> None:
     assert t.bold == set() and t.marked == set() and t.caption == "cap"
 
 
+def test_a_lucky_single_seed_row_neither_leads_nor_silences_the_column() -> None:
+    # "one" failed on 4 of 5 seeds; its one run has the best MAE. It cannot be tested, so it used to become
+    # the leader and every comparison was untestable: no mark anywhere, though "a" clearly beats the rest
+    df = _rows({"a": 0.50, "b": 0.60, "c": 0.62}, noise=0.005)
+    df = pd.concat([df, pd.DataFrame([{"variant": "one", "seed": 0, "valid_mae": 0.3, "status": "completed"}])])
+    e = emphasis(df, metric="valid_mae", group="variant", higher_is_better=False)
+    assert e.best == {"a"} and e.tied == frozenset() and e.untested == {"one"} and e.testable
+    t = results_table(df, by="variant", metrics=["valid_mae"])
+    assert t.bold == {(0, 2)} and t.marked == set() and t.rows[3][:2] == ["one", "1"]
+    assert "fewer than 2 seeds in a column are not tested" in t.caption
+
+
+def test_the_leader_is_chosen_on_the_seeds_every_row_has() -> None:
+    # seed 3 is easy for everyone; y's seed-3 run diverged (missing). On their own seeds x has the best mean
+    # (0.780 vs 0.790), but on the shared seeds 0-2 y beats x and z on every seed: y is the leader, and x,
+    # significantly worse than y, must not carry the dagger of "not significantly worse than the best"
+    vals = {"x": [0.85, 0.80, 0.83, 0.64], "y": [0.841, 0.789, 0.82, None], "z": [0.88, 0.83, 0.86, 0.75]}
+    df = pd.DataFrame([{"variant": v, "seed": s, "valid_mae": m, "status": "completed"}
+                       for v, ms in vals.items() for s, m in enumerate(ms) if m is not None])
+    e = emphasis(df, metric="valid_mae", group="variant", higher_is_better=False)
+    assert df.groupby("variant")["valid_mae"].mean().idxmin() == "x"  # the unpaired leader of before
+    assert e.best == {"y"} and e.tied == frozenset()
+
+
+def test_n_shows_a_range_when_a_metric_is_missing_on_some_seeds() -> None:
+    df = _rows({"a": 0.50, "b": 0.60}, noise=0.005, seeds=5).assign(test_corr=0.7)
+    df.loc[(df["variant"] == "b") & (df["seed"] == 4), "test_corr"] = np.nan
+    t = results_table(df, by="variant", metrics=["valid_mae", "test_corr"])
+    assert [r[1] for r in t.rows] == ["5", "4–5"]
+
+
 def test_effect_sizes_add_bootstrap_ci_of_the_paired_difference() -> None:
     df = pd.DataFrame({"variant": ["base"] * 3 + ["v"] * 3, "seed": [1, 2, 3] * 2,
                        "test_mae": [0.5, 0.6, 0.7, 0.45, 0.58, 0.66]})
