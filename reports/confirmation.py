@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from reports.load import Study, completed
 from reports.metrics import axis_label, metric_info
 from reports.style import COLUMN_WIDTH, PAGE_WIDTH, new_figure
-from reports.tables import Table
+from reports.tables import Table, _mean_std, _signed
 
 __all__ = ["confirmed_caption", "confirmed_trials", "confirmed_variants", "curse_frame", "curse_table", "plot_curse",
            "tuning_caption"]
@@ -34,15 +34,19 @@ def _confirmed(study: Study) -> pd.DataFrame:
 
 
 def confirmed_variants(study: Study) -> list[str]:
-    """Variants with completed confirmation trials, in the order of their tuning-seed ranking."""
+    """Variants with completed confirmation trials, best first by their configuration's tuning-seed mean.
+
+    A search may propose one configuration twice (two variant labels, one config_id); the confirmation runs
+    it once under one label, so only labels with confirmation trials are listed, each ranked by every
+    tuning row of its configuration."""
     done = _confirmed(study)
     if done.empty:
         return []
     col, mode = study.objective
     tuned = completed(study.trials)
-    means = tuned[tuned["config_id"].isin(set(done["config_id"]))].groupby("variant")[col].mean()
-    ranked = list(means.sort_values(ascending=mode == "min").index)
-    return ranked + sorted(set(done["variant"]) - set(ranked))
+    means = pd.Series({variant: tuned.loc[tuned["config_id"].isin(set(part["config_id"])), col].astype(float).mean()
+                       for variant, part in done.groupby("variant", sort=True)}, dtype=float)
+    return [str(v) for v in means.sort_values(ascending=mode == "min", kind="stable", na_position="last").index]
 
 
 def confirmed_trials(study: Study) -> pd.DataFrame:
@@ -97,13 +101,6 @@ def curse_frame(study: Study, metrics: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _fmt(mean: float, std: float, decimals: int) -> str:
-    if not np.isfinite(mean):
-        return "–"
-    text = f"{mean:.{decimals}f}" + (f" ± {std:.{decimals}f}" if np.isfinite(std) else "")
-    return text.replace("-", "−")
-
-
 def curse_table(study: Study, metrics: Sequence[str]) -> Table:
     """Tuning seeds vs fresh seeds for every confirmed configuration (mean ± std over seeds, and the shift)."""
     frame = curse_frame(study, metrics)
@@ -118,9 +115,9 @@ def curse_table(study: Study, metrics: Sequence[str]) -> Table:
         info = metric_info(str(r.metric))
         scale = info.scale
         table.rows.append([str(r.variant), f"{info.name} ({info.split})" if info.split else info.name,
-                           _fmt(r.tune_mean * scale, r.tune_std * scale, info.decimals), str(r.tune_n),
-                           _fmt(r.fresh_mean * scale, r.fresh_std * scale, info.decimals), str(r.fresh_n),
-                           f"{r.shift * scale:+.{info.decimals}f}".replace("-", "−")])
+                           _mean_std(r.tune_mean * scale, r.tune_std * scale, info.decimals), str(r.tune_n),
+                           _mean_std(r.fresh_mean * scale, r.fresh_std * scale, info.decimals), str(r.fresh_n),
+                           _signed(r.shift * scale, info.decimals)])
     return table
 
 

@@ -71,6 +71,12 @@ def _num(x: float, decimals: int) -> str:
     return s.replace("-", "−")
 
 
+def _signed(x: float, decimals: int) -> str:
+    """A difference with its sign (+0.012, −0.003; 0.000 unsigned, – when undefined)."""
+    text = _num(x, decimals)
+    return "+" + text if np.isfinite(x) and not text.startswith("−") and float(text) != 0 else text
+
+
 def _mean_std(mean: float, std: float, decimals: int) -> str:
     return _num(mean, decimals) if not np.isfinite(std) else f"{_num(mean, decimals)} ± {_num(std, decimals)}"
 

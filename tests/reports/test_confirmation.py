@@ -73,6 +73,20 @@ def test_the_winners_curse_frame_has_the_hand_computed_means_and_shift() -> None
     assert len(fig.axes) == 2
 
 
+def test_a_configuration_proposed_twice_is_confirmed_under_one_label() -> None:
+    # a search proposed cfg_a twice (labels a and a2): confirmation ran it once, as "a". Before, a2 was listed
+    # as confirmed too, with an empty fresh-seed row and a "+nan" shift
+    s = _study()
+    dup = s.trials[s.trials["variant"] == "a"].assign(variant="a2", trial_id=lambda d: d["trial_id"] + "x",
+                                                      valid_mae=[0.30, 0.32])
+    s = Study(path=s.path, meta=s.meta, trials=pd.concat([s.trials, dup], ignore_index=True), confirm=s.confirm)
+    assert confirmed_variants(s) == ["a", "b"]
+    frame = curse_frame(s, ["valid_mae"]).set_index("variant")
+    assert list(frame.index) == ["a", "b"] and frame.loc["a", "tune_n"] == 4  # both labels' tuning rows
+    assert math.isclose(frame.loc["a", "tune_mean"], (0.40 + 0.42 + 0.30 + 0.32) / 4)
+    assert "nan" not in str(curse_table(s, ["valid_mae"]).rows)
+
+
 def test_no_confirmation_no_curse() -> None:
     s = _study()
     bare = Study(path=s.path, meta=s.meta, trials=s.trials)

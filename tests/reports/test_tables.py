@@ -9,6 +9,7 @@ import pandas as pd
 from reports.load import load_study
 from reports.tables import (
     Table,
+    _signed,
     ablation_table,
     comparison_table,
     latex_escape,
@@ -94,3 +95,8 @@ def test_missing_parameter_values_form_their_own_row() -> None:
     t = results_table(df, by=["variant", "model.x"], metrics=["test_mae"])
     assert t.rows == [["a", "1", "2", "0.550 ± 0.071"], ["b", "–", "2", "0.425 ± 0.035"]]
     assert t.bold == set() and t.marked == {(0, 3), (1, 3)}  # 2 seeds: b's lead is not significant
+
+
+def test_signed_differences() -> None:
+    assert [_signed(x, 3) for x in (0.0123, -0.0031, -0.0001, 0.0, float("nan"))] == \
+        ["+0.012", "−0.003", "0.000", "0.000", "–"]
