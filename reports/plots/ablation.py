@@ -81,8 +81,10 @@ def plot_ablation(trials: pd.DataFrame, *, y: str, baseline: str, group: str = "
         errs = (comp["diff_ci_high"] - comp["diff_mean"]).to_numpy(float) * info.scale
         better = np.sign(means) == (1 if info.higher_is_better else -1)
         colors = [color(0) if b else color(1) for b in better]
-    ax.barh(pos, means, xerr=np.nan_to_num(errs), color=colors, height=0.6, alpha=0.85,
-            error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.15"}, zorder=2)
+    ax.barh(pos, means, color=colors, height=0.6, alpha=0.85, zorder=2)
+    spread = np.isfinite(errs) & np.isfinite(means)  # a single seed has no spread: no bar, not a bar of 0
+    ax.errorbar(means[spread], pos[spread], xerr=errs[spread], fmt="none", elinewidth=0.8, capsize=2,
+                ecolor="0.15", zorder=3)
     for p, name in zip(pos, shown):
         vals = data[data[group] == name].set_index("seed")[y]
         if kind == "delta":

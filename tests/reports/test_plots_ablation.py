@@ -64,6 +64,18 @@ def test_absolute_bars_are_means_with_baseline_on_top(ablation_dir: Path) -> Non
     assert ax.get_xlabel() == "mean ± std"
 
 
+def test_a_single_seed_has_no_error_bar(ablation_dir: Path) -> None:
+    trials = load_study(ablation_dir).trials
+    one = trials[(trials["variant"] != "no_distill") | (trials["seed"] == trials["seed"].min())]
+    ax = plot_ablation(one, y="test_mae", baseline="full", kind="absolute", order=["full", "no_distill"])
+    (bars,) = [c for c in ax.containers if hasattr(c, "has_xerr") and c.has_xerr]
+    segments = bars.lines[2][0].get_segments()  # the horizontal error lines
+    assert [round(float(seg[0][1]), 6) for seg in segments] == [1.0]  # full (top) only, none for n=1
+    done = one[one.status == "completed"]
+    sd = done[done.variant == "full"]["test_mae"].std(ddof=1)
+    np.testing.assert_allclose(segments[0][:, 0], _bars(ax)[0].get_width() + np.array([-sd, sd]))
+
+
 def test_panels_and_errors(ablation_dir: Path) -> None:
     trials = load_study(ablation_dir).trials
     metrics = ["test_acc2", "test_f1", "test_acc7", "test_mae", "test_corr"]
