@@ -137,12 +137,13 @@ def plot_router_by_label(router: pd.DataFrame, *, group: str = "variant", ax: Ax
         part = summ[summ["modality"] == m].set_index("label_bin").reindex(bins)
         mean = part["mean"].to_numpy(float)
         # weights live in [0, 1]: the t interval of few seeds can exceed it, so the bars are clipped there
-        lo = np.clip(np.nan_to_num(part["ci_low"].to_numpy(float), nan=0.0), 0.0, 1.0)
-        hi = np.clip(np.nan_to_num(part["ci_high"].to_numpy(float), nan=1.0), 0.0, 1.0)
-        err = np.where(np.isfinite(part["ci_low"].to_numpy(float)), np.vstack([mean - lo, hi - mean]), 0.0)
-        ax.bar(np.arange(len(bins)) + (i - 1) * width, mean, width=width, yerr=np.maximum(err, 0.0),
-               color=MODALITY_COLORS[m], label=MODALITY_NAMES[m],
-               error_kw={"elinewidth": 0.7, "capsize": 1.5, "ecolor": "0.2"})
+        lo = np.clip(part["ci_low"].to_numpy(float), 0.0, 1.0)
+        hi = np.clip(part["ci_high"].to_numpy(float), 0.0, 1.0)
+        x = np.arange(len(bins)) + (i - 1) * width
+        ax.bar(x, mean, width=width, color=MODALITY_COLORS[m], label=MODALITY_NAMES[m])
+        spread = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(mean)  # one seed: no bar, not a bar of 0
+        err = np.maximum(np.vstack([mean - lo, hi - mean])[:, spread], 0.0)
+        ax.errorbar(x[spread], mean[spread], yerr=err, fmt="none", elinewidth=0.7, capsize=1.5, ecolor="0.2")
     counts = summ[summ["modality"] == "l"].set_index("label_bin").reindex(bins)["n_samples"]
     ax.set_xticks(np.arange(len(bins)), [f"{b}\n({int(c)})" for b, c in zip(bins, counts)])
     ax.set_xlabel("Label bin (samples, all seeds)")

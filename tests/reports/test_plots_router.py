@@ -76,6 +76,12 @@ def test_weights_by_label_bars(router: pd.DataFrame) -> None:
     counts = summ[summ.modality == "l"].set_index("label_bin").reindex(bins)["n_samples"]
     assert labels == [f"{b}\n({c})" for b, c in zip(bins, counts)]
     assert "error bars: 95% CI over n=5 seeds" in ax.get_legend().get_title().get_text()
+    errs = [c for c in ax.containers if getattr(c, "has_yerr", False)]
+    assert [len(c.lines[2][0].get_segments()) for c in errs] == [len(bins)] * 3
+    one = full[full["trial_id"] == full["trial_id"].iloc[0]]  # one seed: no error bars at all (were of length 0)
+    ax = plot_router_by_label(one)
+    assert all(len(c.lines[2][0].get_segments()) == 0 for c in ax.containers if getattr(c, "has_yerr", False))
+    assert "one seed: no error bars" in ax.get_legend().get_title().get_text()
 
 
 def test_router_correlation_against_a_parameter(log_grid_dir: Path) -> None:
