@@ -155,14 +155,18 @@ def coerce(path: str, value: object) -> ParamValue:
 
 def flatten(tree: Mapping[str, object], prefix: str = "") -> dict[str, ParamValue]:
     """Nested mappings to dotted keys; dotted keys pass through (``{"model": {"d_model": 8}}`` and
-    ``{"model.d_model": 8}`` both give ``{"model.d_model": 8}``). Lists are values, not nesting."""
+    ``{"model.d_model": 8}`` both give ``{"model.d_model": 8}``). Lists are values, not nesting.
+
+    A path given both ways in one tree (``{"loss.distill_weight": 0, "loss": {"distill_weight": 0.5}}``) is
+    a ``ValueError``: keeping either one silently could run a "no distillation" variant with distillation."""
     out: dict[str, ParamValue] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = cast(ParamValue, value)  # a leaf: a YAML scalar or list, coerced where it is used
+        leaves = flatten(value, path + ".") if isinstance(value, Mapping) else {path: cast(ParamValue, value)}
+        for leaf, v in leaves.items():  # a leaf: a YAML scalar or list, coerced where it is used
+            if leaf in out:
+                raise ValueError(f"{leaf} is given twice (dotted and nested): give it once")
+            out[leaf] = v
     return out
 
 

@@ -55,7 +55,7 @@ INT_RANGE_LIMIT = 2**62 - 1
 
 class _Strict(BaseModel):
     # no NaN/inf in any float field: they pass ``>``/``<`` checks in surprising ways
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class SyntheticSpec(BaseModel):
@@ -95,6 +95,18 @@ class DataSpec(_Strict):
         return self
 
 
+def _check_step(low: float, high: float, step: float) -> None:
+    """A stepped range must hold whole steps: Optuna silently draws only ``low`` when the step exceeds the
+    range, and silently lowers ``high`` to the last whole step otherwise."""
+    steps = (high - low) / step
+    if steps < 1:
+        raise ValueError(f"step {step} is larger than the range {low} to {high}: only {low} would be drawn")
+    if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+        last = low + math.floor(steps + 1e-9) * step
+        raise ValueError(f"high - low ({high} - {low}) is not a whole number of steps of {step}: the last "
+                         f"value drawn would be {last:g}, not {high}; make high {last:g} or change the step")
+
+
 class _Param(_Strict):
     #: only sample this parameter when the named (earlier or base) values match, e.g. {model.router: fixed}
     when: dict[str, object] | None = None
@@ -118,6 +130,8 @@ class FloatParam(_Param):
             raise ValueError(f"loguniform needs low > 0, got {self.low}")
         if self.type == "loguniform" and self.step is not None:
             raise ValueError("step cannot be combined with loguniform")
+        if self.step is not None:
+            _check_step(self.low, self.high, self.step)
         return self
 
 
@@ -136,6 +150,7 @@ class IntParam(_Param):
             raise ValueError(f"empty or inverted range: low {self.low} must be below high {self.high}")
         if self.log and (self.low < 1 or self.step != 1):
             raise ValueError("log needs low >= 1 and step 1")
+        _check_step(self.low, self.high, self.step)
         return self
 
 

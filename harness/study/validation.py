@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from emoe.config import EMOEConfig, to_dict
 from emoe.metrics import METRIC_NAMES, metric_mode
 from harness.study.data import synthetic_errors
 from harness.study.devices import device_errors
@@ -69,8 +70,12 @@ def _param_path_error(where: str, path: str) -> str | None:
 
 
 def _check_overrides(where: str, tree: dict[str, object]) -> list[str]:
+    try:
+        flat = flatten(tree)
+    except ValueError as exc:
+        return [f"{where}: {exc}"]
     errors = []
-    for path, value in flatten(tree).items():
+    for path, value in flat.items():
         err = _param_path_error(f"{where}.{path}", path)
         if err:
             errors.append(err)
@@ -99,10 +104,52 @@ def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
     return data.model_copy(update={"path": str(path)}), []
 
 
+def _typed(path: str, value: object) -> object:
+    """``value`` as the field's type, or as given when it has none (a bad base value is reported there)."""
+    try:
+        return coerce(path, value)
+    except ValueError:
+        return value
+
+
+def _check_when(params: Mapping[str, object], path: str, where: str, base: Mapping[str, object] | None) -> list[str]:
+    """Problems with the ``when`` of search parameter ``path``: a bad path or value, a condition on itself
+    or on a parameter sampled after it (parameters are sampled in file order, so the condition would be
+    tested against the base value instead), or one that can never hold (its field is not searched and
+    ``base``, the flattened base with the defaults, has another value: the parameter would never be
+    sampled)."""
+    when = getattr(params[path], "when", None) or {}
+    order = list(params)
+    errors = []
+    for cond, want in when.items():
+        cerr = check_path(cond)
+        if cerr:
+            errors.append(f"{where}.when: {cerr}")
+            continue
+        try:
+            allowed = [coerce(cond, w) for w in (want if isinstance(want, list) else [want])]
+        except ValueError as exc:
+            errors.append(f"{where}.when.{exc}")
+            continue
+        if cond == path:
+            errors.append(f"{where}.when.{cond}: a parameter cannot depend on itself")
+        elif cond in params and order.index(cond) > order.index(path):
+            errors.append(f"{where}.when.{cond}: {cond} is sampled after {path} (parameters are sampled in "
+                          f"file order): list it before {path} in search.params")
+        elif cond not in params and base is not None and _typed(cond, base.get(cond)) not in allowed:
+            errors.append(f"{where}.when.{cond}: never holds: {cond} is not searched and is "
+                          f"{base.get(cond)!r} (base or default), so {path} would never be sampled")
+    return errors
+
+
 def _check_search(spec: StudySpec, *, feasibility: bool = True) -> list[str]:
     assert spec.search is not None
     s = spec.search
     errors = [f"search.{e}" for e in sampler_errors(s.sampler, s.sampler_options)]
+    try:
+        base: Mapping[str, object] | None = {**flatten(to_dict(EMOEConfig())), **flatten(spec.base)}
+    except ValueError:  # a field given twice in base: reported there
+        base = None
     for path, param in s.params.items():
         where = f"search.params.{path}"
         err = _param_path_error(where, path)
@@ -120,16 +167,12 @@ def _check_search(spec: StudySpec, *, feasibility: bool = True) -> list[str]:
                     coerce(path, choice)
                 except ValueError as exc:
                     errors.append(f"{where}.choices.{i}: {str(exc).split(': ', 1)[-1]}")
-        for cond, want in (param.when or {}).items():
-            cerr = check_path(cond)
-            if cerr:
-                errors.append(f"{where}.when: {cerr}")
-                continue
-            for w in want if isinstance(want, list) else [want]:
-                try:
-                    coerce(cond, w)
-                except ValueError as exc:
-                    errors.append(f"{where}.when.{exc}")
+        if s.sampler == "bruteforce" and (param.type == "loguniform"
+                                          or (param.type == "uniform" and param.step is None)):
+            errors.append(f"{where}: the bruteforce sampler tries every value, so it needs a finite space: "
+                          f"{'use uniform with a step' if param.type == 'loguniform' else 'give uniform a step'}"
+                          " (or a categorical, or another sampler)")
+        errors += _check_when(s.params, path, where, base)
     if errors or not feasibility:
         return errors
     return search_feasibility(spec, OPEN_DIMS, scope="in the search space (all random draws violate a "
@@ -192,7 +235,9 @@ def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[Stud
     wholes): for the rest of a file whose other fields are invalid."""
     data, errors = _check_data(spec.data)
     spec = spec.model_copy(update={"data": data})
-    errors += _check_overrides("base", spec.base)
+    base_errors = _check_overrides("base", spec.base)
+    overrides_ok = not base_errors  # the device check below reads base and the variants
+    errors += base_errors
     if spec.grid is not None:
         for path, values in spec.grid.items():
             err = _param_path_error(f"grid.{path}", path)
@@ -211,7 +256,9 @@ def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[Stud
         for name, overrides in spec.ablation.variants.items():
             if not is_safe_name(name):
                 errors.append(f"ablation.variants.{name}: variant names are 1-64 letters, digits, '_', '-', '.'")
-            errors += _check_overrides(f"ablation.variants.{name}", overrides or {})
+            variant_errors = _check_overrides(f"ablation.variants.{name}", overrides or {})
+            overrides_ok &= not variant_errors
+            errors += variant_errors
     if spec.search is not None:
         errors += _check_search(spec, feasibility=combinations)
     metric = spec.objective.metric
@@ -231,7 +278,8 @@ def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[Stud
                           "configuration selected on a seed cannot be confirmed on that same seed")
     if not errors and combinations and spec.kind != "search":
         errors += _check_points(spec)
-    errors += device_errors(spec)
+    if overrides_ok:
+        errors += device_errors(spec)
     if not errors:
         spec = _normalised(spec)
     return spec, errors

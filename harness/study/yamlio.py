@@ -3,6 +3,7 @@ applies ``--set`` with the same loader)."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -38,6 +39,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
                     None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads 1e-3 as a string (its floats need a dot); YAML 1.2 and every researcher read a
+# number. Resolved here, every numeric field gets a number, and the spec's models can refuse strings.
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def _children(node: object) -> list[object]:

@@ -125,6 +125,33 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("fractional GPUs above one", _set(tiny_study(), "resources", {"gpus": 1.5}), "whole number"),
     ("same configuration twice", _set(tiny_study(grid=None), "ablation", {"baseline": "full", "variants": {
         "full": {}, "same": {"loss.distill_weight": 0.1}}}), "same configuration as ablation.variants.full"),
+    # found by a review: each of these used to pass validation
+    ("a field dotted and nested in a variant", _set(tiny_study(grid=None), "ablation", {
+        "baseline": "full", "variants": {"full": {}, "v": {"loss.distill_weight": 0, "loss": {"distill_weight": 0.5}}}}),
+     "ablation.variants.v: loss.distill_weight is given twice (dotted and nested)"),
+    ("a field dotted and nested in base", _set(tiny_study(), "base/model.d_model", 16),
+     "base: model.d_model is given twice"),
+    ("bruteforce over a continuous range", _set(tiny_study(grid=None), "search", {**_SEARCH, "sampler": "bruteforce"}),
+     "search.params.train.lr: the bruteforce sampler tries every value, so it needs a finite space"),
+    ("when on a parameter sampled later", _set(tiny_study(grid=None), "search", {"n_trials": 2, "params": {
+        "model.temperature": {"type": "loguniform", "low": 0.03, "high": 1.0, "when": {"model.router": "learned"}},
+        "model.router": {"type": "categorical", "choices": ["learned", "uniform"]}}}),
+     "search.params.model.temperature.when.model.router: model.router is sampled after model.temperature"),
+    ("when on itself", _set(tiny_study(grid=None), "search", {"n_trials": 2, "params": {
+        "model.temperature": {"type": "uniform", "low": 0.1, "high": 1.0, "when": {"model.temperature": 0.5}}}}),
+     "a parameter cannot depend on itself"),
+    ("when that never holds", _set(_set(tiny_study(grid=None), "base/model/router", "uniform"), "search", {
+        "n_trials": 2, "params": {"model.temperature": {"type": "uniform", "low": 0.1, "high": 1.0,
+                                                        "when": {"model.router": "learned"}}}}),
+     "never holds: model.router is not searched and is 'uniform'"),
+    ("step larger than the range", _set(tiny_study(grid=None), "search", {"n_trials": 2, "params": {
+        "loss.distill_weight": {"type": "uniform", "low": 0.0, "high": 1.0, "step": 2.0}}}),
+     "step 2.0 is larger than the range 0.0 to 1.0: only 0.0 would be drawn"),
+    ("range not a whole number of steps", _set(tiny_study(grid=None), "search", {"n_trials": 2, "params": {
+        "model.n_levels": {"type": "int", "low": 1, "high": 4, "step": 2}}}),
+     "the last value drawn would be 3, not 4"),
+    ("a boolean as a number", _set(tiny_study(), "max_failures", False), "max_failures: Input should be a valid integer"),
+    ("a string as a seed", _set(tiny_study(), "seeds", [1, "2"]), "seeds.1: Input should be a valid integer"),
 ]
 
 
@@ -153,6 +180,18 @@ def test_yaml_problems_are_spec_errors(write_study, tmp_path):
         load_spec(tmp_path / "absent.yaml")
     with pytest.raises(SpecError, match="expected a mapping"):
         load_spec(write_study("- just\n- a list\n"))
+
+
+def test_exponent_numbers_are_numbers_everywhere(write_study):
+    # YAML 1.1 reads 1e-5 as a string; the study's loader reads it as YAML 1.2 does, so the strict spec
+    # fields (search ranges, sampler options) take it as the number it is, in the file and in --set
+    study = tiny_study(grid=None, search={"n_trials": 2, "params": {
+        "train.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}})
+    text = yaml.safe_dump(study, sort_keys=False).replace("1.0e-05", "1e-5").replace("0.01", "1E-2")
+    assert "1e-5" in text and "1E-2" in text
+    spec = load_spec(write_study(text), ["base.train.lr=2e-3", "time_budget_s=3e2"])
+    assert spec.search.params["train.lr"].low == 1e-5 and spec.search.params["train.lr"].high == 1e-2
+    assert spec.base["train"]["lr"] == 2e-3 and spec.time_budget_s == 300.0
 
 
 def test_set_overrides_any_field_with_yaml_values(write_study):
