@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -414,9 +414,19 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
         print(f"some trials did not run; continue with: {hint}", file=sys.stderr if code == EXIT_INTERRUPTED
               else sys.stdout)
     elif code == EXIT_NONE_COMPLETED:
-        print(f"no trial completed; fix the cause, then run them again with: {hint} --retry-failed",
-              file=sys.stderr)
+        print(_none_completed_hint(outcome.counts, hint), file=sys.stderr)
     return code
+
+
+def _none_completed_hint(counts: Mapping[str, int], resume: str) -> str:
+    """What to do when no trial completed: failed trials can run again as they are; diverged and pruned
+    ones are final (a retry would repeat them), so the fix is a changed configuration, a new study."""
+    if counts.get("failed"):
+        final = [f"{counts[s]} {s}" for s in ("diverged", "pruned") if counts.get(s)]
+        also = f" ({', '.join(final)}: final, not run again)" if final else ""
+        return f"no trial completed; fix the cause, then run the failed ones again with: {resume} --retry-failed{also}"
+    return ("no trial completed, and diverged or pruned trials are final (a retry repeats them): change the "
+            "configuration (e.g. a lower train.lr) and run it as a new study (another name or --results)")
 
 
 def exit_now(code: int) -> NoReturn:

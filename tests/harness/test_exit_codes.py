@@ -9,7 +9,15 @@ from types import SimpleNamespace
 import pytest
 
 from harness.results.summary import failure_lines, last_line
-from harness.run import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_NONE_COMPLETED, exit_status, main, parse_args
+from harness.run import (
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_NONE_COMPLETED,
+    _none_completed_hint,
+    exit_status,
+    main,
+    parse_args,
+)
 from harness.tune.recorder import trial_error
 from harness.tune.resume import resume_command
 from tests.harness.conftest import tiny_study
@@ -49,6 +57,14 @@ def test_the_exit_status_rule():
     assert exit_status({"completed": 2}, complete=False, stopped="time budget") == EXIT_INCOMPLETE
     assert exit_status({"completed": 2}, complete=False, stopped="interrupted") == EXIT_INTERRUPTED
     assert exit_status({"completed": 2}, complete=True, stopped="interrupted") == EXIT_INTERRUPTED
+
+
+def test_the_hint_after_no_completed_trial_only_offers_retry_failed_for_failed_trials():
+    resume = "python -m harness.run s.yaml --resume"
+    assert _none_completed_hint({"failed": 2, "diverged": 1}, resume).endswith(
+        "--resume --retry-failed (1 diverged: final, not run again)")
+    every_diverged = _none_completed_hint({"diverged": 4}, resume)  # --retry-failed would do nothing here
+    assert "--retry-failed" not in every_diverged and "new study" in every_diverged
 
 
 def test_the_resume_command_repeats_every_option_that_locates_the_study(tmp_path):
