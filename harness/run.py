@@ -300,7 +300,11 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
         return 2
     try:
         plan, store, previous = prepare(args)
-    except (SpecError, StudyExistsError) as exc:
+    except SpecError as exc:
+        shown = SpecError(exc.errors, source=str(args.spec)) if exc.source == SpecError.STUDY_FILE else exc
+        print(f"error: {shown}", file=sys.stderr)
+        return 2
+    except StudyExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except DataError as exc:

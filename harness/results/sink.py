@@ -109,7 +109,7 @@ class ResultStore:
 
     def __init__(self, root: str | os.PathLike[str], study: str):
         if not is_safe_name(study):
-            raise SpecError([f"name: {study!r} is not a safe study name"], source=study)
+            raise SpecError([f"name: {study!r} is not a safe study name"])
         self.root = Path(root).expanduser().absolute()
         self.dir = self.root / study
         self.study = study
@@ -118,8 +118,8 @@ class ResultStore:
         # when one of them is a symbolic link (planted, or left by moving results around)
         for path in (self.dir, *(self.dir / sub for sub in (*TABLES, ".runs", "tune", "quarantine"))):
             if (path.exists() or path.is_symlink()) and not path.resolve().is_relative_to(real_root):
-                raise SpecError([f"results: {path} points outside the results root {real_root}"],
-                                source=study)
+                raise SpecError([f"--results: {path} points outside the results root {real_root}"],
+                                source="--results")
 
     # --- layout -------------------------------------------------------------------------------------
     @property

@@ -49,8 +49,9 @@ def synthetic_errors(spec: SyntheticSpec | None) -> list[str]:
     preset = fields.pop("preset")
     try:
         synthetic_spec(preset, **fields)
-    except DataError as exc:
-        return [str(exc).replace("\n  ", "; ")]
+    except DataError as exc:  # "invalid synthetic spec:\n  field: problem\n  ...": one error per field
+        head, *lines = str(exc).split("\n  ")
+        return lines or [head]
     except TypeError as exc:
         return [f"{exc}"]
     return []

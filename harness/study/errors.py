@@ -8,7 +8,10 @@ __all__ = ["SpecError", "StudyExistsError"]
 class SpecError(ValueError):
     """A study that cannot run as written; ``errors`` lists every problem as ``"field.path: message"``."""
 
-    def __init__(self, errors: list[str], *, source: str = "<spec>"):
+    #: The default source: the study file being read (the command line shows its path instead).
+    STUDY_FILE = "<spec>"
+
+    def __init__(self, errors: list[str], *, source: str = STUDY_FILE):
         self.errors = list(errors)
         self.source = source
         lines = "\n".join(f"  - {e}" for e in self.errors)

@@ -33,6 +33,7 @@ __all__ = [
     "check_path",
     "coerce",
     "config_id",
+    "field_type",
     "flatten",
     "format_value",
     "trial_id",
@@ -84,10 +85,21 @@ def check_path(path: str) -> str | None:
     return f"unknown parameter {path!r}{hint}"
 
 
+_PLAIN_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _type_name(hint: object) -> str:
+    """The type of a field as a message says it: "an integer", "one of 'learned', 'uniform'", ..."""
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if isinstance(hint, type) and hint in _PLAIN_NAMES:
+        return _PLAIN_NAMES[hint]
     return getattr(hint, "__name__", str(hint))
+
+
+def field_type(path: str) -> str:
+    """The type of the field at ``path`` in words (for messages)."""
+    return _type_name(FIELDS[path])
 
 
 def _coerce_one(hint: object, value: object) -> ParamValue:

@@ -144,5 +144,5 @@ def build_plan(spec: StudySpec, data: StudyData) -> Plan:
         errors.append(f"objective.metric: {spec.objective.metric} is not computed on {data.data.label_kind} "
                       f"data; choose valid_ followed by one of {available}")
     if errors:
-        raise SpecError(errors, source=spec.name)
+        raise SpecError(errors)  # the study file's problems: the command line names the file
     return plan

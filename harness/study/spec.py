@@ -42,8 +42,9 @@ __all__ = [
     "pydantic_errors",
 ]
 
-#: Study and variant names become file and directory names: letters, digits, '_', '-', '.' (not first).
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: Study and variant names become file and directory names: letters, digits, '_', '-', '.' (not first or
+#: last: a trailing dot is dropped by some file systems).
+NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9_-])?$"
 
 
 #: Bounds that keep numbers usable downstream: seeds fit 64-bit columns and torch's seeding, an Optuna
@@ -225,6 +226,13 @@ class ResourcesSpec(_Strict):
     # trials trained as one batched model (harness/study/stacks.py): 1 = alone, N, or auto (memory rule)
     stack: Literal["auto"] | Annotated[int, Field(ge=1)] = 1
 
+    @field_validator("stack", mode="before")
+    @classmethod
+    def _stack(cls, v: object) -> object:  # one message, not one per member of the union
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"must be auto or a whole number of trials >= 1, got {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _whole_gpus(self) -> ResourcesSpec:
         if self.gpus > 1 and self.gpus != int(self.gpus):
@@ -399,8 +407,8 @@ def pydantic_errors(exc: ValidationError) -> list[str]:
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         elif e["type"] == "string_pattern_mismatch":
-            msg = ("must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit, "
-                   f"got {e['input']!r}")
+            msg = ("must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit and not "
+                   f"ending with '.', got {e['input']!r}")
         elif e["type"] == "union_tag_invalid":
             msg = "type must be one of uniform, loguniform, int, categorical"
         out.append(f"{_loc(e['loc'])}: {msg}")
@@ -414,4 +422,4 @@ def dump_spec(spec: StudySpec) -> str:
 
 def is_safe_name(name: str) -> bool:
     """Whether ``name`` is usable as a study or variant directory/file name."""
-    return re.fullmatch(NAME_PATTERN, name) is not None and not name.endswith(".")
+    return re.fullmatch(NAME_PATTERN, name) is not None

@@ -164,4 +164,4 @@ def preflight(tracking: TrackingSpec | None, study: str) -> None:
     if tracking.wandb is not None:
         errors += _check_wandb(tracking.wandb)
     if errors:
-        raise SpecError(errors, source="tracking")
+        raise SpecError(errors)  # the study file's problems: the command line names the file

@@ -25,6 +25,7 @@ from harness.study.params import (
     check_path,
     coerce,
     config_id,
+    field_type,
     flatten,
 )
 from harness.study.samplers import sampler_errors
@@ -76,6 +77,9 @@ def _check_overrides(where: str, tree: dict[str, object]) -> list[str]:
         return [f"{where}: {exc}"]
     errors = []
     for path, value in flat.items():
+        if "." not in path and any(f.startswith(f"{path}.") for f in FIELDS):  # e.g. --set base.train=null
+            errors.append(f"{where}.{path}: the {path} section needs a mapping of its fields, got {value!r}")
+            continue
         err = _param_path_error(f"{where}.{path}", path)
         if err:
             errors.append(err)
@@ -158,9 +162,9 @@ def _check_search(spec: StudySpec, *, feasibility: bool = True) -> list[str]:
             continue
         hint = str(FIELDS[path])
         if param.type in ("uniform", "loguniform") and "float" not in hint:
-            errors.append(f"{where}: {param.type} needs a real-valued field, {path} is {hint}")
+            errors.append(f"{where}: {param.type} needs a real-valued field, {path} is {field_type(path)}")
         elif param.type == "int" and hint != str(int):
-            errors.append(f"{where}: int needs an integer field, {path} is {hint}")
+            errors.append(f"{where}: int needs an integer field, {path} is {field_type(path)}")
         elif param.type == "categorical":
             for i, choice in enumerate(param.choices):
                 try:

@@ -50,6 +50,18 @@ def test_unusable_options_exit_2_and_create_nothing(options, message, write_stud
     assert ray_init_calls == []
 
 
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"objective": {"metric": "valid_acc"}}, "objective.metric: valid_acc is not computed on mosi data"),
+    ({"name": "a."}, "name: must be 1-64 letters"),  # passed the spec, then the results folder refused it
+])
+def test_errors_found_after_reading_the_file_name_the_file(fields, message, write_study, tmp_path, capsys):
+    spec = write_study(tiny_study(**fields))
+    assert main([str(spec), "--dry-run", "--no-measure", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {spec}: 1 problem(s):") and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_exit_status_rule():
     assert exit_status({"completed": 1, "failed": 3}, complete=True, stopped=None) == 0
     assert exit_status({"failed": 2, "diverged": 1}, complete=True, stopped=None) == EXIT_NONE_COMPLETED

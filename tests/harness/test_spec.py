@@ -150,6 +150,15 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("range not a whole number of steps", _set(tiny_study(grid=None), "search", {"n_trials": 2, "params": {
         "model.n_levels": {"type": "int", "low": 1, "high": 4, "step": 2}}}),
      "the last value drawn would be 3, not 4"),
+    ("a stack of 0 trials", _set(tiny_study(), "resources", {"stack": 0}),
+     "resources.stack: must be auto or a whole number of trials >= 1, got 0"),
+    ("a section that is not a mapping", _set(tiny_study(), "base/train", None),
+     "base.train: the train section needs a mapping of its fields, got None"),
+    ("a distribution for a categorical field", _set(tiny_study(grid=None), "search", {"n_trials": 2, "params": {
+        "model.router": {"type": "uniform", "low": 0, "high": 1}}}),
+     "uniform needs a real-valued field, model.router is one of 'learned', 'uniform', 'fixed'"),
+    ("a bad synthetic field", _set(tiny_study(), "data", {"synthetic": {"preset": "tiny", "n_train": 0}}),
+     "data.synthetic.n_train: must be a positive integer, got 0"),
     ("a boolean as a number", _set(tiny_study(), "max_failures", False), "max_failures: Input should be a valid integer"),
     ("a string as a seed", _set(tiny_study(), "seeds", [1, "2"]), "seeds.1: Input should be a valid integer"),
 ]
