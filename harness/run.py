@@ -167,7 +167,7 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, ResultStore, dict[str, obje
     spec = load_spec(args.spec, args.set)
     if args.address is None and not runtime_in_use():
         # a runtime this driver starts: the trials run here, so must their devices (harness/study/devices.py)
-        check_local_devices(spec, source=args.spec)
+        check_local_devices(spec, source=args.spec, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
     check_results_root(args.results)
     store = ResultStore(args.results, spec.name)
     previous = check_existing(store, spec, args.resume or args.dry_run)

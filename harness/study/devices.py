@@ -19,13 +19,14 @@ each. Two checks catch that up front (``SpecError``, exit status 2):
 from __future__ import annotations
 
 import math
+import os
 
 from harness.study.errors import SpecError
 from harness.study.params import flatten
 from harness.study.spec import StudySpec
 
 __all__ = ["DEVICE_PATH", "check_local_devices", "cuda_device_count", "device_errors", "local_device_errors",
-           "study_devices"]
+           "local_resource_errors", "study_devices"]
 
 DEVICE_PATH = "train.device"
 
@@ -116,8 +117,30 @@ def local_device_errors(spec: StudySpec) -> list[str]:
     return errors
 
 
-def check_local_devices(spec: StudySpec, *, source: str) -> None:
-    """``SpecError`` listing ``local_device_errors`` (the command line calls it for a local runtime)."""
-    errors = local_device_errors(spec)
+def local_resource_errors(spec: StudySpec, *, num_cpus: float | None = None, num_gpus: float | None = None
+                          ) -> list[str]:
+    """A trial's ``resources`` beyond what a local runtime started here will have (``--num-cpus`` /
+    ``--num-gpus``, else this machine's CPUs and CUDA devices): no trial could ever start, and Ray would
+    have been started only to say so."""
+    res, errors = spec.resources, []
+    cpus = num_cpus if num_cpus is not None else float(os.cpu_count() or 1)
+    if res.cpus > cpus:
+        errors.append(f"resources.cpus: a trial asks for {res.cpus:g} CPUs, but the local runtime will have "
+                      f"{cpus:g} ({'--num-cpus' if num_cpus is not None else 'this machine'}); lower it, or join "
+                      "a cluster with --address")
+    if res.gpus > 0:
+        gpus = num_gpus if num_gpus is not None else float(cuda_device_count())
+        if res.gpus > gpus:
+            errors.append(f"resources.gpus: a trial asks for {res.gpus:g} GPU, but the local runtime will have "
+                          f"{gpus:g} ({'--num-gpus' if num_gpus is not None else 'CUDA devices torch sees here'}); "
+                          "lower it (--set resources.gpus=0 runs on the CPU), or join a cluster with --address")
+    return errors
+
+
+def check_local_devices(spec: StudySpec, *, source: str, num_cpus: float | None = None,
+                        num_gpus: float | None = None) -> None:
+    """``SpecError`` listing ``local_device_errors`` and ``local_resource_errors`` (the command line calls
+    it for a local runtime)."""
+    errors = local_device_errors(spec) + local_resource_errors(spec, num_cpus=num_cpus, num_gpus=num_gpus)
     if errors:
         raise SpecError(errors, source=source)

@@ -194,6 +194,22 @@ def test_a_device_this_machine_lacks_exits_2_before_ray(sets, message, dry_run, 
     assert not results.exists() and ray_init_calls == []
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_resources_a_local_runtime_cannot_give_exit_2_before_ray(dry_run, monkeypatch, write_study, tmp_path, capsys,
+                                                                ray_init_calls):
+    # the dry run used to plan it (exit 0) and the run to start Ray only to exit 2 ("no node ... has that many")
+    _fake_gpus(monkeypatch, 0)
+    results = tmp_path / "results"
+    args = [str(write_study(tiny_study())), "--results", str(results), "--set", "resources.cpus=1000",
+            "--set", "resources.gpus=1", *(["--dry-run", "--no-measure"] if dry_run else [])]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "resources.cpus: a trial asks for 1000 CPUs, but the local runtime will have" in err
+    assert "resources.gpus: a trial asks for 1 GPU, but the local runtime will have 0" in err
+    assert not results.exists() and ray_init_calls == []
+    assert main([*args[:3], "--set", "resources.gpus=1", "--num-gpus", "1", "--dry-run", "--no-measure"]) == 0
+
+
 def test_a_device_index_beyond_this_machines_gpus_is_refused(monkeypatch, write_study, tmp_path, capsys):
     _fake_gpus(monkeypatch, 1)
     args = [str(write_study(tiny_study())), "--results", str(tmp_path / "r"), "--dry-run", "--no-measure"]
