@@ -118,6 +118,11 @@ def _fingerprint_hash(fp: dict[str, ParamValue]) -> str:
 def check_existing(store: ResultStore, spec: StudySpec, resume: bool) -> dict[str, object] | None:
     """The previous run's study.json when resuming it; refuses to overwrite, or to resume a changed spec."""
     if not store.exists():
+        found = store.result_files()
+        if found:
+            raise StudyExistsError(f"{store.dir} holds results ({found}) but no study.json: it was lost or deleted, "
+                                   "so the study cannot be resumed or safely overwritten; restore study.json, or move "
+                                   "the directory away (or choose another --results DIR or --set name=...)")
         return None
     try:
         info = store.read_info()
@@ -137,8 +142,7 @@ def check_existing(store: ResultStore, spec: StudySpec, resume: bool) -> dict[st
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if old and changed:
         raise SpecError([f"{k}: was {old.get(k)!r} when the study started, now {new.get(k)!r}" for k in changed]
-                        + ["(a resumed study must keep its spec; start a new study to change these)"],
-                        source=spec.name)
+                        + ["(a resumed study must keep its spec; start a new study to change these)"])
     return info
 
 
@@ -174,6 +178,11 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, ResultStore, dict[str, obje
     text_input = str(flatten(spec.base).get("model.text_input", "features"))
     data = load_study_data(spec.data, text_input=text_input)
     plan = build_plan(spec, data)
+    if previous is not None:
+        from harness.results.study_provenance import data_change, data_checksum
+        changed = data_change(previous, data_checksum(spec.data.path, plan.data.key))
+        if changed:
+            raise SpecError([changed])
     if previous is not None:  # damaged result files: named, and moved aside so their trials run again
         from harness.results.quarantine import quarantine_damaged
         previous = quarantine_damaged(store, previous, dry_run=args.dry_run)

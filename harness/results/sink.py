@@ -153,6 +153,17 @@ class ResultStore:
         """Whether a study was started here (``study.json`` exists)."""
         return self.info_path.exists()
 
+    def result_files(self) -> str:
+        """What this directory holds of a study's results, in words ("3 files in trials/, ..."), or "" when it
+        holds none: a directory whose study.json is gone still holds a study."""
+        found = []
+        for sub in (*TABLES, ".runs", "tune"):
+            folder = self.dir / sub
+            n = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+            if n:
+                found.append(f"{n} file(s) in {sub}/")
+        return ", ".join(found)
+
     def read_info(self) -> dict[str, object]:
         return dict(json.loads(self.info_path.read_text()))
 

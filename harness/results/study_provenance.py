@@ -19,7 +19,7 @@ from emoe.data.verify import cached_sha256, sha256_file
 from harness.results.provenance import Scalar, gpu_names, node_machine, provenance
 from harness.study.params import JSONValue
 
-__all__ = ["Machine", "NodeInfo", "data_checksum", "node_machines", "resume_record", "study_provenance"]
+__all__ = ["Machine", "NodeInfo", "data_change", "data_checksum", "node_machines", "resume_record", "study_provenance"]
 
 #: Seconds the node probes may take together (a node that does not answer is recorded without details).
 NODE_PROBE_TIMEOUT_S = 15.0
@@ -93,6 +93,21 @@ def study_provenance(data_path: str | None, data_key: str, argv: list[str] | Non
     except Exception as exc:  # probing is best effort
         info["nodes"] = {"error": f"{type(exc).__name__}: {exc}"}
     return info
+
+
+def data_change(previous: dict[str, object], now: dict[str, JSONValue]) -> str | None:
+    """Why the data a study is resumed on are not the data it started on (None when they are, or when either
+    checksum is unknown): the first trials were trained on the recorded data, so mixing in others would
+    make one study of two data sets."""
+    prov = previous.get("provenance")
+    then = prov.get("data") if isinstance(prov, dict) else None
+    if not isinstance(then, dict):
+        return None
+    old, new = then.get("sha256"), now.get("sha256")
+    if not old or not new or old == new:
+        return None
+    return (f"data: the study started on data with SHA-256 {old} ({then.get('kind')}), this file has {new}: its "
+            "finished trials were trained on the other data; restore that file, or start a new study")
 
 
 def resume_record(previous: dict[str, object], data_path: str | None, data_key: str,

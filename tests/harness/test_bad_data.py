@@ -198,6 +198,44 @@ def test_data_damaged_before_a_resume_stop_it_and_leave_the_results_alone(tmp_pa
     assert {p: p.stat().st_mtime_ns for p in study.rglob("*")} == before
 
 
+def test_a_resume_on_other_data_than_the_study_started_on_is_refused(tmp_path):
+    """The data file was regenerated between a run and its --resume: the finished trials were trained on the
+    old data, so training the rest on the new data would make one study of two data sets (the checksums
+    were both recorded in study.json, and the resume went ahead)."""
+    data = tmp_path / "mosi.pkl"
+    write_mmsa_pickle(data, seed=0)
+    started_on = hashlib.sha256(data.read_bytes()).hexdigest()
+    study = tmp_path / "results" / "bad"
+    (study / "trials").mkdir(parents=True)
+    info = {"study": "bad", "status": "interrupted", "results_dir": str(study),
+            "provenance": {"data": {"kind": "file", "sha256": started_on}}}
+    (study / "study.json").write_text(json.dumps(info))
+    (study / "trials" / "0123456789ab.parquet").write_bytes(b"a finished trial's row")
+    code, err = run_on(data, tmp_path, "--resume", "--dry-run", "--no-measure")
+    assert code == 0, err  # the same data: resumable
+    write_mmsa_pickle(data, seed=1)
+    before = {p: p.stat().st_mtime_ns for p in study.rglob("*")}
+    for extra in (("--resume", "--dry-run", "--no-measure"), ("--resume",)):
+        code, err = run_on(data, tmp_path, *extra)
+        assert code == 2 and f"the study started on data with SHA-256 {started_on}" in err, err
+        assert hashlib.sha256(data.read_bytes()).hexdigest() in err
+    assert {p: p.stat().st_mtime_ns for p in study.rglob("*")} == before
+
+
+def test_results_without_their_study_json_are_not_overwritten(tmp_path):
+    """study.json deleted or lost: a plain run used to start over in the folder and mix its rows with the
+    old study's (another seed list, counts that no longer matched the rows)."""
+    data = tmp_path / "mosi.pkl"
+    write_mmsa_pickle(data)
+    study = tmp_path / "results" / "bad"
+    (study / "trials").mkdir(parents=True)
+    (study / "trials" / "0123456789ab.parquet").write_bytes(b"a finished trial's row")
+    for extra in ((), ("--dry-run", "--no-measure"), ("--resume",)):
+        code, err = run_on(data, tmp_path, *extra)
+        assert code == 2 and "holds results (1 file(s) in trials/) but no study.json" in err, err
+    assert sorted(p.name for p in study.rglob("*")) == ["0123456789ab.parquet", "trials"]
+
+
 def test_the_module_exits_2_on_a_truncated_pickle(tmp_path):
     bad = tmp_path / "mosi.pkl"
     _truncated(bad)
