@@ -49,8 +49,8 @@ def record_outcome(ctx: TrialContext, trial: Trial, metrics: Metrics | None, err
         return None  # its files were quarantined: Tune's result predates that, and the trial must run again
     status = ctx.store.status(trial.trial_id)
     if error is not None:
-        if status in (*FINISHED, "failed"):
-            return status
+        if status in FINISHED or (status == "failed" and not _failed_earlier(ctx, trial.trial_id)):
+            return status  # the attempt wrote its own row (failed inside training) before it raised
         write_row_from_metrics(ctx, trial, metrics, status="failed", error=error_summary(error))
         return "failed"
     if status in (*FINISHED, "pruned"):
@@ -59,6 +59,13 @@ def record_outcome(ctx: TrialContext, trial: Trial, metrics: Metrics | None, err
         return status  # not settled: interrupted, or never started (the time budget ran out first)
     write_row_from_metrics(ctx, trial, metrics, status="pruned", error=None)
     return "pruned"
+
+
+def _failed_earlier(ctx: TrialContext, trial_id: str) -> bool:
+    """Whether the trial's failed row is from an earlier attempt than its latest (``--retry-failed`` ran it
+    again, and this attempt died without writing a row): that row's error, attempts and epochs are stale."""
+    row = ctx.store.read_trial(trial_id) or {}
+    return int(str(row.get("attempts") or 0)) < int(ctx.store.read_run(trial_id).get("attempts", 0))
 
 
 def record_unit(ctx: TrialContext, unit: Trial | Stack, metrics: Metrics | None,

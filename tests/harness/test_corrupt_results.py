@@ -129,6 +129,27 @@ def test_what_tune_reported_before_the_quarantine_is_not_written_back_as_a_row(t
     assert not store.awaiting_rerun(IDS[1])
 
 
+def test_a_retry_that_dies_another_way_replaces_the_earlier_failed_row(tmp_path, monkeypatch):
+    """--retry-failed ran a failed trial again and its worker died (no row of its own): the recorder kept the
+    first attempt's row, so the study showed the old error, attempts and epochs while epochs/ and .runs
+    told of the retry."""
+    from types import SimpleNamespace
+
+    from harness.tune import recorder
+
+    store = _store(tmp_path)
+    store.write_table("trials", IDS[1], pa.table({"trial_id": [IDS[1]], "status": ["failed"], "attempts": [1],
+                                                   "error": ["RuntimeError: the first attempt's error"]}))
+    written: list[str] = []
+    monkeypatch.setattr(recorder, "write_row_from_metrics",
+                        lambda ctx, trial, metrics, *, status, error: written.append(error))
+    ctx, trial = SimpleNamespace(store=store), SimpleNamespace(trial_id=IDS[1])
+    store.write_run(IDS[1], {"attempts": 1})  # the row is this attempt's own (written before it raised): kept
+    assert recorder.record_outcome(ctx, trial, {}, "worker died") == "failed" and written == []
+    store.write_run(IDS[1], {"attempts": 2})  # a later attempt died without a row: its error replaces it
+    assert recorder.record_outcome(ctx, trial, {}, "worker died") == "failed" and written == ["worker died"]
+
+
 @pytest.fixture
 def no_ray(monkeypatch):
     def refuse(*args: Any, **kwargs: Any) -> None:
