@@ -29,9 +29,11 @@ from emoe.data.mmsa import (
     LabelKind,
     MMSAArrays,
     build_dataset,
+    check_arrays,
     expected_sizes,
     load_mmsa,
     read_mmsa,
+    to_mmsa_arrays,
 )
 from emoe.data.verify import sha256_file, verify_checksums
 
@@ -174,7 +176,9 @@ def load_converted(path: str | os.PathLike[str], *, mmap: bool = True,
                    hash_cache: bool = False) -> DataSet:
     """Load a converted directory without unpickling (``allow_pickle=False``), memory-mapped by default.
 
-    Every listed file must exist with the recorded size, shape and dtype. ``verify_hash`` also checks
+    Every listed file must exist with the recorded size, shape and dtype, and the arrays pass the checks a
+    pickle's do (``emoe.data.mmsa.check_arrays``: dimensions, dtypes, finite labels and text features,
+    sample counts; read in blocks, about as fast as copying the arrays once). ``verify_hash`` also checks
     every file's SHA-256 against the manifest, which reads every byte; with ``hash_cache`` a file
     verified before and unchanged since (size, times, inode: ``emoe.data.verify``) is not read again.
     ``expect``/``label_kind`` as in ``load_mmsa``; ``expect=None`` uses the one recorded at conversion.
@@ -188,17 +192,10 @@ def load_converted(path: str | os.PathLike[str], *, mmap: bool = True,
                          for key, entry in files.items() if key != "raw_text"}
     if verify_hash:
         verify_checksums(root, manifest, cache=hash_cache)
-    if expect is None:
-        expect = manifest_expect(manifest)
-    sizes = expected_sizes(expect, manifest.get("dataset"), str(root))
-    got = tuple(len(splits[s]["labels"]) for s in SPLITS)
-    if sizes is not None and got != sizes:
-        raise DataError(f"{root}: split sizes are {'/'.join(map(str, got))}, "
-                        f"expected {'/'.join(map(str, sizes))}")
-    kind = label_kind or manifest["label_kind"]
-    if kind == "classification" and "class_labels" not in splits["train"]:
-        raise DataError(f"{root}: label_kind='classification' but the data hold no class labels")
-    arrays = MMSAArrays(splits=splits, source=str(root), dataset=manifest.get("dataset"), label_kind=kind)
+    source = str(root)
+    arrays = to_mmsa_arrays(check_arrays(splits, source), source, dataset=manifest.get("dataset"),
+                            expect=manifest_expect(manifest) if expect is None else expect,
+                            label_kind=label_kind or manifest.get("label_kind"))
     return build_dataset(arrays, text=text)
 
 

@@ -27,14 +27,19 @@ from emoe.data.checks import DataError
 
 __all__ = [
     "KNOWN_SIZES",
+    "LABEL_KINDS",
+    "PICKLE_NAMES",
     "SPLITS",
     "Expect",
     "LabelKind",
     "MMSAArrays",
     "build_dataset",
+    "check_arrays",
+    "check_split",
     "expected_sizes",
     "load_mmsa",
     "read_mmsa",
+    "to_mmsa_arrays",
     "validate_mmsa",
 ]
 
@@ -54,6 +59,7 @@ _UNI_KEYS = ("regression_labels_T", "regression_labels_V", "regression_labels_A"
 #: dict of them = check against those; False = do not check.
 Expect = str | tuple[int, int, int] | Mapping[str, int] | Literal[False] | None
 LabelKind = Literal["mosi", "sims", "classification"]
+LABEL_KINDS: tuple[str, ...] = ("mosi", "sims", "classification")
 
 
 @dataclass(frozen=True)
@@ -95,15 +101,14 @@ def _strings(x: Any) -> np.ndarray:
     return arr.astype(np.str_)
 
 
-def _floats(x: Any, where: str, key: str, ndim: int) -> np.ndarray:
+def _floats(x: Any, where: str, key: str, *, column: bool = False) -> np.ndarray:
+    """``x`` as float32; with ``column``, an (N, 1) array becomes (N,) (dimensions are ``check_split``'s)."""
     try:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{where}: '{key}' is not numeric: {exc}") from exc
-    if ndim == 1 and arr.ndim == 2 and arr.shape[1] == 1:
+    if column and arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
-    if arr.ndim != ndim:
-        raise DataError(f"{where}: '{key}' must have {ndim} dimensions, got shape {arr.shape}")
     return arr
 
 
@@ -128,45 +133,146 @@ def _finite_or_zero(arr: np.ndarray, where: str, key: str, warn: bool) -> np.nda
     return arr
 
 
-def _canonical_split(raw: Any, where: str) -> dict[str, np.ndarray]:
+def _read_split(raw: Any, where: str) -> dict[str, np.ndarray]:
+    """One pickled split under the canonical keys, as numpy arrays (float32 features and labels; non-finite
+    audio and vision replaced by 0, as the reference does: -inf in audio is an artefact of the MMSA files).
+    Keys that are absent stay absent: ``check_split`` names them."""
     if not isinstance(raw, Mapping):
         raise DataError(f"{where}: expected a dict of arrays, got {type(raw).__name__}")
-    missing = [k for k in ("audio", "vision", "regression_labels") if k not in raw]
-    if "text" not in raw and "text_bert" not in raw:
-        missing.append("text (or text_bert)")
-    if missing:
-        raise DataError(f"{where}: missing key(s) {', '.join(missing)}; present: {sorted(raw)}")
     out: dict[str, np.ndarray] = {}
     if "text" in raw:
-        out["text"] = _floats(raw["text"], where, "text", 3)
-        if not np.isfinite(out["text"]).all():
-            raise DataError(f"{where}: 'text' features contain non-finite values")
+        out["text"] = _floats(raw["text"], where, "text")
     if "text_bert" in raw:
         out["text_bert"] = _tokens(raw["text_bert"], where)
-    # -inf (and NaN) in audio is a known artefact of the MMSA files: replaced by 0 as the reference does.
-    out["audio"] = _finite_or_zero(_floats(raw["audio"], where, "audio", 3), where, "audio", warn=False)
-    out["vision"] = _finite_or_zero(_floats(raw["vision"], where, "vision", 3), where, "vision", warn=True)
-    out["labels"] = _floats(raw["regression_labels"], where, "regression_labels", 1)
-    if not np.isfinite(out["labels"]).all():
-        raise DataError(f"{where}: 'regression_labels' contain non-finite values")
+    for key in ("audio", "vision"):
+        if key in raw:
+            out[key] = _finite_or_zero(_floats(raw[key], where, key), where, key, warn=key == "vision")
+    if "regression_labels" in raw:
+        out["labels"] = _floats(raw["regression_labels"], where, "regression_labels", column=True)
     if "classification_labels" in raw:
-        cl = _floats(raw["classification_labels"], where, "classification_labels", 1)
+        cl = _floats(raw["classification_labels"], where, "classification_labels", column=True)
         out["class_labels"] = cl.astype(np.int64)
     for key, name in (("id", "ids"), ("raw_text", "raw_text")):
         if key in raw:
             out[name] = _strings(raw[key])
-            if out[name].ndim != 1:
-                raise DataError(f"{where}: '{key}' must be a 1-D array of strings, got {out[name].shape}")
     for key in ("audio_lengths", "vision_lengths"):
         if key in raw:
             out[key] = np.asarray(raw[key]).astype(np.int64).reshape(-1)
     if all(k in raw for k in _UNI_KEYS):
-        out["uni_labels"] = np.stack([_floats(raw[k], where, k, 1) for k in _UNI_KEYS], axis=1)
-    n = len(out["labels"])
-    wrong = [f"{k} has {len(v)}" for k, v in out.items() if len(v) != n]
-    if wrong:
-        raise DataError(f"{where}: sample counts disagree: regression_labels has {n} but {', '.join(wrong)}")
+        uni = [_floats(raw[k], where, k, column=True) for k in _UNI_KEYS]
+        if len({u.shape for u in uni}) > 1 or uni[0].ndim != 1:
+            raise DataError(f"{where}: {'/'.join(_UNI_KEYS)} must be 1-D arrays of one length, "
+                            f"got shapes {[u.shape for u in uni]}")
+        out["uni_labels"] = np.stack(uni, axis=1)
     return out
+
+
+#: How a canonical key is called in an MMSA pickle (messages about a pickle use the file's own names).
+PICKLE_NAMES: dict[str, str] = {"labels": "regression_labels", "class_labels": "classification_labels",
+                                "ids": "id", "uni_labels": "regression_labels_T/V/A"}
+#: Dimensions of every canonical array, and the dtype kinds it may have ("f" float, "i" integer, "U" text).
+_LAYOUT: dict[str, tuple[int, str]] = {
+    "text": (3, "f"), "text_bert": (3, "i"), "audio": (3, "f"), "vision": (3, "f"), "labels": (1, "f"),
+    "uni_labels": (2, "f"), "class_labels": (1, "i"), "audio_lengths": (1, "i"), "vision_lengths": (1, "i"),
+    "ids": (1, "U"), "raw_text": (1, "U"),
+}
+#: Arrays that must be finite. Audio and vision are not checked: a pickle's non-finite values are replaced
+#: by 0 as it is read (so a conversion writes none), and they are the largest arrays of unaligned data, so
+#: a converted directory's are not read again here (NaN put there by hand shows as diverged trials).
+_FINITE = ("text", "labels", "uni_labels")
+_CHUNK = 1 << 23  # elements per block of the finiteness check (32 MiB of float32): bounded memory
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """Whether every value is finite, checked in blocks of rows (a memory-mapped array is never copied whole)."""
+    rows = max(1, _CHUNK // max(1, int(np.prod(arr.shape[1:], dtype=np.int64))))
+    return all(bool(np.isfinite(arr[i:i + rows]).all()) for i in range(0, len(arr), rows))
+
+
+def check_split(split: Mapping[str, np.ndarray], where: str,
+                names: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Check one split's canonical arrays (the rules both loaders share) and return them.
+
+    Required keys present; each array's dimensions and dtype kind (``_LAYOUT``); BERT tokens as (N, 3, L);
+    text features, labels and unimodal labels finite; every array with the labels' sample count. Raises
+    ``DataError`` naming ``where`` and the key, called as ``names`` says (the pickle's own names).
+    """
+    def name(key: str) -> str:
+        return (names or {}).get(key, key)
+
+    missing = [name(k) for k in ("audio", "vision", "labels") if k not in split]
+    if "text" not in split and "text_bert" not in split:
+        missing.append("text (or text_bert)")
+    if missing:
+        raise DataError(f"{where}: missing key(s) {', '.join(missing)}; present: {sorted(map(name, split))}")
+    for key, arr in split.items():
+        ndim, kind = _LAYOUT.get(key, (max(arr.ndim, 1), arr.dtype.kind))  # other keys: one row a sample
+        if arr.ndim != ndim:
+            raise DataError(f"{where}: '{name(key)}' must have {ndim} dimension{'s' * (ndim != 1)}, "
+                            f"got shape {arr.shape}")
+        if arr.dtype.kind != kind and not (kind == "i" and arr.dtype.kind == "u"):
+            want = {"f": "floating-point numbers", "i": "integers", "U": "strings"}[kind]
+            raise DataError(f"{where}: '{name(key)}' must hold {want}, got dtype {arr.dtype}")
+    if "text_bert" in split and split["text_bert"].shape[1] != 3:
+        raise DataError(f"{where}: '{name('text_bert')}' must be (N, 3, L) ids/mask/segments, "
+                        f"got shape {split['text_bert'].shape}")
+    if "uni_labels" in split and split["uni_labels"].shape[1] != 3:
+        raise DataError(f"{where}: '{name('uni_labels')}' must be (N, 3) labels (l, v, a), "
+                        f"got shape {split['uni_labels'].shape}")
+    for key in _FINITE:
+        if key in split and not _all_finite(split[key]):
+            raise DataError(f"{where}: '{name(key)}' contain non-finite values (NaN or infinity)")
+    n = len(split["labels"])
+    wrong = [f"{name(k)} has {len(v)}" for k, v in split.items() if len(v) != n]
+    if wrong:
+        raise DataError(f"{where}: sample counts disagree: {name('labels')} has {n} but {', '.join(wrong)}")
+    return dict(split)
+
+
+def check_arrays(splits: Mapping[str, Mapping[str, np.ndarray]], source: str,
+                 names: Mapping[str, str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """``check_split`` on each split, then what the splits must share: keys, per-sample shapes, and the
+    text length of features and BERT tokens. Used by the pickle and the converted loader alike."""
+    checked = {s: check_split(splits[s], f"{source} [{s}]", names) for s in SPLITS}
+    keys = set(checked["train"])
+    for s in SPLITS[1:]:
+        if set(checked[s]) != keys:
+            raise DataError(f"{source}: splits hold different keys: train {sorted(keys)}, "
+                            f"{s} {sorted(checked[s])}")
+    for key in ("text", "text_bert", "audio", "vision", "uni_labels"):
+        if key in keys:
+            shapes = {s: checked[s][key].shape[1:] for s in SPLITS}
+            if len(set(shapes.values())) > 1:
+                raise DataError(f"{source}: '{key}' shapes disagree between splits: {shapes}")
+    train = checked["train"]
+    if "text" in keys and "text_bert" in keys and train["text"].shape[1] != train["text_bert"].shape[2]:
+        raise DataError(f"{source}: 'text' has {train['text'].shape[1]} steps but 'text_bert' "
+                        f"{train['text_bert'].shape[2]}")
+    return checked
+
+
+def to_mmsa_arrays(splits: dict[str, dict[str, np.ndarray]], source: str, *, dataset: str | None,
+                   expect: Expect = None, label_kind: str | None = None) -> MMSAArrays:
+    """Checked splits as ``MMSAArrays``: the split sizes ``expect`` asks for (see ``expected_sizes``; None
+    uses those of ``dataset``), and the label kind given or inferred (``sims`` for labels in [-1, 1] with
+    T/A/V labels, else ``mosi``), which must fit the arrays."""
+    sizes = expected_sizes(expect, dataset, source)
+    got = tuple(len(splits[s]["labels"]) for s in SPLITS)
+    if sizes is not None and got != sizes:
+        what = dataset if expect is None else (expect.lower() if isinstance(expect, str) else "expected")
+        raise DataError(f"{source}: split sizes train/valid/test are {'/'.join(map(str, got))} but {what} is "
+                        f"{'/'.join(map(str, sizes))} (truncated or a different file?; pass expect=False "
+                        "to load a subset)")
+    keys = set(splits["train"])
+    if label_kind is None:
+        in_range = all(np.abs(splits[s]["labels"]).max(initial=0.0) <= 1.0 for s in SPLITS)
+        label_kind = "sims" if in_range and "uni_labels" in keys else "mosi"
+    elif label_kind not in LABEL_KINDS:
+        raise DataError(f"{source}: label_kind must be {', '.join(LABEL_KINDS)}, got {label_kind!r}")
+    if label_kind == "classification" and "class_labels" not in keys:
+        raise DataError(f"{source}: label_kind='classification' needs class labels in every split "
+                        "('classification_labels' in a pickle)")
+    return MMSAArrays(splits=splits, source=source, dataset=dataset, label_kind=label_kind)
 
 
 def _recognise(source: str, splits: dict[str, dict[str, np.ndarray]]) -> str | None:
@@ -204,37 +310,9 @@ def validate_mmsa(raw: Any, source: str, *, expect: Expect = None,
     missing = [s for s in SPLITS if s not in raw]
     if missing:
         raise DataError(f"{source}: missing split(s) {', '.join(missing)}; present: {sorted(map(str, raw))}")
-    splits = {s: _canonical_split(raw[s], f"{source} [{s}]") for s in SPLITS}
-    keys = set(splits["train"])
-    for s in SPLITS[1:]:
-        if set(splits[s]) != keys:
-            raise DataError(f"{source}: splits hold different keys: train {sorted(keys)}, "
-                            f"{s} {sorted(splits[s])}")
-    for key in ("text", "text_bert", "audio", "vision", "uni_labels"):
-        if key in keys:
-            shapes = {s: splits[s][key].shape[1:] for s in SPLITS}
-            if len(set(shapes.values())) > 1:
-                raise DataError(f"{source}: '{key}' shapes disagree between splits: {shapes}")
-    train = splits["train"]
-    if "text" in keys and "text_bert" in keys and train["text"].shape[1] != train["text_bert"].shape[2]:
-        raise DataError(f"{source}: 'text' has {train['text'].shape[1]} steps but 'text_bert' "
-                        f"{train['text_bert'].shape[2]}")
-    recognised = _recognise(source, splits)
-    sizes = expected_sizes(expect, recognised, source)
-    got = tuple(len(splits[s]["labels"]) for s in SPLITS)
-    if sizes is not None and got != sizes:
-        what = recognised if expect is None else (expect.lower() if isinstance(expect, str) else "expected")
-        raise DataError(f"{source}: split sizes train/valid/test are {'/'.join(map(str, got))} but {what} is "
-                        f"{'/'.join(map(str, sizes))} (truncated or a different file?; pass expect=False "
-                        "to load a subset)")
-    if label_kind is None:
-        in_range = all(np.abs(splits[s]["labels"]).max(initial=0.0) <= 1.0 for s in SPLITS)
-        label_kind = "sims" if in_range and "uni_labels" in keys else "mosi"
-    elif label_kind not in ("mosi", "sims", "classification"):
-        raise DataError(f"{source}: label_kind must be mosi, sims or classification, got {label_kind!r}")
-    if label_kind == "classification" and "class_labels" not in keys:
-        raise DataError(f"{source}: label_kind='classification' needs 'classification_labels' in every split")
-    return MMSAArrays(splits=splits, source=source, dataset=recognised, label_kind=label_kind)
+    splits = check_arrays({s: _read_split(raw[s], f"{source} [{s}]") for s in SPLITS}, source, PICKLE_NAMES)
+    return to_mmsa_arrays(splits, source, dataset=_recognise(source, splits), expect=expect,
+                          label_kind=label_kind)
 
 
 def read_mmsa(path: str | os.PathLike[str], *, expect: Expect = None,

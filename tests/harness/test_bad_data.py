@@ -5,7 +5,6 @@ directory is created, Ray is never started, and a resumed study's results are le
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import pickle
@@ -23,7 +22,7 @@ import yaml
 
 from emoe.data.convert import convert_mmsa
 from harness.run import main
-from tests.emoe.data.mmsa_files import make_mmsa_dict, write_mmsa_pickle
+from tests.emoe.data.mmsa_files import make_mmsa_dict, rewrite_converted, write_mmsa_pickle
 from tests.harness.conftest import REPO, tiny_study
 
 
@@ -120,17 +119,6 @@ def converted(tmp_path_factory) -> Path:
     return root / "good"
 
 
-def _rewrite(root: Path, rel: str, array: np.ndarray) -> None:
-    """Replace one array and make the manifest agree with it, checksum included (a hand-edited conversion)."""
-    np.save(root / rel, array, allow_pickle=False)
-    manifest = json.loads((root / "manifest.json").read_text())
-    split, name = rel.split("/")
-    entry = manifest["splits"][split]["files"][name.removesuffix(".npy")]
-    entry.update(shape=list(array.shape), dtype=array.dtype.str, bytes=(root / rel).stat().st_size,
-                 sha256=hashlib.sha256((root / rel).read_bytes()).hexdigest())
-    (root / "manifest.json").write_text(json.dumps(manifest))
-
-
 def _truncate(root: Path, rel: str) -> None:
     raw = (root / rel).read_bytes()
     (root / rel).write_bytes(raw[: len(raw) // 2])
@@ -154,11 +142,19 @@ CONVERTED: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "array of another shape": (lambda r: np.save(r / "train/text.npy", np.load(r / "train/text.npy")[:, :, :8]),
                                "train/text.npy", "truncated or modified"),
     "feature width differs by split": (
-        lambda r: _rewrite(r, "train/text.npy", np.load(r / "train/text.npy")[:, :, :8].copy()), "",
+        lambda r: rewrite_converted(r, "train/text.npy", np.load(r / "train/text.npy")[:, :, :8].copy()), "",
         "'text' shapes disagree between splits"),
     "labels shorter than features": (
-        lambda r: _rewrite(r, "train/labels.npy", np.load(r / "train/labels.npy")[:-3].copy()), "",
-        "samples but labels has"),
+        lambda r: rewrite_converted(r, "train/labels.npy", np.load(r / "train/labels.npy")[:-3].copy()), "",
+        "[train]: sample counts disagree: labels has 9"),
+    # a manifest made to agree (sizes, checksums) with arrays a pickle would be refused for
+    "labels not finite": (lambda r: rewrite_converted(r, "train/labels.npy", np.full(12, np.nan, np.float32)), "",
+                          "[train]: 'labels' contain non-finite values"),
+    "text not finite": (
+        lambda r: rewrite_converted(r, "valid/text.npy", np.full_like(np.load(r / "valid/text.npy"), np.nan)), "",
+        "[valid]: 'text' contain non-finite values"),
+    "labels 2-D": (lambda r: rewrite_converted(r, "train/labels.npy", np.zeros((12, 2), np.float32)), "",
+                   "[train]: 'labels' must have 1 dimension, got shape (12, 2)"),
 }
 
 

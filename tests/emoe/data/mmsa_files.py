@@ -1,10 +1,13 @@
 """Build small pickles in the exact MMSA layout, for the data tests and for the harness tests.
 
-Usage: ``from tests.emoe.data.mmsa_files import write_mmsa_pickle`` (or the ``mmsa_pickle`` fixture).
+Usage: ``from tests.emoe.data.mmsa_files import write_mmsa_pickle`` (or the ``mmsa_pickle`` fixture);
+``rewrite_converted`` edits a converted directory by hand, its manifest made to agree.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["make_mmsa_dict", "write_mmsa_pickle"]
+__all__ = ["make_mmsa_dict", "rewrite_converted", "write_mmsa_pickle"]
 
 
 def make_mmsa_dict(*, sizes: tuple[int, int, int] = (12, 5, 7), len_text: int = 6,
@@ -68,3 +71,15 @@ def write_mmsa_pickle(path: str | Path, data: dict[str, Any] | None = None, **kw
     with path.open("wb") as fh:
         pickle.dump(data, fh, protocol=4)
     return data
+
+
+def rewrite_converted(root: Path, rel: str, array: np.ndarray) -> None:
+    """Replace (or add) one array of a converted directory (``rel``: ``split/key.npy``) and make the manifest
+    agree with it, checksum included: a hand-edited conversion that passes every file check."""
+    np.save(root / rel, array, allow_pickle=False)
+    manifest = json.loads((root / "manifest.json").read_text())
+    split, name = rel.split("/")
+    entry = manifest["splits"][split]["files"].setdefault(name.removesuffix(".npy"), {"file": rel})
+    entry.update(shape=list(array.shape), dtype=array.dtype.str, bytes=(root / rel).stat().st_size,
+                 sha256=hashlib.sha256((root / rel).read_bytes()).hexdigest())
+    (root / "manifest.json").write_text(json.dumps(manifest))

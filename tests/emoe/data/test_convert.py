@@ -14,6 +14,7 @@ import pytest
 
 from emoe.data import DataError, convert_mmsa, load_converted, load_data, load_mmsa, read_raw_text
 from emoe.data.arrays import DataSet
+from tests.emoe.data.mmsa_files import rewrite_converted
 
 Factory = Callable[..., tuple[Path, dict[str, Any]]]
 FIELDS = ("text", "audio", "vision", "labels", "ids", "audio_lengths", "vision_lengths", "uni_labels")
@@ -123,7 +124,7 @@ def test_load_data_dispatches_by_path(tmp_path: Path, mmsa_pickle: Factory) -> N
     assert not isinstance(load_data(path).train.text, np.memmap)
     assert isinstance(load_data(out).train.text, np.memmap)
     assert len(load_data(out, expect=(12, 5, 7)).valid) == 5
-    with pytest.raises(DataError, match="split sizes are 12/5/7"):
+    with pytest.raises(DataError, match="split sizes train/valid/test are 12/5/7 but expected is 1/2/3"):
         load_data(out, expect=(1, 2, 3))
     with pytest.raises(DataError, match=r"missing.pkl: file not found"):
         load_data(tmp_path / "missing.pkl")
@@ -131,3 +132,47 @@ def test_load_data_dispatches_by_path(tmp_path: Path, mmsa_pickle: Factory) -> N
     other.write_text("a,b\n")
     with pytest.raises(DataError, match="unknown data format"):
         load_data(other)
+
+
+# A hand-edited conversion whose manifest agrees (sizes, checksums): the arrays get the pickle's checks.
+EDITED: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray], str]] = {
+    "labels NaN": ("train/labels", lambda a: np.full_like(a, np.nan), r"\[train\]: 'labels' contain non-finite"),
+    "text NaN in one value": ("test/text", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 5, np.nan, a),
+                              r"\[test\]: 'text' contain non-finite"),
+    "text infinite": ("valid/text", lambda a: np.where(a > 0, np.inf, a), r"\[valid\]: 'text' contain non-finite"),
+    "labels 2-D": ("train/labels", lambda a: np.stack([a, a], 1),
+                   r"\[train\]: 'labels' must have 1 dimension, got shape \(12, 2\)"),
+    "unimodal labels NaN": ("valid/uni_labels", lambda a: np.full_like(a, np.nan),
+                            r"\[valid\]: 'uni_labels' contain non-finite"),
+    "unimodal labels 4 columns": ("train/uni_labels", lambda a: np.concatenate([a, a[:, :1]], 1),
+                                  r"'uni_labels' must be \(N, 3\)"),
+    "text as integers": ("train/text", lambda a: a.astype(np.int64),
+                         r"\[train\]: 'text' must hold floating-point numbers, got dtype int64"),
+    "ids as numbers": ("train/ids", lambda a: np.arange(len(a)), r"'ids' must hold strings"),
+    "vision count": ("test/vision", lambda a: a[:-1],
+                     r"\[test\]: sample counts disagree: labels has 7 but vision has 6"),
+}
+
+
+@pytest.mark.parametrize("case", list(EDITED))
+def test_hand_edited_arrays_get_the_pickle_checks(case: str, tmp_path: Path, mmsa_pickle: Factory) -> None:
+    rel, edit, message = EDITED[case]
+    path, _ = mmsa_pickle(sims=True)
+    out = tmp_path / "c"
+    convert_mmsa(path, out)
+    load_converted(out, verify_hash=True)  # the control
+    rewrite_converted(out, f"{rel}.npy", edit(np.load(out / f"{rel}.npy")))
+    with pytest.raises(DataError, match=f"{out}.*{message}"):
+        load_converted(out, verify_hash=True)
+
+
+def test_an_added_array_needs_one_row_per_sample(tmp_path: Path, mmsa_pickle: Factory) -> None:
+    path, _ = mmsa_pickle()
+    out = tmp_path / "c"
+    convert_mmsa(path, out)
+    for split, n in (("train", 12), ("valid", 5), ("test", 7)):  # another key, a row a sample: carried along
+        rewrite_converted(out, f"{split}/extra.npy", np.arange(float(n)))
+    load_converted(out)
+    rewrite_converted(out, "train/extra.npy", np.ones((), np.float32))  # a scalar: len() would raise
+    with pytest.raises(DataError, match=rf"{out} \[train\]: 'extra' must have 1 dimension, got shape \(\)"):
+        load_converted(out)

@@ -166,3 +166,16 @@ def test_check_compatible_lists_every_mismatch(mmsa_pickle: Factory) -> None:
         check_compatible(data, ModelConfig(**data.dims, kernel_l=3, text_input="bert", bert_path="/w"))
     with pytest.raises(DataError, match="n_outputs"):
         check_compatible(data, ModelConfig(**data.dims, kernel_l=3, n_outputs=4))
+
+
+def test_finiteness_is_checked_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check reads a (memory-mapped) array a block of rows at a time and still sees every value."""
+    from emoe.data import mmsa
+
+    monkeypatch.setattr(mmsa, "_CHUNK", 10)  # 10 elements: one (2, 3) row per block
+    arr = np.zeros((7, 2, 3), np.float32)
+    assert mmsa._all_finite(arr) and mmsa._all_finite(arr[:0])
+    arr[-1, -1, -1] = np.inf  # the last element of the last block
+    assert not mmsa._all_finite(arr)
+    arr[-1, -1, -1], arr[3, 0, 0] = 0, np.nan
+    assert not mmsa._all_finite(arr)
