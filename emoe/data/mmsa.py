@@ -101,25 +101,23 @@ def _strings(x: Any) -> np.ndarray:
     return arr.astype(np.str_)
 
 
-def _floats(x: Any, where: str, key: str, *, column: bool = False) -> np.ndarray:
-    """``x`` as float32; with ``column``, an (N, 1) array becomes (N,) (dimensions are ``check_split``'s)."""
-    try:
-        arr = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{where}: '{key}' is not numeric: {exc}") from exc
+def _numbers(x: Any, where: str, key: str, *, column: bool = False) -> np.ndarray:
+    """``x`` as a numeric array (numbers kept as they are, anything else as float64); with ``column``, an
+    (N, 1) array becomes (N,). Dimensions and values are ``check_split``'s to judge."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{where}: '{key}' is not numeric: {exc}") from exc
     if column and arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     return arr
 
 
-def _tokens(x: Any, where: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "iuf" or arr.ndim != 3 or arr.shape[1] != 3:
-        raise DataError(f"{where}: 'text_bert' must be numeric (N, 3, L) ids/mask/segments, "
-                        f"got {arr.dtype} {arr.shape}")
-    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and np.array_equal(arr, np.round(arr))):
-        raise DataError(f"{where}: 'text_bert' must hold integer token ids")
-    return arr.astype(np.int64)
+def _floats(x: Any, where: str, key: str, *, column: bool = False) -> np.ndarray:
+    """``x`` as float32 (see ``_numbers``)."""
+    return _numbers(x, where, key, column=column).astype(np.float32, copy=False)
 
 
 def _finite_or_zero(arr: np.ndarray, where: str, key: str, warn: bool) -> np.ndarray:
@@ -143,21 +141,20 @@ def _read_split(raw: Any, where: str) -> dict[str, np.ndarray]:
     if "text" in raw:
         out["text"] = _floats(raw["text"], where, "text")
     if "text_bert" in raw:
-        out["text_bert"] = _tokens(raw["text_bert"], where)
+        out["text_bert"] = _numbers(raw["text_bert"], where, "text_bert")
     for key in ("audio", "vision"):
         if key in raw:
             out[key] = _finite_or_zero(_floats(raw[key], where, key), where, key, warn=key == "vision")
     if "regression_labels" in raw:
         out["labels"] = _floats(raw["regression_labels"], where, "regression_labels", column=True)
     if "classification_labels" in raw:
-        cl = _floats(raw["classification_labels"], where, "classification_labels", column=True)
-        out["class_labels"] = cl.astype(np.int64)
+        out["class_labels"] = _numbers(raw["classification_labels"], where, "classification_labels", column=True)
     for key, name in (("id", "ids"), ("raw_text", "raw_text")):
         if key in raw:
             out[name] = _strings(raw[key])
     for key in ("audio_lengths", "vision_lengths"):
         if key in raw:
-            out[key] = np.asarray(raw[key]).astype(np.int64).reshape(-1)
+            out[key] = _numbers(raw[key], where, key, column=True)
     if all(k in raw for k in _UNI_KEYS):
         uni = [_floats(raw[k], where, k, column=True) for k in _UNI_KEYS]
         if len({u.shape for u in uni}) > 1 or uni[0].ndim != 1:
@@ -170,12 +167,14 @@ def _read_split(raw: Any, where: str) -> dict[str, np.ndarray]:
 #: How a canonical key is called in an MMSA pickle (messages about a pickle use the file's own names).
 PICKLE_NAMES: dict[str, str] = {"labels": "regression_labels", "class_labels": "classification_labels",
                                 "ids": "id", "uni_labels": "regression_labels_T/V/A"}
-#: Dimensions of every canonical array, and the dtype kinds it may have ("f" float, "i" integer, "U" text).
+#: Dimensions of every canonical array, and the dtype kind it must have: "f" float, "U" text, "n" numbers
+#: that must be non-negative whole numbers (``_whole``; stored as int64).
 _LAYOUT: dict[str, tuple[int, str]] = {
-    "text": (3, "f"), "text_bert": (3, "i"), "audio": (3, "f"), "vision": (3, "f"), "labels": (1, "f"),
-    "uni_labels": (2, "f"), "class_labels": (1, "i"), "audio_lengths": (1, "i"), "vision_lengths": (1, "i"),
+    "text": (3, "f"), "text_bert": (3, "n"), "audio": (3, "f"), "vision": (3, "f"), "labels": (1, "f"),
+    "uni_labels": (2, "f"), "class_labels": (1, "n"), "audio_lengths": (1, "n"), "vision_lengths": (1, "n"),
     "ids": (1, "U"), "raw_text": (1, "U"),
 }
+_KINDS = {"f": ("f", "floating-point numbers"), "U": ("U", "strings"), "n": ("biuf", "numbers")}
 #: Arrays that must be finite. Audio and vision are not checked: a pickle's non-finite values are replaced
 #: by 0 as it is read (so a conversion writes none), and they are the largest arrays of unaligned data, so
 #: a converted directory's are not read again here (NaN put there by hand shows as diverged trials).
@@ -194,8 +193,10 @@ def check_split(split: Mapping[str, np.ndarray], where: str,
     """Check one split's canonical arrays (the rules both loaders share) and return them.
 
     Required keys present; each array's dimensions and dtype kind (``_LAYOUT``); BERT tokens as (N, 3, L);
-    text features, labels and unimodal labels finite; every array with the labels' sample count. Raises
-    ``DataError`` naming ``where`` and the key, called as ``names`` says (the pickle's own names).
+    text features, labels and unimodal labels finite; token ids, class labels and lengths non-negative whole
+    numbers (lengths at most their modality's steps), returned as int64; every array with the labels'
+    sample count. Raises ``DataError`` naming ``where`` and the key, called as ``names`` says (the
+    pickle's own names).
     """
     def name(key: str) -> str:
         return (names or {}).get(key, key)
@@ -210,8 +211,8 @@ def check_split(split: Mapping[str, np.ndarray], where: str,
         if arr.ndim != ndim:
             raise DataError(f"{where}: '{name(key)}' must have {ndim} dimension{'s' * (ndim != 1)}, "
                             f"got shape {arr.shape}")
-        if arr.dtype.kind != kind and not (kind == "i" and arr.dtype.kind == "u"):
-            want = {"f": "floating-point numbers", "i": "integers", "U": "strings"}[kind]
+        kinds, want = _KINDS.get(kind, (kind, kind))
+        if arr.dtype.kind not in kinds:
             raise DataError(f"{where}: '{name(key)}' must hold {want}, got dtype {arr.dtype}")
     if "text_bert" in split and split["text_bert"].shape[1] != 3:
         raise DataError(f"{where}: '{name('text_bert')}' must be (N, 3, L) ids/mask/segments, "
@@ -222,11 +223,34 @@ def check_split(split: Mapping[str, np.ndarray], where: str,
     for key in _FINITE:
         if key in split and not _all_finite(split[key]):
             raise DataError(f"{where}: '{name(key)}' contain non-finite values (NaN or infinity)")
-    n = len(split["labels"])
-    wrong = [f"{name(k)} has {len(v)}" for k, v in split.items() if len(v) != n]
+    out = dict(split)
+    for key in (k for k, (_, kind) in _LAYOUT.items() if kind == "n" and k in split):
+        modality = key.removesuffix("_lengths")
+        steps = split[modality].shape[1] if modality in ("audio", "vision") else None
+        out[key] = _whole(split[key], f"{where}: '{name(key)}'", steps, modality)
+    n = len(out["labels"])
+    wrong = [f"{name(k)} has {len(v)}" for k, v in out.items() if len(v) != n]
     if wrong:
         raise DataError(f"{where}: sample counts disagree: {name('labels')} has {n} but {', '.join(wrong)}")
-    return dict(split)
+    return out
+
+
+def _whole(arr: np.ndarray, what: str, high: int | None = None, modality: str = "") -> np.ndarray:
+    """``arr`` as int64 after checking that every value is a finite whole number >= 0 (and <= ``high``, the
+    time steps of ``modality`` for its lengths); ``DataError`` starting with ``what`` lists the bad values."""
+    with np.errstate(invalid="ignore"):
+        bad = arr < 0
+        if arr.dtype.kind == "f":
+            bad |= ~np.isfinite(arr) | (arr != np.round(arr))
+        if high is not None:
+            bad |= arr > high
+    if bad.any():
+        values = np.unique(arr[bad])
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (f" ({len(values)} distinct)" if len(values) > 5 else "")
+        want = (f"whole numbers from 0 to {high} (the {modality}'s time steps)" if high is not None
+                else "non-negative whole numbers")
+        raise DataError(f"{what} must be {want}, got {shown} in {int(bad.sum())} place(s)")
+    return arr.astype(np.int64, copy=False)
 
 
 def check_arrays(splits: Mapping[str, Mapping[str, np.ndarray]], source: str,

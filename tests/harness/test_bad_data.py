@@ -94,6 +94,8 @@ PICKLES: dict[str, tuple[Callable[[Path], None], str]] = {
     "audio missing": (_with(lambda d: d["train"].pop("audio")), "missing key(s) audio"),
     "text as strings": (_with(_set("train", "text", lambda a: np.array(["x"] * len(a), dtype=object))),
                         "'text' is not numeric"),
+    "class labels not class indices": (_with(_set("valid", "classification_labels", lambda a: a - 0.5)),
+                                       "[valid]: 'classification_labels' must be non-negative whole numbers"),
     "empty training split": (lambda p: write_mmsa_pickle(p, sizes=(0, 5, 7)), "the train split has no samples"),
 }
 

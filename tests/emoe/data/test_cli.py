@@ -13,6 +13,7 @@ import pytest
 
 from emoe.data import load_converted, load_mmsa
 from emoe.data.__main__ import main
+from tests.emoe.data.mmsa_files import make_mmsa_dict, write_mmsa_pickle
 
 Factory = Callable[..., tuple[Path, dict[str, Any]]]
 
@@ -43,6 +44,19 @@ def test_errors_exit_2_and_name_the_file(tmp_path: Path, mmsa_pickle: Factory,
     assert "not empty" in capsys.readouterr().err
     assert main(["convert", str(path), str(out), "--expect", "mosi"]) == 2
     assert "1284/229/686" in capsys.readouterr().err
+
+
+def test_convert_refuses_class_labels_that_are_not_class_indices(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """NaN became INT64_MIN and -1, 0.5 were written as they were (or truncated): review A #6."""
+    raw = make_mmsa_dict()
+    raw["train"]["classification_labels"][:3] = [np.nan, -1, 0.5]
+    write_mmsa_pickle(tmp_path / "cls_bad.pkl", raw)
+    out = tmp_path / "cls_bad"
+    assert main(["convert", str(tmp_path / "cls_bad.pkl"), str(out), "--label-kind", "classification"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'cls_bad.pkl'} [train]: 'classification_labels' must be non-negative whole numbers" in err
+    assert not (out / "manifest.json").exists()
 
 
 def test_module_entry_point_describes_synthetic() -> None:

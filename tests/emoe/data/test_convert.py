@@ -176,3 +176,19 @@ def test_an_added_array_needs_one_row_per_sample(tmp_path: Path, mmsa_pickle: Fa
     rewrite_converted(out, "train/extra.npy", np.ones((), np.float32))  # a scalar: len() would raise
     with pytest.raises(DataError, match=rf"{out} \[train\]: 'extra' must have 1 dimension, got shape \(\)"):
         load_converted(out)
+
+
+def test_converted_class_labels_are_checked_and_whole_floats_accepted(tmp_path: Path, mmsa_pickle: Factory) -> None:
+    path, raw = mmsa_pickle()
+    out = tmp_path / "c"
+    convert_mmsa(path, out, label_kind="classification")
+    labels = np.load(out / "train/class_labels.npy")
+    rewrite_converted(out, "train/class_labels.npy", labels.astype(np.float32))  # whole floats: read as ints
+    data = load_converted(out)
+    assert data.train.labels.dtype == np.int64
+    np.testing.assert_array_equal(data.train.labels, raw["train"]["classification_labels"])
+    labels[3] = -1
+    rewrite_converted(out, "train/class_labels.npy", labels)
+    with pytest.raises(DataError, match=rf"{out} \[train\]: 'class_labels' must be non-negative whole numbers, "
+                                        "got -1 in 1 place"):
+        load_converted(out)

@@ -179,3 +179,50 @@ def test_finiteness_is_checked_in_blocks(monkeypatch: pytest.MonkeyPatch) -> Non
     assert not mmsa._all_finite(arr)
     arr[-1, -1, -1], arr[3, 0, 0] = 0, np.nan
     assert not mmsa._all_finite(arr)
+
+
+def _lengths(value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["valid"]["audio_lengths"] = [value] * len(raw["valid"]["audio"])
+    return edit
+
+
+def _first_class_labels(*values: float) -> Callable[[dict[str, Any]], None]:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["train"]["classification_labels"][:len(values)] = values
+    return edit
+
+
+# case: (edit of an unaligned MMSA dict (audio 8 steps), the message)
+WHOLE_NUMBERS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "class labels NaN, -1, 0.5": (
+        _first_class_labels(np.nan, -1, 0.5),
+        r"\[train\]: 'classification_labels' must be non-negative whole numbers, got -1, 0\.5, nan in 3 place"),
+    "class labels infinite": (_first_class_labels(np.inf), r"\[train\]: 'classification_labels' .* got inf"),
+    "lengths NaN": (_lengths(float("nan")), r"\[valid\]: 'audio_lengths' must be whole numbers from 0 to 8 "
+                                            r"\(the audio's time steps\), got nan in 5 place"),
+    "lengths beyond the steps": (_lengths(9), r"\[valid\]: 'audio_lengths' must be whole numbers from 0 to 8"),
+    "lengths negative": (_lengths(-1), r"\[valid\]: 'audio_lengths' .* got -1"),
+    "lengths not numbers": (_lengths("x"), r"\[valid\]: 'audio_lengths' is not numeric"),
+    "token ids fractional": (lambda raw: raw["test"]["text_bert"].__setitem__((0, 0, 0), 2.5),
+                             r"\[test\]: 'text_bert' must be non-negative whole numbers, got 2\.5"),
+}
+
+
+@pytest.mark.parametrize("case", list(WHOLE_NUMBERS))
+def test_class_labels_lengths_and_tokens_must_be_whole_numbers(case: str) -> None:
+    """Checked before the cast to int64, which turned NaN into INT64_MIN and 0.5 into 0 without a word."""
+    edit, message = WHOLE_NUMBERS[case]
+    raw = make_mmsa_dict(len_audio=8)
+    edit(raw)
+    with pytest.raises(DataError, match=f"^memory {message}"):
+        validate_mmsa(raw, "memory", label_kind="classification")
+
+
+def test_whole_number_floats_and_zero_lengths_are_fine() -> None:
+    raw = make_mmsa_dict(len_audio=8)
+    raw["train"]["audio_lengths"] = np.zeros(12)  # float zeros: a sample with no audio
+    raw["train"]["classification_labels"][:] = 2.0
+    train = validate_mmsa(raw, "memory", label_kind="classification").splits["train"]
+    assert train["class_labels"].dtype == np.int64 and set(train["class_labels"]) == {2}
+    assert train["audio_lengths"].dtype == np.int64 and not train["audio_lengths"].any()
