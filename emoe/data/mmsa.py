@@ -192,11 +192,11 @@ def check_split(split: Mapping[str, np.ndarray], where: str,
                 names: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """Check one split's canonical arrays (the rules both loaders share) and return them.
 
-    Required keys present; each array's dimensions and dtype kind (``_LAYOUT``); BERT tokens as (N, 3, L);
-    text features, labels and unimodal labels finite; token ids, class labels and lengths non-negative whole
-    numbers (lengths at most their modality's steps), returned as int64; every array with the labels'
-    sample count. Raises ``DataError`` naming ``where`` and the key, called as ``names`` says (the
-    pickle's own names).
+    Required keys present; each array's dimensions and dtype kind (``_LAYOUT``); modalities with at least
+    one step and one feature; BERT tokens as (N, 3, L); text features, labels and unimodal labels finite;
+    token ids, class labels and lengths non-negative whole numbers (lengths at most their modality's
+    steps), returned as int64; every array with the labels' sample count. Raises ``DataError`` naming
+    ``where`` and the key, called as ``names`` says (the pickle's own names).
     """
     def name(key: str) -> str:
         return (names or {}).get(key, key)
@@ -214,6 +214,10 @@ def check_split(split: Mapping[str, np.ndarray], where: str,
         kinds, want = _KINDS.get(kind, (kind, kind))
         if arr.dtype.kind not in kinds:
             raise DataError(f"{where}: '{name(key)}' must hold {want}, got dtype {arr.dtype}")
+    for key in ("text", "text_bert", "audio", "vision"):
+        if key in split and 0 in split[key].shape[1:]:
+            raise DataError(f"{where}: '{name(key)}' has shape {split[key].shape}: a modality needs at least one "
+                            "time step and one feature per sample")
     if "text_bert" in split and split["text_bert"].shape[1] != 3:
         raise DataError(f"{where}: '{name('text_bert')}' must be (N, 3, L) ids/mask/segments, "
                         f"got shape {split['text_bert'].shape}")

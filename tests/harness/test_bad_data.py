@@ -96,6 +96,11 @@ PICKLES: dict[str, tuple[Callable[[Path], None], str]] = {
                         "'text' is not numeric"),
     "class labels not class indices": (_with(_set("valid", "classification_labels", lambda a: a - 0.5)),
                                        "[valid]: 'classification_labels' must be non-negative whole numbers"),
+    # the model's sizes come from the data: an empty axis is the file's problem, not each grid point's
+    "audio with no time steps": (_with(lambda d: [d[s].update(audio=d[s]["audio"][:, :0]) for s in d]),
+                                 "[train]: 'audio' has shape (12, 0, 4): a modality needs at least one time step"),
+    "vision with no features": (_with(lambda d: [d[s].update(vision=d[s]["vision"][:, :, :0]) for s in d]),
+                                "[train]: 'vision' has shape (12, 6, 0)"),
     "empty training split": (lambda p: write_mmsa_pickle(p, sizes=(0, 5, 7)), "the train split has no samples"),
 }
 
@@ -108,7 +113,7 @@ def test_a_bad_mmsa_pickle_stops_the_study_before_it_starts(case, tmp_path):
     code, err = run_on(bad, tmp_path)
     assert code == 2, err
     assert str(bad) in err and phrase in err, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "grid point" not in err
     assert not (tmp_path / "results").exists()
 
 

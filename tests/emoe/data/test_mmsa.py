@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,17 @@ def test_whole_number_floats_and_zero_lengths_are_fine() -> None:
     train = validate_mmsa(raw, "memory", label_kind="classification").splits["train"]
     assert train["class_labels"].dtype == np.int64 and set(train["class_labels"]) == {2}
     assert train["audio_lengths"].dtype == np.int64 and not train["audio_lengths"].any()
+
+
+@pytest.mark.parametrize(("key", "cut", "shape"), [("audio", np.s_[:, :0], "(12, 0, 4)"),
+                                                   ("text", np.s_[:, :, :0], "(12, 6, 0)"),
+                                                   ("vision", np.s_[:, :, :0], "(12, 6, 0)")])
+def test_a_modality_without_steps_or_features_is_the_data_s_problem(key: str, cut: Any, shape: str) -> None:
+    """It used to pass the loader and come back as a configuration error (model.len_audio: must be a
+    positive integer, got 0), once per grid point, without naming the file."""
+    raw = make_mmsa_dict()
+    for split in raw.values():
+        split[key] = split[key][cut]
+    with pytest.raises(DataError, match=rf"^memory \[train\]: '{key}' has shape {re.escape(shape)}: a modality "
+                                        "needs at least one time step and one feature"):
+        validate_mmsa(raw, "memory")
