@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any, Literal
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
@@ -24,6 +25,8 @@ from emoe import __version__
 from emoe.data.arrays import DataSet
 from emoe.data.checks import DataError
 from emoe.data.mmsa import (
+    KNOWN_SIZES,
+    LABEL_KINDS,
     SPLITS,
     Expect,
     LabelKind,
@@ -38,12 +41,13 @@ from emoe.data.mmsa import (
 from emoe.data.verify import sha256_file, verify_checksums
 
 __all__ = ["FORMAT", "MANIFEST", "convert_mmsa", "load_converted", "load_data", "manifest_expect",
-           "read_manifest", "read_raw_text", "write_converted"]
+           "manifest_problems", "read_manifest", "read_raw_text", "write_converted"]
 
 FORMAT = "emoe-mmsa-npy"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _PICKLE_SUFFIXES = (".pkl", ".pickle")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _expect_to_json(expect: Expect) -> str | list[int] | None:
@@ -129,7 +133,7 @@ def convert_mmsa(pkl_path: str | os.PathLike[str], out_dir: str | os.PathLike[st
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and sanity-check ``manifest.json`` of a converted directory."""
+    """Read ``manifest.json`` of a converted directory and check its structure (``manifest_problems``)."""
     root = Path(path)
     mpath = root / MANIFEST
     if not root.is_dir():
@@ -143,13 +147,103 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DataError(f"{mpath}: unreadable manifest: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{mpath}: not an {FORMAT} manifest")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise DataError(f"{mpath}: format version {manifest['format_version']} is newer than this "
-                        f"code reads ({FORMAT_VERSION}); update emoe")
-    missing = [s for s in SPLITS if s not in manifest.get("splits", {})]
-    if missing:
-        raise DataError(f"{mpath}: manifest lacks split(s) {', '.join(missing)}")
+    version = manifest.get("format_version")
+    if _is_int(version) and version > FORMAT_VERSION:
+        raise DataError(f"{mpath}: format version {version} is newer than this code reads ({FORMAT_VERSION}); "
+                        "update emoe")
+    problems = manifest_problems(manifest)
+    if problems:
+        raise DataError("\n".join(f"{mpath}: {p}" for p in problems))
     return manifest
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """A JSON whole number (true and false are not numbers here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to 60 characters (a manifest may put a whole object where a number belongs)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _get(obj: dict[str, Any], key: str, where: str, problems: list[str], *, optional: bool = False) -> Any:
+    """``obj[key]``, or None with "missing key" noted in ``problems`` (unless ``optional``)."""
+    if key not in obj and not optional:
+        problems.append(f"{where + ': ' if where else ''}missing key '{key}'")
+    return obj.get(key)
+
+
+def _entry_problems(entry: object, where: str, *, array: bool) -> list[str]:
+    """What is wrong with one file entry: file (a relative path inside the directory), bytes, sha256, and
+    for an array its shape and dtype."""
+    if not isinstance(entry, dict):
+        return [f"{where}: expected an object with file, bytes, sha256, got {_shown(entry)}"]
+    problems: list[str] = []
+    file = _get(entry, "file", where, problems)
+    if file is not None:
+        parts = PurePosixPath(file).parts if isinstance(file, str) else ()
+        if not parts or parts[0] == "/" or ".." in parts or "\\" in file:
+            problems.append(f"{where}.file: must be a relative path inside the directory, got {_shown(file)}")
+    size = _get(entry, "bytes", where, problems)
+    if size is not None and not (_is_int(size) and size >= 0):
+        problems.append(f"{where}.bytes: must be a whole number of bytes, got {_shown(size)}")
+    digest = _get(entry, "sha256", where, problems)
+    if digest is not None and not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+        problems.append(f"{where}.sha256: must be 64 lower-case hex digits, got {_shown(digest)}")
+    if array:
+        shape = _get(entry, "shape", where, problems)
+        if shape is not None and not (isinstance(shape, list) and all(_is_int(n) and n >= 0 for n in shape)):
+            problems.append(f"{where}.shape: must be a list of whole numbers, got {_shown(shape)}")
+        dtype = _get(entry, "dtype", where, problems)
+        if dtype is not None and not isinstance(dtype, str):
+            problems.append(f"{where}.dtype: must be a numpy dtype string such as '<f4', got {_shown(dtype)}")
+    return problems
+
+
+def manifest_problems(manifest: dict[str, Any]) -> list[str]:
+    """Every way ``manifest``'s structure differs from what ``write_converted`` writes, as ``key: problem``
+    (a hand-edited or foreign manifest must not reach the loader as a KeyError or TypeError)."""
+    problems: list[str] = []
+    version = _get(manifest, "format_version", "", problems)
+    if version is not None and not (_is_int(version) and version >= 1):
+        problems.append(f"format_version: must be a whole number from 1 to {FORMAT_VERSION}, got {_shown(version)}")
+    kind = _get(manifest, "label_kind", "", problems)
+    if kind is not None and kind not in LABEL_KINDS:
+        problems.append(f"label_kind: must be one of {', '.join(LABEL_KINDS)}, got {_shown(kind)}")
+    source = _get(manifest, "source", "", problems)
+    if source is not None and not isinstance(source, str):
+        problems.append(f"source: must be the source file's name, got {_shown(source)}")
+    dataset = _get(manifest, "dataset", "", problems, optional=True)
+    if dataset is not None and not (isinstance(dataset, str) and dataset in KNOWN_SIZES):
+        problems.append(f"dataset: must be null or one of {', '.join(KNOWN_SIZES)}, got {_shown(dataset)}")
+    expect = _get(manifest, "expect", "", problems, optional=True)
+    named = isinstance(expect, str) and (expect == "none" or expect in KNOWN_SIZES)
+    sizes = isinstance(expect, list) and len(expect) == 3 and all(_is_int(n) and n >= 0 for n in expect)
+    if expect is not None and not (named or sizes):
+        problems.append(f"expect: must be null, 'none', a data set ({', '.join(KNOWN_SIZES)}) or three split "
+                        f"sizes, got {_shown(expect)}")
+    splits = _get(manifest, "splits", "", problems)
+    if splits is None:
+        return problems
+    if not isinstance(splits, dict):
+        return [*problems, f"splits: must be an object with {', '.join(SPLITS)}, got {_shown(splits)}"]
+    missing = [s for s in SPLITS if s not in splits]
+    if missing:
+        problems.append(f"splits: missing split(s) {', '.join(missing)}")
+    for name, split in splits.items():
+        where = f"splits.{name}"
+        if not isinstance(split, dict):
+            problems.append(f"{where}: must be an object with 'files', got {_shown(split)}")
+            continue
+        files = _get(split, "files", where, problems)
+        if files is not None and not isinstance(files, dict):
+            problems.append(f"{where}.files: must be an object (key: file entry), got {_shown(files)}")
+            continue
+        for key, entry in (files or {}).items():
+            problems += _entry_problems(entry, f"{where}.files.{key}", array=key != "raw_text")
+    return problems
 
 
 def _load_array(root: Path, entry: dict[str, Any], *, mmap: bool) -> np.ndarray:

@@ -126,6 +126,12 @@ def converted(tmp_path_factory) -> Path:
     return root / "good"
 
 
+def _edit_manifest(root: Path, edit: Callable[[dict[str, Any]], object]) -> None:
+    manifest = json.loads((root / "manifest.json").read_text())
+    edit(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _truncate(root: Path, rel: str) -> None:
     raw = (root / rel).read_bytes()
     (root / rel).write_bytes(raw[: len(raw) // 2])
@@ -154,6 +160,11 @@ CONVERTED: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "labels shorter than features": (
         lambda r: rewrite_converted(r, "train/labels.npy", np.load(r / "train/labels.npy")[:-3].copy()), "",
         "[train]: sample counts disagree: labels has 9"),
+    "manifest without label_kind": (lambda r: _edit_manifest(r, lambda m: m.pop("label_kind")), "manifest.json",
+                                    "missing key 'label_kind'"),
+    "manifest entry outside the directory": (
+        lambda r: _edit_manifest(r, lambda m: m["splits"]["train"]["files"]["text"].update(file="../../x.npy")),
+        "manifest.json", "splits.train.files.text.file: must be a relative path inside the directory"),
     # a manifest made to agree (sizes, checksums) with arrays a pickle would be refused for
     "labels not finite": (lambda r: rewrite_converted(r, "train/labels.npy", np.full(12, np.nan, np.float32)), "",
                           "[train]: 'labels' contain non-finite values"),

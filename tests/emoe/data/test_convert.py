@@ -192,3 +192,98 @@ def test_converted_class_labels_are_checked_and_whole_floats_accepted(tmp_path: 
     with pytest.raises(DataError, match=rf"{out} \[train\]: 'class_labels' must be non-negative whole numbers, "
                                         "got -1 in 1 place"):
         load_converted(out)
+
+
+def _edit(path: str, value: Any = None, *, delete: bool = False) -> Callable[[dict[str, Any]], None]:
+    """An edit of a manifest: set (or delete) the value at a dotted path."""
+    def edit(manifest: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        obj = manifest
+        for key in parents:
+            obj = obj[key]
+        if delete:
+            del obj[last]
+        else:
+            obj[last] = value
+    return edit
+
+
+# A hand-edited or foreign manifest (review A #4): one line per problem, naming manifest.json and the key.
+MANIFESTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "no label_kind": (_edit("label_kind", delete=True), "missing key 'label_kind'"),
+    "unknown label_kind": (_edit("label_kind", "banana"),
+                           "label_kind: must be one of mosi, sims, classification, got 'banana'"),
+    "format_version a string": (_edit("format_version", "2"),
+                                "format_version: must be a whole number from 1 to 1, got '2'"),
+    "format_version true": (_edit("format_version", True), "format_version: must be a whole number"),
+    "format_version newer": (_edit("format_version", 7), "format version 7 is newer than this code reads"),
+    "no files": (_edit("splits.train.files", delete=True), "splits.train: missing key 'files'"),
+    "files a list": (_edit("splits.valid.files", []), "splits.valid.files: must be an object"),
+    "split a string": (_edit("splits.test", "x"), "splits.test: must be an object with 'files', got 'x'"),
+    "splits missing one": (_edit("splits.valid", delete=True), "splits: missing split(s) valid"),
+    "entry without bytes": (_edit("splits.train.files.text.bytes", delete=True),
+                            "splits.train.files.text: missing key 'bytes'"),
+    "bytes a string": (_edit("splits.train.files.text.bytes", "4736"),
+                       "splits.train.files.text.bytes: must be a whole number of bytes, got '4736'"),
+    "entry outside the directory": (_edit("splits.train.files.audio.file", "../../elsewhere.npy"),
+                                    "splits.train.files.audio.file: must be a relative path inside the "
+                                    "directory, got '../../elsewhere.npy'"),
+    "entry absolute": (_edit("splits.test.files.vision.file", "/etc/passwd"),
+                       "splits.test.files.vision.file: must be a relative path inside the directory"),
+    "sha256 not hex": (_edit("splits.train.files.labels.sha256", "abc"),
+                       "splits.train.files.labels.sha256: must be 64 lower-case hex digits, got 'abc'"),
+    "shape a string": (_edit("splits.train.files.labels.shape", "12"),
+                       "splits.train.files.labels.shape: must be a list of whole numbers, got '12'"),
+    "dtype missing": (_edit("splits.train.files.labels.dtype", delete=True),
+                      "splits.train.files.labels: missing key 'dtype'"),
+    "raw_text without sha256": (_edit("splits.train.files.raw_text.sha256", delete=True),
+                                "splits.train.files.raw_text: missing key 'sha256'"),
+    "unknown dataset": (_edit("dataset", "imdb"), "dataset: must be null or one of mosi, mosei, sims, got 'imdb'"),
+    "expect two sizes": (_edit("expect", [1, 2]), "expect: must be null, 'none', a data set"),
+    "huge value shown short": (_edit("label_kind", {"x": "y" * 500}),
+                               "label_kind: must be one of mosi, sims, classification, got {'x': 'yyyyy"),
+}
+
+
+@pytest.mark.parametrize("case", list(MANIFESTS))
+def test_a_bad_manifest_is_named_by_key(case: str, tmp_path: Path, mmsa_pickle: Factory) -> None:
+    edit, message = MANIFESTS[case]
+    path, _ = mmsa_pickle()
+    out = tmp_path / "c"
+    manifest_path = convert_mmsa(path, out)
+    manifest = json.loads(manifest_path.read_text())
+    edit(manifest)
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(DataError) as info:
+        load_converted(out, verify_hash=True)
+    assert f"{manifest_path}: {message}" in str(info.value)
+    assert len(str(info.value)) < 400
+
+
+def test_every_manifest_problem_is_listed_on_its_own_line(tmp_path: Path, mmsa_pickle: Factory) -> None:
+    path, _ = mmsa_pickle()
+    out = tmp_path / "c"
+    manifest_path = convert_mmsa(path, out)
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["label_kind"]
+    del manifest["splits"]["test"]["files"]["audio"]["bytes"]
+    manifest["splits"]["train"]["files"]["labels"]["file"] = "../labels.npy"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(DataError) as info:
+        load_converted(out)
+    assert str(info.value).splitlines() == [
+        f"{manifest_path}: missing key 'label_kind'",
+        f"{manifest_path}: splits.train.files.labels.file: must be a relative path inside the directory, "
+        "got '../labels.npy'",
+        f"{manifest_path}: splits.test.files.audio: missing key 'bytes'"]
+
+
+def test_a_manifest_without_labels_names_the_split(tmp_path: Path, mmsa_pickle: Factory) -> None:
+    path, _ = mmsa_pickle()
+    out = tmp_path / "c"
+    manifest_path = convert_mmsa(path, out)
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["splits"]["train"]["files"]["labels"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=rf"^{out} \[train\]: missing key\(s\) labels; present: "):
+        load_converted(out)
