@@ -94,6 +94,8 @@ def _check_overrides(where: str, tree: dict[str, object]) -> list[str]:
 def _check_data(data: DataSpec) -> tuple[DataSpec, list[str]]:
     if data.path is None:
         return data, [f"data.synthetic.{e}" for e in synthetic_errors(data.synthetic)]
+    if not data.path.strip():  # "" would be resolved to the current directory
+        return data, ["data.path: empty (give an MMSA pickle or a converted directory, or data.synthetic)"]
     path, err = resolve_path(data.path)
     if err or path is None:
         return data, [f"data.path: {err}"]

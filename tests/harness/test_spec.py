@@ -95,6 +95,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "model.n_heads": {"type": "categorical", "choices": [4]}}}), "no valid configuration in the search space"),
     ("data file missing", _set(tiny_study(), "data", {"path": "/nonexistent/mosi.pkl"}),
      "data.path: file not found: /nonexistent/mosi.pkl"),
+    ("data path empty", _set(tiny_study(), "data", {"path": ""}),  # was the current directory
+     "data.path: empty (give an MMSA pickle or a converted directory, or data.synthetic)"),
+    ("data path blank", _set(tiny_study(), "data", {"path": "  "}), "data.path: empty"),
     ("environment variable unset", _set(tiny_study(), "data", {"path": "${EMOE_TEST_UNSET_VAR}/mosi.pkl"}),
      "data.path: environment variable EMOE_TEST_UNSET_VAR is not set"),
     ("unknown synthetic preset", _set(tiny_study(), "data", {"synthetic": {"preset": "huge"}}),
