@@ -6,12 +6,14 @@
 
 ``--expect none`` loads a subset of a known data set (e.g. MOSI-shaped with fewer samples); ``convert``
 records it in the manifest, so ``info``, ``load_data`` and studies honour it without repeating it.
-Exit status 0 on success, 2 on a data problem (the message names the file and the problem).
+Exit status 0 on success, 2 on a data problem (the message names the file and the problem), 141 (as for
+SIGPIPE) without a word when the reader of the output goes away (``info ... | head``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,7 +80,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    try:
+        status = _run(args)
+        sys.stdout.flush()  # here, not at exit, so a reader that went away is caught below
+    except BrokenPipeError:
+        # the reader closed the pipe (`| head`): stop quietly; stdout goes to /dev/null so the interpreter's
+        # own flush at exit does not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "convert":
             manifest = convert_mmsa(args.input, args.output, expect=_expect(args.expect),
@@ -98,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if path.is_dir():
                 m = read_manifest(path)
                 print(f"format:     {m['format']} v{m['format_version']} from {m['source']} "
-                      f"(recognised as {m['dataset'] or 'unknown'}"
+                      f"(recognised as {m.get('dataset') or 'unknown'}"
                       + (f"; converted with expect={m['expect']}" if m.get("expect") is not None else "") + ")"
                       + (", all SHA-256 verified" if args.verify else ""))
         print(describe(data))

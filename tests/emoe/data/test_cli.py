@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -31,6 +33,10 @@ def test_convert_then_info(tmp_path: Path, mmsa_pickle: Factory, capsys: pytest.
     assert "audio_lengths  <i8" in info and "d_audio=4" in info
     assert main(["info", str(path)]) == 0
     assert "unpickling runs code" in capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["dataset"]  # optional (null: not recognised); info's KeyError before
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["info", str(out)]) == 0 and "recognised as unknown" in capsys.readouterr().out
 
 
 def test_errors_exit_2_and_name_the_file(tmp_path: Path, mmsa_pickle: Factory,
@@ -64,3 +70,18 @@ def test_module_entry_point_describes_synthetic() -> None:
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr
     assert "synthetic:tiny(seed=0)" in run.stdout and "reliability" in run.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path: Path, mmsa_pickle: Factory) -> None:
+    """``info DIR --verify | head`` ended with a BrokenPipeError traceback. Here the pipe has no reader at
+    all from the start (closed before the command runs), so the first write fails without a race."""
+    path, _ = mmsa_pickle()
+    assert main(["convert", str(path), str(tmp_path / "c")]) == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        run = subprocess.run([sys.executable, "-m", "emoe.data", "info", str(tmp_path / "c"), "--verify"],
+                             stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert run.returncode == 141 and run.stderr == "", run.stderr
