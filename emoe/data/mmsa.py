@@ -194,8 +194,7 @@ def check_split(split: Mapping[str, np.ndarray], where: str,
 
     Required keys present; each array's dimensions and dtype kind (``_LAYOUT``); modalities with at least
     one step and one feature; BERT tokens as (N, 3, L); text features, labels and unimodal labels finite;
-    token ids, class labels and lengths non-negative whole numbers (lengths at most their modality's
-    steps), returned as int64; every array with the labels' sample count. Raises ``DataError`` naming
+    token ids, class labels and lengths non-negative whole numbers, returned as int64; every array with the labels' sample count. Raises ``DataError`` naming
     ``where`` and the key, called as ``names`` says (the pickle's own names).
     """
     def name(key: str) -> str:
@@ -229,9 +228,7 @@ def check_split(split: Mapping[str, np.ndarray], where: str,
             raise DataError(f"{where}: '{name(key)}' contain non-finite values (NaN or infinity)")
     out = dict(split)
     for key in (k for k, (_, kind) in _LAYOUT.items() if kind == "n" and k in split):
-        modality = key.removesuffix("_lengths")
-        steps = split[modality].shape[1] if modality in ("audio", "vision") else None
-        out[key] = _whole(split[key], f"{where}: '{name(key)}'", steps, modality)
+        out[key] = _whole(split[key], f"{where}: '{name(key)}'")
     n = len(out["labels"])
     wrong = [f"{name(k)} has {len(v)}" for k, v in out.items() if len(v) != n]
     if wrong:
@@ -239,21 +236,18 @@ def check_split(split: Mapping[str, np.ndarray], where: str,
     return out
 
 
-def _whole(arr: np.ndarray, what: str, high: int | None = None, modality: str = "") -> np.ndarray:
-    """``arr`` as int64 after checking that every value is a finite whole number >= 0 (and <= ``high``, the
-    time steps of ``modality`` for its lengths); ``DataError`` starting with ``what`` lists the bad values."""
+def _whole(arr: np.ndarray, what: str) -> np.ndarray:
+    """``arr`` as int64 after checking that every value is a finite whole number >= 0; ``DataError`` starting
+    with ``what`` lists the bad values. (Lengths are not bounded by their modality's steps: training does not
+    read them, and a file whose lengths count the frames before padding cut them must still load.)"""
     with np.errstate(invalid="ignore"):
         bad = arr < 0
         if arr.dtype.kind == "f":
             bad |= ~np.isfinite(arr) | (arr != np.round(arr))
-        if high is not None:
-            bad |= arr > high
     if bad.any():
         values = np.unique(arr[bad])
         shown = ", ".join(f"{v:g}" for v in values[:5]) + (f" ({len(values)} distinct)" if len(values) > 5 else "")
-        want = (f"whole numbers from 0 to {high} (the {modality}'s time steps)" if high is not None
-                else "non-negative whole numbers")
-        raise DataError(f"{what} must be {want}, got {shown} in {int(bad.sum())} place(s)")
+        raise DataError(f"{what} must be non-negative whole numbers, got {shown} in {int(bad.sum())} place(s)")
     return arr.astype(np.int64, copy=False)
 
 

@@ -5,6 +5,7 @@ directory is created, Ray is never started, and a resumed study's results are le
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import pickle

@@ -200,9 +200,8 @@ WHOLE_NUMBERS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         _first_class_labels(np.nan, -1, 0.5),
         r"\[train\]: 'classification_labels' must be non-negative whole numbers, got -1, 0\.5, nan in 3 place"),
     "class labels infinite": (_first_class_labels(np.inf), r"\[train\]: 'classification_labels' .* got inf"),
-    "lengths NaN": (_lengths(float("nan")), r"\[valid\]: 'audio_lengths' must be whole numbers from 0 to 8 "
-                                            r"\(the audio's time steps\), got nan in 5 place"),
-    "lengths beyond the steps": (_lengths(9), r"\[valid\]: 'audio_lengths' must be whole numbers from 0 to 8"),
+    "lengths NaN": (_lengths(float("nan")), r"\[valid\]: 'audio_lengths' must be non-negative whole numbers, "
+                                            r"got nan in 5 place"),
     "lengths negative": (_lengths(-1), r"\[valid\]: 'audio_lengths' .* got -1"),
     "lengths not numbers": (_lengths("x"), r"\[valid\]: 'audio_lengths' is not numeric"),
     "token ids fractional": (lambda raw: raw["test"]["text_bert"].__setitem__((0, 0, 0), 2.5),
