@@ -27,7 +27,7 @@ from harness.results.salvage import (
 from harness.results.sink import QUARANTINE, TABLES, ResultStore
 from harness.study.errors import StudyExistsError
 
-__all__ = ["damaged_files", "quarantine_damaged"]
+__all__ = ["damaged_files", "quarantine_damaged", "set_aside"]
 
 
 def _problem(table: str, path: Path) -> str | None:
@@ -94,6 +94,15 @@ def _set_aside(store: ResultStore, found: dict[Path, str]) -> tuple[Path, int]:
     with open(target / "reasons.txt", "a", encoding="utf-8") as fh:
         fh.writelines(notes)
     return target, len(reasons)
+
+
+def set_aside(store: ResultStore, reasons: dict[str, str]) -> Path:
+    """Move the given trials' files and compacted rows to a new ``quarantine/<time>/`` folder (kept, not
+    deleted; ``reasons.txt`` says why, ``reasons`` maps trial id -> why); the folder. Call under the lock."""
+    target = store.new_quarantine_folder()
+    store.quarantine(reasons, target)
+    extract_trials(store, set(reasons), target)
+    return target
 
 
 def quarantine_damaged(store: ResultStore, previous: dict[str, object], *,

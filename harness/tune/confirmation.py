@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import pandas as pd
+
+from harness.results.quarantine import set_aside
 from harness.results.sink import ResultStore
 from harness.study.confirm import CONFIRM, confirmation_plan, confirmation_trials, n_confirmation_configs
 from harness.study.plan import Plan
@@ -21,7 +24,9 @@ __all__ = ["run_confirmation"]
 def run_confirmation(plan: Plan, store: ResultStore, options: RunOptions, version: str,
                      tuned: RunOutcome) -> RunOutcome:
     """Train the study's top ``confirm.top`` configurations on ``confirm.seeds``; the outcome of both phases."""
-    trials = confirmation_trials(plan, store.read_trials())
+    rows = store.read_trials()
+    trials = confirmation_trials(plan, rows)
+    _set_aside_superseded(store, rows, {t.config_id for t in trials}, n_confirmation_configs(plan))
     if not trials:
         print("confirm: no completed configuration to confirm", flush=True)
         return tuned
@@ -36,3 +41,25 @@ def run_confirmation(plan: Plan, store: ResultStore, options: RunOptions, versio
         counts[status] = counts.get(status, 0) + n
     return RunOutcome(counts, tuned.complete and confirmed.complete, stopped=confirmed.stopped,
                       first_trial_s=confirmed.first_trial_s)
+
+
+def _set_aside_superseded(store: ResultStore, rows: pd.DataFrame, chosen: set[str], top: int) -> None:
+    """Move aside the confirmation trials of configurations no longer among the best ``top``.
+
+    The best configurations are picked from the tuning rows as they are when the confirmation runs; a
+    resume with ``--retry-failed`` can change those rows, and with them the best. The earlier confirmation
+    trials then confirm a configuration the study no longer selects: left in the results they would be
+    reported as confirmed too (``top: 1`` with two confirmed rows). They go to ``quarantine/`` (kept, with
+    the reason), so every reader sees the confirmation of the current best only.
+    """
+    if rows.empty or "phase" not in rows.columns:
+        return
+    old = rows[(rows["phase"] == CONFIRM) & ~rows["config_id"].isin(chosen)]
+    if old.empty:
+        return
+    why = (f"confirms a configuration no longer among the best {top} on the tuning seeds (the tuning rows changed "
+           "since it ran, e.g. retried trials)")
+    target = set_aside(store, {str(t): why for t in old["trial_id"]})
+    print(f"confirm: the best configuration(s) changed since the last confirmation; the {len(old)} earlier "
+          f"confirmation trial(s) of {', '.join(sorted(map(str, old['variant'].unique())))} moved to {target} "
+          "(kept, not deleted; not reported as confirmed)", flush=True)

@@ -3,6 +3,7 @@ trials built from the rows, and, on Ray, a whole study with its confirmation, it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -17,6 +18,7 @@ from harness.study.data import load_study_data
 from harness.study.errors import SpecError
 from harness.study.load import parse_spec
 from harness.study.plan import build_plan
+from harness.tune.runner import RunOptions
 from tests.harness.conftest import STUDIES, tiny_study
 
 
@@ -83,6 +85,43 @@ def test_confirmation_trials_rebuild_the_chosen_configurations_on_the_fresh_seed
         assert t.config_id == tuned[t.config.loss.distill_weight].config_id and t.config.train.seed == t.seed
     assert not {t.seed for t in confirm} & set(spec.seeds)
     assert not {t.trial_id for t in confirm} & set(rows["trial_id"])
+
+
+def test_a_confirmation_the_best_no_longer_needs_moves_aside(tmp_path, monkeypatch, capsys) -> None:
+    """top: 1 confirmed 0.0 while the 0.5 trial of seed 2 had failed; --retry-failed then made 0.5 the best.
+    The resume confirms 0.5, and 0.0's confirmation rows would have been reported as confirmed too (two
+    confirmed configurations of a top-1 study): they move to quarantine/, kept."""
+    import pyarrow as pa
+
+    from harness.results.sink import ResultStore
+    from harness.tune import confirmation
+    from harness.tune.runner import RunOutcome
+
+    spec = parse_spec(tiny_study(grid={"loss.distill_weight": [0.0, 0.5]}, confirm={"top": 1, "seeds": [7]}))
+    plan = build_plan(spec, load_study_data(spec.data))
+    store = ResultStore(tmp_path / "results", spec.name)
+    store.create("name: t\n", {"study": spec.name, "status": "running"})
+    objective = {0.0: 0.3, 0.5: 0.1}  # after the retry, 0.5 is the best
+    rows = [{"trial_id": t.trial_id, "config_id": t.config_id, "variant": t.variant, "seed": t.seed, "phase": "tune",
+             "status": "completed", "objective": objective[t.config.loss.distill_weight]} for t in plan.trials]
+    worst = next(t for t in plan.trials if t.config.loss.distill_weight == 0.0)
+    old = dataclasses.replace(worst, trial_id="abcdefabcdef", seed=7, phase="confirm")  # the earlier confirmation
+    rows.append({"trial_id": old.trial_id, "config_id": old.config_id, "variant": old.variant, "seed": 7,
+                 "phase": "confirm", "status": "completed", "objective": 0.35})
+    for row in rows:
+        store.write_table("trials", row["trial_id"], pa.Table.from_pylist([row]))
+        store.write_table("epochs", row["trial_id"], pa.table({"trial_id": [row["trial_id"]], "epoch": [1]}))
+    ran: list[list[float]] = []
+    monkeypatch.setattr(confirmation, "run_tune", lambda plan, *a, **k: (
+        ran.append([t.config.loss.distill_weight for t in plan.trials]), RunOutcome({"completed": 1}, True))[1])
+    confirmation.run_confirmation(plan, store, RunOptions(), "v", RunOutcome({"completed": 4}, True))
+    assert ran == [[0.5]]
+    left = store.read_trials()
+    assert old.trial_id not in set(left["trial_id"]) and len(left) == 4  # the tuning rows stay
+    (moved,) = (store.dir / "quarantine").iterdir()
+    assert (moved / "trials" / f"{old.trial_id}.parquet").exists() and (moved / "epochs" / f"{old.trial_id}.parquet").exists()
+    assert "no longer among the best 1" in (moved / "reasons.txt").read_text()
+    assert "earlier confirmation trial(s) of distill_weight=0 moved to" in capsys.readouterr().out
 
 
 def test_dry_run_counts_the_confirmation_trials_and_their_cost() -> None:
