@@ -238,6 +238,17 @@ def _finish(plan: Plan, store: ResultStore, *, report_now: bool = True, timings:
                 print(f"report: failed ({type(exc).__name__}: {exc}); the results are intact", file=sys.stderr)
 
 
+def _report_outdated(store: ResultStore) -> bool:
+    """Whether the study's report is missing or older than its newest trial row (``report.md`` is written
+    last, so a report cut short has none)."""
+    report = store.dir / "report.md"
+    if not report.exists():
+        return True
+    made = report.stat().st_mtime
+    rows = store.table_dir("trials")
+    return any(p.stat().st_mtime > made for p in rows.glob("*.parquet")) if rows.is_dir() else False
+
+
 def _record_timings(store: ResultStore, timings: Timings, finished_at: str) -> None:
     """Print the run's ``time:`` line and keep its phases in study.json, unless another driver has taken the
     study over since this one released it (it holds the lock, or its run has ended since: ``finished_at``)."""
@@ -342,10 +353,16 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
                   "nothing to resume"
                   + ("" if args.retry_failed or not recorded.failed else
                      f" ({len(recorded.failed)} failed: add --retry-failed to run them again)"))
-            if previous.get("status") != "finished" or previous.get("counts") != recorded.counts:
-                # e.g. a driver that died after the last row: study.json tells the truth from now on
-                store.update_info(status="finished", counts=recorded.counts)
-            _finish(plan, store, report_now=False)
+            try:
+                with store.lock():  # another driver may be running it (retrying its failed trials)
+                    if previous.get("status") != "finished" or previous.get("counts") != recorded.counts:
+                        # e.g. a driver that died after the last row: study.json tells the truth from now on
+                        store.update_info(status="finished", counts=recorded.counts)
+                    # a report cut short (Ctrl-C, a kill) or from before the last rows is made again
+                    _finish(plan, store, report_now=_report_outdated(store))
+            except StudyExistsError as exc:
+                print(f"error: {exc}; leaving it to that process", file=sys.stderr)
+                return 2
             return exit_status(recorded.counts, complete=True, stopped=None)
     if args.resume and previous is None:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")

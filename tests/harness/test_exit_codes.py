@@ -3,6 +3,7 @@ text comes back to the driver even when Tune kept it only in its trial folder (i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -60,6 +61,56 @@ def test_errors_found_after_reading_the_file_name_the_file(fields, message, writ
     err = capsys.readouterr().err
     assert err.startswith(f"error: {spec}: 1 problem(s):") and message in err, err
     assert not (tmp_path / "r").exists()
+
+
+def _finished_study(write_study, tmp_path: Path) -> tuple[list[str], Path]:
+    """A finished study (a row for every planned trial, report asked for) and the arguments resuming it."""
+    import json
+
+    import pyarrow as pa
+
+    from harness.results.sink import ResultStore
+    from harness.study.data import load_study_data
+    from harness.study.load import load_spec
+    from harness.study.plan import build_plan
+
+    path = write_study(tiny_study(name="done", report=True))
+    spec = load_spec(path)
+    store = ResultStore(tmp_path / "results", "done")
+    store.create("name: done\n", {"study": "done", "status": "finished", "counts": {"completed": 3}})  # stale
+    for trial in build_plan(spec, load_study_data(spec.data)).trials:
+        store.write_table("trials", trial.trial_id, pa.table({"trial_id": [trial.trial_id], "status": ["completed"]}))
+    assert json.loads(store.info_path.read_text())["status"] == "finished"
+    return [str(path), "--results", str(tmp_path / "results"), "--resume"], store.dir
+
+
+def test_resuming_a_finished_study_remakes_a_report_that_is_missing_or_older_than_its_rows(
+        write_study, tmp_path, monkeypatch, capsys):
+    # a Ctrl-C or a kill during the report left none (or half of one); the resume said "nothing to resume"
+    import harness.run as run
+
+    args, study = _finished_study(write_study, tmp_path)
+    asked: list[bool] = []
+    monkeypatch.setattr(run, "_finish", lambda plan, store, *, report_now=True, timings=None: asked.append(report_now))
+    assert main(args) == 0 and asked == [True]  # no report.md
+    (study / "report.md").write_text("# an earlier report\n")
+    assert main(args) == 0 and asked[-1] is False  # newer than every row: kept
+    newest = max(p.stat().st_mtime for p in (study / "trials").glob("*.parquet"))
+    os.utime(study / "report.md", (newest - 60, newest - 60))
+    assert main(args) == 0 and asked[-1] is True
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_resuming_a_finished_study_another_driver_holds_changes_nothing(write_study, tmp_path, capsys):
+    # a driver retrying its failed trials holds the study; a plain --resume used to mark it finished anyway
+    from harness.results.sink import ResultStore
+
+    args, study = _finished_study(write_study, tmp_path)
+    info = (study / "study.json").read_text()
+    with ResultStore(tmp_path / "results", "done").lock():
+        assert main(args) == 2
+    assert "another process is running this study" in capsys.readouterr().err
+    assert (study / "study.json").read_text() == info and not (study / "report.md").exists()
 
 
 def test_the_exit_status_rule():
