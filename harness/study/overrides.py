@@ -122,6 +122,9 @@ def apply_set_overrides(raw: object, overrides: list[str], *, source: str = "<sp
         if not sep or not path or "" in path.split("."):
             errors.append(f"--set {item!r}: expected PATH=VALUE, e.g. base.train.max_epochs=3")
             continue
+        if not text.strip() and path == "data.path":  # a path from an unset shell variable, most likely
+            errors.append("--set data.path: empty (a shell variable that is not set?); give the data file's path")
+            continue
         try:
             value = yaml.load(text, Loader=UniqueKeyLoader) if text.strip() else None
         except Exception as exc:  # YAML errors, and values PyYAML cannot build (see read_yaml)

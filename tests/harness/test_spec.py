@@ -217,6 +217,9 @@ def test_set_overrides_any_field_with_yaml_values(write_study):
         load_spec(path, ["seeds"])
     with pytest.raises(SpecError, match=r"base\.train\.lr: expected a number"):
         load_spec(path, ["base.train.lr=quick"])
+    for empty in ("data.path=", "data.path=  "):  # `--set data.path=$UNSET`: it kept the synthetic data silently
+        with pytest.raises(SpecError, match=r"--set data\.path: empty \(a shell variable that is not set\?\)"):
+            load_spec(path, [empty])
 
 
 def test_environment_variables_expand_in_data_paths(write_study, tmp_path, monkeypatch):
