@@ -170,6 +170,8 @@ def paired_comparison(df: pd.DataFrame, *, baseline: Hashable, metrics: Sequence
     metrics = list(metrics)
     _check_columns(df, [group, pair, *metrics], "paired_comparison")
     if baseline not in set(df[group]):
+        if df.empty:
+            raise ValueError("no completed trials to compare")
         raise ValueError(f"baseline {baseline!r} not among {group} values {sorted(map(str, df[group].unique()))}")
     dup = df.duplicated([group, pair])
     if dup.any():

@@ -62,6 +62,8 @@ def plot_sensitivity(trials: pd.DataFrame, *, x: str, y: str, hue: str | None = 
     """
     require_columns(trials, [x, y, hue], "plot_sensitivity")
     data = completed_rows(trials)
+    if data.empty:
+        raise ValueError("no completed trials to plot")
     if not pd.api.types.is_numeric_dtype(data[x]):
         raise TypeError(f"plot_sensitivity: x={x!r} must be numeric (use plot_ablation for named variants)")
     ax = new_axes(ax)

@@ -119,3 +119,14 @@ def test_paired_reference_plots_differences_to_the_same_seed(grid_dir: Path) -> 
     assert ax.get_legend().get_texts()[0].get_text().startswith("paired Δ (same seed): mean ± 95% CI")
     with pytest.raises(ValueError, match=r"reference 0\.2"):
         plot_sensitivity(trials, x="loss.distill_weight", y="test_mae", reference=0.2)
+
+
+def test_a_study_without_completed_trials_says_so(grid_dir: Path) -> None:
+    # every trial diverged: the report's skip reason was numpy's "ufunc 'isfinite' not supported ..."
+    from reports.stats import paired_comparison
+
+    diverged = load_study(grid_dir).trials.assign(status="diverged")
+    with pytest.raises(ValueError, match="no completed trials to plot"):
+        plot_sensitivity(diverged, x="loss.distill_weight", y="test_mae")
+    with pytest.raises(ValueError, match="no completed trials to compare"):
+        paired_comparison(diverged[diverged["status"] == "completed"], baseline="x", metrics=["test_mae"])
