@@ -21,7 +21,7 @@ __all__ = ["load_spec", "parse_spec"]
 
 def _errors_of_the_rest(raw: dict[str, object], exc: ValidationError) -> list[str]:
     """Meaning errors of the top-level fields that passed pydantic, so that a misspelt key or a wrong type
-    does not hide the rest (combinations of fields are not checked: they may depend on the bad ones)."""
+    does not hide the rest (combinations of fields only when the fields they depend on are among those)."""
     if any(not e["loc"] for e in exc.errors()):  # a rule between fields (e.g. grid and search): stop here
         return []
     bad = {e["loc"][0] for e in exc.errors()}
@@ -32,7 +32,9 @@ def _errors_of_the_rest(raw: dict[str, object], exc: ValidationError) -> list[st
         partial = StudySpec.model_validate(rest)
     except ValidationError:
         return []
-    return check_semantics(partial, combinations=False)[1]
+    # combinations need only base and what varies: a misspelt other key must not hide a bad grid point
+    return check_semantics(partial, combinations=not bad & {"base", "grid", "ablation", "search", "seeds",
+                                                             "confirm"})[1]
 
 
 def parse_spec(raw: object, *, source: str = "<spec>") -> StudySpec:

@@ -237,10 +237,12 @@ def _check_points(spec: StudySpec) -> list[str]:
 
 def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[StudySpec, list[str]]:
     """The spec with its data path resolved, and every meaning error (empty when it can run).
-    ``combinations=False`` checks fields one by one only (not grid points, variants or a search space as
-    wholes): for the rest of a file whose other fields are invalid."""
+    Grid points, variants and the search space are checked as wholes whenever base and the varied values
+    are valid field by field, whatever else is wrong. ``combinations=False`` checks fields one by one only:
+    for the rest of a file whose base or varied fields did not even parse."""
     data, errors = _check_data(spec.data)
     spec = spec.model_copy(update={"data": data})
+    before_points = len(errors)  # the combinations below depend on base and the varied values only
     base_errors = _check_overrides("base", spec.base)
     overrides_ok = not base_errors  # the device check below reads base and the variants
     errors += base_errors
@@ -267,6 +269,7 @@ def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[Stud
             errors += variant_errors
     if spec.search is not None:
         errors += _check_search(spec, feasibility=combinations)
+    points_checkable = len(errors) == before_points  # base, grid and variants are valid field by field
     metric = spec.objective.metric
     name = metric.removeprefix("valid_")
     if metric.startswith("test_"):
@@ -282,8 +285,8 @@ def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[Stud
         if reused:
             errors.append(f"confirm.seeds: must be fresh, but {reused} also tune (seeds: {spec.seeds}); a "
                           "configuration selected on a seed cannot be confirmed on that same seed")
-    if not errors and combinations and spec.kind != "search":
-        errors += _check_points(spec)
+    if points_checkable and combinations and spec.kind != "search":
+        errors += _check_points(spec)  # also beside other fields' errors: every error at once
     if overrides_ok:
         errors += device_errors(spec)
     if not errors:

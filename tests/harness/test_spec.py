@@ -183,6 +183,16 @@ def test_every_error_is_reported_at_once(write_study):
     assert "base.train.lr" in joined and "model.dmodel" in joined and "data.path" in joined
 
 
+@pytest.mark.parametrize("other", [{"shedule": {"name": "asha"}}, {"data": {"path": "/nonexistent/x.pkl"}}])
+def test_a_bad_grid_point_is_listed_beside_the_other_fields_errors(write_study, other):
+    # a grid point was checked only when nothing else was wrong: the user fixed the file in rounds
+    study = {**_set(tiny_study(), "grid", {"model.n_heads": [2, 3]}), **other}
+    with pytest.raises(SpecError) as info:
+        load_spec(write_study(study))
+    assert len(info.value.errors) == 2, info.value.errors
+    assert any("grid point n_heads=3: model.n_heads: must divide d_model" in e for e in info.value.errors)
+
+
 def test_yaml_problems_are_spec_errors(write_study, tmp_path):
     with pytest.raises(SpecError, match="duplicate key 'seeds'"):
         load_spec(write_study("name: a\nseeds: [1]\nseeds: [2]\n"))
