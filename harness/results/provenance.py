@@ -23,8 +23,8 @@ __all__ = ["PACKAGES", "ProjectVersion", "gpu_names", "machine", "node_machine",
 #: Distributions whose versions change a study's numbers or its behaviour.
 PACKAGES = ("torch", "ray", "optuna", "numpy", "pandas", "pyarrow", "scipy")
 
-#: The project's root: the folder that holds the ``harness`` package.
-_ROOT = Path(__file__).resolve().parent.parent
+#: The project's root: the folder that holds the ``harness`` package (this file is harness/results/...).
+_ROOT = Path(__file__).resolve().parents[2]
 _DIST = "emoe-harness"
 
 ProjectVersion = dict[str, str | bool | None]

@@ -37,6 +37,16 @@ def test_a_checkout_of_the_project_gives_its_commit_and_whether_it_was_modified(
     assert project_version(repo)["modified"] is True
 
 
+def test_by_default_the_project_is_the_folder_that_holds_harness() -> None:
+    # the default root pointed at harness/ itself once the module moved to harness/results/: every study.json
+    # and report sidecar recorded commit null (source "package"), even in a git clone
+    import harness.results.provenance as prov
+
+    assert prov._ROOT == ROOT and (ROOT / "harness" / "__init__.py").is_file()
+    if (ROOT / ".git").exists():  # a checkout (CI clones one): its commit is recorded
+        assert project_version()["commit"] == _git(ROOT, "rev-parse", "HEAD")
+
+
 def test_a_copy_inside_another_repository_does_not_take_that_repositorys_commit(tmp_path: Path) -> None:
     outer = tmp_path / "paper"
     project = outer / "vendor" / "emoe-harness"
