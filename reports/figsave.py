@@ -48,6 +48,16 @@ ITEMS_PER_WORKER = 3
 _HEADER = struct.Struct("!Q")
 
 
+def _file_mode() -> int:
+    """The mode ``open`` gives a new file under this process's umask (0644 under the usual 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_target(path: Path) -> Iterator[Path]:
     """A hidden temporary path next to ``path`` to write to; renamed to ``path`` when the block succeeds
@@ -56,6 +66,7 @@ def atomic_target(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes it private (0600); a report is for colleagues to read too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

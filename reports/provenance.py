@@ -8,13 +8,13 @@ trials and the seeds. Everything comes from ``study.json`` and the loaded trials
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from reports.figsave import atomic_target
 
 __all__ = ["SIDECAR_SUFFIX", "latex_comment", "stamp", "study_stamp"]
 
@@ -49,14 +49,8 @@ def latex_comment(stamp_: dict[str, Any]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def stamp(paths: Iterable[Path], stamp_: dict[str, Any]) -> list[Path]:

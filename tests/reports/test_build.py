@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable
+import os
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,11 @@ def test_ablation_report(ablation_dir: Path, tmp_path: Path) -> None:
     assert all(p.stat().st_size > 0 for p in paths)
     assert _png_size(tmp_path / "figures/ablation_delta.png")[0] == round(6.9 * PNG_DPI)  # page width
     tex = (tmp_path / "tables/ablation.tex").read_text()
+    # readable as the results are (mkstemp made every report file 0600: colleagues on shared storage could
+    # read the Parquet files but not the figures, tables or report.md)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert {p.stat().st_mode & 0o777 for p in paths} == {0o666 & ~mask}
     assert all(line.isascii() for f in (tmp_path / "tables").glob("*.tex")  # what pdflatex reads is ASCII
                for line in f.read_text().splitlines() if not line.startswith("%"))
     assert r"\toprule" in tex and r"no\_unimodal & 4 &" in tex and r"$^\dagger$" in tex  # rows tied with the best
