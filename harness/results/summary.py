@@ -2,7 +2,8 @@
 
 Pure pandas on the Parquet rows (``docs/results.md``), so it works the same on a finished study read
 back from disk. Configurations are grouped by ``config_id`` (one label per configuration); statistics
-use completed and diverged trials (those that ran to their own end); pruned and failed are counted.
+use completed trials only, as the confirmation's choice of the best and the reports do (diverged, pruned
+and failed trials are counted), so the best configuration printed is the one a study confirms.
 The table and the best configuration come from the tuning trials; a study with confirmation trials
 (``phase: confirm``) gets one more block: each confirmed configuration's tuning-seed mean next to its
 fresh-seed mean (the winner's curse, measured).
@@ -43,7 +44,7 @@ def summarize(trials: pd.DataFrame, *, mode: str) -> pd.DataFrame:
     """
     if trials.empty:
         return pd.DataFrame()
-    ran = trials[trials["status"].isin(["completed", "diverged"])]
+    ran = trials[trials["status"] == "completed"]
     metrics = ["objective", *[m for m in SUMMARY_TEST_METRICS if m in trials.columns]]
     counts = trials.groupby("config_id")["status"].value_counts().unstack(fill_value=0)
     labels = trials.groupby("config_id")["variant"].first()

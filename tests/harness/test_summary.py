@@ -35,3 +35,17 @@ def test_best_configuration_and_text():
     assert text.splitlines()[0] == "best configuration (mean over seeds): dw=1 (loss.distill_weight=1.0) — valid_mae 0.9000 ± 0.1000"
     assert "1.0000 ± 0.1000" in text  # test_mae of the best
     assert format_summary(pd.DataFrame(), objective="valid_mae", mode="min", varied=[]) == "no trials recorded"
+
+
+def test_the_best_is_the_configuration_the_study_confirms_diverged_trials_left_out():
+    # a diverged trial's selected epoch still has an objective; the summary averaged it while the
+    # confirmation (select_top) and the reports use completed trials only, so the printed best could
+    # differ from the confirmed one, and a study where everything diverged still printed a "best"
+    from harness.study.confirm import select_top
+
+    trials = _trials().assign(phase="tune")
+    trials.loc[(trials["config_id"] == "a") & (trials["seed"] == 3), ["status", "objective"]] = ["diverged", 0.1]
+    best = best_configuration(trials, mode="min", varied=["loss.distill_weight"])
+    assert best["config_id"] == select_top(trials, k=1, mode="min")[0] == "b"
+    assert summarize(trials, mode="min").loc["a", "diverged"] == 1
+    assert best_configuration(trials.assign(status="diverged"), mode="min", varied=[]) is None
