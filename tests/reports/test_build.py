@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
 from collections.abc import Callable
-import os
 from pathlib import Path
 
 import pytest
