@@ -41,3 +41,7 @@ class PlannedTrials(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict[str, object] | None = None,
                           error: bool = False) -> None:
         """Nothing to learn: the plan is fixed."""
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Nothing to save: a resume plans its trials from the study's rows, not from Tune's searcher state.
+        (Tune's default logged "save not implemented for Searcher" in every grid and ablation run.)"""

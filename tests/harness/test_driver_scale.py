@@ -35,6 +35,19 @@ def test_a_grids_planned_trials_are_suggested_once_each_in_plan_order_and_not_co
     assert search.suggest("one more") == Searcher.FINISHED and len(search) == 0
 
 
+def test_saving_the_planned_searcher_writes_and_logs_nothing(tmp_path, monkeypatch):
+    # Tune saves its searcher every few seconds; the base class tried save() and logged "save not
+    # implemented for Searcher. Skipping save." in every grid and ablation run
+    from harness.tune.planned import PlannedTrials
+
+    def refuse(self, path):  # type: ignore[no-untyped-def]
+        raise AssertionError("nothing to save: a resume plans from the rows")
+
+    monkeypatch.setattr(PlannedTrials, "save", refuse)
+    PlannedTrials(_trials()).save_to_dir(str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_progress_printer_takes_a_settled_trials_status_from_the_recorder_without_reading_its_row(tmp_path):
     from types import SimpleNamespace
 
