@@ -1,7 +1,7 @@
 """Typed, frozen configuration of EMOE: model, losses and training.
 
 Every field a study may vary lives here, with the reference default for CMU-MOSI
-(see ``shared/EMOE_SPEC.md``). ``validate()`` returns every problem at once as
+(the EMOE paper and its official code). ``validate()`` returns every problem at once as
 ``"field: message"`` strings; ``__post_init__`` raises ``ConfigError`` listing them.
 The package stays free of YAML/Ray: the harness builds these from validated specs.
 """

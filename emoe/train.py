@@ -1,6 +1,6 @@
 """Training EMOE the reference way: Adam, accumulation windows, plateau LR, selection on validation.
 
-``fit`` runs the loop of ``shared/EMOE_SPEC.md`` "Training" with a per-epoch callback (for reporting,
+``fit`` runs the reference training loop with a per-epoch callback (for reporting,
 pruning and checkpointing) and exact resumption; ``train_emoe`` seeds, builds the model and fits.
 """
 
