@@ -14,6 +14,7 @@ connection retries, and ``check_fits`` compares a trial's CPUs and GPUs with the
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -113,10 +114,37 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0, stop_in_backgroun
         raise
     if stop_in_background:
         global _stopping
-        _stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown")
+        collecting = _release_ray_objects()
+        _stopping = threading.Thread(target=_stop_collected, args=(ray, collecting), name="ray-shutdown")
         _stopping.start()
     else:
         ray.shutdown()
+
+
+def _release_ray_objects() -> bool:
+    """Before a shutdown in the background: release the Ray objects nothing refers to any more, and keep the
+    cyclic garbage collector from running until the shutdown has ended (``_stop_collected``).
+
+    Tune leaves object refs and actor handles in reference cycles (its trials, their futures); the
+    collector frees them whenever it runs, on whichever thread allocates. Freeing one calls into the core
+    worker, and while ``ray.shutdown`` is stopping it that call ends the process at once ("The core worker
+    has already been shutdown ... The process will exit", exit status 1, seen once in three Ctrl-C's of a
+    simulated search: a collection on the main thread as the summary was being read). Returns whether
+    the collector was on (it is turned on again only then).
+    """
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    return collecting
+
+
+def _stop_collected(ray: Any, collecting: bool) -> None:
+    """``ray.shutdown``, then the garbage collector runs again if it did before (``_release_ray_objects``)."""
+    try:
+        ray.shutdown()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def quiet_local_auth() -> None:

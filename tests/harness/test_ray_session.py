@@ -71,3 +71,39 @@ def test_a_runtime_stops_in_the_background_after_a_normal_end_and_at_once_after_
     assert alive_at_init == [False]  # the previous stop had ended before Ray started again
     assert stopped_in[-1] == threading.current_thread().name  # after an error: at once, in this thread
     assert cluster._stopping is None
+
+
+def test_ray_objects_nobody_refers_to_are_released_before_a_background_stop_and_none_during_it(init_calls,
+                                                                                              monkeypatch):
+    """Object refs and actor handles that Tune left in reference cycles call into the core worker when the
+    collector frees them: during ``ray.shutdown`` that ended the process (exit 1, no summary). They are
+    collected before the stop starts, and the collector is off until it has ended."""
+    import gc
+    import threading
+
+    from harness.tune import cluster
+
+    events: list[object] = []
+    stopping, release = threading.Event(), threading.Event()
+
+    class RayObject:  # in a reference cycle, like Tune's trials and the refs they hold
+        def __init__(self) -> None:
+            self.cycle = self
+
+        def __del__(self) -> None:
+            events.append("released")
+
+    def shutdown() -> None:
+        events.append(("shutdown, collector on", gc.isenabled()))
+        stopping.set()
+        assert release.wait(120), "never released"
+
+    monkeypatch.setattr(ray, "shutdown", shutdown)
+    assert gc.isenabled()
+    with ray_session(RaySettings(num_cpus=1), stop_in_background=True):
+        RayObject()
+    assert stopping.wait(120)
+    assert events == ["released", ("shutdown, collector on", False)] and not gc.isenabled()
+    release.set()
+    cluster.wait_for_ray_stop()
+    assert gc.isenabled()
