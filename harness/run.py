@@ -403,7 +403,8 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
                 store.update_info(status="interrupted", counts=study_state(plan, store).counts,
                                   finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
                 raise
-            if plan.spec.confirm is not None and outcome.complete:  # top configurations on fresh seeds
+            # top configurations on fresh seeds; not after a Ctrl-C, even one as the tuning phase ended (every row)
+            if plan.spec.confirm is not None and outcome.complete and outcome.stopped is None:
                 from harness.tune.confirmation import run_confirmation
                 with timings.phase("confirm"):
                     confirmed = run_confirmation(plan, store, options, version, outcome)

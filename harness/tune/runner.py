@@ -355,6 +355,8 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         finally:
             clear_scratch(store)  # what attempts killed while reporting a checkpoint left in /tmp
         reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__
+        if stopper.reason is None and _INTERRUPTED.is_set():  # a Ctrl-C after Tune's last look, with no trial left
+            stopper.reason = "interrupted"
     state = study_state(plan, store)
     # failed trials being retried keep their old row until they end: cut short, they are not done either
     complete = state.missing == 0 and not (stopper.reason and options.retry_failed and state.failed)
