@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -368,7 +369,7 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
     from harness.results.study_provenance import resume_record
     from harness.tune.cluster import ClusterError, RaySettings, wait_for_ray_stop
-    from harness.tune.runner import RunOptions, code_version, run_tune
+    from harness.tune.runner import RunOptions, budget_deadline, code_version, run_tune
 
     version = code_version()
     options = RunOptions(resume=previous is not None, retry_failed=args.retry_failed,
@@ -395,6 +396,7 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
                                   resumes=resume_record(previous, plan.spec.data.path, plan.data.key, now))
             print(f"study {plan.spec.name}: {plan.n_trials} {_trials_word(plan)} -> {store.dir}", flush=True)
             started = True
+            options = dataclasses.replace(options, deadline=budget_deadline(plan))  # one budget for both phases
             try:
                 with timings.phase("tuning"):
                     outcome = run_tune(plan, store, options, version)

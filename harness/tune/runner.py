@@ -58,8 +58,8 @@ if TYPE_CHECKING:
     from emoe.data.arrays import DataSet
     from harness.study.trial import Trial
 
-__all__ = ["RunOptions", "RunOutcome", "StudyStopper", "code_version", "data_bytes", "experiment_dir",
-           "make_context", "make_scheduler", "run_tune", "share_data"]
+__all__ = ["RunOptions", "RunOutcome", "StudyStopper", "budget_deadline", "code_version", "data_bytes",
+           "experiment_dir", "make_context", "make_scheduler", "run_tune", "share_data"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ class RunOptions:
     ray: RaySettings = field(default_factory=RaySettings)
     progress_interval_s: float = 10.0
     phase: str = "tune"  # "confirm": the confirmation trials, a Tune experiment of their own (tune-confirm/)
+    #: when the command's time budget runs out (``budget_deadline``); None: the study's budget from now
+    deadline: float | None = None
 
 
 @dataclass
@@ -231,21 +233,34 @@ def share_data(plan: Plan) -> ObjectRef[DataSet]:
     return ref
 
 
+def _now() -> float:
+    """The clock of time budgets (``time.monotonic``)."""
+    return time.monotonic()
+
+
+def budget_deadline(plan: Plan) -> float | None:
+    """When the study's ``time_budget_s`` runs out if it starts now (on ``_now``'s clock); None: no budget."""
+    budget = plan.spec.time_budget_s
+    return None if budget is None else _now() + budget
+
+
 class StudyStopper(tune.Stopper):
     """Ends the whole study on the harness's terms: the time budget ran out, or the user interrupted.
 
     Tune's own ``time_budget_s`` would be saved with its experiment state, and its SIGINT handler ends a
     run that looks like any other; this stopper says which of the two ended it (``reason``). Tune stops
-    the running trials, and they get no row: a resume runs them again from their checkpoints.
+    the running trials, and they get no row: a resume runs them again from their checkpoints. The budget
+    is a ``deadline`` (``budget_deadline``), one per command: the confirmation phase has what the tuning
+    phase left of it.
     """
 
-    def __init__(self, budget_s: float | None):
-        self.budget_s = budget_s
+    def __init__(self, deadline: float | None):
+        self.deadline = deadline
         self.start = time.monotonic()
         self.reason: str | None = None
 
     def budget_spent(self) -> bool:
-        return self.budget_s is not None and time.monotonic() - self.start >= self.budget_s
+        return self.deadline is not None and _now() >= self.deadline
 
     def __call__(self, trial_id: str, result: dict[str, object]) -> bool:
         return False
@@ -326,13 +341,15 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         todo = [t for t in plan.trials if not ctx.settled(_row_status(state, t.trial_id))]
     else:
         todo = retry
-    stopper = StudyStopper(plan.spec.time_budget_s)
+    stopper = StudyStopper(options.deadline if options.deadline is not None else budget_deadline(plan))
     if plan.trials and not todo:
         return RunOutcome(state.counts, True)
     stacked = bool(plan.trials) and not plan.spec.simulated  # simulated trials always run alone
     units: list[Trial | Stack] = (plan_stacks(todo, plan.spec.resources, slots=_slots(plan)).units if stacked
                                   else list(todo))
     with _sigint_stops_the_study():
+        if stopper.stop_all():  # the deadline came before this run (between a command's phases)
+            return _outcome(plan, store, options, stopper, None)
         data_ref = share_data(plan)
         trainable = tune.with_resources(tune.with_parameters(_trainable_of(plan), data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
@@ -357,10 +374,16 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__
         if stopper.reason is None and _INTERRUPTED.is_set():  # a Ctrl-C after Tune's last look, with no trial left
             stopper.reason = "interrupted"
+    return _outcome(plan, store, options, stopper, printer)
+
+
+def _outcome(plan: Plan, store: ResultStore, options: RunOptions, stopper: StudyStopper,
+             printer: ProgressPrinter | None) -> RunOutcome:
+    """What a run left, from the recorded rows (``printer``: its progress, None when no Tune run started)."""
     state = study_state(plan, store)
     # failed trials being retried keep their old row until they end: cut short, they are not done either
     complete = state.missing == 0 and not (stopper.reason and options.retry_failed and state.failed)
-    first = None if printer.first_running is None else printer.first_running - stopper.start
+    first = None if printer is None or printer.first_running is None else printer.first_running - stopper.start
     return RunOutcome(state.counts, complete, stopped=stopper.reason, first_trial_s=first)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -57,6 +58,34 @@ def test_a_ctrl_c_as_the_tuning_phase_ends_stops_the_study_before_its_confirmati
     assert len(rows) == 4 and set(rows["phase"]) == {"tune"}
     info = _info(root)
     assert info["status"] == "interrupted" and info["counts"] == {"completed": 4}
+
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0
+    assert set(_rows(root)["phase"]) == {"tune", "confirm"}
+
+
+@pytest.mark.ray
+def test_the_time_budget_is_one_per_command_and_the_confirmation_gets_what_tuning_left(
+        ray_cluster, write_study, tmp_path, capsys, monkeypatch):
+    """The budget runs out as the tuning phase ends (its clock moved on by the budget): the confirmation
+    does not start a budget of its own, the run is incomplete (exit 4) and --resume confirms."""
+    from harness.run import EXIT_INCOMPLETE, main
+    from harness.tune import runner
+
+    tuning = runner.run_tune
+
+    def tune_then_spend_the_budget(*args, **kwargs):
+        outcome = tuning(*args, **kwargs)
+        monkeypatch.setattr(runner, "_now", lambda: time.monotonic() + 3600, raising=False)
+        return outcome
+
+    monkeypatch.setattr(runner, "run_tune", tune_then_spend_the_budget)
+    args = [str(_confirming_study(write_study, time_budget_s=3600)), "--results", str(tmp_path / "results")]
+    assert main(args) == EXIT_INCOMPLETE
+    out = capsys.readouterr().out
+    root = tmp_path / "results" / "stop"
+    assert "incomplete (the time budget ran out)" in out and "--resume" in out
+    assert set(_rows(root)["phase"]) == {"tune"} and _info(root)["status"] == "incomplete"
 
     monkeypatch.undo()
     assert main([*args, "--resume"]) == 0
