@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from emoe.data.checks import DataError
 from emoe_schema import SCHEMA_VERSION, SIMULATED_NOTE
+from harness.interrupt import interrupted, signals_stop
 from harness.study.errors import SpecError, StudyExistsError
 from harness.study.load import load_spec
 from harness.study.params import ParamValue, flatten
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from harness.results.sink import ResultStore
     from harness.study.plan import Plan
     from harness.tune.cluster import RaySettings
+    from harness.tune.runner import RunOptions, RunOutcome
 
 __all__ = ["EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "EXIT_NONE_COMPLETED", "RESUME_FREE", "check_options",
            "check_results_root", "exit_status", "main", "parse_args", "prepare"]
@@ -369,7 +371,7 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
     from harness.results.study_provenance import resume_record
     from harness.tune.cluster import ClusterError, RaySettings, wait_for_ray_stop
-    from harness.tune.runner import RunOptions, budget_deadline, code_version, run_tune
+    from harness.tune.runner import RunOptions, budget_deadline, code_version
 
     version = code_version()
     options = RunOptions(resume=previous is not None, retry_failed=args.retry_failed,
@@ -385,7 +387,10 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
     started = False
     try:
         # Ray first: a cluster that cannot be reached or cannot host a trial creates nothing.
-        with _connect(plan, options.ray, timings), store.lock():
+        with (_connect(plan, options.ray, timings), store.lock(),
+              signals_stop("stopping the running trials and recording what finished")):
+            if interrupted():  # a signal as the run begins: nothing is created
+                raise KeyboardInterrupt
             if previous is None:
                 if store.exists():  # another driver created the study since check_existing: never overwrite
                     check_existing(store, plan.spec, resume=False)
@@ -396,27 +401,20 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
                                   resumes=resume_record(previous, plan.spec.data.path, plan.data.key, now))
             print(f"study {plan.spec.name}: {plan.n_trials} {_trials_word(plan)} -> {store.dir}", flush=True)
             started = True
-            options = dataclasses.replace(options, deadline=budget_deadline(plan))  # one budget for both phases
             try:
-                with timings.phase("tuning"):
-                    outcome = run_tune(plan, store, options, version)
-                timings.add("tuning_first_trial", outcome.first_trial_s)
-            except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+                outcome = _run_phases(plan, store, dataclasses.replace(options, deadline=budget_deadline(plan)),
+                                      version, timings)
+                # a signal after the last phase's own look at the flag still ends the run as interrupted
+                stopped = outcome.stopped or ("interrupted" if interrupted() else None)
+                outcome = dataclasses.replace(outcome, stopped=stopped)
+                status = ("interrupted" if stopped == "interrupted" else
+                          "finished" if outcome.complete else "incomplete")
+                finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+                store.update_info(status=status, finished_at=finished_at, counts=outcome.counts)
+            except KeyboardInterrupt:  # a second signal: stopped at once, wherever the run was
                 store.update_info(status="interrupted", counts=study_state(plan, store).counts,
                                   finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
                 raise
-            # top configurations on fresh seeds; not after a Ctrl-C, even one as the tuning phase ended (every row)
-            if plan.spec.confirm is not None and outcome.complete and outcome.stopped is None:
-                from harness.tune.confirmation import run_confirmation
-                with timings.phase("confirm"):
-                    confirmed = run_confirmation(plan, store, options, version, outcome)
-                if confirmed is not outcome:  # the tuning outcome itself when there was nothing to confirm
-                    timings.add("confirm_first_trial", confirmed.first_trial_s)
-                outcome = confirmed
-            status = ("interrupted" if outcome.stopped == "interrupted" else
-                      "finished" if outcome.complete else "incomplete")
-            finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-            store.update_info(status=status, finished_at=finished_at, counts=outcome.counts)
             if status != "interrupted" and not args.no_compact:
                 _compact(store, timings)
     except (StudyExistsError, ClusterError) as exc:
@@ -431,10 +429,12 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
         print(f"\ninterrupted; continue with: {hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
-    why = {"interrupted": " (interrupted)", "time budget": " (the time budget ran out)"}.get(outcome.stopped or "", "")
+    why = {"interrupted": " (interrupted)", "time budget": " (the time budget ran out)"}.get(stopped or "", "")
     print(f"study {plan.spec.name} {status}{why}: {counts or 'no trials recorded'}"
           + (f" ({SIMULATED_NOTE})" if plan.spec.simulated else ""))
     try:
+        if interrupted() and status != "interrupted":  # a signal once the status was written: stop here
+            raise KeyboardInterrupt
         _finish(plan, store, report_now=status != "interrupted", timings=timings)
         timings.add("ray_stop", wait_for_ray_stop())  # what is left of Ray's shutdown after the report
     except KeyboardInterrupt:  # the study is recorded: only the summing up is cut short
@@ -442,13 +442,31 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
         print(f"\ninterrupted after the study ended ({status}, every row recorded){again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     _record_timings(store, timings, finished_at)
-    code = exit_status(outcome.counts, complete=outcome.complete, stopped=outcome.stopped)
+    code = exit_status(outcome.counts, complete=outcome.complete, stopped=stopped)
     if code in (EXIT_INCOMPLETE, EXIT_INTERRUPTED):
         print(f"some trials did not run; continue with: {hint}", file=sys.stderr if code == EXIT_INTERRUPTED
               else sys.stdout)
     elif code == EXIT_NONE_COMPLETED:
         print(_none_completed_hint(outcome.counts, hint), file=sys.stderr)
     return code
+
+
+def _run_phases(plan: Plan, store: ResultStore, options: RunOptions, version: str, timings: Timings) -> RunOutcome:
+    """The tuning phase, then the confirmation (``confirm:``) unless the tuning phase was cut short or stopped
+    (a signal, the time budget: ``options.deadline`` is the whole command's, both phases share it)."""
+    from harness.tune.runner import run_tune
+
+    with timings.phase("tuning"):
+        outcome = run_tune(plan, store, options, version)
+    timings.add("tuning_first_trial", outcome.first_trial_s)
+    if plan.spec.confirm is not None and outcome.complete and outcome.stopped is None:
+        from harness.tune.confirmation import run_confirmation  # top configurations on fresh seeds
+        with timings.phase("confirm"):
+            confirmed = run_confirmation(plan, store, options, version, outcome)
+        if confirmed is not outcome:  # the tuning outcome itself when there was nothing to confirm
+            timings.add("confirm_first_trial", confirmed.first_trial_s)
+        outcome = confirmed
+    return outcome
 
 
 def _none_completed_hint(counts: Mapping[str, int], resume: str) -> str:

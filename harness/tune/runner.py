@@ -16,10 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +31,7 @@ from ray import tune
 from ray.tune.schedulers import HyperBandScheduler, TrialScheduler
 
 import emoe
+from harness.interrupt import interrupted, signals_stop
 from harness.results.sink import ResultStore
 from harness.study.plan import Plan
 from harness.study.samplers import make_sampler
@@ -245,7 +243,7 @@ def budget_deadline(plan: Plan) -> float | None:
 
 
 class StudyStopper(tune.Stopper):
-    """Ends the whole study on the harness's terms: the time budget ran out, or the user interrupted.
+    """Ends the whole study on the harness's terms: the time budget ran out, or a signal asked it to stop.
 
     Tune's own ``time_budget_s`` would be saved with its experiment state, and its SIGINT handler ends a
     run that looks like any other; this stopper says which of the two ended it (``reason``). Tune stops
@@ -267,37 +265,11 @@ class StudyStopper(tune.Stopper):
 
     def stop_all(self) -> bool:
         if self.reason is None:
-            if _INTERRUPTED.is_set():
+            if interrupted():
                 self.reason = "interrupted"
             elif self.budget_spent():
                 self.reason = "time budget"
         return self.reason is not None
-
-
-#: Set by the first SIGINT of a run (module level: Tune pickles the stopper with its state).
-_INTERRUPTED = threading.Event()
-
-
-@contextlib.contextmanager
-def _sigint_stops_the_study() -> Iterator[None]:
-    """First Ctrl-C: stop starting trials and end the run cleanly (``StudyStopper``); second: at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(sig: int, frame: object) -> None:
-        if _INTERRUPTED.is_set():
-            raise KeyboardInterrupt
-        _INTERRUPTED.set()
-        print("\ninterrupted: stopping the running trials and recording what finished "
-              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-
-    _INTERRUPTED.clear()
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -347,8 +319,8 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     stacked = bool(plan.trials) and not plan.spec.simulated  # simulated trials always run alone
     units: list[Trial | Stack] = (plan_stacks(todo, plan.spec.resources, slots=_slots(plan)).units if stacked
                                   else list(todo))
-    with _sigint_stops_the_study():
-        if stopper.stop_all():  # the deadline came before this run (between a command's phases)
+    with signals_stop("stopping the running trials and recording what finished"):
+        if stopper.stop_all():  # a signal or the deadline came before this run (between a command's phases)
             return _outcome(plan, store, options, stopper, None)
         data_ref = share_data(plan)
         trainable = tune.with_resources(tune.with_parameters(_trainable_of(plan), data=data_ref, ctx=ctx),
@@ -372,7 +344,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         finally:
             clear_scratch(store)  # what attempts killed while reporting a checkpoint left in /tmp
         reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__
-        if stopper.reason is None and _INTERRUPTED.is_set():  # a Ctrl-C after Tune's last look, with no trial left
+        if stopper.reason is None and interrupted():  # a signal after Tune's last look, with no trial left
             stopper.reason = "interrupted"
     return _outcome(plan, store, options, stopper, printer)
 

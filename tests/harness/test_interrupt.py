@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.interrupt import interrupted, signals_stop
 from tests.harness.conftest import tiny_study
 
 
@@ -28,6 +29,24 @@ def _rows(root: Path) -> pd.DataFrame:
 
 def _confirming_study(write_study, **fields: object) -> Path:
     return write_study(tiny_study(name="stop", confirm={"top": 1, "seeds": [7]}, **fields))
+
+
+def test_a_first_signal_only_asks_to_stop_a_second_stops_at_once_and_the_flag_lasts_the_command(capsys):
+    previous = signal.getsignal(signal.SIGINT)
+    with signals_stop():  # the command: at once
+        with signals_stop("stopping"):  # a phase
+            os.kill(os.getpid(), signal.SIGINT)
+            assert interrupted()
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        with signals_stop("the next phase"):  # nested: the command's flag is kept, not cleared
+            assert interrupted()
+        with pytest.raises(KeyboardInterrupt):  # at once again
+            os.kill(os.getpid(), signal.SIGINT)
+    assert "interrupted: stopping (Ctrl-C again to stop at once)" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is previous
+    with signals_stop("a new command"):
+        assert not interrupted()  # the outermost level starts afresh
 
 
 @pytest.mark.ray
@@ -90,3 +109,30 @@ def test_the_time_budget_is_one_per_command_and_the_confirmation_gets_what_tunin
     monkeypatch.undo()
     assert main([*args, "--resume"]) == 0
     assert set(_rows(root)["phase"]) == {"tune", "confirm"}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(("where", "signals"), [("tuning", 1), ("confirmation", 1), ("confirmation", 2)])
+def test_a_ctrl_c_between_the_phases_leaves_the_study_interrupted_with_its_counts(
+        where, signals, ray_cluster, write_study, tmp_path, capsys, monkeypatch):
+    """Outside Tune's run: before the tuning phase (just after the study was created) or as the
+    confirmation starts; once (stop cleanly) or twice (at once)."""
+    from harness.run import main
+    from harness.tune import confirmation, runner
+
+    module, name = (runner, "run_tune") if where == "tuning" else (confirmation, "run_confirmation")
+    original = getattr(module, name)
+
+    def ctrl_c_first(*args, **kwargs):
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, ctrl_c_first)
+    assert main([str(_confirming_study(write_study)), "--results", str(tmp_path / "results")]) == 130
+    assert "continue with:" in capsys.readouterr().err
+    root = tmp_path / "results" / "stop"
+    rows, info = _rows(root), _info(root)
+    assert info["status"] == "interrupted" and info["finished_at"]
+    assert info["counts"] == rows["status"].value_counts().to_dict()
+    assert len(rows) == (0 if where == "tuning" else 4) and "confirm" not in set(rows["phase"])
