@@ -312,7 +312,21 @@ def _confirmation_left(plan: Plan, store: ResultStore, retry_failed: bool) -> in
 
 def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> int:
     """Prepare, then dry-run or run the study; returns the exit status. ``from_process_start``: the run's
-    timings count the process's start and imports (the command line's own process)."""
+    timings count the process's start and imports (the command line's own process).
+
+    Ctrl-C (``harness.interrupt``): before the study runs (preparing it, starting Ray) it ends the command
+    at once, having run nothing; while it runs, the first one stops it cleanly (no further trial or phase
+    starts, what finished is recorded, study.json says ``interrupted``) and a second one at once."""
+    with signals_stop():
+        try:
+            return _execute(args, from_process_start=from_process_start)
+        except KeyboardInterrupt:  # before the study ran: nothing was recorded (a stop later is handled there)
+            print("\ninterrupted before the study ran; nothing was changed (run the same command again)",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
     t0 = time.perf_counter()  # the preparation is paid again when the study runs (--dry-run cost)
     timings = Timings.since_process_start() if from_process_start else Timings()
     from harness.tune.resume import resume_command, study_state
@@ -426,6 +440,8 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
         print(f"error: cannot create the study's results directory {store.dir}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if not started:
+            raise  # nothing recorded: execute says so
         print(f"\ninterrupted; continue with: {hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from harness.interrupt import interrupted, signals_stop
+
 __all__ = ["ClusterError", "RaySettings", "check_fits", "check_reachable", "cluster_resources", "quiet_local_auth",
            "ray_session", "runtime_in_use", "wait_for_ray_stop"]
 
@@ -80,6 +82,11 @@ def wait_for_ray_stop() -> float:
 def ray_session(settings: RaySettings, *, data_bytes: int = 0, stop_in_background: bool = False) -> Iterator[bool]:
     """Make sure Ray is initialised for the duration; yields whether this call started it.
 
+    A Ctrl-C while Ray starts does not cut its start short (processes it had started would be left
+    running, agents orphaned): Ray starts, is shut down at once, and ``KeyboardInterrupt`` is raised; a
+    second Ctrl-C cuts the start short all the same, then Ray is shut down as far as it got. (``ray.init``
+    sets a SIGTERM handler of its own as it begins: a SIGTERM in those seconds is Ray's to handle.)
+
     ``stop_in_background``: when the block ends normally, a runtime this call started is shut down in a
     thread while the caller goes on (most of a shutdown is waiting for Ray's processes to exit, about 1.4 s
     of a run on a 2-core machine); ``wait_for_ray_stop`` waits for it, as does the interpreter's exit and
@@ -91,6 +98,30 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0, stop_in_backgroun
     if runtime_in_use():
         yield False
         return
+    try:
+        with signals_stop("stopping once Ray has started"):
+            _init(ray, settings, data_bytes)
+            if interrupted():
+                raise KeyboardInterrupt
+    except BaseException:
+        ray.shutdown()  # what started of Ray (nothing when it could not connect)
+        raise
+    try:
+        yield True
+    except BaseException:
+        ray.shutdown()
+        raise
+    if stop_in_background:
+        global _stopping
+        collecting = _release_ray_objects()
+        _stopping = threading.Thread(target=_stop_collected, args=(ray, collecting), name="ray-shutdown")
+        _stopping.start()
+    else:
+        ray.shutdown()
+
+
+def _init(ray: Any, settings: RaySettings, data_bytes: int) -> None:
+    """``ray.init`` for the settings: join ``settings.address``, or start a new local runtime."""
     common: dict[str, Any] = {  # keyword arguments of ray.init (mixed types)
         "log_to_driver": settings.log_to_driver, "logging_level": logging.WARNING, "configure_logging": True}
     if settings.address:
@@ -107,18 +138,6 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0, stop_in_backgroun
         ray.init(address="local", num_cpus=settings.num_cpus or os.cpu_count() or 1,
                  num_gpus=settings.num_gpus, include_dashboard=False,
                  object_store_memory=settings.object_store_bytes or _store_size(data_bytes), **common)
-    try:
-        yield True
-    except BaseException:
-        ray.shutdown()
-        raise
-    if stop_in_background:
-        global _stopping
-        collecting = _release_ray_objects()
-        _stopping = threading.Thread(target=_stop_collected, args=(ray, collecting), name="ray-shutdown")
-        _stopping.start()
-    else:
-        ray.shutdown()
 
 
 def _release_ray_objects() -> bool:

@@ -136,3 +136,21 @@ def test_a_ctrl_c_between_the_phases_leaves_the_study_interrupted_with_its_count
     assert info["status"] == "interrupted" and info["finished_at"]
     assert info["counts"] == rows["status"].value_counts().to_dict()
     assert len(rows) == (0 if where == "tuning" else 4) and "confirm" not in set(rows["phase"])
+
+
+def test_a_ctrl_c_while_the_study_is_prepared_exits_130_with_a_line_and_creates_nothing(
+        write_study, tmp_path, capsys, monkeypatch, ray_init_calls):
+    """Before Ray starts (reading the spec and data, importing Ray and Tune): no traceback, not exit 1."""
+    from harness import run
+
+    def ctrl_c(*args: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(run, "prepare", ctrl_c)
+    try:
+        code = run.main([str(write_study(tiny_study(name="prep"))), "--results", str(tmp_path / "results")])
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C escaped as a KeyboardInterrupt (a traceback and exit status 1)")
+    assert code == 130 and not (tmp_path / "results").exists() and ray_init_calls == []
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted before the study ran; nothing was changed (run the same command again)"

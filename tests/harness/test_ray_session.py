@@ -73,6 +73,28 @@ def test_a_runtime_stops_in_the_background_after_a_normal_end_and_at_once_after_
     assert cluster._stopping is None
 
 
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_ctrl_c_while_ray_starts_lets_it_start_then_shuts_it_down(signals, init_calls, monkeypatch, capsys):
+    """A start cut short left Ray's agents running (orphaned); the first Ctrl-C now waits for the start and
+    then stops Ray, a second one cuts the start short, and Ray is shut down as far as it got either way."""
+    import os
+    import signal
+
+    shutdowns: list[bool] = []
+
+    def init(**kwargs: object) -> None:
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGINT)
+        init_calls.append(kwargs)  # reached: Ray's start went on to its end
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: shutdowns.append(True))
+    with pytest.raises(KeyboardInterrupt), ray_session(RaySettings(num_cpus=1)):
+        pytest.fail("the block must not run")
+    assert len(init_calls) == (1 if signals == 1 else 0) and shutdowns == [True]
+    assert "interrupted: stopping once Ray has started" in capsys.readouterr().err
+
+
 def test_ray_objects_nobody_refers_to_are_released_before_a_background_stop_and_none_during_it(init_calls,
                                                                                               monkeypatch):
     """Object refs and actor handles that Tune left in reference cycles call into the core worker when the
