@@ -1,15 +1,19 @@
-"""Ctrl-C (SIGINT) for a study's run.
+"""Ctrl-C (SIGINT) and SIGTERM (``timeout``, a scheduler's walltime, ``docker stop``) for a study's run.
 
 One rule for the whole command, whatever it is doing when the signal comes:
 
-* ``signals_stop()`` (no message): the signal raises ``KeyboardInterrupt`` at once.
+* ``signals_stop()`` (no message): the signal raises ``KeyboardInterrupt`` at once: while the study is
+  prepared, and while it is summed up after it ended. Nothing is half written there.
 * ``signals_stop(message)``: the first signal only sets a flag (``interrupted()``) and prints ``message``;
   whoever runs the work looks at the flag and ends it cleanly (``StudyStopper`` stops Tune's trials, the
-  command starts no further phase); a second signal raises ``KeyboardInterrupt`` at once.
+  command starts no further phase, ``ray_session`` stops the Ray it was starting); a second signal raises
+  ``KeyboardInterrupt`` at once.
 
 The flag is cleared only where the outermost ``signals_stop`` of a command begins, so a signal is never
-lost between phases (a Ctrl-C as the confirmation phase starts still stops the study). Handlers are set on
-the main thread only; elsewhere ``signals_stop`` changes nothing. Imports neither Ray nor torch.
+lost between phases (a Ctrl-C as the tuning phase ends still stops the study before its confirmation).
+The exit status of a stopped run is ``exit_code()``: 128 + the number of the first signal, as a shell
+reports a process that signal ended: 130 after Ctrl-C, 143 after SIGTERM. Handlers are set on the main
+thread only; elsewhere ``signals_stop`` changes nothing. Imports neither Ray nor torch.
 """
 
 from __future__ import annotations
@@ -18,18 +22,20 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
-__all__ = ["SIGNALS", "interrupted", "signals_stop"]
+__all__ = ["SIGNALS", "exit_code", "interrupted", "signal_name", "signals_stop", "stopped_by"]
 
 #: The signals that stop a run.
-SIGNALS = (signal.SIGINT,)
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: Set by the first signal of a graceful stop (module level: Tune pickles ``StudyStopper``, which reads it).
 _INTERRUPTED = threading.Event()
-#: The message of each ``signals_stop`` entered (None: at once), innermost last.
-_levels: list[str | None] = []
+#: The first signal's number since the outermost ``signals_stop`` began.
+_first: int | None = None
+#: Each ``signals_stop`` entered, innermost last: its message (None: at once) and its ``on_stop``.
+_levels: list[tuple[str | None, Callable[[], object] | None]] = []
 
 
 def interrupted() -> bool:
@@ -37,30 +43,60 @@ def interrupted() -> bool:
     return _INTERRUPTED.is_set()
 
 
+def exit_code() -> int:
+    """The exit status of a run a signal stopped: 128 + the first signal's number (130 when none came)."""
+    return 128 + (signal.SIGINT if _first is None else _first)
+
+
+def signal_name() -> str:
+    """The first signal's name ("SIGINT" when none came)."""
+    return signal.Signals(signal.SIGINT if _first is None else _first).name
+
+
+def stopped_by() -> str:
+    """How messages name the stop: "interrupted" (Ctrl-C), or with the signal's name ("interrupted (SIGTERM)")."""
+    return _word(signal.SIGINT if _first is None else _first)
+
+
+def _word(signum: int) -> str:
+    return "interrupted" if signum == signal.SIGINT else f"interrupted ({signal.Signals(signum).name})"
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
-    message = _levels[-1] if _levels else None
+    global _first
+    if _first is None:
+        _first = signum
+    message = _levels[-1][0] if _levels else None
     if message is None or _INTERRUPTED.is_set():
         raise KeyboardInterrupt
     _INTERRUPTED.set()
-    print(f"\ninterrupted: {message} (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+    again = "Ctrl-C again" if signum == signal.SIGINT else "send it again"
+    print(f"\n{_word(signum)}: {message} ({again} to stop at once)", file=sys.stderr, flush=True)
+    for _, on_stop in _levels:
+        if on_stop is not None:  # in a thread: this handler interrupts the main thread wherever it was
+            threading.Thread(target=on_stop, name="on-stop", daemon=True).start()
 
 
 @contextlib.contextmanager
-def signals_stop(message: str | None = None) -> Iterator[None]:
-    """A signal stops the run for the duration: at once, or (``message``) first by the flag.
+def signals_stop(message: str | None = None, on_stop: Callable[[], object] | None = None) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the run for the duration: at once, or (``message``) first by the flag.
 
-    Nested uses change the mode for their duration and set the handlers again at their end; the outermost
-    one clears the flag first and puts back the previous handlers at its end, unless another was set
-    meanwhile (a library's is kept).
+    ``on_stop`` runs, in a daemon thread of its own, when a first signal sets the flag within this level.
+
+    Nested uses change the mode for their duration and set the handlers again at their end (``ray.init``
+    sets a SIGTERM handler of its own); the outermost one clears the flag first and puts back the previous
+    handlers at its end, unless another was set meanwhile (a library's, e.g. ``ray.init``'s, is kept).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _first
     outermost = not _levels
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
     if outermost:
         _INTERRUPTED.clear()
-    _levels.append(message)
+        _first = None
+    _levels.append((message, on_stop))
     for sig in SIGNALS:
         signal.signal(sig, _handler)
     try:
@@ -69,7 +105,7 @@ def signals_stop(message: str | None = None) -> Iterator[None]:
         _levels.pop()
         for sig, handler in previous.items():
             if not outermost:
-                signal.signal(sig, _handler)  # the enclosing level's, in place of any set meanwhile
-            elif signal.getsignal(sig) is _handler:  # one set meanwhile by another is kept
+                signal.signal(sig, _handler)  # the enclosing level's, in place of any set meanwhile (ray.init's)
+            elif signal.getsignal(sig) is _handler:  # one set meanwhile by another (ray.init's) is kept
                 # a handler set outside Python (None) cannot be set again: the default takes its place
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -8,7 +8,8 @@ Exit status (``EXIT_*``; docs/studies.md):
       created and Ray was not started;
   3   every planned trial has its row but none completed (all failed, diverged or pruned);
   4   incomplete: the time budget ran out before every trial had its row (``--resume`` continues);
-  130 interrupted (Ctrl-C); ``--resume`` continues.
+  130 interrupted (Ctrl-C), 143 by SIGTERM (128 + the signal's number, ``harness.interrupt``); ``--resume``
+      continues.
 ``study.json`` says the same (status finished / incomplete / interrupted, counts from the rows).
 """
 
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from emoe.data.checks import DataError
 from emoe_schema import SCHEMA_VERSION, SIMULATED_NOTE
-from harness.interrupt import interrupted, signals_stop
+from harness.interrupt import exit_code, interrupted, signal_name, signals_stop, stopped_by
 from harness.study.errors import SpecError, StudyExistsError
 from harness.study.load import load_spec
 from harness.study.params import ParamValue, flatten
@@ -314,16 +315,17 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
     """Prepare, then dry-run or run the study; returns the exit status. ``from_process_start``: the run's
     timings count the process's start and imports (the command line's own process).
 
-    Ctrl-C (``harness.interrupt``): before the study runs (preparing it, starting Ray) it ends the command
-    at once, having run nothing; while it runs, the first one stops it cleanly (no further trial or phase
-    starts, what finished is recorded, study.json says ``interrupted``) and a second one at once."""
+    Ctrl-C and SIGTERM (``harness.interrupt``): before the study runs (preparing it, starting Ray) they end
+    the command at once, having run nothing; while it runs, the first one stops it cleanly (no further trial
+    or phase starts, what finished is recorded, study.json says ``interrupted``) and a second one at once.
+    Either way the exit status is 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
     with signals_stop():
         try:
             return _execute(args, from_process_start=from_process_start)
         except KeyboardInterrupt:  # before the study ran: nothing was recorded (a stop later is handled there)
-            print("\ninterrupted before the study ran; nothing was changed (run the same command again)",
+            print(f"\n{stopped_by()} before the study ran; nothing was changed (run the same command again)",
                   file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return exit_code()
 
 
 def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
@@ -402,7 +404,8 @@ def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
     try:
         # Ray first: a cluster that cannot be reached or cannot host a trial creates nothing.
         with (_connect(plan, options.ray, timings), store.lock(),
-              signals_stop("stopping the running trials and recording what finished")):
+              signals_stop("stopping the running trials and recording what finished",
+                           on_stop=lambda: _mark_interrupted(plan, store))):
             if interrupted():  # a signal as the run begins: nothing is created
                 raise KeyboardInterrupt
             if previous is None:
@@ -424,10 +427,12 @@ def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
                 status = ("interrupted" if stopped == "interrupted" else
                           "finished" if outcome.complete else "incomplete")
                 finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-                store.update_info(status=status, finished_at=finished_at, counts=outcome.counts)
+                with _INFO_LOCK:
+                    store.update_info(status=status, finished_at=finished_at, counts=outcome.counts)
             except KeyboardInterrupt:  # a second signal: stopped at once, wherever the run was
-                store.update_info(status="interrupted", counts=study_state(plan, store).counts,
-                                  finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                with _INFO_LOCK:
+                    store.update_info(status="interrupted", counts=study_state(plan, store).counts,
+                                      finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
                 raise
             if status != "interrupted" and not args.no_compact:
                 _compact(store, timings)
@@ -442,10 +447,10 @@ def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
     except KeyboardInterrupt:
         if not started:
             raise  # nothing recorded: execute says so
-        print(f"\ninterrupted; continue with: {hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"\n{stopped_by()}; continue with: {hint}", file=sys.stderr)
+        return exit_code()
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
-    why = {"interrupted": " (interrupted)", "time budget": " (the time budget ran out)"}.get(stopped or "", "")
+    why = {"interrupted": f" ({signal_name()})", "time budget": " (the time budget ran out)"}.get(stopped or "", "")
     print(f"study {plan.spec.name} {status}{why}: {counts or 'no trials recorded'}"
           + (f" ({SIMULATED_NOTE})" if plan.spec.simulated else ""))
     try:
@@ -455,16 +460,37 @@ def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
         timings.add("ray_stop", wait_for_ray_stop())  # what is left of Ray's shutdown after the report
     except KeyboardInterrupt:  # the study is recorded: only the summing up is cut short
         again = f"; its report: python -m reports {store.dir}" if plan.spec.report is not None else ""
-        print(f"\ninterrupted after the study ended ({status}, every row recorded){again}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"\n{stopped_by()} after the study ended ({status}, every row recorded){again}", file=sys.stderr)
+        return exit_code()
     _record_timings(store, timings, finished_at)
     code = exit_status(outcome.counts, complete=outcome.complete, stopped=stopped)
-    if code in (EXIT_INCOMPLETE, EXIT_INTERRUPTED):
-        print(f"some trials did not run; continue with: {hint}", file=sys.stderr if code == EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        code = exit_code()  # 128 + the signal's number: 130 after Ctrl-C, 143 after SIGTERM
+    if stopped == "interrupted" or code == EXIT_INCOMPLETE:
+        print(f"some trials did not run; continue with: {hint}", file=sys.stderr if stopped == "interrupted"
               else sys.stdout)
     elif code == EXIT_NONE_COMPLETED:
         print(_none_completed_hint(outcome.counts, hint), file=sys.stderr)
     return code
+
+
+#: Held while study.json is read, changed and written during a run: by the run, and by ``_mark_interrupted``.
+_INFO_LOCK = threading.Lock()
+
+
+def _mark_interrupted(plan: Plan, store: ResultStore) -> None:
+    """At a first signal, at once (a thread of its own): study.json says ``interrupted``, with the counts of
+    the rows recorded so far, unless the run has already written its end.
+
+    The run still stops its trials and writes its final status and counts when it ends; this is for a
+    driver that never gets there. A SIGTERM sent to every process of a job (``timeout``, a scheduler's
+    walltime) ends Ray's own processes as well, and Ray then ends the driver (exit status 1).
+    """
+    from harness.tune.resume import study_state
+
+    with contextlib.suppress(Exception), _INFO_LOCK:  # the run writes the status at its end in any case
+        if store.read_info().get("status") == "running":
+            store.update_info(status="interrupted", counts=study_state(plan, store).counts)
 
 
 def _run_phases(plan: Plan, store: ResultStore, options: RunOptions, version: str, timings: Timings) -> RunOutcome:

@@ -29,6 +29,25 @@ def sigkill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeo
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
 
+
+def signal_when_a_trial_starts(cmd: list[str], root: Path, sig: int, *, env: dict[str, str] | None = None,
+                               timeout_s: float = 300) -> tuple[subprocess.Popen[str], str, str]:
+    """Run the driver ``cmd`` and send it ``sig`` once a trial of the study in ``root`` has started (its
+    ``.runs`` record appears: an event, not a fixed wait); returns the ended process and its output."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None and not list((root / ".runs").glob("*.json")):
+            time.sleep(0.05)  # polls for the event: a trial has started
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc, out, err
+
+
 TINY_BASE: dict[str, Any] = {
     "model": {"d_model": 8, "n_heads": 2, "n_levels": 1, "kernel_l": 3, "kernel_v": 3, "kernel_a": 3,
               "router_input": "mean"},

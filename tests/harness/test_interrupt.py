@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from harness.interrupt import interrupted, signals_stop
-from tests.harness.conftest import tiny_study
+from harness.interrupt import exit_code, interrupted, signals_stop, stopped_by
+from tests.harness.conftest import signal_when_a_trial_starts, tiny_study
 
 
 def _info(root: Path) -> dict[str, object]:
@@ -44,9 +45,21 @@ def test_a_first_signal_only_asks_to_stop_a_second_stops_at_once_and_the_flag_la
         with pytest.raises(KeyboardInterrupt):  # at once again
             os.kill(os.getpid(), signal.SIGINT)
     assert "interrupted: stopping (Ctrl-C again to stop at once)" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGINT) is previous
+    assert exit_code() == 130 and signal.getsignal(signal.SIGINT) is previous
     with signals_stop("a new command"):
         assert not interrupted()  # the outermost level starts afresh
+
+
+def test_sigterm_is_a_ctrl_c_whose_exit_status_is_143(capsys):
+    previous = signal.getsignal(signal.SIGTERM)
+    with signals_stop("stopping"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert interrupted()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # either signal, a second time: at once
+    assert exit_code() == 143 and stopped_by() == "interrupted (SIGTERM)"  # the first one decides
+    assert "interrupted (SIGTERM): stopping (send it again to stop at once)" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is previous
 
 
 @pytest.mark.ray
@@ -154,3 +167,45 @@ def test_a_ctrl_c_while_the_study_is_prepared_exits_130_with_a_line_and_creates_
     assert code == 130 and not (tmp_path / "results").exists() and ray_init_calls == []
     err = capsys.readouterr().err
     assert err.strip() == "interrupted before the study ran; nothing was changed (run the same command again)"
+
+
+@pytest.mark.ray
+def test_a_first_signal_marks_the_study_interrupted_at_once(ray_cluster, write_study, tmp_path, monkeypatch):
+    """study.json says interrupted while the run is still stopping, not only at its end: a SIGTERM that
+    also reached Ray's processes (``timeout``, a walltime) can end the driver before that."""
+    from harness.run import main
+    from harness.tune import confirmation
+
+    root, original, seen = tmp_path / "results" / "stop", confirmation.run_confirmation, []
+
+    def ctrl_c_then_look(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _info(root)["status"] == "running":
+            time.sleep(0.02)  # polls for the event: study.json rewritten
+        seen.append(_info(root))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(confirmation, "run_confirmation", ctrl_c_then_look)
+    assert main([str(_confirming_study(write_study)), "--results", str(tmp_path / "results")]) == 130
+    assert [(i["status"], i["counts"], i.get("finished_at")) for i in seen] == [("interrupted", {"completed": 4}, None)]
+
+
+@pytest.mark.ray
+def test_sigterm_stops_the_study_like_a_ctrl_c_and_exits_143(ray_cluster, write_study, tmp_path):
+    """SIGTERM to the driver alone (``docker stop``, ``kill``): the trials are stopped, what finished is
+    recorded, the study is interrupted and can be continued; not Ray's C++ handler's stack dump (134)."""
+    study = tiny_study(name="term", grid={"loss.distill_weight": [0.0, 0.25, 0.5, 0.75, 1.0]}, seeds=[1])
+    study["base"]["train"]["max_epochs"] = 4
+    results = tmp_path / "results"
+    root = results / "term"
+    cmd = [sys.executable, "-m", "harness.run", str(write_study(study)), "--results", str(results),
+           "--address", ray_cluster.address]
+    proc, out, err = signal_when_a_trial_starts(cmd, root, signal.SIGTERM)
+    assert proc.returncode == 143, err[-3000:]
+    assert "interrupted (SIGTERM): stopping the running trials" in err and "continue with:" in err
+    assert "SIGTERM received at time" not in err and "Traceback" not in err
+    assert "study term interrupted (SIGTERM)" in out
+    rows, info = _rows(root), _info(root)
+    assert info["status"] == "interrupted" and info["counts"] == rows["status"].value_counts().to_dict()
+    assert len(rows) < 5

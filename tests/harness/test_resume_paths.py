@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +20,13 @@ from harness.study.data import load_study_data
 from harness.study.load import load_spec
 from harness.study.plan import build_plan
 from harness.tune.runner import StudyStopper
-from tests.harness.conftest import GPUS_PER_TRIAL, MISSING_DEVICE, REPO, tiny_study
+from tests.harness.conftest import (
+    GPUS_PER_TRIAL,
+    MISSING_DEVICE,
+    REPO,
+    signal_when_a_trial_starts,
+    tiny_study,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -135,17 +140,7 @@ def test_ctrl_c_exits_130_with_the_full_resume_command_and_the_study_can_be_fini
     root = results / "sigint"
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     cmd = [sys.executable, "-m", "harness.run", str(spec_path), "--results", str(results), "--num-cpus", "1"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None and not list((root / ".runs").glob("*.json")):
-            time.sleep(0.05)  # polls for the event: a trial has started
-        assert proc.poll() is None, proc.communicate()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, out, err = signal_when_a_trial_starts(cmd, root, signal.SIGINT, env=env)
     assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
     assert "Tuner.restore" not in out + err and "Token authentication" not in out + err
     hint = _hint(err)
