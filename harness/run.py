@@ -382,6 +382,10 @@ def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
             except StudyExistsError as exc:
                 print(f"error: {exc}; leaving it to that process", file=sys.stderr)
                 return 2
+            except KeyboardInterrupt:  # during its summary or report: the study itself is finished
+                print(f"\n{stopped_by()} after the study ended (finished, every row recorded); its report: "
+                      f"python -m reports {store.dir}", file=sys.stderr)
+                return exit_code()
             return exit_status(recorded.counts, complete=True, stopped=None)
     if args.resume and previous is None:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")

@@ -101,6 +101,21 @@ def test_resuming_a_finished_study_remakes_a_report_that_is_missing_or_older_tha
     assert "already finished" in capsys.readouterr().out
 
 
+def test_a_ctrl_c_while_a_finished_studys_report_is_remade_says_the_study_is_finished(
+        write_study, tmp_path, monkeypatch, capsys):
+    import harness.run as run
+
+    args, study = _finished_study(write_study, tmp_path)
+
+    def ctrl_c(*a: object, **k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "_finish", ctrl_c)
+    assert main(args) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "after the study ended (finished, every row recorded)" in err and "nothing was changed" not in err
+
+
 def test_resuming_a_finished_study_another_driver_holds_changes_nothing(write_study, tmp_path, capsys):
     # a driver retrying its failed trials holds the study; a plain --resume used to mark it finished anyway
     from harness.results.sink import ResultStore
