@@ -105,7 +105,7 @@ def test_a_ctrl_c_while_a_finished_studys_report_is_remade_says_the_study_is_fin
         write_study, tmp_path, monkeypatch, capsys):
     import harness.run as run
 
-    args, study = _finished_study(write_study, tmp_path)
+    args, _ = _finished_study(write_study, tmp_path)
 
     def ctrl_c(*a: object, **k: object) -> None:
         raise KeyboardInterrupt
