@@ -267,8 +267,8 @@ def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[Stud
             variant_errors = _check_overrides(f"ablation.variants.{name}", overrides or {})
             overrides_ok &= not variant_errors
             errors += variant_errors
-    if spec.search is not None:
-        errors += _check_search(spec, feasibility=combinations)
+    if spec.search is not None:  # the search space is a combination too: it needs a base that flattens
+        errors += _check_search(spec, feasibility=combinations and not base_errors)
     points_checkable = len(errors) == before_points  # base, grid and variants are valid field by field
     metric = spec.objective.metric
     name = metric.removeprefix("valid_")

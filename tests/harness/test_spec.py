@@ -134,6 +134,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
      "ablation.variants.v: loss.distill_weight is given twice (dotted and nested)"),
     ("a field dotted and nested in base", _set(tiny_study(), "base/model.d_model", 16),
      "base: model.d_model is given twice"),
+    ("a field dotted and nested in a search's base", _set(_set(tiny_study(grid=None), "search", _SEARCH),
+                                                          "base/model.d_model", 16),
+     "base: model.d_model is given twice"),
     ("bruteforce over a continuous range", _set(tiny_study(grid=None), "search", {**_SEARCH, "sampler": "bruteforce"}),
      "search.params.train.lr: the bruteforce sampler tries every value, so it needs a finite space"),
     ("when on a parameter sampled later", _set(tiny_study(grid=None), "search", {"n_trials": 2, "params": {
