@@ -505,7 +505,13 @@ def _run_phases(plan: Plan, store: ResultStore, options: RunOptions, version: st
     with timings.phase("tuning"):
         outcome = run_tune(plan, store, options, version)
     timings.add("tuning_first_trial", outcome.first_trial_s)
-    if plan.spec.confirm is not None and outcome.complete and outcome.stopped is None:
+    if plan.spec.confirm is not None and outcome.complete and outcome.stopped is not None:
+        # every tuning row is in, but the stop came with the last one (Tune asks its stopper after each
+        # step): the confirmation is still owed, so the study is incomplete and --resume confirms
+        if _confirmation_left(plan, store, options.retry_failed):
+            return dataclasses.replace(outcome, complete=False)
+        return outcome
+    if plan.spec.confirm is not None and outcome.complete:
         from harness.tune.confirmation import run_confirmation  # top configurations on fresh seeds
         with timings.phase("confirm"):
             confirmed = run_confirmation(plan, store, options, version, outcome)

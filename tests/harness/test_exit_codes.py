@@ -128,6 +128,26 @@ def test_resuming_a_finished_study_another_driver_holds_changes_nothing(write_st
     assert (study / "study.json").read_text() == info and not (study / "report.md").exists()
 
 
+def test_a_stop_that_comes_with_the_last_tuning_row_leaves_the_confirmation_owed(monkeypatch):
+    # Tune asks its stopper after each step, so the time budget can run out in the step that records the
+    # last tuning trial: every row is in, the confirmation never ran, and the study said finished, exit 0
+    import harness.run as run
+    from harness.study.data import load_study_data
+    from harness.study.load import parse_spec
+    from harness.study.plan import build_plan
+    from harness.timings import Timings
+    from harness.tune import confirmation, runner
+
+    monkeypatch.setattr(runner, "run_tune", lambda *a, **k: runner.RunOutcome({"completed": 4}, True,
+                                                                             stopped="time budget"))
+    monkeypatch.setattr(run, "_confirmation_left", lambda *a: 2)
+    monkeypatch.setattr(confirmation, "run_confirmation", lambda *a: pytest.fail("the budget is spent"))
+    spec = parse_spec(tiny_study(confirm={"top": 1, "seeds": [7, 8]}))
+    out = run._run_phases(build_plan(spec, load_study_data(spec.data)), None, runner.RunOptions(), "v", Timings())
+    assert (out.complete, out.stopped) == (False, "time budget")
+    assert exit_status(out.counts, complete=out.complete, stopped=out.stopped) == EXIT_INCOMPLETE
+
+
 def test_the_exit_status_rule():
     assert exit_status({"completed": 1, "failed": 3}, complete=True, stopped=None) == 0
     assert exit_status({"failed": 2, "diverged": 1}, complete=True, stopped=None) == EXIT_NONE_COMPLETED
