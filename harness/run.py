@@ -35,7 +35,7 @@ from emoe_schema import SCHEMA_VERSION, SIMULATED_NOTE
 from harness.interrupt import exit_code, interrupted, signal_name, signals_stop, stopped_by
 from harness.study.errors import SpecError, StudyExistsError
 from harness.study.load import load_spec
-from harness.study.params import ParamValue, flatten
+from harness.study.params import ParamValue, coerce, flatten
 from harness.study.spec import StudySpec, dump_spec
 from harness.timings import Timings
 
@@ -143,11 +143,32 @@ def check_existing(store: ResultStore, spec: StudySpec, resume: bool) -> dict[st
     saved = info.get("fingerprint")
     old: dict[str, object] = saved if isinstance(saved, dict) else {}
     new = spec_fingerprint(spec)
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    changed = sorted(k for k in set(old) | set(new) if not _same_entry(k, old.get(k), new.get(k)))
     if old and changed:
         raise SpecError([f"{k}: was {old.get(k)!r} when the study started, now {new.get(k)!r}" for k in changed]
                         + ["(a resumed study must keep its spec; start a new study to change these)"])
     return info
+
+
+def _same_entry(key: str, old: object, new: object) -> bool:
+    """Whether a fingerprint entry is unchanged. A study fingerprinted before categorical choices and
+    ``when`` values were typed kept them as written (YAML 1.1 read ``1e-5`` as text): compared typed."""
+    if old == new:
+        return True
+    rest = key.removeprefix("search.params.")
+    if rest == key:
+        return False
+    if rest.endswith(".choices"):
+        path = rest.removesuffix(".choices")
+    elif ".when." in rest:
+        path = rest.split(".when.", 1)[1]
+    else:
+        return False
+    try:
+        typed = [coerce(path, v) for v in old] if isinstance(old, list) else coerce(path, old)
+    except ValueError:
+        return False
+    return typed == new
 
 
 def check_results_root(root: str) -> None:

@@ -37,7 +37,7 @@ from harness.study.space import (
     feasible_fraction,
     grid_points,
 )
-from harness.study.spec import DataSpec, StudySpec, is_safe_name
+from harness.study.spec import CategoricalParam, DataSpec, StudySpec, is_safe_name
 from harness.study.trial import OPEN_DIMS
 
 __all__ = ["OPEN_DIMS", "check_semantics", "known_metrics", "locate", "resolve_path", "same_configuration",
@@ -295,7 +295,8 @@ def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[Stud
 
 
 def _normalised(spec: StudySpec) -> StudySpec:
-    """Values converted to their field types (``"1e-3"`` -> 0.001), so spec.yaml and resume checks agree."""
+    """Values converted to their field types (``"1e-3"`` -> 0.001), so spec.yaml and resume checks agree:
+    base, grid values, variants, and a search's categorical choices and ``when`` values."""
     def typed(tree: dict[str, object]) -> dict[str, ParamValue]:
         return {p: coerce(p, v) for p, v in flatten(tree).items()}
 
@@ -306,4 +307,15 @@ def _normalised(spec: StudySpec) -> StudySpec:
     if spec.ablation is not None:
         variants = {name: typed(ov or {}) for name, ov in spec.ablation.variants.items()}
         update["ablation"] = spec.ablation.model_copy(update={"variants": variants})
+    if spec.search is not None:  # categorical choices and when values: typed too, so sampling compares alike
+        params = {}
+        for path, param in spec.search.params.items():
+            changes: dict[str, object] = {}
+            if isinstance(param, CategoricalParam):
+                changes["choices"] = [coerce(path, c) for c in param.choices]
+            if param.when:
+                changes["when"] = {c: [coerce(c, w) for w in want] if isinstance(want, list) else coerce(c, want)
+                                   for c, want in param.when.items()}
+            params[path] = param.model_copy(update=changes)
+        update["search"] = spec.search.model_copy(update={"params": params})
     return spec.model_copy(update=update)

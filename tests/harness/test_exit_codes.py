@@ -148,6 +148,28 @@ def test_a_stop_that_comes_with_the_last_tuning_row_leaves_the_confirmation_owed
     assert exit_status(out.counts, complete=out.complete, stopped=out.stopped) == EXIT_INCOMPLETE
 
 
+def test_a_study_fingerprinted_with_untyped_choices_still_resumes(write_study, tmp_path):
+    # before the loader read 1e-4 as a number, categorical choices and when values were kept as the
+    # text YAML 1.1 gave (['1e-4', '1e-3']); typed today, they must not count as a changed spec
+    from harness.results.sink import ResultStore
+    from harness.run import check_existing, spec_fingerprint
+    from harness.study.errors import SpecError
+    from harness.study.load import load_spec
+
+    study = tiny_study(name="old", grid=None, search={"n_trials": 2, "params": {
+        "model.router": {"type": "categorical", "choices": ["learned", "uniform"]},
+        "train.lr": {"type": "categorical", "choices": [1e-4, 1e-3], "when": {"model.router": "learned"}}}})
+    spec = load_spec(write_study(study))
+    assert spec.search.params["train.lr"].choices == [1e-4, 1e-3]
+    old = {**spec_fingerprint(spec), "search.params.train.lr.choices": ["1e-4", "1e-3"]}
+    store = ResultStore(tmp_path / "results", "old")
+    store.create("name: old\n", {"study": "old", "status": "interrupted", "fingerprint": old})
+    assert check_existing(store, spec, resume=True)["status"] == "interrupted"
+    store.update_info(fingerprint={**old, "search.params.train.lr.choices": ["1e-4", "1e-2"]})
+    with pytest.raises(SpecError, match=r"search\.params\.train\.lr\.choices"):  # a real change is still one
+        check_existing(store, spec, resume=True)
+
+
 def test_the_exit_status_rule():
     assert exit_status({"completed": 1, "failed": 3}, complete=True, stopped=None) == 0
     assert exit_status({"failed": 2, "diverged": 1}, complete=True, stopped=None) == EXIT_NONE_COMPLETED
