@@ -104,10 +104,16 @@ def data_change(previous: dict[str, object], now: dict[str, JSONValue]) -> str |
     if not isinstance(then, dict):
         return None
     old, new = then.get("sha256"), now.get("sha256")
-    if not old or not new or old == new:
+    if not old or not new:
         return None
-    return (f"data: the study started on data with SHA-256 {old} ({then.get('kind')}), this file has {new}: its "
-            "finished trials were trained on the other data; restore that file, or start a new study")
+    # a converted directory records the pickle it was made from: a pickle and its conversion are the same data
+    ids_then = {old, then.get("source_sha256")} - {None}
+    ids_now = {new, now.get("source_sha256")} - {None}
+    if ids_then & ids_now:
+        return None
+    return (f"data: the study started on data with SHA-256 {old} ({then.get('kind')}), these data have {new} "
+            f"({now.get('kind')}): its finished trials were trained on the other data; restore those data, or "
+            "start a new study")
 
 
 def resume_record(previous: dict[str, object], data_path: str | None, data_key: str,

@@ -237,6 +237,19 @@ def test_a_resume_on_other_data_than_the_study_started_on_is_refused(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in study.rglob("*")} == before
 
 
+def test_a_pickle_and_its_conversion_are_the_same_data_for_a_resume():
+    # the CLI recommends converting a pickle once: a study started on the pickle and resumed on its
+    # converted directory (whose manifest records the pickle's SHA-256) was refused as other data
+    from harness.results.study_provenance import data_change
+
+    pickle_ = {"kind": "file", "sha256": "a" * 64}
+    converted = {"kind": "converted", "sha256": "b" * 64, "source_sha256": "a" * 64}
+    assert data_change({"provenance": {"data": pickle_}}, converted) is None
+    assert data_change({"provenance": {"data": converted}}, pickle_) is None
+    other = {"kind": "converted", "sha256": "c" * 64, "source_sha256": "d" * 64}
+    assert "these data have " + "c" * 64 in str(data_change({"provenance": {"data": pickle_}}, other))
+
+
 def test_results_without_their_study_json_are_not_overwritten(tmp_path):
     """study.json deleted or lost: a plain run used to start over in the folder and mix its rows with the
     old study's (another seed list, counts that no longer matched the rows)."""
