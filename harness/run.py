@@ -210,7 +210,10 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, ResultStore, dict[str, obje
             raise SpecError([changed])
     if previous is not None:  # damaged result files: named, and moved aside so their trials run again
         from harness.results.quarantine import quarantine_damaged
-        previous = quarantine_damaged(store, previous, dry_run=args.dry_run)
+        with signals_stop("moving the damaged files aside first"):  # a move is finished, never cut short
+            previous = quarantine_damaged(store, previous, dry_run=args.dry_run)
+        if interrupted():
+            raise KeyboardInterrupt
     preflight(spec.tracking, spec.name)  # trackers usable (packages, servers) before Ray starts
     return plan, store, previous
 
@@ -344,7 +347,7 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
         try:
             return _execute(args, from_process_start=from_process_start)
         except KeyboardInterrupt:  # before the study ran: nothing was recorded (a stop later is handled there)
-            print(f"\n{stopped_by()} before the study ran; nothing was changed (run the same command again)",
+            print(f"\n{stopped_by()} before the study ran; no trial ran (run the same command again)",
                   file=sys.stderr)
             return exit_code()
 

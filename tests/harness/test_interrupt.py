@@ -166,7 +166,32 @@ def test_a_ctrl_c_while_the_study_is_prepared_exits_130_with_a_line_and_creates_
         pytest.fail("the Ctrl-C escaped as a KeyboardInterrupt (a traceback and exit status 1)")
     assert code == 130 and not (tmp_path / "results").exists() and ray_init_calls == []
     err = capsys.readouterr().err
-    assert err.strip() == "interrupted before the study ran; nothing was changed (run the same command again)"
+    assert err.strip() == "interrupted before the study ran; no trial ran (run the same command again)"
+
+
+def test_a_ctrl_c_while_damaged_files_move_aside_lets_the_move_finish(write_study, tmp_path, capsys, monkeypatch,
+                                                                       ray_init_calls):
+    """A resume moves damaged files to quarantine/ while it prepares: a Ctrl-C then cut the move short and
+    said "nothing was changed"; now the move ends (files and reasons.txt together), then the command stops."""
+    from harness import run
+    from harness.results import quarantine
+
+    moved: list[str] = []
+
+    def move(store: object, previous: dict[str, object], *, dry_run: bool) -> dict[str, object]:
+        os.kill(os.getpid(), signal.SIGINT)  # the Ctrl-C lands while the files move
+        moved.append("finished")  # reached only if the signal did not cut the move short
+        return previous
+
+    monkeypatch.setattr(quarantine, "quarantine_damaged", move)
+    spec = write_study(tiny_study(name="q"))
+    results = tmp_path / "results"
+    (results / "q").mkdir(parents=True)
+    (results / "q" / "study.json").write_text(json.dumps({"study": "q", "status": "interrupted",
+                                                          "results_dir": str(results / "q")}))
+    assert run.main([str(spec), "--results", str(results), "--resume"]) == 130
+    assert moved == ["finished"] and ray_init_calls == []
+    assert "moving the damaged files aside first" in capsys.readouterr().err
 
 
 @pytest.mark.ray
