@@ -8,7 +8,7 @@ Exit status (``EXIT_*``; docs/studies.md):
       created and Ray was not started;
   3   every planned trial has its row but none completed (all failed, diverged or pruned);
   4   incomplete: the time budget ran out before every trial had its row (``--resume`` continues);
-  130 interrupted (Ctrl-C), 143 by SIGTERM (128 + the signal's number, ``harness.interrupt``); ``--resume``
+  130 interrupted (Ctrl-C), 143 by SIGTERM (128 + the signal's number, ``harness.tune.interrupt``); ``--resume``
       continues.
 ``study.json`` says the same (status finished / incomplete / interrupted, counts from the rows).
 """
@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 from emoe.data.checks import DataError
 from emoe_schema import SCHEMA_VERSION, SIMULATED_NOTE
-from harness.interrupt import exit_code, interrupted, signal_name, signals_stop, stopped_by
 from harness.study.errors import SpecError, StudyExistsError
 from harness.study.load import load_spec
 from harness.study.params import ParamValue, coerce, flatten
 from harness.study.spec import StudySpec, dump_spec
 from harness.timings import Timings
+from harness.tune.interrupt import exit_code, interrupted, signal_name, signals_stop, stopped_by
 
 if TYPE_CHECKING:
     from harness.results.sink import ResultStore
@@ -103,7 +103,7 @@ def check_options(args: argparse.Namespace) -> list[str]:
 def exit_status(counts: dict[str, int], *, complete: bool, stopped: str | None) -> int:
     """The exit status of a run that reached its end or was stopped (see the module docstring)."""
     if stopped == "interrupted":
-        return EXIT_INTERRUPTED
+        return exit_code()  # 128 + the signal's number: 130 after Ctrl-C, 143 after SIGTERM
     if not complete:
         return EXIT_INCOMPLETE
     return 0 if counts.get("completed", 0) else EXIT_NONE_COMPLETED
@@ -339,7 +339,7 @@ def execute(args: argparse.Namespace, *, from_process_start: bool = False) -> in
     """Prepare, then dry-run or run the study; returns the exit status. ``from_process_start``: the run's
     timings count the process's start and imports (the command line's own process).
 
-    Ctrl-C and SIGTERM (``harness.interrupt``): before the study runs (preparing it, starting Ray) they end
+    Ctrl-C and SIGTERM (``harness.tune.interrupt``): before the study runs (preparing it, starting Ray) they end
     the command at once, having run nothing; while it runs, the first one stops it cleanly (no further trial
     or phase starts, what finished is recorded, study.json says ``interrupted``) and a second one at once.
     Either way the exit status is 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
@@ -406,6 +406,10 @@ def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
             except StudyExistsError as exc:
                 print(f"error: {exc}; leaving it to that process", file=sys.stderr)
                 return 2
+            except OSError as exc:  # read-only results (an archive, a copy): summed up as they are
+                print(f"note: {store.dir} cannot be written ({exc.strerror or exc}): study.json and the report "
+                      "are left as they are", file=sys.stderr)
+                _finish(plan, store, report_now=False)
             except KeyboardInterrupt:  # during its summary or report: the study itself is finished
                 print(f"\n{stopped_by()} after the study ended (finished, every row recorded); its report: "
                       f"python -m reports {store.dir}", file=sys.stderr)
@@ -492,8 +496,6 @@ def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
         return exit_code()
     _record_timings(store, timings, finished_at)
     code = exit_status(outcome.counts, complete=outcome.complete, stopped=stopped)
-    if code == EXIT_INTERRUPTED:
-        code = exit_code()  # 128 + the signal's number: 130 after Ctrl-C, 143 after SIGTERM
     if stopped == "interrupted" or code == EXIT_INCOMPLETE:
         print(f"some trials did not run; continue with: {hint}", file=sys.stderr if stopped == "interrupted"
               else sys.stdout)

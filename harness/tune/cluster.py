@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from harness.interrupt import interrupted, signals_stop
+from harness.study.devices import local_cpus
+from harness.tune.interrupt import interrupted, signals_stop
 
 __all__ = ["ClusterError", "RaySettings", "check_fits", "check_reachable", "cluster_resources", "quiet_local_auth",
            "ray_session", "runtime_in_use", "wait_for_ray_stop"]
@@ -135,7 +136,7 @@ def _init(ray: Any, settings: RaySettings, data_bytes: int) -> None:
         # /tmp/ray/ray_current_cluster (any `ray start` or test cluster on the machine) and then
         # refuses num_cpus.
         quiet_local_auth()
-        ray.init(address="local", num_cpus=settings.num_cpus or os.cpu_count() or 1,
+        ray.init(address="local", num_cpus=local_cpus(settings.num_cpus),
                  num_gpus=settings.num_gpus, include_dashboard=False,
                  object_store_memory=settings.object_store_bytes or _store_size(data_bytes), **common)
 

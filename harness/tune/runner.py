@@ -31,12 +31,12 @@ from ray import tune
 from ray.tune.schedulers import HyperBandScheduler, TrialScheduler
 
 import emoe
-from harness.interrupt import interrupted, signals_stop
 from harness.results.sink import ResultStore
 from harness.study.plan import Plan
 from harness.study.samplers import make_sampler
 from harness.study.stacks import Stack, plan_stacks
 from harness.tune.cluster import RaySettings, cluster_resources
+from harness.tune.interrupt import interrupted, signals_stop
 from harness.tune.lean import LeanTrials
 from harness.tune.order import NewestFirstASHA, NewestFirstFIFO, NewestFirstMedian
 from harness.tune.planned import PlannedTrials

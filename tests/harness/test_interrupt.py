@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.interrupt import exit_code, interrupted, signals_stop, stopped_by
+from harness.tune.interrupt import exit_code, interrupted, signals_stop, stopped_by
 from tests.harness.conftest import signal_when_a_trial_starts, tiny_study
 
 
