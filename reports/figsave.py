@@ -49,9 +49,15 @@ _HEADER = struct.Struct("!Q")
 
 
 def _file_mode() -> int:
-    """The mode ``open`` gives a new file under this process's umask (0644 under the usual 022)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
+    """The mode ``open`` gives a new file under this process's umask (0644 under the usual 022). Read from
+    /proc where it can be: setting the umask to read it is process-wide, and other threads may be creating
+    files meanwhile (Ray's, when the harness reports)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            mask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
     return 0o666 & ~mask
 
 

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -59,7 +59,7 @@ _UNI_KEYS = ("regression_labels_T", "regression_labels_V", "regression_labels_A"
 #: dict of them = check against those; False = do not check.
 Expect = str | tuple[int, int, int] | Mapping[str, int] | Literal[False] | None
 LabelKind = Literal["mosi", "sims", "classification"]
-LABEL_KINDS: tuple[str, ...] = ("mosi", "sims", "classification")
+LABEL_KINDS: tuple[str, ...] = get_args(LabelKind)
 
 
 @dataclass(frozen=True)

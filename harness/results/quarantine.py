@@ -85,24 +85,22 @@ def _set_aside(store: ResultStore, found: dict[Path, str]) -> tuple[Path, int]:
     if everything:
         for tid in known_trials(store):
             reasons.setdefault(tid, "a compacted file of the study could not be read at all")
-    if reasons:
-        store.quarantine(reasons, target)
-        if extract_trials(store, set(reasons), target):
-            notes.append("<table>/compacted-rows.parquet: the compacted rows of these trials, which run again:\n")
-            notes += [f"  {tid}: {why}\n" for tid, why in sorted(reasons.items())]
+    if reasons and set_aside(store, reasons, target)[1]:
+        notes.append("<table>/compacted-rows.parquet: the compacted rows of these trials, which run again:\n")
+        notes += [f"  {tid}: {why}\n" for tid, why in sorted(reasons.items())]
     target.mkdir(parents=True, exist_ok=True)
     with open(target / "reasons.txt", "a", encoding="utf-8") as fh:
         fh.writelines(notes)
     return target, len(reasons)
 
 
-def set_aside(store: ResultStore, reasons: dict[str, str]) -> Path:
-    """Move the given trials' files and compacted rows to a new ``quarantine/<time>/`` folder (kept, not
-    deleted; ``reasons.txt`` says why, ``reasons`` maps trial id -> why); the folder. Call under the lock."""
-    target = store.new_quarantine_folder()
+def set_aside(store: ResultStore, reasons: dict[str, str], target: Path | None = None) -> tuple[Path, int]:
+    """Move the given trials' files and compacted rows to ``target`` (default: a new ``quarantine/<time>/``
+    folder), kept, not deleted, with ``reasons.txt`` saying why (``reasons`` maps trial id -> why); the folder
+    and the number of compacted rows moved. Call under the study's lock."""
+    target = target or store.new_quarantine_folder()
     store.quarantine(reasons, target)
-    extract_trials(store, set(reasons), target)
-    return target
+    return target, extract_trials(store, set(reasons), target)
 
 
 def quarantine_damaged(store: ResultStore, previous: dict[str, object], *,

@@ -92,8 +92,7 @@ def confirmation_trials(plan: Plan, trials: pd.DataFrame) -> list[Trial]:
         made, errors = factory.trials(str(row["variant"]), _overrides_of(plan, cid, row))
         if errors or made[0].config_id != cid:
             raise SpecError([f"confirm: cannot rebuild configuration {cid} ({row['variant']}) from its row"
-                             + (f": {'; '.join(errors)}" if errors else f": it gives {made[0].config_id}")],
-                            source=plan.spec.name)
+                             + (f": {'; '.join(errors)}" if errors else f": it gives {made[0].config_id}")])
         offset = len(plan.spec.seeds)
         by_config.append([dataclasses.replace(t, phase=CONFIRM, seed_index=offset + t.seed_index) for t in made])
     return [ts[i] for i in range(len(confirm.seeds)) for ts in by_config]

@@ -25,8 +25,16 @@ from harness.study.errors import SpecError
 from harness.study.params import flatten
 from harness.study.spec import StudySpec
 
-__all__ = ["DEVICE_PATH", "check_local_devices", "cuda_device_count", "device_errors", "local_device_errors",
-           "local_resource_errors", "study_devices"]
+__all__ = [
+    "DEVICE_PATH",
+    "check_local_devices",
+    "cuda_device_count",
+    "device_errors",
+    "local_cpus",
+    "local_device_errors",
+    "local_resource_errors",
+    "study_devices",
+]
 
 DEVICE_PATH = "train.device"
 
@@ -117,13 +125,18 @@ def local_device_errors(spec: StudySpec) -> list[str]:
     return errors
 
 
+def local_cpus(num_cpus: float | None) -> float:
+    """The CPUs of a local Ray runtime started here: ``--num-cpus``, else this machine's."""
+    return num_cpus if num_cpus is not None else float(os.cpu_count() or 1)
+
+
 def local_resource_errors(spec: StudySpec, *, num_cpus: float | None = None, num_gpus: float | None = None
                           ) -> list[str]:
     """A trial's ``resources`` beyond what a local runtime started here will have (``--num-cpus`` /
     ``--num-gpus``, else this machine's CPUs and CUDA devices): no trial could ever start, and Ray would
     have been started only to say so."""
     res, errors = spec.resources, []
-    cpus = num_cpus if num_cpus is not None else float(os.cpu_count() or 1)
+    cpus = local_cpus(num_cpus)
     if res.cpus > cpus:
         errors.append(f"resources.cpus: a trial asks for {res.cpus:g} CPUs, but the local runtime will have "
                       f"{cpus:g} ({'--num-cpus' if num_cpus is not None else 'this machine'}); lower it, or join "

@@ -24,6 +24,7 @@ from harness.study.tracking import TrackingSpec
 
 __all__ = [
     "NAME_PATTERN",
+    "NAME_RULE",
     "AblationSpec",
     "CategoricalParam",
     "ConfirmSpec",
@@ -45,6 +46,8 @@ __all__ = [
 #: Study and variant names become file and directory names: letters, digits, '_', '-', '.' (not first or
 #: last: a trailing dot is dropped by some file systems).
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9_-])?$"
+#: The same rule in words, for messages.
+NAME_RULE = "must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit and not ending with '.'"
 
 
 #: Bounds that keep numbers usable downstream: seeds fit 64-bit columns and torch's seeding, an Optuna
@@ -99,11 +102,12 @@ class DataSpec(_Strict):
 def _check_step(low: float, high: float, step: float) -> None:
     """A stepped range must hold whole steps: Optuna silently draws only ``low`` when the step exceeds the
     range, and silently lowers ``high`` to the last whole step otherwise."""
-    steps = (high - low) / step
-    if steps < 1:
+    if high - low < step:
         raise ValueError(f"step {step} is larger than the range {low} to {high}: only {low} would be drawn")
-    if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
-        last = low + math.floor(steps + 1e-9) * step
+    whole = all(isinstance(v, int) for v in (low, high, step))  # integers: exact, whatever their size
+    steps = (high - low) // step if whole else (high - low) / step
+    if (high - low) % step if whole else abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+        last = low + (steps if whole else math.floor(steps + 1e-9)) * step
         raise ValueError(f"high - low ({high} - {low}) is not a whole number of steps of {step}: the last "
                          f"value drawn would be {last:g}, not {high}; make high {last:g} or change the step")
 
@@ -407,8 +411,7 @@ def pydantic_errors(exc: ValidationError) -> list[str]:
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         elif e["type"] == "string_pattern_mismatch":
-            msg = ("must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit and not "
-                   f"ending with '.', got {e['input']!r}")
+            msg = f"{NAME_RULE}, got {e['input']!r}"
         elif e["type"] == "union_tag_invalid":
             msg = "type must be one of uniform, loguniform, int, categorical"
         out.append(f"{_loc(e['loc'])}: {msg}")

@@ -37,7 +37,7 @@ from harness.study.space import (
     feasible_fraction,
     grid_points,
 )
-from harness.study.spec import CategoricalParam, DataSpec, StudySpec, is_safe_name
+from harness.study.spec import NAME_RULE, CategoricalParam, DataSpec, StudySpec, is_safe_name
 from harness.study.trial import OPEN_DIMS
 
 __all__ = ["OPEN_DIMS", "check_semantics", "known_metrics", "locate", "resolve_path", "same_configuration",
@@ -263,7 +263,7 @@ def check_semantics(spec: StudySpec, *, combinations: bool = True) -> tuple[Stud
     if spec.ablation is not None:
         for name, overrides in spec.ablation.variants.items():
             if not is_safe_name(name):
-                errors.append(f"ablation.variants.{name}: variant names are 1-64 letters, digits, '_', '-', '.'")
+                errors.append(f"ablation.variants.{name}: a variant name {NAME_RULE}")
             variant_errors = _check_overrides(f"ablation.variants.{name}", overrides or {})
             overrides_ok &= not variant_errors
             errors += variant_errors

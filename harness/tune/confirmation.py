@@ -59,7 +59,7 @@ def _set_aside_superseded(store: ResultStore, rows: pd.DataFrame, chosen: set[st
         return
     why = (f"confirms a configuration no longer among the best {top} on the tuning seeds (the tuning rows changed "
            "since it ran, e.g. retried trials)")
-    target = set_aside(store, {str(t): why for t in old["trial_id"]})
+    target, _ = set_aside(store, {str(t): why for t in old["trial_id"]})
     print(f"confirm: the best configuration(s) changed since the last confirmation; the {len(old)} earlier "
           f"confirmation trial(s) of {', '.join(sorted(map(str, old['variant'].unique())))} moved to {target} "
           "(kept, not deleted; not reported as confirmed)", flush=True)

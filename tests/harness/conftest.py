@@ -6,6 +6,7 @@ import copy
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,18 +34,26 @@ def sigkill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeo
 def signal_when_a_trial_starts(cmd: list[str], root: Path, sig: int, *, env: dict[str, str] | None = None,
                                timeout_s: float = 300) -> tuple[subprocess.Popen[str], str, str]:
     """Run the driver ``cmd`` and send it ``sig`` once a trial of the study in ``root`` has started (its
-    ``.runs`` record appears: an event, not a fixed wait); returns the ended process and its output."""
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and proc.poll() is None and not list((root / ".runs").glob("*.json")):
-            time.sleep(0.05)  # polls for the event: a trial has started
-        assert proc.poll() is None, proc.communicate()
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=timeout_s)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    ``.runs`` record appears: an event, not a fixed wait); returns the ended process and its output.
+    The output goes to files, not pipes: a pipe nobody reads while the test waits could fill and stall it."""
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out_f, stderr=err_f, text=True, env=env)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and proc.poll() is None and not list((root / ".runs").glob("*.json")):
+                time.sleep(0.05)  # polls for the event: a trial has started
+            started = proc.poll() is None
+            if started:
+                proc.send_signal(sig)
+                proc.wait(timeout=timeout_s)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
+    assert started, (out, err)  # the driver ended before any trial started
     return proc, out, err
 
 

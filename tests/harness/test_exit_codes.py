@@ -116,6 +116,22 @@ def test_a_ctrl_c_while_a_finished_studys_report_is_remade_says_the_study_is_fin
     assert "after the study ended (finished, every row recorded)" in err and "nothing was changed" not in err
 
 
+def test_resuming_a_finished_study_on_read_only_storage_sums_it_up(write_study, tmp_path, monkeypatch, capsys):
+    import harness.run as run
+    from harness.results.sink import ResultStore
+
+    args, _ = _finished_study(write_study, tmp_path)
+
+    def read_only(self: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(ResultStore, "lock", read_only)
+    asked: list[bool] = []
+    monkeypatch.setattr(run, "_finish", lambda plan, store, *, report_now=True, timings=None: asked.append(report_now))
+    assert main(args) == 0 and asked == [False]
+    assert "cannot be written (Read-only file system)" in capsys.readouterr().err
+
+
 def test_resuming_a_finished_study_another_driver_holds_changes_nothing(write_study, tmp_path, capsys):
     # a driver retrying its failed trials holds the study; a plain --resume used to mark it finished anyway
     from harness.results.sink import ResultStore

@@ -165,6 +165,13 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
      "uniform needs a real-valued field, model.router is one of 'learned', 'uniform', 'fixed'"),
     ("a bad synthetic field", _set(tiny_study(), "data", {"synthetic": {"preset": "tiny", "n_train": 0}}),
      "data.synthetic.n_train: must be a positive integer, got 0"),
+    ("a huge int range not a whole number of steps", _set(tiny_study(grid=None), "search", {"n_trials": 2, "params": {
+        "train.max_epochs": {"type": "int", "low": 0, "high": 2**61 + 1, "step": 2}}}),
+     "is not a whole number of steps of 2"),  # float division rounded the remainder away
+    ("a variant name ending in '.'", _set(tiny_study(grid=None), "ablation", {
+        "baseline": "full", "variants": {"full": {}, "full.": {"loss.uni_weight": 0}}}),
+     "ablation.variants.full.: a variant name must be 1-64 letters, digits, '_', '-' or '.', starting with a "
+     "letter or digit and not ending with '.'"),
     ("a boolean as a number", _set(tiny_study(), "max_failures", False), "max_failures: Input should be a valid integer"),
     ("a string as a seed", _set(tiny_study(), "seeds", [1, "2"]), "seeds.1: Input should be a valid integer"),
 ]
