@@ -19,6 +19,7 @@ thread only; elsewhere ``signals_stop`` changes nothing. Imports neither Ray nor
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -69,19 +70,36 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     message = _levels[-1][0] if _levels else None
     if message is None or _INTERRUPTED.is_set():
         raise KeyboardInterrupt
-    _INTERRUPTED.set()
+    _INTERRUPTED.set()  # the levels' watchers run their on_stop: no thread is started in here
     again = "Ctrl-C again" if signum == signal.SIGINT else "send it again"
-    print(f"\n{_word(signum)}: {message} ({again} to stop at once)", file=sys.stderr, flush=True)
-    for _, on_stop in _levels:
-        if on_stop is not None:  # in a thread: this handler interrupts the main thread wherever it was
-            threading.Thread(target=on_stop, name="on-stop", daemon=True).start()
+    text = f"\n{_word(signum)}: {message} ({again} to stop at once)\n"
+    try:
+        print(text, end="", file=sys.stderr, flush=True)
+    except RuntimeError:  # the main thread was inside a write to stderr: a reentrant call is refused
+        os.write(2, text.encode())
+
+
+#: Seconds a level waits, as it ends, for an ``on_stop`` that a signal started.
+_ON_STOP_JOIN_S = 30.0
+
+
+def _watch(on_stop: Callable[[], object], done: threading.Event) -> None:
+    """Run ``on_stop`` once a first signal sets the flag, unless its level ends first. A thread started
+    when the level begins: a signal handler must not start threads (it may interrupt the main thread
+    inside ``Thread.start``, holding the lock that start needs)."""
+    while not done.is_set():
+        if _INTERRUPTED.wait(0.1):
+            if not done.is_set():
+                on_stop()
+            return
 
 
 @contextlib.contextmanager
 def signals_stop(message: str | None = None, on_stop: Callable[[], object] | None = None) -> Iterator[None]:
     """SIGINT and SIGTERM stop the run for the duration: at once, or (``message``) first by the flag.
 
-    ``on_stop`` runs, in a daemon thread of its own, when a first signal sets the flag within this level.
+    ``on_stop`` runs, in a daemon thread started with the level, when a first signal sets the flag within
+    it; the level's end waits for an ``on_stop`` under way.
 
     Nested uses change the mode for their duration and set the handlers again at their end (``ray.init``
     sets a SIGTERM handler of its own); the outermost one clears the flag first and puts back the previous
@@ -97,11 +115,19 @@ def signals_stop(message: str | None = None, on_stop: Callable[[], object] | Non
         _INTERRUPTED.clear()
         _first = None
     _levels.append((message, on_stop))
+    done = threading.Event()
+    watcher = None
+    if on_stop is not None and not _INTERRUPTED.is_set():
+        watcher = threading.Thread(target=_watch, args=(on_stop, done), name="on-stop", daemon=True)
+        watcher.start()
     for sig in SIGNALS:
         signal.signal(sig, _handler)
     try:
         yield
     finally:
+        done.set()
+        if watcher is not None:  # an on_stop under way ends before the level does (the caller's lock with it)
+            watcher.join(timeout=_ON_STOP_JOIN_S)
         _levels.pop()
         for sig, handler in previous.items():
             if not outermost:

@@ -50,6 +50,31 @@ def test_a_first_signal_only_asks_to_stop_a_second_stops_at_once_and_the_flag_la
         assert not interrupted()  # the outermost level starts afresh
 
 
+def test_on_stop_runs_in_a_thread_started_with_its_level_which_waits_for_it(capsys):
+    # the handler used to start the thread itself: a signal landing inside Thread.start (which holds a
+    # lock start needs) would hang the process, and nothing waited for an on_stop still writing study.json
+    import threading
+
+    running, release, ran = threading.Event(), threading.Event(), []
+
+    def on_stop() -> None:
+        running.set()
+        release.wait(60)
+        ran.append("study.json marked")
+
+    with signals_stop("stopping", on_stop=on_stop):
+        assert "on-stop" in [t.name for t in threading.enumerate()]  # before any signal
+        started = threading.Thread.start
+        threading.Thread.start = lambda self: pytest.fail("a thread started in the signal handler")  # type: ignore[method-assign]
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        finally:
+            threading.Thread.start = started  # type: ignore[method-assign]
+        assert running.wait(60) and ran == []
+        release.set()
+    assert ran == ["study.json marked"]  # the level ended only once on_stop had
+
+
 def test_sigterm_is_a_ctrl_c_whose_exit_status_is_143(capsys):
     previous = signal.getsignal(signal.SIGTERM)
     with signals_stop("stopping"):
