@@ -217,7 +217,9 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         from mlflow.entities import Param
 
         client = self._client()
-        tags = {**run_tags(planned), "results_dir": str(self.store.dir)}
+        # the study's start time tells this study from an earlier one of the same name and folder (deleted
+        # and run again: trial ids are the same), whose runs must not be continued
+        tags = {**run_tags(planned), "results_dir": str(self.store.dir), "study_created_at": self._created_at()}
         previous = self._previous_run(client, tags)
         if previous is not None:  # the trial of a resumed study (or a retried failed one) continues its run
             client.update_run(previous, status="RUNNING")
@@ -229,6 +231,13 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
             client.log_batch(run.info.run_id, params=params[i:i + 100])
         self._trial_runs[key] = run.info.run_id
 
+    def _created_at(self) -> str:
+        """When the study (this instance of its folder) was created: study.json's ``created_at``."""
+        try:
+            return str(self.store.read_info().get("created_at", ""))
+        except (OSError, ValueError):
+            return ""
+
     def _experiment_id(self) -> str:
         """The study's experiment, which ``setup`` found or created."""
         experiment_id = self.mlflow_util.experiment_id
@@ -237,10 +246,11 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         return str(experiment_id)
 
     def _previous_run(self, client: MlflowClient, tags: dict[str, str]) -> str | None:
-        """The run this trial logged to in an earlier run of the same study directory, if any."""
-        if "'" in tags["results_dir"]:
+        """The run this trial logged to in an earlier run (a resume) of this very study, if any."""
+        keys = ("trial_id", "results_dir", "study_created_at")
+        if any("'" in tags[k] for k in keys):
             return None  # not expressible in a filter string; start a new run
-        query = f"tags.trial_id = '{tags['trial_id']}' and tags.results_dir = '{tags['results_dir']}'"
+        query = " and ".join(f"tags.{k} = '{tags[k]}'" for k in keys)
         try:
             runs = client.search_runs([self._experiment_id()], filter_string=query, max_results=1)
         except Exception:  # a store that cannot search: a new run is still right

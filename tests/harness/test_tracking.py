@@ -157,6 +157,7 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     uri = (tmp_path / "mlruns").as_uri()
     store = ResultStore(tmp_path / "results", "s")
+    store.create("name: s\n", {"study": "s", "created_at": "2026-11-30T10:00:00+00:00"})
     first = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")
     first.setup()
     trial = _Trial({"trial": _TRIAL})
@@ -176,6 +177,13 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     other.setup()
     other.on_trial_start(0, [], _Trial({"trial": _TRIAL}))  # same study name, other results: its own run
     assert len(client.search_runs([client.get_experiment_by_name("exp").experiment_id])) == 2
+    # the folder deleted and the study run again from scratch (same trial ids): new runs, not the old ones
+    # continued (their epochs were appended to the old runs: steps [1, 2, 1, 2])
+    store.write_info({"study": "s", "created_at": "2026-11-30T11:00:00+00:00"})
+    again = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")
+    again.setup()
+    again.on_trial_start(0, [], _Trial({"trial": _TRIAL}))
+    assert len(client.search_runs([client.get_experiment_by_name("exp").experiment_id])) == 3
 
 
 def test_at_the_end_of_a_study_every_open_wandb_run_is_told_to_end_before_the_wait(monkeypatch, tmp_path):
