@@ -130,7 +130,10 @@ def _init(ray: Any, settings: RaySettings, data_bytes: int) -> None:
         try:
             ray.init(address=settings.address, **common)
         except (ConnectionError, TimeoutError) as exc:
-            raise ClusterError(f"--address {settings.address}: cannot connect to Ray ({exc})") from exc
+            hint = ("; if the cluster asks for a token (Ray's 'InvalidAuthToken' lines above), set "
+                    "RAY_AUTH_MODE=token where the driver runs (docs/cluster.md, Authentication)"
+                    if "RAY_AUTH_MODE" not in os.environ else "")
+            raise ClusterError(f"--address {settings.address}: cannot connect to Ray ({exc}){hint}") from exc
     else:
         # "local": always a new runtime. With no address Ray joins the cluster named in
         # /tmp/ray/ray_current_cluster (any `ray start` or test cluster on the machine) and then

@@ -129,3 +129,24 @@ def test_ray_objects_nobody_refers_to_are_released_before_a_background_stop_and_
     release.set()
     cluster.wait_for_ray_stop()
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("auth_mode", [None, "token"])
+def test_a_join_that_fails_hints_at_the_token_when_none_is_set(monkeypatch, auth_mode):
+    # a token-protected cluster refused the driver with "cannot connect to Ray" and no word of the cause
+    from types import SimpleNamespace
+
+    from harness.tune import cluster
+
+    def refuse(**kwargs: object) -> None:
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
+
+    monkeypatch.setattr(cluster, "check_reachable", lambda address: None)
+    if auth_mode is None:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_MODE", auth_mode)
+    with pytest.raises(cluster.ClusterError) as info:
+        cluster._init(SimpleNamespace(init=refuse), RaySettings(address="10.0.0.1:6379"), 0)
+    assert "cannot connect to Ray" in str(info.value)
+    assert ("RAY_AUTH_MODE=token" in str(info.value)) is (auth_mode is None)
