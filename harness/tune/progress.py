@@ -114,6 +114,11 @@ class ProgressPrinter(tune.Callback):
             if better:
                 self.best = (float(value), f"{desc.variant}, seed {desc.seed}")
 
+    def on_step(self, iteration: int, trials: list[TuneTrial], **info: object) -> None:
+        """Every loop of Tune's controller: a line every ``interval_s`` also while no trial reports (trials
+        waiting for resources, a cluster that stopped answering), not only on trial events."""
+        self._print(trials)
+
     def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: object) -> None:
         if self.first_running is None:
             self.first_running = time.monotonic()

@@ -69,6 +69,27 @@ def test_the_progress_printer_takes_a_settled_trials_status_from_the_recorder_wi
     assert printer.statuses == {trial.trial_id: "completed"} and printer.best is not None and reads == []
 
 
+def test_progress_lines_keep_coming_while_no_trial_reports(tmp_path, monkeypatch):
+    # trials waiting for resources (or a lost cluster) gave no line at all: lines came only on trial events
+    import io
+    import time
+
+    from harness.results.sink import ResultStore
+    from harness.tune.progress import ProgressPrinter
+
+    out = io.StringIO()
+    printer = ProgressPrinter(ResultStore(tmp_path, "t"), total=4, objective="valid_mae", mode="min",
+                              interval_s=3600.0)
+    monkeypatch.setattr(ProgressPrinter, "out", property(lambda self: out))
+    printer.last_print = time.monotonic() - 60.0  # a minute since the last line, an hour between lines
+    printer.on_step(1, [])
+    assert out.getvalue() == ""
+    printer.last_print = time.monotonic() - 3601.0  # the interval has passed: a line, though nothing reported
+    printer.on_step(2, [])
+    printer.on_step(3, [])  # and not again at once
+    assert out.getvalue().count("0/4 done | 0 running | 4 pending") == 1
+
+
 def test_progress_is_renamed_without_fsync_and_flushed_before_the_row_that_commits_it(tmp_path, monkeypatch):
     import os
 
