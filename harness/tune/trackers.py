@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,10 +158,13 @@ class _Guarded:
     store: ResultStore
 
     def _guard(self, hook: str, *args: object, **kwargs: object) -> None:
+        self._safely(getattr(super(), hook), *args, **kwargs)
+
+    def _safely(self, fn: Callable[..., object], *args: object, **kwargs: object) -> None:
         if getattr(self, "_broken", False):
             return
         try:
-            getattr(super(), hook)(*args, **kwargs)
+            fn(*args, **kwargs)
         except Exception as exc:
             self._broken = True
             print(f"warning: tracking: {self.name} failed ({type(exc).__name__}: {exc}); it is off for the "
@@ -184,14 +187,32 @@ class _Guarded:
         self._guard("on_trial_error", *args, **kwargs)
 
     def on_experiment_end(self, *args: object, **kwargs: object) -> None:
+        self._safely(self._end_open_runs, args[0] if args else kwargs.get("trials"))
         self._guard("on_experiment_end", *args, **kwargs)
+
+    def _end_open_runs(self, trials: object) -> None:
+        """End the runs still open as the study ends (``open_runs``); each tracker says how."""
 
     def _row(self, trial: Trial) -> dict[str, Cell] | None:
         return self.store.read_trial(trial.trial_id)
 
 
-def _status(row: Mapping[str, Cell] | None, failed: bool) -> str:
-    return str(row["status"]) if row else ("failed" if failed else "unknown")
+def _status(row: Mapping[str, Cell] | None, failed: bool, missing: str = "unknown") -> str:
+    """A run's status: its trial's row's, else failed, else ``missing`` ("interrupted" for a run still open
+    when the study ends: Tune stopped its trial without completing it)."""
+    return str(row["status"]) if row else ("failed" if failed else missing)
+
+
+#: The status a run still open at the end of a study gets when its trial has no row.
+OPEN_AT_END = "interrupted"
+
+
+def open_runs(trials: object, is_open: Callable[[Hashable], bool]) -> list[tuple[Hashable, Trial]]:
+    """(run key, planned trial) of the runs still open when a study ends: trials Tune stopped without
+    completing (Ctrl-C, the time budget), or whose completion it had not processed yet (their row may say
+    completed). Each tracker ends them from the row, so no run stays open forever."""
+    return [(key, planned) for t in (trials if isinstance(trials, list) else []) for key, planned in tracked_runs(t)
+            if is_open(key)]
 
 
 class MLflowTracker(_Guarded, MLflowLoggerCallback):
@@ -271,16 +292,24 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
 
     def log_trial_end(self, trial: TuneTrial, failed: bool = False) -> None:
         for key, planned in tracked_runs(trial):
-            run_id = self._trial_runs.pop(key, None)
-            if run_id is None:
-                continue
-            row = self._row(planned)
-            selected = selected_metrics(row)
-            if selected:
-                self._log(run_id, selected, int(selected.get("selected/best_epoch", 0)))
-            client = self._client()
-            client.set_tag(run_id, "status", _status(row, failed))
-            client.set_terminated(run_id, "FAILED" if _status(row, failed) == "failed" else "FINISHED")
+            self._end_run(key, planned, failed)
+
+    def _end_open_runs(self, trials: object) -> None:
+        for key, planned in open_runs(trials, lambda k: k in self._trial_runs):
+            self._end_run(key, planned, False, missing=OPEN_AT_END)
+
+    def _end_run(self, key: Hashable, planned: Trial, failed: bool, missing: str = "unknown") -> None:
+        run_id = self._trial_runs.pop(key, None)
+        if run_id is None:
+            return
+        row = self._row(planned)
+        selected = selected_metrics(row)
+        if selected:
+            self._log(run_id, selected, int(selected.get("selected/best_epoch", 0)))
+        status = _status(row, failed, missing)
+        client = self._client()
+        client.set_tag(run_id, "status", status)
+        client.set_terminated(run_id, {"failed": "FAILED", OPEN_AT_END: "KILLED"}.get(status, "FINISHED"))
 
 
 def _hparam(v: Cell) -> str | bool | int | float:
@@ -318,7 +347,11 @@ class TensorBoardTracker(_Guarded, TBXLoggerCallback):
         for key, planned in tracked_runs(trial):
             self._end_run(key, planned, failed)
 
-    def _end_run(self, key: Hashable, planned: Trial, failed: bool) -> None:
+    def _end_open_runs(self, trials: object) -> None:
+        for key, planned in open_runs(trials, lambda k: k in self._writers):
+            self._end_run(key, planned, False, missing=OPEN_AT_END)
+
+    def _end_run(self, key: Hashable, planned: Trial, failed: bool, missing: str = "unknown") -> None:
         writer = self._writers.pop(key, None)
         if writer is None:
             return
@@ -330,7 +363,7 @@ class TensorBoardTracker(_Guarded, TBXLoggerCallback):
         for key, value in selected.items():
             writer.add_scalar(key, value, global_step=step)
         params = {k: _hparam(v) for k, v in {**run_params(planned), **run_tags(planned)}.items()}
-        params["status"] = _status(row, failed)
+        params["status"] = _status(row, failed, missing)
         for summary in hparams(hparam_dict=params, metric_dict=selected):
             writer.file_writer.add_summary(summary)
         writer.close()
@@ -372,15 +405,18 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
         self.store = store
         self._last_step: dict[Hashable, int] = {}
 
-    def on_experiment_end(self, *args: object, **kwargs: object) -> None:
-        """Tell every run still open to end before waiting for the runs to be written: Tune stops the running
+    def _end_open_runs(self, trials: object) -> None:
+        """Tell every run still open to end before the wait for the runs to be written: Tune stops the running
         trials of an interrupted study (Ctrl-C, the time budget) without completing them, so their runs
-        never got END; their actors would wait out ``EXIT_TIMEOUT_S`` and be killed with the run unwritten."""
-        if not getattr(self, "_broken", False):
-            for key in list(self._trial_queues):
-                with contextlib.suppress(Exception):  # a queue whose actor is gone: nothing to end
-                    self._signal_logging_actor_stop(key)
-        super().on_experiment_end(*args, **kwargs)
+        never got END; their actors would wait out ``EXIT_TIMEOUT_S`` and be killed with the run unwritten.
+        Each gets its status (interrupted, or its row's) and selected metrics first."""
+        queues: dict[Any, Any] = self._trial_queues  # keyed by run (a stack member's too)
+        for key, planned in open_runs(trials, lambda k: k in queues):
+            with contextlib.suppress(Exception):  # a queue whose actor is gone: nothing to end
+                queues[key].put((_QueueItem.RESULT, self._final(key, planned, False, OPEN_AT_END)))
+        for run in list(queues):
+            with contextlib.suppress(Exception):
+                self._signal_logging_actor_stop(run)
 
     def setup(self, *args: object, **kwargs: object) -> None:
         if self.kwargs.get("mode") == "offline":
@@ -411,11 +447,14 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
         for key, planned in tracked_runs(trial):
             if key not in self._trial_queues:
                 continue
-            row = self._row(planned)
-            final = {**selected_metrics(row), "training_iteration": self._last_step.pop(key, 0),
-                     "config": {"status": _status(row, failed)}}
-            self._trial_queues[key].put((_QueueItem.RESULT, final))
+            self._trial_queues[key].put((_QueueItem.RESULT, self._final(key, planned, failed)))
             super().log_trial_end(key, failed)
+
+    def _final(self, key: Hashable, planned: Trial, failed: bool, missing: str = "unknown") -> dict[str, object]:
+        """A run's last record: the selected metrics and the status, from its trial's row."""
+        row = self._row(planned)
+        return {**selected_metrics(row), "training_iteration": self._last_step.pop(key, 0),
+                "config": {"status": _status(row, failed, missing)}}
 
 
 def tracking_callbacks(tracking: TrackingSpec | None, store: ResultStore) -> list[LoggerCallback]:

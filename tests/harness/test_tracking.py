@@ -186,6 +186,35 @@ def test_a_resumed_trial_continues_its_mlflow_run(tmp_path, monkeypatch):
     assert len(client.search_runs([client.get_experiment_by_name("exp").experiment_id])) == 3
 
 
+def test_runs_still_open_when_a_study_ends_are_ended_from_their_rows(tmp_path, monkeypatch):
+    """Ctrl-C as a trial finished: its row said completed, but Tune never told the trackers, so its MLflow run
+    stayed RUNNING forever (no status, no selected metrics), and an interrupted trial's too."""
+    import dataclasses
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    store = ResultStore(tmp_path / "results", "s")
+    store.create("name: s\n", {"study": "s", "created_at": "2026-11-30T10:00:00+00:00"})
+    done, cut = _TRIAL, dataclasses.replace(_TRIAL, trial_id="0123456789ab", variant="cut")
+    store.write_table("trials", done.trial_id, trial_table(
+        done, label_kind="mosi", status="completed", error=None, best_epoch=1, epochs_run=2, objective=0.5,
+        valid={"mae": 0.5}, test={}, time_total_s=None, time_per_epoch_s=None, started_at=None, finished_at=None,
+        cpus=1, gpus=0, node=None, node_id=None, attempts=1, code_version="x", data="k"))
+    tracker = MLflowTracker(store, tracking_uri=uri, experiment_name="exp")
+    tracker.setup()
+    trials = [_Trial({"trial": done}), _Trial({"trial": cut})]
+    for t in trials:
+        tracker.on_trial_start(0, [], t)
+    tracker.on_experiment_end(trials)  # neither trial was completed by Tune
+    client = MlflowClient(tracking_uri=uri)
+    runs = {r.data.tags["trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("exp").experiment_id])}
+    assert runs[done.trial_id].info.status == "FINISHED" and runs[done.trial_id].data.tags["status"] == "completed"
+    assert runs[done.trial_id].data.metrics["selected/valid_mae"] == 0.5
+    assert runs[cut.trial_id].info.status == "KILLED" and runs[cut.trial_id].data.tags["status"] == "interrupted"
+
+
 def test_at_the_end_of_a_study_every_open_wandb_run_is_told_to_end_before_the_wait(monkeypatch, tmp_path):
     """A study stopped by Ctrl-C or its time budget ends its running trials without completing them, so their
     W&B runs never got END: the end of the study must send it, or each actor waits out the timeout and is
