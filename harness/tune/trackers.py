@@ -191,7 +191,16 @@ class _Guarded:
         self._guard("on_experiment_end", *args, **kwargs)
 
     def _end_open_runs(self, trials: object) -> None:
-        """End the runs still open as the study ends (``open_runs``); each tracker says how."""
+        """End the runs still open as the study ends (``open_runs``), with their rows, else as interrupted."""
+        for key, planned in open_runs(trials, self._is_open):
+            self._end_run(key, planned, False, missing=OPEN_AT_END)
+
+    def _is_open(self, key: Hashable) -> bool:
+        """Whether this tracker holds an open run for ``key`` (none by default)."""
+        return False
+
+    def _end_run(self, key: Hashable, planned: Trial, failed: bool, missing: str = "unknown") -> None:
+        """End the run of ``key`` with its trial's status and selected metrics (the trackers that own runs)."""
 
     def _row(self, trial: Trial) -> dict[str, Cell] | None:
         return self.store.read_trial(trial.trial_id)
@@ -294,9 +303,8 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         for key, planned in tracked_runs(trial):
             self._end_run(key, planned, failed)
 
-    def _end_open_runs(self, trials: object) -> None:
-        for key, planned in open_runs(trials, lambda k: k in self._trial_runs):
-            self._end_run(key, planned, False, missing=OPEN_AT_END)
+    def _is_open(self, key: Hashable) -> bool:
+        return key in self._trial_runs
 
     def _end_run(self, key: Hashable, planned: Trial, failed: bool, missing: str = "unknown") -> None:
         run_id = self._trial_runs.pop(key, None)
@@ -347,9 +355,8 @@ class TensorBoardTracker(_Guarded, TBXLoggerCallback):
         for key, planned in tracked_runs(trial):
             self._end_run(key, planned, failed)
 
-    def _end_open_runs(self, trials: object) -> None:
-        for key, planned in open_runs(trials, lambda k: k in self._writers):
-            self._end_run(key, planned, False, missing=OPEN_AT_END)
+    def _is_open(self, key: Hashable) -> bool:
+        return key in self._writers
 
     def _end_run(self, key: Hashable, planned: Trial, failed: bool, missing: str = "unknown") -> None:
         writer = self._writers.pop(key, None)
