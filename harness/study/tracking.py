@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import netrc
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
@@ -107,6 +109,21 @@ def _check_mlflow(spec: MLflowTracking, study: str) -> list[str]:
     if uri is None:
         return ["tracking.mlflow.uri: required (or set MLFLOW_TRACKING_URI), e.g. http://host:5000 or "
                 "sqlite:////abs/path/mlflow.db; the harness writes nothing to the current directory by itself"]
+    local = _local_store(uri)
+    if local is not None and not local.exists():
+        # opening a store that does not exist yet creates it, and a check (a dry run) must create nothing:
+        # MLflow is tried on a store of the same kind in a temporary folder, and the place on writability
+        parent = next((p for p in local.parents if p.exists()), None)
+        if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            return [f"tracking.mlflow.uri: cannot create the MLflow store {local}: {parent} is not a writable "
+                    "folder"]
+        with tempfile.TemporaryDirectory() as scratch:
+            probe = uri.replace(str(local), str(Path(scratch) / local.name), 1)
+            try:
+                MlflowClient(tracking_uri=probe).get_experiment_by_name(spec.experiment or study)
+            except Exception as exc:  # e.g. a file store without MLFLOW_ALLOW_FILE_STORE
+                return [f"tracking.mlflow.uri: cannot use the MLflow tracking store {uri}: {_first_line(exc)}"]
+        return []
     # one quick attempt, not MLflow's minutes of retries: a server that is down must fail the check now
     with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(REACH_TIMEOUT_S)):
         try:
@@ -118,6 +135,17 @@ def _check_mlflow(spec: MLflowTracking, study: str) -> list[str]:
         return [f"tracking.mlflow.experiment: {experiment.name!r} is deleted in {uri}; restore it there "
                 "or choose another experiment name"]
     return []
+
+
+def _local_store(uri: str) -> Path | None:
+    """The file or folder of a local MLflow store (``file:`` or ``sqlite:`` URI, or a plain path), else None."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = uri.removeprefix("sqlite:///")
+        return Path(path) if path and path != ":memory:" else None
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    return Path(uri) if parsed.scheme == "" else None
 
 
 def _wandb_key(base_url: str) -> bool:

@@ -3,6 +3,7 @@ tracker that fails mid-study is a warning that leaves the study going (no Ray ne
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -58,6 +59,22 @@ def test_a_missing_package_fails_before_anything_is_created(write_study, tmp_pat
     assert "tracking.mlflow: the mlflow package is not installed" in err
     assert "tracking.wandb: the wandb package is not installed" in err and "Traceback" not in err
     assert not results.exists()
+
+
+def test_checking_a_local_mlflow_store_that_does_not_exist_creates_nothing(tmp_path, monkeypatch):
+    # a dry run (or a study refused for another reason) created the store: an mlruns/ tree, a 1 MB database
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    sqlite, files = tmp_path / "db" / "mlflow.db", tmp_path / "files" / "mlruns"
+    assert preflight(TrackingSpec.model_validate({"mlflow": {"uri": f"sqlite:///{sqlite}"}}), "s") is None
+    with pytest.raises(SpecError, match="MLFLOW_ALLOW_FILE_STORE"):  # MLflow's own refusal is still reported
+        preflight(TrackingSpec.model_validate({"mlflow": {"uri": files.as_uri()}}), "s")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    preflight(TrackingSpec.model_validate({"mlflow": {"uri": files.as_uri()}}), "s")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if not os.access(tmp_path / "ro", os.W_OK):  # (root may write anywhere)
+        with pytest.raises(SpecError, match="is not a writable folder"):
+            preflight(TrackingSpec.model_validate({"mlflow": {"uri": f"sqlite:///{tmp_path / 'ro' / 'x.db'}"}}), "s")
 
 
 def test_an_unreachable_server_or_missing_uri_fails_at_once(tmp_path, monkeypatch):
