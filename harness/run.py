@@ -204,12 +204,13 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, ResultStore, dict[str, obje
     data = load_study_data(spec.data, text_input=text_input)
     plan = build_plan(spec, data)
     if previous is not None:
+        from harness.results.quarantine import quarantine_damaged
         from harness.results.study_provenance import data_change, data_checksum
-        changed = data_change(previous, data_checksum(spec.data.path, plan.data.key))
+
+        changed = data_change(previous, data_checksum(spec.data.path, plan.data.key))  # the data it started on
         if changed:
             raise SpecError([changed])
-    if previous is not None:  # damaged result files: named, and moved aside so their trials run again
-        from harness.results.quarantine import quarantine_damaged
+        # damaged result files: named, and moved aside so their trials run again
         with signals_stop("moving the damaged files aside first"):  # a move is finished, never cut short
             previous = quarantine_damaged(store, previous, dry_run=args.dry_run)
         if interrupted():
