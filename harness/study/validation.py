@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from emoe.config import EMOEConfig, to_dict
 from emoe.metrics import METRIC_NAMES, metric_mode
 from harness.study.data import synthetic_errors
 from harness.study.devices import device_errors
@@ -153,7 +152,7 @@ def _check_search(spec: StudySpec, *, feasibility: bool = True) -> list[str]:
     s = spec.search
     errors = [f"search.{e}" for e in sampler_errors(s.sampler, s.sampler_options)]
     try:
-        base: Mapping[str, object] | None = {**flatten(to_dict(EMOEConfig())), **flatten(spec.base)}
+        base: Mapping[str, object] | None = search_space(spec).base  # the defaults and base, as sampling sees them
     except ValueError:  # a field given twice in base: reported there
         base = None
     for path, param in s.params.items():

@@ -205,6 +205,19 @@ class _Guarded:
     def _row(self, trial: Trial) -> dict[str, Cell] | None:
         return self.store.read_trial(trial.trial_id)
 
+    def _ending(self, planned: Trial, failed: bool, missing: str = "unknown") -> tuple[dict[str, float], str]:
+        """What a run ends with: its trial's selected metrics and status, from the trial's row."""
+        row = self._row(planned)
+        return selected_metrics(row), _status(row, failed, missing)
+
+
+class _RunsPerTrial(_Guarded):
+    """Mixin of the trackers that end a trial's runs themselves (``_end_run``) when Tune ends the trial."""
+
+    def log_trial_end(self, trial: TuneTrial, failed: bool = False) -> None:
+        for key, planned in tracked_runs(trial):
+            self._end_run(key, planned, failed)
+
 
 def _status(row: Mapping[str, Cell] | None, failed: bool, missing: str = "unknown") -> str:
     """A run's status: its trial's row's, else failed, else ``missing`` ("interrupted" for a run still open
@@ -224,7 +237,7 @@ def open_runs(trials: object, is_open: Callable[[Hashable], bool]) -> list[tuple
             if is_open(key)]
 
 
-class MLflowTracker(_Guarded, MLflowLoggerCallback):
+class MLflowTracker(_RunsPerTrial, MLflowLoggerCallback):
     """One MLflow run per trial in the study's experiment (Ray's callback, logging in batches)."""
 
     name = "mlflow"
@@ -262,11 +275,14 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         self._trial_runs[key] = run.info.run_id
 
     def _created_at(self) -> str:
-        """When the study (this instance of its folder) was created: study.json's ``created_at``."""
-        try:
-            return str(self.store.read_info().get("created_at", ""))
-        except (OSError, ValueError):
-            return ""
+        """When the study (this instance of its folder) was created: study.json's ``created_at``, read once
+        (it does not change while the study runs; not once per trial)."""
+        if getattr(self, "_created", None) is None:
+            try:
+                self._created = str(self.store.read_info().get("created_at", ""))
+            except (OSError, ValueError):
+                return ""
+        return str(self._created)
 
     def _experiment_id(self) -> str:
         """The study's experiment, which ``setup`` found or created."""
@@ -299,10 +315,6 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
             if found is not None and key in self._trial_runs:
                 self._log(self._trial_runs[key], found[1], found[0])
 
-    def log_trial_end(self, trial: TuneTrial, failed: bool = False) -> None:
-        for key, planned in tracked_runs(trial):
-            self._end_run(key, planned, failed)
-
     def _is_open(self, key: Hashable) -> bool:
         return key in self._trial_runs
 
@@ -310,11 +322,9 @@ class MLflowTracker(_Guarded, MLflowLoggerCallback):
         run_id = self._trial_runs.pop(key, None)
         if run_id is None:
             return
-        row = self._row(planned)
-        selected = selected_metrics(row)
+        selected, status = self._ending(planned, failed, missing)
         if selected:
             self._log(run_id, selected, int(selected.get("selected/best_epoch", 0)))
-        status = _status(row, failed, missing)
         client = self._client()
         client.set_tag(run_id, "status", status)
         client.set_terminated(run_id, {"failed": "FAILED", OPEN_AT_END: "KILLED"}.get(status, "FINISHED"))
@@ -324,7 +334,7 @@ def _hparam(v: Cell) -> str | bool | int | float:
     return v if isinstance(v, str | bool | int | float) else str(v)
 
 
-class TensorBoardTracker(_Guarded, TBXLoggerCallback):
+class TensorBoardTracker(_RunsPerTrial, TBXLoggerCallback):
     """TensorBoard event files per trial in ``<logdir>/<trial_id>/``: scalars per epoch, hparams at the end."""
 
     name = "tensorboard"
@@ -351,10 +361,6 @@ class TensorBoardTracker(_Guarded, TBXLoggerCallback):
                 writer.add_scalar(key, value, global_step=step)
             writer.flush()
 
-    def log_trial_end(self, trial: TuneTrial, failed: bool = False) -> None:
-        for key, planned in tracked_runs(trial):
-            self._end_run(key, planned, failed)
-
     def _is_open(self, key: Hashable) -> bool:
         return key in self._writers
 
@@ -364,13 +370,12 @@ class TensorBoardTracker(_Guarded, TBXLoggerCallback):
             return
         from tensorboardX.summary import hparams
 
-        row = self._row(planned)
-        selected = selected_metrics(row)
+        selected, status = self._ending(planned, failed, missing)
         step = int(selected.get("selected/best_epoch", 0))
         for key, value in selected.items():
             writer.add_scalar(key, value, global_step=step)
         params = {k: _hparam(v) for k, v in {**run_params(planned), **run_tags(planned)}.items()}
-        params["status"] = _status(row, failed, missing)
+        params["status"] = status
         for summary in hparams(hparam_dict=params, metric_dict=selected):
             writer.file_writer.add_summary(summary)
         writer.close()
@@ -459,9 +464,8 @@ class WandbTracker(_Guarded, WandbLoggerCallback):
 
     def _final(self, key: Hashable, planned: Trial, failed: bool, missing: str = "unknown") -> dict[str, object]:
         """A run's last record: the selected metrics and the status, from its trial's row."""
-        row = self._row(planned)
-        return {**selected_metrics(row), "training_iteration": self._last_step.pop(key, 0),
-                "config": {"status": _status(row, failed, missing)}}
+        selected, status = self._ending(planned, failed, missing)
+        return {**selected, "training_iteration": self._last_step.pop(key, 0), "config": {"status": status}}
 
 
 def tracking_callbacks(tracking: TrackingSpec | None, store: ResultStore) -> list[LoggerCallback]:
