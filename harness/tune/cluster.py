@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness.study.devices import local_cpus
@@ -139,9 +140,13 @@ def _init(ray: Any, settings: RaySettings, data_bytes: int) -> None:
         # /tmp/ray/ray_current_cluster (any `ray start` or test cluster on the machine) and then
         # refuses num_cpus.
         quiet_local_auth()
-        ray.init(address="local", num_cpus=local_cpus(settings.num_cpus),
-                 num_gpus=settings.num_gpus, include_dashboard=False,
-                 object_store_memory=settings.object_store_bytes or _store_size(data_bytes), **common)
+        try:
+            ray.init(address="local", num_cpus=local_cpus(settings.num_cpus),
+                     num_gpus=settings.num_gpus, include_dashboard=False,
+                     object_store_memory=settings.object_store_bytes or _store_size(data_bytes), **common)
+        except OSError as exc:  # e.g. Ray's own programs not executable (an install unpacked without modes)
+            raise ClusterError(f"cannot start a local Ray runtime: {exc}; check the Ray installation "
+                               f"({Path(ray.__file__).parent})") from exc
 
 
 def _release_ray_objects() -> bool:

@@ -154,3 +154,20 @@ def test_unreachable_or_malformed_address_exits_2_at_once_and_creates_nothing(
     assert "Traceback" not in err
     assert not results.exists()
     assert ray_init_calls == []  # refused before Ray's own minutes-long connection retries
+
+
+def test_a_ray_that_cannot_start_is_named_as_such_and_creates_nothing(write_study, tmp_path, capsys, monkeypatch):
+    """Seen on a GPU machine whose Ray was unpacked without its files' modes: ``ray.init`` raised
+    PermissionError on gcs_server, and the command blamed the study's results directory."""
+    import ray
+
+    def not_executable(**kwargs):
+        raise PermissionError(13, "Permission denied", "/tmp/site/ray/core/src/ray/gcs/gcs_server")
+
+    monkeypatch.setattr(ray, "init", not_executable)
+    results = tmp_path / "results"
+    assert main([str(write_study(tiny_study())), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot start a local Ray runtime" in err and "gcs_server" in err
+    assert "results directory" not in err
+    assert not list(results.glob("*/study.json"))
