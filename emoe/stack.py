@@ -37,7 +37,7 @@ from emoe.checkpoint import (
     router_to_state,
 )
 from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
-from emoe.data.arrays import DataSet, Split, iter_batches
+from emoe.data.arrays import DataSet, Split, iter_batches, resident_arrays
 from emoe.dropout import DropoutSite, PlannedDropout, record_plan, window_masks
 from emoe.evaluate import NonFiniteOutput, autocast_context, bf16_active, summarize
 from emoe.losses import (
@@ -283,6 +283,10 @@ class _Stack:
 def _gather(split: Split, orders: list[torch.Tensor], start: int, size: int, device: torch.device
             ) -> tuple[torch.Tensor, ...]:
     """(K, B, ...) text, audio, vision and (K, B) labels: each member's next batch in its own order."""
+    resident = resident_arrays(split, device)
+    if resident is not None:  # cut on the device
+        rows = torch.stack([o[start:start + size] for o in orders]).to(resident[0].device, non_blocking=True)
+        return tuple(a[rows] for a in resident)
     idx = [o[start:start + size].numpy() for o in orders]
     return tuple(torch.from_numpy(np.stack([np.ascontiguousarray(getattr(split, f)[i]) for i in idx])).to(device)
                  for f in ("text", "audio", "vision", "labels"))

@@ -220,3 +220,21 @@ def test_under_bf16_autocast_the_stacks_masks_take_the_dtypes_of_its_real_forwar
     assert [s.dtype for s in plans[1]] == dtypes
     results = fit_stacked(cfgs, data)
     assert all(r.status == "completed" and np.isfinite(r.valid["loss"]) for r in results)
+
+
+def test_a_split_kept_on_the_device_gives_the_same_runs(float64, monkeypatch):
+    """On an accelerator a split is copied there once and every batch (every member's, stacked) is cut
+    there: the runs must be what the host gathering gives, to the bit. Tried on CPU by treating it as such
+    a device."""
+    import emoe.data.arrays as arrays
+
+    data = make_data()
+    cfgs = [member(1111, 0.1, max_epochs=2), member(1112, 0.5, max_epochs=2)]
+    host_stacked, host_alone = fit_stacked(cfgs, data), train_emoe(cfgs[0], data)
+    monkeypatch.setattr(arrays, "keeps_on_device", lambda device: True)
+    assert arrays.resident_arrays(data.train, "cpu") is arrays.resident_arrays(data.train, "cpu")  # copied once
+    kept_stacked, kept_alone = fit_stacked(cfgs, data), train_emoe(cfgs[0], data)
+    for s, a in [*zip(kept_stacked, host_stacked), (kept_alone, host_alone)]:
+        assert_same_run(s, a, tol=0.0)
+    monkeypatch.setattr(arrays, "RESIDENT_BYTES", data.train.nbytes - 1)  # too large: gathered on the host
+    assert arrays.resident_arrays(data.train, "cpu") is None
