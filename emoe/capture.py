@@ -1,13 +1,20 @@
 """One training batch's forward and loss, run eagerly, under ``torch.compile``, or replayed as CUDA graphs.
 
 ``train.compile`` picks the mode: ``off`` (eager, the default), ``default`` (``torch.compile`` of the
-step; its backward is compiled too) or ``graphs`` (``torch.compile(mode="reduce-overhead")``: forward and
-backward are captured as CUDA graphs and replayed, inputs copied into static buffers). Capture needs a
-step without hidden state: dropout masks come in as tensors (one uniform vector per batch, cut inside the
-step, see ``emoe.dropout``), the router's primed products are explicit arguments, and nothing syncs with
-the host. The router's deferred weight gradient records Python-side state during backward, so compiled
-modes use the ordinary autograd gradient instead (same sum). Where ``graphs`` cannot run (no CUDA) the
-step runs eagerly after one warning.
+step; its backward is compiled too) or ``graphs``: the forward + loss of a whole accumulation window
+(``TrainStep.window``; of one batch where windows cannot run as one forward) and its backward are
+captured once per input shape as two CUDA graphs (``torch.cuda.make_graphed_callables``) and replayed,
+the rows and their dropout masks (or uniforms) copied into the graphs' static inputs. Capture needs a
+step without hidden state: dropout masks come in as tensors (one uniform vector per batch, cut inside the step, see
+``emoe.dropout``), the router's primed products are explicit arguments, and nothing syncs with the host.
+The router's deferred weight gradient records Python-side state during backward, so compiled modes use
+the ordinary autograd gradient instead (same sum). Where ``graphs`` cannot run (no CUDA, or a capture
+that fails) the step runs eagerly after one warning.
+
+Replayed graphs write their outputs and parameter gradients into the same static memory every time, so
+each parameter the graph trains holds a gradient tensor of its own before a replay: autograd then adds
+the graph's gradient into it in place, as it does for an eager batch, instead of adopting (and, at the
+next replay, losing) the graph's buffer.
 """
 
 from __future__ import annotations
@@ -81,11 +88,13 @@ class TrainStep:
                  dropout: PlannedDropout | None = None):
         self.model, self.cfg, self.device, self.dropout = model, cfg, device, dropout
         self.mode = effective_mode(getattr(cfg.train, "compile", "off"), device)
+        self._graphs: dict[Any, tuple[nn.Module, list[torch.Tensor]]] = {}
         if self.mode == "off":
-            self._fn = self._step
+            self._fn: Any = self._step
+        elif self.mode == "graphs":
+            self._fn = self._graphed
         else:
-            self._fn = torch.compile(self._step, mode="reduce-overhead" if self.mode == "graphs" else None,
-                                     dynamic=False)
+            self._fn = torch.compile(self._step, dynamic=False)
 
     @property
     def eager(self) -> bool:
@@ -95,9 +104,11 @@ class TrainStep:
     @property
     def windowed(self) -> bool:
         """Whether ``window`` runs an accumulation window as one forward: ``batches_per_forward`` says so,
-        the step is eager, the run has its own dropout masks (each batch keeps its draw) and no text
-        encoder (whose dropout draws from the global generator)."""
-        return (self.eager and self.dropout is not None and batches_per_forward(self.cfg, self.device) > 1
+        the step is eager or replayed (graphs capture the window's forward), the run has its own dropout
+        masks (each batch keeps its draw) and no text encoder (whose dropout draws from the global
+        generator)."""
+        return (self.mode in ("off", "graphs") and self.dropout is not None
+                and batches_per_forward(self.cfg, self.device) > 1
                 and getattr(self.model, "text_encoder", None) is None)
 
     def _step(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
@@ -128,9 +139,54 @@ class TrainStep:
             uniforms = self.dropout.uniforms(plans)
             if self.eager and uniforms[0] is not None:  # compiled modes fuse the per-site cut themselves
                 keep = self.dropout.keep_rates(key, uniforms[0].dtype)
-        if self.mode == "graphs":
-            torch.compiler.cudagraph_mark_step_begin()
         return self._fn(batch.text, batch.audio, batch.vision, batch.labels, plans, uniforms, keep, primed)
+
+    # --- graphs: one captured forward and backward per input shape -----------------------------------
+    def _graphed(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
+                 plans: Any, uniforms: list[torch.Tensor | None] | None, keep: torch.Tensor | None,
+                 primed: RouterPrimed | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch replayed (``_step`` with the batch and its drawn uniforms as the graphs' inputs)."""
+        def body(text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
+                 *drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self._step(text, audio, vision, labels, plans, _refill(uniforms, drawn), None, None)
+
+        return self._replay("batch", body, (text, audio, vision, labels), uniforms,
+                            lambda: self._step(text, audio, vision, labels, plans, uniforms, keep, primed))
+
+    def _replay(self, kind: str, body: Any, args: tuple[torch.Tensor, ...], extra: list[torch.Tensor | None] | None,
+                eager: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``body(*args, *extra)`` replayed from the graphs captured for inputs of these shapes (captured at the
+        first such call; ``extra``'s None entries are not inputs); ``eager()`` where capture fails."""
+        tensors = (*args, *[t for t in extra or [] if t is not None])
+        key = (kind, tuple((t.shape, t.dtype) for t in tensors), None if extra is None else
+               tuple(t is None for t in extra), self.model.training)
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = self._capture(body, tensors)
+            except Exception as exc:  # an op that cannot be captured: eager from here on, said once
+                warnings.warn(f"train.compile='graphs': capturing the training step failed ({type(exc).__name__}: "
+                              f"{str(exc)[:300]}); the step runs eagerly (compile='off')", RuntimeWarning,
+                              stacklevel=4)
+                self.mode, self._fn, self._graphs = "off", self._step, {}
+                return eager()
+        graphed, trained = self._graphs[key]
+        for p in trained:  # see the module docstring: accumulate into a tensor of the parameter's own
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        return graphed(*tensors)
+
+    def _capture(self, body: Any, sample: tuple[torch.Tensor, ...]) -> tuple[nn.Module, list[torch.Tensor]]:
+        """``body`` captured for inputs like ``sample``, and the parameters it gives gradients to."""
+        module = _GraphBody(self.model, body)
+        module.train(self.model.training)
+        sample = tuple(t.detach().clone() for t in sample)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        total, _ = module(*sample)  # which parameters the step trains (unused ones keep no gradient)
+        grads = torch.autograd.grad(total, params, allow_unused=True)
+        trained = [p for p, g in zip(params, grads) if g is not None]
+        del total, grads
+        graphed = torch.cuda.make_graphed_callables(module, sample, allow_unused_input=True)
+        return graphed, trained  # type: ignore[return-value]
 
     # --- an accumulation window in one forward ---------------------------------------------------------
     def _terms(self, pred: torch.Tensor, uni_pred: torch.Tensor, weights: torch.Tensor, p_uni: torch.Tensor,
@@ -155,15 +211,27 @@ class TrainStep:
         batch, summed.
         """
         n = batch.labels.shape[0]
-        q, rest = divmod(n, size)
         masks = self._window_masks(batch, size)
         if masks is None:
             parts = [self(_rows(batch, start, size)) for start in range(0, n, size)]
             return torch.stack([t for t, _ in parts]).sum(), torch.stack([v for _, v in parts])
+        args = (batch.text, batch.audio, batch.vision, batch.labels)
+        if self.mode == "graphs":
+            def body(text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
+                     *given: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                return self._window_forward(text, audio, vision, labels, _refill(masks, given) or [], size)
+
+            return self._replay("window", body, args, masks, lambda: self._window_forward(*args, masks, size))
+        return self._window_forward(*args, masks, size)
+
+    def _window_forward(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
+                        masks: list[torch.Tensor | None], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = labels.shape[0]
+        q, rest = divmod(n, size)
         self.dropout.feed.set(masks)  # type: ignore[union-attr]
         with autocast_context(self.cfg, self.device):
-            out = self.model(text=batch.text, audio=batch.audio, vision=batch.vision)
-            outs = (out.pred, out.uni_pred, out.weights, out.p_uni, out.p_fused, batch.labels)
+            out = self.model(text=text, audio=audio, vision=vision)
+            outs = (out.pred, out.uni_pred, out.weights, out.p_uni, out.p_fused, labels)
             totals, vals = [], []
             if q:
                 total, val = torch.func.vmap(self._terms)(*(t[:q * size].unflatten(0, (q, size)) for t in outs))
@@ -174,6 +242,26 @@ class TrainStep:
                 totals.append(total)
                 vals.append(val.unsqueeze(0))
         return (totals[0] if len(totals) == 1 else totals[0] + totals[1]), torch.cat(vals)
+
+
+class _GraphBody(nn.Module):
+    """A step of tensors only, for ``make_graphed_callables``: ``run(*tensors)`` -> (total, terms), the
+    model's parameters as the module's own."""
+
+    def __init__(self, model: nn.Module, run: Any):
+        super().__init__()
+        self.model, self.run = model, run
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.run(*tensors)
+
+
+def _refill(like: list[torch.Tensor | None] | None, given: tuple[torch.Tensor, ...]) -> list[torch.Tensor | None] | None:
+    """``like`` with its tensors replaced, in order, by ``given`` (its None entries stay None)."""
+    if like is None:
+        return None
+    rest = iter(given)
+    return [None if t is None else next(rest) for t in like]
 
 
 def _rows(batch: Batch, start: int, size: int) -> Batch:

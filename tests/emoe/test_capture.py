@@ -60,3 +60,72 @@ def test_graphs_equal_eager_on_cuda():
         assert b.train["loss"] == pytest.approx(a.train["loss"], rel=1e-5)
         for key, value in a.valid.items():
             assert b.valid[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def _static_buffer_graphs(body, sample, allow_unused_input=False):
+    """A stand-in for ``torch.cuda.make_graphed_callables`` on CPU that keeps its contract where it matters:
+    the backward hands autograd the same static gradient buffers at every call (as a replayed graph does)."""
+    params = [p for p in body.parameters() if p.requires_grad]
+    static = [torch.zeros_like(p) for p in params]
+    forward, n = body.forward, len(sample)
+
+    class Replay(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            with torch.enable_grad():
+                total, vals = forward(*inputs[:n])
+            ctx.total = total
+            return total.detach(), vals
+
+        @staticmethod
+        def backward(ctx, grad_total, _grad_vals):
+            grads = torch.autograd.grad(ctx.total, params, grad_total, allow_unused=allow_unused_input)
+            out = []
+            for buffer, grad in zip(static, grads):
+                if grad is not None:
+                    buffer.copy_(grad)
+                out.append(None if grad is None else buffer.detach())
+            return (None,) * n + tuple(out)
+
+    return lambda *args: Replay.apply(*args, *params)
+
+
+@pytest.mark.parametrize("window_forward", [False, True])
+def test_graphs_replay_equals_eager_from_static_gradient_buffers(monkeypatch, window_forward):
+    """A replayed backward writes its gradients into the same buffers every time. Batch by batch, the step
+    must add each batch's into gradients of the parameters' own (adopting the buffer would double or lose
+    batches of a window); a whole window is one replay (its batches' own losses and masks as eager)."""
+    monkeypatch.setattr(emoe.capture, "effective_mode", lambda requested, device: requested)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", _static_buffer_graphs)
+    cfg = make_cfg(max_epochs=2)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, window_forward=window_forward))
+    assert cfg.train.update_epochs > 1
+    kinds = set()
+    original = emoe.capture.TrainStep._replay
+
+    def replay(self, kind, *args):
+        kinds.add(kind)
+        return original(self, kind, *args)
+
+    monkeypatch.setattr(emoe.capture.TrainStep, "_replay", replay)
+    eager = train_emoe(with_compile(cfg, "default"), make_data())
+    graphs = train_emoe(with_compile(cfg, "graphs"), make_data())
+    assert kinds == {"window" if window_forward else "batch"}
+    for a, b in zip(eager.history, graphs.history):
+        assert b.train["loss"] == pytest.approx(a.train["loss"], rel=1e-5)
+        for key, value in a.valid.items():
+            assert b.valid[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_a_capture_that_fails_runs_the_step_eagerly_with_one_warning(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(emoe.capture, "effective_mode", lambda requested, device: requested)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", broken)
+    cfg = make_cfg(max_epochs=1)
+    eager = train_emoe(with_compile(cfg, "default"), make_data())
+    with pytest.warns(RuntimeWarning, match="capturing the training step failed.*not permitted") as record:
+        fallback = train_emoe(with_compile(cfg, "graphs"), make_data())
+    assert len([w for w in record if "capturing" in str(w.message)]) == 1
+    assert fallback.history[0].train["loss"] == pytest.approx(eager.history[0].train["loss"], rel=1e-5)
