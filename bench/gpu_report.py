@@ -6,7 +6,7 @@ against its unstacked run as ``bench/stacked_study.py`` does, each with the run'
 accumulation window 10, batch 16) for the faithful MOSI configuration (207.6M parameters, flattened router)
 and the small one (0.7M), each eager (fast path, float32, a window in one forward), per batch
 (``window_forward: false``), ``compile=default``, ``compile=graphs`` (both per batch), bf16 (bf16 working
-weights, float32 masters) and stacked seeds (K members as one vmapped model, member-samples/s); GPU
+weights, float32 masters; on the faithful configuration also with graphs, against float32 graphs) and stacked seeds (K members as one vmapped model, member-samples/s); GPU
 packing 1/2/4/8 trials per GPU (``bench/gpu_packing.py``). Every step runs under its own time limit, so the whole report fits in about
 6 minutes on one H200; a step that fails or times out is a row saying so, never a missing number. The whole
 run keeps to ``--deadline-s`` (a step gets at most the time left; one that cannot start in time is a
@@ -74,6 +74,7 @@ def _step_figure(args: tuple[str, str, bool, str]) -> tuple[float, float, str]:
     n = batch * window * windows
     extra: dict[str, Any] = {"compile": {"compile": "default"}, "graphs": {"compile": "graphs"},
                              "bf16": {"bf16": True, "allow_cpu_bf16": True},
+                             "bf16 + graphs": {"bf16": True, "allow_cpu_bf16": True, "compile": "graphs"},
                              "per batch": {"window_forward": False}}.get(variant, {})
     train = TrainConfig(batch_size=batch, update_epochs=window, device=device_name, **extra)
     cfg = EMOEConfig(model=model_cfg, train=train)
@@ -111,7 +112,7 @@ def _step_figure(args: tuple[str, str, bool, str]) -> tuple[float, float, str]:
     sync()
     rate = per_sample * n / (time.perf_counter() - start)
     note = "member-samples/s" if per_sample > 1 else ""
-    if variant == "graphs" and device.type != "cuda":
+    if "graphs" in variant and device.type != "cuda":
         note = "no CUDA: ran eagerly (fallback)"
     return rate, warm_s, note
 
@@ -125,7 +126,8 @@ def _timed(fn: Any, args: Any, limit: float) -> tuple[str, Any]:
             return "ok", job.get(timeout=limit)
         except mp.TimeoutError:
             return "timeout", f"over {limit:.0f} s"
-        except Exception as exc:  # a failed figure is reported, the report goes on
+        except Exception as exc:  # a failed figure is reported (its whole traceback in the log), the report goes on
+            print(f"--- {getattr(fn, '__name__', fn)}{args} failed:\n{exc.__cause__ or exc}", flush=True)
             return "error", f"{type(exc).__name__}: {str(exc)[:160]}"
 
 
@@ -138,6 +140,8 @@ def _command(cmd: list[str], limit: float) -> tuple[str, float, str]:
         return "timeout", limit, f"over {limit:.0f} s"
     wall = time.perf_counter() - start
     text = (out.stdout + out.stderr).strip()
+    if out.returncode != 0:  # the whole story in the log, the row keeps its end
+        print(f"--- {' '.join(cmd)} exited {out.returncode}:\n{text[-6000:]}", flush=True)
     return ("ok" if out.returncode == 0 else f"exit {out.returncode}"), wall, text
 
 
@@ -190,24 +194,26 @@ def _phases(info_path: Path) -> str:
     return Timings.from_record(recorded).describe() or "no timings recorded"
 
 
-def _main_job(cpu_check: bool, report: Report) -> None:
+def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> None:
     """The main job alone and with stacks (each configuration's seeds as one model, ``resources.stack``; on a
     GPU also every trial of a phase as one model), and whether every member's rows and metrics match its
-    unstacked run (``bench/stacked_study.py``)."""
+    unstacked run (``bench/stacked_study.py``). ``keys``: the variants to run (plain, stack, phase; None: all)."""
     from stacked_study import compare, tables
 
     base = (["--set", "base.train.max_epochs=1", "--set", "seeds=[1111]", "--set", "report=false"] if cpu_check
             else ["--set", "resources.gpus=0.25"])
     # the CPU check has one seed per configuration: it stacks the 4 grid points (they differ in a loss weight)
     stack = "4" if cpu_check else "auto"
-    variants = [("resources.gpus" + ("" if cpu_check else "=0.25"), []),
-                (f"with stacks (resources.stack={stack})", ["--set", f"resources.stack={stack}"])]
+    variants = [("plain", "resources.gpus" + ("" if cpu_check else "=0.25"), []),
+                ("stack", f"with stacks (resources.stack={stack})", ["--set", f"resources.stack={stack}"])]
     if not cpu_check:  # every trial of a phase in one model (the 4 grid points differ in a loss weight only):
         # one worker process and CUDA context per phase instead of one per configuration
-        variants.append(("one stack per phase (resources.stack=12)", ["--set", "resources.stack=12"]))
+        variants.append(("phase", "one stack per phase (resources.stack=12)", ["--set", "resources.stack=12"]))
     found, walls = {}, {}
     with tempfile.TemporaryDirectory(prefix="gpu-report-") as tmp:
-        for k, (name, extra) in enumerate(variants):
+        for k, (key, name, extra) in enumerate(variants):
+            if keys is not None and key not in keys:
+                continue
             limit = report.limit(240 if cpu_check else 120)  # CPU check: a busy 2-core machine
             if limit is None:
                 report.skipped("main job (distill_weight.yaml)", name)
@@ -220,9 +226,9 @@ def _main_job(cpu_check: bool, report: Report) -> None:
             if status == "ok":
                 walls[k], found[k] = wall, tables(out / "distill_weight")
             if k > 0 and 0 in found and k in found:
-                same, worst, share = compare(found[0], found[k])
-                note = (f"members: {'same ids and rows' if same else 'ids or rows DIFFER'} as unstacked; metrics max "
-                        f"rel diff {worst:.1e}, {100 * share:.1f}% within 1e-4")
+                differ, worst, share = compare(found[0], found[k])
+                note = (f"members: {'ids or rows DIFFER: ' + '; '.join(differ) if differ else 'same ids and rows'} "
+                        f"as unstacked; metrics max rel diff {worst:.1e}, {100 * share:.1f}% within 1e-4")
             if status == "ok":  # where the wall time went (the run's own phases, study.json)
                 note += "; " + _phases(out / "distill_weight" / "study.json")
             ratio = f"{walls[0] / walls[k]:.2f}x" if k in walls and 0 in walls else "-"
@@ -235,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-check", action="store_true", help="CPU, tiny sizes: checks every path (~2 min)")
     p.add_argument("--out", type=Path, default=None, help="write the Markdown report here (default: print only)")
     p.add_argument("--skip", default="", help="comma list of sections to skip: step, packing, main")
+    p.add_argument("--only", default="",
+                   help="comma list of the rows to run, by config:variant for the model step (faithful:graphs, "
+                        "small:stacked=8) and main:VARIANT for the main job (main:plain, main:stack, main:phase), "
+                        "packing for GPU packing; default: every row")
     p.add_argument("--deadline-s", type=float, default=540,
                    help="the whole run's time limit: steps that cannot finish before it are skipped (default 540)")
     args = p.parse_args(argv)
@@ -245,15 +255,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = "cpu" if args.cpu_check else "cuda"
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
     what = "CPU check (tiny sizes: figures mean nothing)" if args.cpu_check else torch.cuda.get_device_name(0)
     report = Report(what, args.out, args.deadline_s, torch.__version__)
     if "main" not in skip:  # first: the issue's headline figure must not be the one the deadline skips
-        _main_job(args.cpu_check, report)
+        _main_job(args.cpu_check, report, None if not only else {o[5:] for o in only if o.startswith("main:")})
     if "step" not in skip:
         variants = ["eager", "per batch", "compile", "graphs", "bf16"]
         plan = [(c, v) for c in ("faithful", "small") for v in variants]
-        plan += [("small", "stacked=8"), ("faithful", "stacked=2")]
-        eager: dict[str, float] = {}
+        plan += [("faithful", "bf16 + graphs"), ("small", "stacked=8"), ("faithful", "stacked=2")]
+        plan = [(c, v) for c, v in plan if not only or f"{c}:{v}" in only]
+        measured: dict[tuple[str, str], float] = {}  # samples/s of each config's eager and graphs rows
         for config, variant in plan:
             compiled = variant in ("compile", "graphs")  # compilation is slow: a longer limit
             limit = report.limit((120 if compiled else 60) if args.cpu_check else (75 if compiled else 30))
@@ -263,13 +275,15 @@ def main(argv: list[str] | None = None) -> int:
             status, value = _timed(_step_figure, (config, variant, args.cpu_check, device), limit)
             if status == "ok":
                 rate, warm_s, note = value
-                if variant == "eager":
-                    eager[config] = rate
-                ratio = f"{rate / eager[config]:.2f}x" if config in eager else "-"
+                if variant in ("eager", "graphs"):
+                    measured[(config, variant)] = rate
+                if variant == "bf16 + graphs" and (config, "graphs") in measured:  # the issue's bf16 ratio
+                    note = f"{rate / measured[(config, 'graphs')]:.2f}x float32 graphs" + (f"; {note}" if note else "")
+                ratio = f"{rate / measured[(config, 'eager')]:.2f}x" if (config, "eager") in measured else "-"
                 report.add([f"model step, {config}", variant, f"{rate:,.0f}", ratio, f"{warm_s:.1f}", note])
             else:
                 report.add([f"model step, {config}", variant, "-", "-", "-", f"{status}: {value}"])
-    if "packing" not in skip:
+    if "packing" not in skip and (not only or "packing" in only):
         limit = report.limit(60 if args.cpu_check else 150)
         if limit is None:
             report.skipped("GPU packing", "1/2/4/8")
