@@ -16,6 +16,7 @@ both).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -42,7 +43,7 @@ def tables(study_dir: Path) -> dict[str, pd.DataFrame]:
 def compare(alone: dict[str, pd.DataFrame], stacked: dict[str, pd.DataFrame]) -> tuple[list[str], float, float]:
     """(the tables whose trial ids or row counts differ, each with how, e.g. ``epochs (36 rows vs 33; trials
     only alone: 4f2a...)``, largest relative difference of a metric or per-sample value in the others
-    (absolute below 1e-3), share of values within 1e-4 of that)."""
+    (absolute below 1e-3), share of values within 1e-4 of that); both NaN when every table differs."""
     differ, diffs = [], []
     for name in _KEYS:
         a, s = alone[name], stacked[name]
@@ -60,7 +61,9 @@ def compare(alone: dict[str, pd.DataFrame], stacked: dict[str, pd.DataFrame]) ->
             differ.append(f"{name} (missing values differ)")
         # relative difference, absolute below 1e-3 (a per-sample prediction near 0 has no useful relative one)
         diffs.append(np.abs(x - y)[both] / np.maximum(np.abs(x[both]), 1e-3))
-    rel = np.concatenate(diffs) if diffs else np.zeros(0)
+    if not diffs:  # every table differs: nothing was compared
+        return differ, math.nan, math.nan
+    rel = np.concatenate(diffs)
     return differ, float(rel.max()) if rel.size else 0.0, float((rel <= 1e-4).mean()) if rel.size else 1.0
 
 
@@ -150,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for stack in stacks:
         ratio = median(walls[stacks[0]]) / median(walls[stack])
+        compared = [c for c in checks[stack] if not math.isnan(c[1])]
         same = "reference" if stack == stacks[0] else (
             ("same ids and rows" if not any(c[0] for c in checks[stack]) else
              "ids or rows DIFFER: " + "; ".join(sorted({d for c in checks[stack] for d in c[0]})))
-            + f"; metrics: max rel diff {max(c[1] for c in checks[stack]):.1e}, "
-            f"{100 * min(c[2] for c in checks[stack]):.1f}% within 1e-4")
+            + (f"; metrics: max rel diff {max(c[1] for c in compared):.1e}, "
+               f"{100 * min(c[2] for c in compared):.1f}% within 1e-4" if compared else
+               "; no table to compare metrics in"))
         rows.append([stack, median(walls[stack]), median(cpus[stack]), f"{ratio:.2f}x", same])
     print(format_table(["resources.stack", "wall s (median)", "CPU s (median)", "speed vs first", "members vs alone"],
                        rows))

@@ -41,3 +41,22 @@ def test_a_run_past_its_deadline_skips_every_step_and_still_writes_the_report(tm
             line.startswith("| main job")]
     assert len(rows) == 15  # 10 model-step variants, bf16 + graphs, 2 stacked, the main job twice
     assert all("skipped: the report's deadline" in row for row in rows)
+
+
+def test_stacked_runs_whose_trials_differ_are_named_and_no_metric_agreement_is_claimed() -> None:
+    """On the H200 the stacked main job confirmed other trials than the unstacked one (float32 rounding picks
+    another winner): every table differed, and the note still said 'metrics max rel diff 0.0e+00, 100.0%
+    within 1e-4', compared over nothing."""
+    import math
+
+    import pandas as pd
+    from stacked_study import compare
+
+    def tables(ids: list[str]) -> dict[str, pd.DataFrame]:
+        frame = pd.DataFrame({"trial_id": ids, "valid_mae": [0.5] * len(ids)})
+        return {name: frame for name in ("trials", "epochs", "router", "predictions")}
+
+    differ, worst, share = compare(tables(["a", "b"]), tables(["a", "c"]))
+    assert len(differ) == 4 and "trials only alone: b" in differ[0] and "trials only stacked: c" in differ[0]
+    assert math.isnan(worst) and math.isnan(share)
+    assert compare(tables(["a", "b"]), tables(["a", "b"])) == ([], 0.0, 1.0)
