@@ -42,10 +42,10 @@ def tables(study_dir: Path) -> dict[str, pd.DataFrame]:
 
 def compare(alone: dict[str, pd.DataFrame], stacked: dict[str, pd.DataFrame]) -> tuple[list[str], float, float]:
     """(the tables whose trial ids or row counts differ, each with how, e.g. ``epochs (36 rows vs 33; trials
-    only alone: 4f2a...)``, largest relative difference of a metric or per-sample value in the others
-    (absolute below 1e-3), share of values within 1e-4 of that); both NaN when every table differs."""
+    only alone: 4f2a...)``, largest relative difference of a metric or per-sample value over the rows both
+    have (absolute below 1e-3), share of values within 1e-4 of that); both NaN when no row is in both."""
     differ, diffs = [], []
-    for name in _KEYS:
+    for name, keys in _KEYS.items():
         a, s = alone[name], stacked[name]
         if not (len(a) == len(s) and list(a["trial_id"]) == list(s["trial_id"])):
             ids_a, ids_s = set(a["trial_id"]), set(s["trial_id"])
@@ -53,15 +53,17 @@ def compare(alone: dict[str, pd.DataFrame], stacked: dict[str, pd.DataFrame]) ->
             how += [f"trials only {side}: {', '.join(sorted(map(str, ids))[:3])}"
                     for side, ids in (("alone", ids_a - ids_s), ("stacked", ids_s - ids_a)) if ids]
             differ.append(f"{name} ({'; '.join(how)})")
-            continue
-        cols = [c for c in a.columns if c.startswith(_METRICS) or c == "objective"]
-        x, y = a[cols].to_numpy(float), s[cols].to_numpy(float)
+        cols = [c for c in a.columns if (c.startswith(_METRICS) or c == "objective") and c in s.columns]
+        both_rows = a[keys + cols].merge(s[keys + cols], on=keys, suffixes=("", " stacked"))
+        x = both_rows[cols].to_numpy(float)
+        y = both_rows[[f"{c} stacked" for c in cols]].to_numpy(float)
         both = np.isfinite(x) & np.isfinite(y)
         if not (np.isfinite(x) == np.isfinite(y)).all():
             differ.append(f"{name} (missing values differ)")
-        # relative difference, absolute below 1e-3 (a per-sample prediction near 0 has no useful relative one)
-        diffs.append(np.abs(x - y)[both] / np.maximum(np.abs(x[both]), 1e-3))
-    if not diffs:  # every table differs: nothing was compared
+        if len(both_rows):
+            # relative difference, absolute below 1e-3 (a per-sample prediction near 0 has no useful relative one)
+            diffs.append(np.abs(x - y)[both] / np.maximum(np.abs(x[both]), 1e-3))
+    if not diffs:  # no row in both runs: nothing was compared
         return differ, math.nan, math.nan
     rel = np.concatenate(diffs)
     return differ, float(rel.max()) if rel.size else 0.0, float((rel <= 1e-4).mean()) if rel.size else 1.0

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -53,10 +55,14 @@ def test_stacked_runs_whose_trials_differ_are_named_and_no_metric_agreement_is_c
     from stacked_study import compare
 
     def tables(ids: list[str]) -> dict[str, pd.DataFrame]:
-        frame = pd.DataFrame({"trial_id": ids, "valid_mae": [0.5] * len(ids)})
+        frame = pd.DataFrame({"trial_id": ids, "epoch": 1, "sample": 0, "split": "valid", "valid_mae": [0.5] * len(ids)})
         return {name: frame for name in ("trials", "epochs", "router", "predictions")}
 
-    differ, worst, share = compare(tables(["a", "b"]), tables(["a", "c"]))
-    assert len(differ) == 4 and "trials only alone: b" in differ[0] and "trials only stacked: c" in differ[0]
+    differ, worst, share = compare(tables(["a", "b"]), tables(["c", "d"]))
+    assert len(differ) == 4 and "trials only alone: a, b" in differ[0] and "trials only stacked: c, d" in differ[0]
     assert math.isnan(worst) and math.isnan(share)
     assert compare(tables(["a", "b"]), tables(["a", "b"])) == ([], 0.0, 1.0)
+    shifted = tables(["a", "c"])  # the rows both runs have are still compared
+    shifted["trials"] = shifted["trials"].assign(valid_mae=[0.6, 0.5])
+    differ, worst, share = compare(tables(["a", "b"]), shifted)
+    assert len(differ) == 4 and worst == pytest.approx(0.2) and share == 0.0
