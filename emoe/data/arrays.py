@@ -15,10 +15,11 @@ import torch
 
 __all__ = ["RESIDENT_BYTES", "Batch", "DataSet", "Split", "iter_batches", "resident_arrays"]
 
-#: On an accelerator a split of at most this many bytes (text, audio, vision, labels) is copied there once,
-#: and its batches are cut there: gathering rows on the host and copying them over, every batch and for a
-#: stack every member's batch, kept an H200 waiting on the host (a stack of 8 small models: a fifth of a
-#: second per window).
+#: On an accelerator a split of at most this many bytes (text, audio, vision, labels), and at most an eighth
+#: of a CUDA device's memory (trials sharing a GPU each hold their own copy), is copied there once, and its
+#: batches are cut there: gathering rows on the host and copying them over, every batch and for a stack
+#: every member's batch, kept an H200 waiting on the host (a stack of 8 small models: a fifth of a second
+#: per window).
 RESIDENT_BYTES = 4 * 2**30
 _FIELDS = ("text", "audio", "vision", "labels")
 _resident: dict[tuple[int, str], tuple[torch.Tensor, ...]] = {}
@@ -110,11 +111,18 @@ def keeps_on_device(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
+def device_memory(device: torch.device) -> int:
+    """The memory of a CUDA device in bytes (unbounded for other devices)."""
+    if device.type != "cuda":
+        return 2**63
+    return int(torch.cuda.get_device_properties(device).total_memory)
+
+
 def resident_arrays(split: Split, device: torch.device | str) -> tuple[torch.Tensor, ...] | None:
     """``split``'s text, audio, vision and labels on ``device``, copied at the first call and kept while the
-    split lives; None on CPU or for a split above ``RESIDENT_BYTES``."""
+    split lives; None on CPU or for a split above ``RESIDENT_BYTES`` or an eighth of the device's memory."""
     device = torch.device(device)
-    if not keeps_on_device(device) or split.nbytes > RESIDENT_BYTES:
+    if not keeps_on_device(device) or split.nbytes > min(RESIDENT_BYTES, device_memory(device) // 8):
         return None
     key = (id(split), str(device))
     if key not in _resident:

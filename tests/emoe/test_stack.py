@@ -238,3 +238,6 @@ def test_a_split_kept_on_the_device_gives_the_same_runs(float64, monkeypatch):
         assert_same_run(s, a, tol=0.0)
     monkeypatch.setattr(arrays, "RESIDENT_BYTES", data.train.nbytes - 1)  # too large: gathered on the host
     assert arrays.resident_arrays(data.train, "cpu") is None
+    monkeypatch.setattr(arrays, "RESIDENT_BYTES", 2**40)
+    monkeypatch.setattr(arrays, "device_memory", lambda device: 8 * data.train.nbytes - 8)  # a small GPU
+    assert arrays.resident_arrays(data.valid, "cpu") is not None and arrays.resident_arrays(data.train, "cpu") is None
