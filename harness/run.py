@@ -34,7 +34,7 @@ from emoe.data.checks import DataError
 from emoe_schema import SCHEMA_VERSION, SIMULATED_NOTE
 from harness.study.errors import SpecError, StudyExistsError
 from harness.study.load import load_spec
-from harness.study.params import ParamValue, coerce, flatten
+from harness.study.params import NOT_IDENTITY, ParamValue, coerce, flatten
 from harness.study.spec import StudySpec, dump_spec
 from harness.timings import Timings
 from harness.tune.interrupt import exit_code, interrupted, signal_name, signals_stop, stopped_by
@@ -52,10 +52,16 @@ EXIT_NONE_COMPLETED = 3
 EXIT_INCOMPLETE = 4
 EXIT_INTERRUPTED = 130
 
-#: Spec fields (top-level, or dotted) that may change between a run and its ``--resume``; stacking
-#: changes how trials share a process, not their results (a resumed run plans its stacks anew).
+#: Spec fields (top-level, or dotted) that may change between a run and its ``--resume``: how the trials
+#: run, not what they compute. Stacking and resources change how trials share processes and devices (a
+#: resumed run plans its stacks and Tune trials anew), and so do the ``base.`` training fields that trial
+#: ids leave out (``NOT_IDENTITY``: the device, ``compile``, ``window_forward``, ``fast_path``, the
+#: evaluation batch, BERT's local path): a study started on a laptop continues on a GPU machine, or with
+#: ``train.compile: graphs``. Each may move a float32 result by rounding, as running it again on another
+#: device would; what a trial computes stays the same.
 RESUME_FREE = frozenset({"description", "concurrency", "time_budget_s", "max_failures", "report",
-                         "checkpoint_min_interval_s", "resources.stack"})
+                         "checkpoint_min_interval_s", "resources.stack", "resources.cpus", "resources.gpus",
+                         *(f"base.{path}" for path in NOT_IDENTITY)})
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -111,8 +117,12 @@ def exit_status(counts: dict[str, int], *, complete: bool, stopped: str | None) 
 
 def spec_fingerprint(spec: StudySpec) -> dict[str, ParamValue]:
     """The spec fields a resume must not change, flattened (for comparing a run with its resume)."""
-    return {k: v for k, v in flatten(json.loads(spec.model_dump_json())).items()
-            if k.split(".", 1)[0] not in RESUME_FREE and k not in RESUME_FREE}
+    return {k: v for k, v in flatten(json.loads(spec.model_dump_json())).items() if _resume_checked(k)}
+
+
+def _resume_checked(key: str) -> bool:
+    """Whether a flattened spec field must keep its value across a resume (not in ``RESUME_FREE``)."""
+    return key.split(".", 1)[0] not in RESUME_FREE and key not in RESUME_FREE
 
 
 def _fingerprint_hash(fp: dict[str, ParamValue]) -> str:
@@ -141,7 +151,8 @@ def check_existing(store: ResultStore, spec: StudySpec, resume: bool) -> dict[st
         raise StudyExistsError(f"{store.dir}: this study was started in {info['results_dir']}; resume it there "
                                "(Tune's state refers to absolute paths)")
     saved = info.get("fingerprint")
-    old: dict[str, object] = saved if isinstance(saved, dict) else {}
+    old: dict[str, object] = ({k: v for k, v in saved.items() if _resume_checked(k)} if isinstance(saved, dict)
+                              else {})  # a study.json from before a field became free may still hold it
     new = spec_fingerprint(spec)
     changed = sorted(k for k in set(old) | set(new) if not _same_entry(k, old.get(k), new.get(k)))
     if old and changed:

@@ -25,7 +25,7 @@ from harness.tune import trainable as trainable_module
 from harness.tune.resume import describe_tune_trial, earlier_trials
 from harness.tune.stacked import member_metrics, study_trainable
 from harness.tune.trainable import TrialContext
-from tests.harness.conftest import tiny_study
+from tests.harness.conftest import TINY_BASE, tiny_study
 
 #: Ordering of each results table for a row-by-row comparison.
 KEYS = {"trials": ["trial_id"], "epochs": ["trial_id", "epoch"], "router": ["trial_id", "sample"],
@@ -120,14 +120,21 @@ def test_confirmation_trials_stack_each_configurations_fresh_seeds(write_study):
         assert len({t.config_id for t in s.members}) == 1
 
 
-def test_resources_stack_may_change_on_resume(write_study):
+def test_how_trials_run_may_change_on_resume(write_study):
     from harness.run import spec_fingerprint
 
     fingerprints = [spec_fingerprint(load_spec(write_study(tiny_study(resources={"stack": n}), f"{n}.yaml")))
                     for n in (1, 3, "auto")]
     assert fingerprints[0] == fingerprints[1] == fingerprints[2]
-    other = spec_fingerprint(load_spec(write_study(tiny_study(resources={"cpus": 2}), "cpus.yaml")))
-    assert other != fingerprints[0]  # the rest of resources still may not change
+    def with_train(**train: object) -> dict[str, object]:
+        return {**TINY_BASE, "train": {**TINY_BASE["train"], **train}}
+
+    for free in ({"resources": {"cpus": 2, "gpus": 0.5}},  # how trials share the machine and run
+                 {"base": with_train(compile="graphs", device="cpu", eval_batch_size=7, window_forward=False)}):
+        changed = spec_fingerprint(load_spec(write_study(tiny_study(**free), "free.yaml")))
+        assert changed == fingerprints[0], free
+    what = spec_fingerprint(load_spec(write_study(tiny_study(base=with_train(lr=0.5)), "lr.yaml")))
+    assert what != fingerprints[0]  # what a trial computes still may not change
 
 
 def test_a_stack_folder_describes_its_members_and_their_own_checkpoints(write_study, tmp_path):
@@ -551,3 +558,20 @@ def test_a_stacked_study_gives_each_member_its_own_run_in_every_tracker(ray_clus
     assert len(runs_dirs) == 2
     assert {t for d in runs_dirs for t in trials.index if t.encode() in next(d.glob("run-*.wandb")).read_bytes()} \
         == set(trials.index)
+
+
+def test_a_study_fingerprinted_with_fields_now_free_resumes_with_them_changed(write_study, tmp_path):
+    """study.json files written before resources.cpus/gpus and the run-only training fields became free hold
+    them in their fingerprint: a resume that changes them is not refused for it."""
+    from harness.results.sink import ResultStore
+    from harness.run import check_existing, spec_fingerprint
+    from harness.study.errors import SpecError
+
+    spec = load_spec(write_study(tiny_study(name="old")))
+    old = {**spec_fingerprint(spec), "resources.cpus": 4.0, "base.train.compile": "off", "base.train.device": "cuda"}
+    store = ResultStore(tmp_path / "results", "old")
+    store.create("name: old\n", {"study": "old", "status": "interrupted", "fingerprint": old})
+    assert check_existing(store, spec, resume=True)["status"] == "interrupted"
+    store.update_info(fingerprint={**old, "base.train.lr": 0.5})
+    with pytest.raises(SpecError, match=r"base\.train\.lr"):
+        check_existing(store, spec, resume=True)
