@@ -96,6 +96,11 @@ class TrainStep:
         else:
             self._fn = torch.compile(self._step, dynamic=False)
 
+    def release(self) -> None:
+        """Drop the captured graphs, and with them their memory (the run is over; the graphs and this step
+        refer to each other, so without this only a later garbage collection would free them)."""
+        self._graphs.clear()
+
     @property
     def eager(self) -> bool:
         """Whether the step runs eagerly (then the router may defer its weight gradient and be primed)."""

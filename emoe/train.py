@@ -384,6 +384,7 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
                 stopped_by_callback = True
                 break
     finally:
+        step.release()
         if callable(set_source):
             set_source(NATIVE)
         if precision is not None:

@@ -100,17 +100,19 @@ def test_graphs_replay_equals_eager_from_static_gradient_buffers(monkeypatch, wi
     cfg = make_cfg(max_epochs=2)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, window_forward=window_forward))
     assert cfg.train.update_epochs > 1
-    kinds = set()
+    kinds, steps = set(), []
     original = emoe.capture.TrainStep._replay
 
     def replay(self, kind, *args):
         kinds.add(kind)
+        steps.append(self)
         return original(self, kind, *args)
 
     monkeypatch.setattr(emoe.capture.TrainStep, "_replay", replay)
     eager = train_emoe(with_compile(cfg, "default"), make_data())
     graphs = train_emoe(with_compile(cfg, "graphs"), make_data())
     assert kinds == {"window" if window_forward else "batch"}
+    assert steps and not steps[-1]._graphs  # released when the run ended
     for a, b in zip(eager.history, graphs.history):
         assert b.train["loss"] == pytest.approx(a.train["loss"], rel=1e-5)
         for key, value in a.valid.items():
