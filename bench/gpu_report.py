@@ -244,16 +244,46 @@ def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> 
             report.add(["main job (distill_weight.yaml)", name, f"{wall:.1f} s wall", ratio, "-", note])
 
 
+#: What a trial's fresh worker process pays before its first epoch, part by part (each in a new interpreter).
+_START_STEPS = {
+    "python": "pass",
+    "import torch": "import torch",
+    "import a trial's code": "import harness.tune.trainable",
+    "import torch, first tensor on the device": "import torch; torch.zeros(1, device='{device}'); "
+                                                "torch.cuda.synchronize() if '{device}' == 'cuda' else None",
+}
+
+
+def _process_start(device: str, report: Report) -> None:
+    """Rows of what a fresh process takes to start, import a trial's code and reach the device: on the H200
+    each Tune run's first trial ran 5.8 s after the run began (2.7 s on a 2-core CPU)."""
+    for name, code in _START_STEPS.items():
+        limit = report.limit(60)
+        if limit is None:
+            report.skipped("process start", name)
+            continue
+        walls = []
+        for _ in range(3):  # the first pays the file cache; the median is what a later worker pays
+            status, wall, text = _command([sys.executable, "-c", code.format(device=device)], limit)
+            if status != "ok":
+                break
+            walls.append(wall)
+        value = f"{statistics.median(walls):.2f} s" if len(walls) == 3 else "-"
+        note = (f"median of 3 fresh processes ({', '.join(f'{w:.2f}' for w in walls)})" if len(walls) == 3 else
+                f"{status}: {text[-160:]}")
+        report.add(["process start", name, value, "-", "-", note])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--cpu-check", action="store_true", help="CPU, tiny sizes: checks every path (~2 min)")
     p.add_argument("--out", type=Path, default=None, help="write the Markdown report here (default: print only)")
-    p.add_argument("--skip", default="", help="comma list of sections to skip: step, packing, main")
+    p.add_argument("--skip", default="", help="comma list of sections to skip: main, start, step, packing")
     p.add_argument("--only", default="",
                    help="comma list of the rows to run, by config:variant for the model step (faithful:graphs, "
                         "small:stacked=8) and main:VARIANT for the main job (main:plain, main:stack, main:phase), "
-                        "packing for GPU packing; default: every row")
+                        "start for the process start rows, packing for GPU packing; default: every row")
     p.add_argument("--deadline-s", type=float, default=540,
                    help="the whole run's time limit: steps that cannot finish before it are skipped (default 540)")
     args = p.parse_args(argv)
@@ -269,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(what, args.out, args.deadline_s, torch.__version__)
     if "main" not in skip:  # first: the issue's headline figure must not be the one the deadline skips
         _main_job(args.cpu_check, report, None if not only else {o[5:] for o in only if o.startswith("main:")})
+    if "start" not in skip and (not only or "start" in only):
+        _process_start(device, report)
     if "step" not in skip:
         variants = ["eager", "per batch", "compile", "graphs", "bf16"]
         plan = [(c, v) for c in ("faithful", "small") for v in variants]
