@@ -61,6 +61,7 @@ from emoe.train import (
     check_data_fits,
     dropout_generator,
     resolve_device,
+    restore_dropout_generator,
     seed_everything,
 )
 
@@ -383,7 +384,7 @@ def _resume(stack: _Stack, pos: int, state: dict[str, Any]) -> None:
     m.scheduler.load_state_dict(state[Key.SCHEDULER])
     m.lr_holder.param_groups[0]["lr"] = stack.optim.lrs[pos]
     m.data_gen.set_state(state[Key.GENERATOR])
-    m.drop_gen.set_state(state[Key.TORCH_RNG])
+    restore_dropout_generator(m.drop_gen, state[Key.TORCH_RNG], m.cfg.train.seed, int(state[Key.EPOCH]))
     m.sel = _Selection(float(state[Key.BEST_LOSS]), int(state[Key.BEST_EPOCH]), dict(state[Key.BEST_VALID]),
                        dict(state[Key.BEST_TEST]), router_from_state(state[Key.BEST_ROUTER]),
                        router_from_state(state.get(Key.BEST_VALID_ROUTER)))

@@ -11,6 +11,7 @@ import itertools
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -46,6 +47,7 @@ __all__ = [
     "fit",
     "make_optimizer",
     "resolve_device",
+    "restore_dropout_generator",
     "seed_everything",
     "train_emoe",
     "train_epoch",
@@ -73,6 +75,20 @@ def dropout_generator(seed: int, device: torch.device) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(int(np.random.SeedSequence([seed, 0xD12]).generate_state(1, dtype=np.uint64)[0] >> 1))
     return gen
+
+
+def restore_dropout_generator(gen: torch.Generator, state: torch.Tensor, seed: int, epoch: int) -> None:
+    """Continue a run's dropout stream from its checkpoint's generator state. A checkpoint written on another
+    kind of device (a CPU generator's state does not fit a CUDA generator, nor the reverse; a resume may
+    change ``train.device``) cannot continue that stream: the run goes on with one seeded from its seed and
+    epoch, after a warning, like a run on another device, not bit for bit the uninterrupted one."""
+    if state.numel() == gen.get_state().numel():
+        gen.set_state(state)
+        return
+    warnings.warn(f"resume at epoch {epoch}: the checkpoint's dropout generator was on another kind of device "
+                  f"than {gen.device.type}; dropout continues from a stream seeded from train.seed and the epoch",
+                  RuntimeWarning, stacklevel=2)
+    gen.manual_seed(int(np.random.SeedSequence([seed, 0xD12, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -311,7 +327,7 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
         optimizer.load_state_dict(resume[Key.OPTIMIZER])
         scheduler.load_state_dict(resume[Key.SCHEDULER])
         generator.set_state(resume[Key.GENERATOR])
-        drop_gen.set_state(resume[Key.TORCH_RNG])
+        restore_dropout_generator(drop_gen, resume[Key.TORCH_RNG], t.seed, int(resume[Key.EPOCH]))
         if device.type == "cuda" and resume[Key.CUDA_RNG]:
             torch.cuda.set_rng_state_all(resume[Key.CUDA_RNG])
         sel = _Selection(float(resume[Key.BEST_LOSS]), int(resume[Key.BEST_EPOCH]), dict(resume[Key.BEST_VALID]),

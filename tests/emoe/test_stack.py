@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from emoe.checkpoint import load_state, save_state
+from emoe.checkpoint import Key, load_state, save_state
 from emoe.config import ConfigError, EMOEConfig, LossConfig, ModelConfig, TrainConfig
 from emoe.data.arrays import DataSet, Split
 from emoe.stack import _Stack, check_stackable, fit_stacked
@@ -107,6 +107,13 @@ def test_per_member_early_stop_callback_and_resume(float64, tmp_path):
         assert_same_run(r, f, tol=1e-9)
     alone = train_emoe(cfgs[0], data, resume=states[0])  # a stacked member's state resumes alone too
     assert_same_run(alone, full[0])
+    # a member checkpointed on another kind of device goes on, with a warning
+    states = [load_state(tmp_path / f"m{k}.pt") for k in range(2)]  # a resume consumes its states (Adam's steps)
+    states[1][Key.TORCH_RNG] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state
+    with pytest.warns(RuntimeWarning, match="dropout generator was on another kind of device"):
+        moved = fit_stacked(cfgs, data, resume=states)
+    assert_same_run(moved[0], full[0], tol=1e-9)
+    assert moved[1].status == "completed" and moved[1].epochs_run == full[1].epochs_run
 
 
 def test_members_that_differ_in_shape_are_rejected_with_every_reason():

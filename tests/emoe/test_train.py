@@ -307,3 +307,31 @@ def test_the_selected_epoch_keeps_per_sample_validation_predictions_too():
     assert np.array_equal(v.labels, data.valid.labels) and list(v.ids) == list(data.valid.ids)
     assert math.isclose(float(np.abs(v.preds - v.labels).mean()), res.valid["mae"], rel_tol=1e-5)
     assert math.isclose(float(np.abs(t.preds - t.labels).mean()), res.test["mae"], rel_tol=1e-5)
+
+
+def test_a_checkpoint_from_another_kind_of_device_resumes_with_a_warning(tmp_path):
+    """A resume may change train.device, but a CUDA generator's state (16 bytes) does not fit the CPU's
+    generator (5056 bytes): set_state raised, and the trial failed again at every retry. The run goes on
+    with a dropout stream seeded from its seed and epoch, and says so."""
+    from emoe.checkpoint import Key
+
+    cfg, path = make_cfg(max_epochs=4), tmp_path / "state.pt"
+
+    def stop_after_2(record, checkpoint):
+        if record.epoch == 2:
+            save_state(checkpoint(), path)
+            return True
+        return None
+
+    train_emoe(cfg, make_data(), on_epoch=stop_after_2)
+
+    def moved() -> dict:
+        state = load_state(path)  # a resume consumes its state (Adam's step counts): loaded for each
+        state[Key.TORCH_RNG] = torch.zeros(16, dtype=torch.uint8)  # the shape of a CUDA generator's state
+        return state
+
+    with pytest.warns(RuntimeWarning, match="dropout generator was on another kind of device"):
+        resumed = fit(EMOE(cfg.model), make_data(), cfg, resume=moved())
+    assert resumed.status == "completed" and [r.epoch for r in resumed.history] == [1, 2, 3, 4]
+    again = fit(EMOE(cfg.model), make_data(), cfg, resume=moved())  # the fresh stream is the run's own
+    assert [r.valid for r in again.history] == [r.valid for r in resumed.history]
