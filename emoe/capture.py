@@ -5,11 +5,11 @@ step; its backward is compiled too) or ``graphs``: the forward + loss of a whole
 (``TrainStep.window``; of one batch where windows cannot run as one forward) and its backward are
 captured once per input shape as two CUDA graphs (``torch.cuda.make_graphed_callables``) and replayed,
 the rows and their dropout masks (or uniforms) copied into the graphs' static inputs. Capture needs a
-step without hidden state: dropout masks come in as tensors (one uniform vector per batch, cut inside the step, see
-``emoe.dropout``), the router's primed products are explicit arguments, and nothing syncs with the host.
-The router's deferred weight gradient records Python-side state during backward, so compiled modes use
-the ordinary autograd gradient instead (same sum). Where ``graphs`` cannot run (no CUDA, or a capture
-that fails) the step runs eagerly after one warning.
+step without hidden state: dropout masks come in as tensors (one uniform vector per batch, cut inside
+the step, see ``emoe.dropout``), the router's primed products are explicit arguments, and nothing syncs
+with the host. The router's deferred weight gradient records Python-side state during backward, so
+compiled modes use the ordinary autograd gradient instead (same sum). Where ``graphs`` cannot run (no
+CUDA, or a capture that fails) the step runs eagerly after one warning.
 
 Replayed graphs write their outputs and parameter gradients into the same static memory every time, so
 each parameter the graph trains holds a gradient tensor of its own before a replay: autograd then adds
@@ -158,10 +158,10 @@ class TrainStep:
         return self._replay("batch", body, (text, audio, vision, labels), uniforms,
                             lambda: self._step(text, audio, vision, labels, plans, uniforms, keep, primed))
 
-    def _replay(self, kind: str, body: Any, args: tuple[torch.Tensor, ...], extra: list[torch.Tensor | None] | None,
-                eager: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``body(*args, *extra)`` replayed from the graphs captured for inputs of these shapes (captured at the
-        first such call; ``extra``'s None entries are not inputs); ``eager()`` where capture fails."""
+    def _replay(self, kind: str, body: Any, args: tuple[torch.Tensor, ...],
+                extra: list[torch.Tensor | None] | None, eager: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``body(*args, *extra)`` replayed from the graphs captured for inputs of these shapes (captured at
+        the first such call; ``extra``'s None entries are not inputs); ``eager()`` where capture fails."""
         tensors = (*args, *[t for t in extra or [] if t is not None])
         key = (kind, tuple((t.shape, t.dtype) for t in tensors), None if extra is None else
                tuple(t is None for t in extra), self.model.training)
@@ -169,9 +169,9 @@ class TrainStep:
             try:
                 self._graphs[key] = self._capture(body, tensors)
             except Exception as exc:  # an op that cannot be captured: eager from here on, said once
-                warnings.warn(f"train.compile='graphs': capturing the training step failed ({type(exc).__name__}: "
-                              f"{str(exc)[:300]}); the step runs eagerly (compile='off')", RuntimeWarning,
-                              stacklevel=4)
+                warnings.warn(f"train.compile='graphs': capturing the training step failed "
+                              f"({type(exc).__name__}: {str(exc)[:300]}); the step runs eagerly (compile='off')",
+                              RuntimeWarning, stacklevel=4)
                 self.mode, self._fn, self._graphs = "off", self._step, {}
                 return eager()
         graphed, trained = self._graphs[key]
@@ -229,8 +229,10 @@ class TrainStep:
             return self._replay("window", body, args, masks, lambda: self._window_forward(*args, masks, size))
         return self._window_forward(*args, masks, size)
 
-    def _window_forward(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
-                        masks: list[torch.Tensor | None], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _window_forward(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor,
+                        labels: torch.Tensor, masks: list[torch.Tensor | None], size: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``window``'s one forward over rows with their ``masks`` (what ``graphs`` captures)."""
         n = labels.shape[0]
         q, rest = divmod(n, size)
         self.dropout.feed.set(masks)  # type: ignore[union-attr]
@@ -261,7 +263,8 @@ class _GraphBody(nn.Module):
         return self.run(*tensors)
 
 
-def _refill(like: list[torch.Tensor | None] | None, given: tuple[torch.Tensor, ...]) -> list[torch.Tensor | None] | None:
+def _refill(like: list[torch.Tensor | None] | None,
+            given: tuple[torch.Tensor, ...]) -> list[torch.Tensor | None] | None:
     """``like`` with its tensors replaced, in order, by ``given`` (its None entries stay None)."""
     if like is None:
         return None

@@ -6,6 +6,7 @@ Batching copies the selected rows into fresh tensors, so sharing one copy betwee
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -126,8 +127,10 @@ def resident_arrays(split: Split, device: torch.device | str) -> tuple[torch.Ten
         return None
     key = (id(split), str(device))
     if key not in _resident:
-        _resident[key] = tuple(torch.from_numpy(np.ascontiguousarray(getattr(split, f))).to(device)
-                               for f in _FIELDS)
+        with warnings.catch_warnings():  # read-only arrays (Ray's shared views) are only read, to copy them
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            _resident[key] = tuple(torch.from_numpy(np.ascontiguousarray(getattr(split, f))).to(device)
+                                   for f in _FIELDS)
         weakref.finalize(split, _resident.pop, key, None)
     return _resident[key]
 

@@ -248,3 +248,30 @@ def test_a_split_kept_on_the_device_gives_the_same_runs(float64, monkeypatch):
     monkeypatch.setattr(arrays, "RESIDENT_BYTES", 2**40)
     monkeypatch.setattr(arrays, "device_memory", lambda device: 8 * data.train.nbytes - 8)  # a small GPU
     assert arrays.resident_arrays(data.valid, "cpu") is not None and arrays.resident_arrays(data.train, "cpu") is None
+
+
+def test_a_read_only_split_is_kept_on_the_device_without_a_warning(tmp_path):
+    """Trials read the data through Ray's shared, read-only views; copying them to the device once must not
+    print torch's non-writable-array warning into every trial's log (a fresh process: torch warns once)."""
+    import subprocess
+    import sys
+
+    code = """
+import warnings
+import numpy as np
+import emoe.data.arrays as arrays
+from emoe.data.arrays import Split, iter_batches
+warnings.simplefilter("error")
+arrays.keeps_on_device = lambda device: True
+data = [np.zeros(shape, dtype=np.float32) for shape in ((6, 4, 3), (6, 4, 2), (6, 4, 2), (6,))]
+for a in data:
+    a.setflags(write=False)
+split = Split(text=data[0], audio=data[1], vision=data[2], labels=data[3])
+assert arrays.resident_arrays(split, "cpu") is not None
+assert sum(len(b.labels) for b in iter_batches(split, 4)) == 6
+"""
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
