@@ -64,14 +64,18 @@ def test_graphs_equal_eager_on_cuda():
 
 def _static_buffer_graphs(body, sample, allow_unused_input=False):
     """A stand-in for ``torch.cuda.make_graphed_callables`` on CPU that keeps its contract where it matters:
-    the backward hands autograd the same static gradient buffers at every call (as a replayed graph does)."""
+    the backward hands autograd the same static gradient buffers at every call (as a replayed graph does),
+    and the parameters must keep the storage they had at capture (a graph reads those addresses)."""
     params = [p for p in body.parameters() if p.requires_grad]
     static = [torch.zeros_like(p) for p in params]
+    captured = [p.data_ptr() for p in body.parameters()]  # a real graph reads these addresses for good
     forward, n = body.forward, len(sample)
 
     class Replay(torch.autograd.Function):
         @staticmethod
         def forward(ctx, *inputs):
+            assert [p.data_ptr() for p in body.parameters()] == captured, \
+                "a parameter's storage was replaced after capture: a replayed graph would read the old one"
             with torch.enable_grad():
                 total, vals = forward(*inputs[:n])
             ctx.total = total
@@ -131,3 +135,19 @@ def test_a_capture_that_fails_runs_the_step_eagerly_with_one_warning(monkeypatch
         fallback = train_emoe(with_compile(cfg, "graphs"), make_data())
     assert len([w for w in record if "capturing" in str(w.message)]) == 1
     assert fallback.history[0].train["loss"] == pytest.approx(eager.history[0].train["loss"], rel=1e-5)
+
+
+def test_bf16_graphs_replay_the_bf16_eager_window(monkeypatch):
+    """bf16 + graphs (1.42x float32 graphs on the H200): bf16 working weights, their gradients moved to the
+    float32 masters and cleared every window, the weights refreshed in place after each step; the replayed
+    window must train as the eager one does (same operations: equal up to bf16 rounding of the order)."""
+    monkeypatch.setattr(emoe.capture, "effective_mode", lambda requested, device: requested)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", _static_buffer_graphs)
+    cfg = make_cfg(max_epochs=2, bf16=True, allow_cpu_bf16=True)
+    eager = train_emoe(cfg, make_data())
+    graphs = train_emoe(with_compile(cfg, "graphs"), make_data())
+    for a, b in zip(eager.history, graphs.history):
+        assert b.train["loss"] == pytest.approx(a.train["loss"], rel=1e-3)
+        for key in ("mae", "loss"):
+            assert b.valid[key] == pytest.approx(a.valid[key], rel=1e-3), key
+    assert graphs.history[-1].train["loss"] != eager.history[0].train["loss"]  # it trained
