@@ -33,7 +33,9 @@ from emoe.losses import total_loss
 from emoe.outputs import ModelOutput
 from emoe.router import RouterPrimed
 
-__all__ = ["CPU_FORWARD_BYTES", "CompileMode", "TrainStep", "batches_per_forward", "effective_mode"]
+__all__ = ["CPU_FORWARD_BYTES", "CompileMode", "TrainStep", "batches_per_forward", "capture", "capture_failed",
+           "effective_mode", "own_gradients",
+           "refill"]
 
 CompileMode = Literal["off", "default", "graphs"]
 _warned: set[str] = set()
@@ -153,7 +155,7 @@ class TrainStep:
         """One batch replayed (``_step`` with the batch and its drawn uniforms as the graphs' inputs)."""
         def body(text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
                  *drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self._step(text, audio, vision, labels, plans, _refill(uniforms, drawn), None, None)
+            return self._step(text, audio, vision, labels, plans, refill(uniforms, drawn), None, None)
 
         return self._replay("batch", body, (text, audio, vision, labels), uniforms,
                             lambda: self._step(text, audio, vision, labels, plans, uniforms, keep, primed))
@@ -169,29 +171,19 @@ class TrainStep:
             try:
                 self._graphs[key] = self._capture(body, tensors)
             except Exception as exc:  # an op that cannot be captured: eager from here on, said once
-                warnings.warn(f"train.compile='graphs': capturing the training step failed "
-                              f"({type(exc).__name__}: {str(exc)[:300]}); the step runs eagerly (compile='off')",
-                              RuntimeWarning, stacklevel=4)
+                capture_failed(exc, "the training step", stacklevel=4)
                 self.mode, self._fn, self._graphs = "off", self._step, {}
                 return eager()
         graphed, trained = self._graphs[key]
-        for p in trained:  # see the module docstring: accumulate into a tensor of the parameter's own
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
+        own_gradients(trained)
         return graphed(*tensors)
 
-    def _capture(self, body: Any, sample: tuple[torch.Tensor, ...]) -> tuple[nn.Module, list[torch.Tensor]]:
+    def _capture(self, body: Any, sample: tuple[torch.Tensor, ...]) -> tuple[Any, list[torch.Tensor]]:
         """``body`` captured for inputs like ``sample``, and the parameters it gives gradients to."""
         module = _GraphBody(self.model, body)
         module.train(self.model.training)
-        sample = tuple(t.detach().clone() for t in sample)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        total, _ = module(*sample)  # which parameters the step trains (unused ones keep no gradient)
-        grads = torch.autograd.grad(total, params, allow_unused=True)
-        trained = [p for p, g in zip(params, grads) if g is not None]
-        del total, grads
-        graphed = torch.cuda.make_graphed_callables(module, sample, allow_unused_input=True)
-        return graphed, trained  # type: ignore[return-value]
+        return capture(module, tuple(t.detach().clone() for t in sample),
+                       [p for p in self.model.parameters() if p.requires_grad])
 
     # --- an accumulation window in one forward ---------------------------------------------------------
     def _terms(self, pred: torch.Tensor, uni_pred: torch.Tensor, weights: torch.Tensor, p_uni: torch.Tensor,
@@ -224,7 +216,7 @@ class TrainStep:
         if self.mode == "graphs":
             def body(text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
                      *given: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                return self._window_forward(text, audio, vision, labels, _refill(masks, given) or [], size)
+                return self._window_forward(text, audio, vision, labels, refill(masks, given) or [], size)
 
             return self._replay("window", body, args, masks, lambda: self._window_forward(*args, masks, size))
         return self._window_forward(*args, masks, size)
@@ -251,6 +243,33 @@ class TrainStep:
         return (totals[0] if len(totals) == 1 else totals[0] + totals[1]), torch.cat(vals)
 
 
+def capture(body: Any, sample: tuple[torch.Tensor, ...], params: list[torch.Tensor]
+            ) -> tuple[Any, list[torch.Tensor]]:
+    """``body`` (a module or a function of tensors returning (total, terms)) captured as CUDA graphs for inputs
+    like ``sample`` (``torch.cuda.make_graphed_callables``), and those of ``params`` it gives gradients to:
+    found by one eager forward and backward first, so that parameters the step leaves alone keep no
+    gradient (and no optimiser update), as in an eager step."""
+    total, _ = body(*sample)
+    grads = torch.autograd.grad(total, params, allow_unused=True)
+    trained = [p for p, g in zip(params, grads) if g is not None]
+    del total, grads
+    return torch.cuda.make_graphed_callables(body, sample, allow_unused_input=True), trained
+
+
+def own_gradients(params: list[torch.Tensor]) -> None:
+    """Give each parameter without one a zero gradient of its own before a replay (see the module docstring:
+    autograd would otherwise adopt the graph's static gradient buffer, which the next replay overwrites)."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
+def capture_failed(exc: Exception, what: str, stacklevel: int) -> None:
+    """The one warning of a capture that failed (the step then runs eagerly)."""
+    warnings.warn(f"train.compile='graphs': capturing {what} failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                  "it runs eagerly (compile='off')", RuntimeWarning, stacklevel=stacklevel + 1)
+
+
 class _GraphBody(nn.Module):
     """A step of tensors only, for ``make_graphed_callables``: ``run(*tensors)`` -> (total, terms), the
     model's parameters as the module's own."""
@@ -263,7 +282,7 @@ class _GraphBody(nn.Module):
         return self.run(*tensors)
 
 
-def _refill(like: list[torch.Tensor | None] | None,
+def refill(like: list[torch.Tensor | None] | None,
             given: tuple[torch.Tensor, ...]) -> list[torch.Tensor | None] | None:
     """``like`` with its tensors replaced, in order, by ``given`` (its None entries stay None)."""
     if like is None:

@@ -6,7 +6,8 @@ window (``train.window_forward``; else per batch), so the kernels of K small mod
 kernels. Members may differ in their seed and in scalars
 that leave the shapes alone: dropout rates, router temperature and fixed weights, loss weights, learning
 rate, weight decay, gradient clipping, the plateau schedule, early stopping and the epoch budget
-(``STACKABLE``). Each member keeps what makes its trajectory its own: its initial weights (built under its
+(``STACKABLE``). With ``train.compile: graphs`` (CUDA) each window's vmapped forward and backward is
+captured once per shape and replayed (``emoe.capture``). Each member keeps what makes its trajectory its own: its initial weights (built under its
 seed like ``train_emoe``), its data-order generator, its dropout generator (``emoe.dropout``: masks are
 drawn per member and passed into the vmapped step), its Adam state and learning rate, its plateau
 scheduler, selection, early stopping and divergence. A member that stops (patience, budget, divergence or
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from emoe.capture import batches_per_forward
+from emoe.capture import batches_per_forward, capture, capture_failed, effective_mode, own_gradients, refill
 from emoe.checkpoint import (
     STATE_VERSION,
     Key,
@@ -97,8 +98,8 @@ def check_stackable(cfgs: list[EMOEConfig]) -> list[str]:
                                   "scalars may differ within a stack)")
     if cfgs[0].model.text_input != "features":
         errors.append("model.text_input: a fine-tuned BERT encoder is not stacked (use text features)")
-    if cfgs[0].train.compile != "off":
-        errors.append(f"train.compile: stacked members run eagerly, got {cfgs[0].train.compile!r}")
+    if cfgs[0].train.compile == "default":
+        errors.append("train.compile: 'default' (torch.compile) is not used for stacks; 'off' or 'graphs' are")
     return errors
 
 
@@ -150,6 +151,10 @@ class _Stack:
         self.device = device
         c0 = cfgs[0]
         self.loss_kind, self.fusion = c0.loss, c0.model.fusion
+        # train.compile: graphs: each window's vmapped forward and backward captured once per shape and
+        # replayed (emoe.capture; off without CUDA, after one warning)
+        self.graphs = effective_mode(c0.train.compile, device) == "graphs"
+        self._graphs: dict[Any, Any] = {}
         self._refresh_scalars()
 
     def _refresh_scalars(self) -> None:
@@ -168,6 +173,7 @@ class _Stack:
         self.plan_models = [self.plan_models[i] for i in index]
         self.dropout.keep(index)
         self._refresh_scalars()
+        self._graphs.clear()  # captured for the old parameters
 
     # --- the vmapped step ---------------------------------------------------------------------------
     def _terms(self, pred: torch.Tensor, uni_pred: torch.Tensor, w: torch.Tensor, p_uni: torch.Tensor,
@@ -247,12 +253,52 @@ class _Stack:
             return torch.cat([self.train_window(text[:, s:s + size], audio[:, s:s + size], vision[:, s:s + size],
                                                 labels[:, s:s + size], cfg, size) for s in range(0, n, size)], dim=1)
         self.template.train()
+        if self.graphs:
+            total, vals = self._replay(text, audio, vision, labels, masks, cfg, size)
+        else:
+            total, vals = self._window_loss(text, audio, vision, labels, masks, self.loss_weights, self.params,
+                                            cfg, size)
+        total.backward()
+        return vals
+
+    def _window_loss(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
+                     masks: list[torch.Tensor | None], weights: torch.Tensor, params: dict[str, torch.Tensor],
+                     cfg: EMOEConfig, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's forward and losses over a window: (the sum of all totals, (K, W, 6) terms)."""
         with autocast_context(cfg, self.device):
             mask_dims = [None if m is None else 0 for m in masks]
             total, vals = vmap(self._member_loss, in_dims=(0, 0, 0, 0, 0, 0, mask_dims, 0, None))(
-                self.params, self.buffers, text, audio, vision, labels, masks, self.loss_weights, size)
-        total.sum().backward()
-        return vals
+                params, self.buffers, text, audio, vision, labels, masks, weights, size)
+        return total.sum(), vals
+
+    def _replay(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor,
+                masks: list[torch.Tensor | None], cfg: EMOEConfig, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_window_loss`` replayed from CUDA graphs captured for inputs of these shapes: the rows, masks and
+        loss weights are copied into the graphs' inputs, the stacked parameters are read where they are
+        (the optimiser updates them in place) and get their gradients as eager ones would (each holds a
+        gradient of its own first: see ``emoe.capture``). A capture that fails runs eagerly after a warning."""
+        drawn = [m for m in masks if m is not None]
+        params = [self.params[n] for n in self.names]
+        args = (text, audio, vision, labels, self.loss_weights, *drawn)
+        key = (tuple((t.shape, t.dtype) for t in args), tuple(m is None for m in masks), size)
+        if key not in self._graphs:
+            names, count = self.names, len(drawn)
+
+            def body(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                t, a, v, y, w = tensors[:5]
+                return self._window_loss(t, a, v, y, refill(masks, tensors[5:5 + count]) or [], w,
+                                         dict(zip(names, tensors[5 + count:])), cfg, size)
+
+            try:  # the parameters are the graphs' own inputs, read in place (never copied)
+                self._graphs[key] = capture(body, (*(t.detach().clone() for t in args), *params), params)
+            except Exception as exc:  # an op that cannot be captured: eager from here on, said once
+                capture_failed(exc, "the stacked training step", stacklevel=3)
+                self.graphs, self._graphs = False, {}
+                return self._window_loss(text, audio, vision, labels, masks, self.loss_weights, self.params, cfg,
+                                         size)
+        graphed, trained = self._graphs[key]
+        own_gradients(trained)
+        return graphed(*args, *params)
 
     def _eval_forward(self, params: dict, buffers: dict, text: torch.Tensor, audio: torch.Tensor,
                       vision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

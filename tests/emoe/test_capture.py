@@ -65,31 +65,40 @@ def test_graphs_equal_eager_on_cuda():
 def _static_buffer_graphs(body, sample, allow_unused_input=False):
     """A stand-in for ``torch.cuda.make_graphed_callables`` on CPU that keeps its contract where it matters:
     the backward hands autograd the same static gradient buffers at every call (as a replayed graph does),
-    and the parameters must keep the storage they had at capture (a graph reads those addresses)."""
-    params = [p for p in body.parameters() if p.requires_grad]
-    static = [torch.zeros_like(p) for p in params]
-    captured = [p.data_ptr() for p in body.parameters()]  # a real graph reads these addresses for good
-    forward, n = body.forward, len(sample)
+    and the parameters must keep the storage they had at capture (a graph reads those addresses). ``body``:
+    a module (its parameters are the graph's too) or a function (parameters among its inputs)."""
+    module = isinstance(body, torch.nn.Module)
+    call, n = (body.forward if module else body), len(sample)
+    params = [p for p in body.parameters() if p.requires_grad] if module else []
+
+    def read(inputs):  # what the graph reads in place
+        return list(body.parameters()) if module else [t for t in inputs[:n] if t.requires_grad]
+
+    captured = [t.data_ptr() for t in read(sample)]
+    static: dict[int, torch.Tensor] = {}
 
     class Replay(torch.autograd.Function):
         @staticmethod
         def forward(ctx, *inputs):
-            assert [p.data_ptr() for p in body.parameters()] == captured, \
+            assert [t.data_ptr() for t in read(inputs)] == captured, \
                 "a parameter's storage was replaced after capture: a replayed graph would read the old one"
             with torch.enable_grad():
-                total, vals = forward(*inputs[:n])
-            ctx.total = total
+                total, vals = call(*inputs[:n])
+            ctx.total, ctx.inputs = total, inputs
             return total.detach(), vals
 
         @staticmethod
         def backward(ctx, grad_total, _grad_vals):
-            grads = torch.autograd.grad(ctx.total, params, grad_total, allow_unused=allow_unused_input)
-            out = []
-            for buffer, grad in zip(static, grads):
+            wanted = [i for i, t in enumerate(ctx.inputs) if t.requires_grad]
+            grads = torch.autograd.grad(ctx.total, [ctx.inputs[i] for i in wanted], grad_total,
+                                        allow_unused=allow_unused_input)
+            out = [None] * len(ctx.inputs)
+            for i, grad in zip(wanted, grads):
                 if grad is not None:
+                    buffer = static.setdefault(i, torch.zeros_like(grad))
                     buffer.copy_(grad)
-                out.append(None if grad is None else buffer.detach())
-            return (None,) * n + tuple(out)
+                    out[i] = buffer.detach()
+            return tuple(out)
 
     return lambda *args: Replay.apply(*args, *params)
 

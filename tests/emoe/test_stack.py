@@ -275,3 +275,50 @@ assert sum(len(b.labels) for b in iter_batches(split, 4)) == 6
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("window_forward", [False, True])
+def test_stacked_graphs_replay_the_eager_stack(float64, monkeypatch, window_forward):
+    """train.compile: graphs on a stack: each window's (or batch's) vmapped forward and backward replayed, the
+    stacked parameters read in place and given gradients of their own (batch by batch, a replayed backward
+    hands autograd the same buffers each time). A CPU stand-in for make_graphed_callables keeps that
+    contract (tests/emoe/test_capture.py); a member that diverges leaves, and the rest are captured anew."""
+    import emoe.stack
+    from tests.emoe.test_capture import _static_buffer_graphs
+
+    captures: list[int] = []
+
+    def graphs_of(body, sample, **kwargs):
+        captures.append(sample[0].shape[0])  # members in the stack
+        return _static_buffer_graphs(body, sample, **kwargs)
+
+    monkeypatch.setattr(emoe.stack, "effective_mode", lambda requested, device: requested)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", graphs_of)
+    data = make_data()
+    cfgs = [member(1111, 0.1, window_forward=window_forward), member(1112, 0.5, lr=1e-3, window_forward=window_forward),
+            member(1113, 0.1, lr=1e6, window_forward=window_forward)]  # the third diverges
+    eager = fit_stacked(cfgs, data)
+    graphs = fit_stacked([dataclasses.replace(c, train=dataclasses.replace(c.train, compile="graphs")) for c in cfgs],
+                         data)
+    assert [r.status for r in graphs] == ["completed", "completed", "diverged"]
+    assert captures[0] == 3 and captures[-1] == 2  # captured for the stack, again once a member had left
+    for g, e in zip(graphs, eager):
+        assert_same_run(g, e, tol=1e-9)
+
+
+def test_a_stacked_capture_that_fails_runs_eagerly_with_one_warning(float64, monkeypatch):
+    import emoe.stack
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(emoe.stack, "effective_mode", lambda requested, device: requested)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", broken)
+    data, cfgs = make_data(), [member(1, 0.1, max_epochs=2), member(2, 0.3, max_epochs=2)]
+    eager = fit_stacked(cfgs, data)
+    with pytest.warns(RuntimeWarning, match="capturing the stacked training step failed") as record:
+        graphs = fit_stacked([dataclasses.replace(c, train=dataclasses.replace(c.train, compile="graphs"))
+                              for c in cfgs], data)
+    assert len([w for w in record if "capturing" in str(w.message)]) == 1
+    for g, e in zip(graphs, eager):
+        assert_same_run(g, e, tol=0.0)
