@@ -77,13 +77,14 @@ def _step_figure(args: tuple[str, str, bool, str]) -> tuple[float, float, str]:
     extra: dict[str, Any] = {"compile": {"compile": "default"}, "graphs": {"compile": "graphs"},
                              "bf16": {"bf16": True, "allow_cpu_bf16": True},
                              "bf16 + graphs": {"bf16": True, "allow_cpu_bf16": True, "compile": "graphs"},
+                             "stacked=8 + graphs": {"compile": "graphs"},
                              "per batch": {"window_forward": False}}.get(variant, {})
     train = TrainConfig(batch_size=batch, update_epochs=window, device=device_name, **extra)
     cfg = EMOEConfig(model=model_cfg, train=train)
     data, warm = random_split(model_cfg, n, seed=1), random_split(model_cfg, batch * window, seed=2)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if variant.startswith("stacked"):
-        k = int(variant.split("=")[1])
+        k = int(variant.split("=")[1].split()[0])
         cfgs = [dataclasses.replace(cfg, train=dataclasses.replace(train, seed=1111 + i)) for i in range(k)]
         stack = _Stack(cfgs, device)
 
@@ -121,7 +122,7 @@ def _step_figure(args: tuple[str, str, bool, str]) -> tuple[float, float, str]:
     rate = statistics.median(rates)
     note = f"median of {len(rates)} epochs" + ("; member-samples/s" if per_sample > 1 else "")
     if "graphs" in variant and device.type != "cuda":
-        note = "no CUDA: ran eagerly (fallback)"
+        note += "; no CUDA: ran eagerly (fallback)"
     return rate, warm_s, note
 
 
@@ -205,7 +206,8 @@ def _phases(info_path: Path) -> str:
 def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> None:
     """The main job alone and with stacks (each configuration's seeds as one model, ``resources.stack``; on a
     GPU also every trial of a phase as one model), and whether every member's rows and metrics match its
-    unstacked run (``bench/stacked_study.py``). ``keys``: the variants to run (plain, stack, phase; None: all)."""
+    unstacked run (``bench/stacked_study.py``). ``keys``: the variants to run (plain, stack, phase, graphs; None:
+    all)."""
     from stacked_study import compare, tables
 
     base = (["--set", "base.train.max_epochs=1", "--set", "seeds=[1111]", "--set", "report=false"] if cpu_check
@@ -217,6 +219,8 @@ def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> 
     if not cpu_check:  # every trial of a phase in one model (the 4 grid points differ in a loss weight only):
         # one worker process and CUDA context per phase instead of one per configuration
         variants.append(("phase", "one stack per phase (resources.stack=12)", ["--set", "resources.stack=12"]))
+        variants.append(("graphs", "with stacks and graphs (resources.stack=auto, train.compile=graphs)",
+                         ["--set", "resources.stack=auto", "--set", "base.train.compile=graphs"]))
     found, walls = {}, {}
     with tempfile.TemporaryDirectory(prefix="gpu-report-") as tmp:
         for k, (key, name, extra) in enumerate(variants):
@@ -282,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma list of sections to skip: main, start, step, packing")
     p.add_argument("--only", default="",
                    help="comma list of the rows to run, by config:variant for the model step (faithful:graphs, "
-                        "small:stacked=8) and main:VARIANT for the main job (main:plain, main:stack, main:phase), "
-                        "start for the process start rows, packing for GPU packing; default: every row")
+                        "small:stacked=8) and main:VARIANT for the main job (main:plain, main:stack, main:phase, "
+                        "main:graphs), start for the process start rows, packing for GPU packing; default: every "
+                        "row")
     p.add_argument("--deadline-s", type=float, default=540,
                    help="the whole run's time limit: steps that cannot finish before it are skipped (default 540)")
     args = p.parse_args(argv)
@@ -304,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     if "step" not in skip:
         variants = ["eager", "per batch", "compile", "graphs", "bf16"]
         plan = [(c, v) for c in ("faithful", "small") for v in variants]
-        plan += [("faithful", "bf16 + graphs"), ("small", "stacked=8"), ("faithful", "stacked=2")]
+        plan += [("faithful", "bf16 + graphs"), ("small", "stacked=8"), ("small", "stacked=8 + graphs"),
+                 ("faithful", "stacked=2")]
         plan = [(c, v) for c, v in plan if not only or f"{c}:{v}" in only]
         measured: dict[tuple[str, str], float] = {}  # samples/s of each config's eager and graphs rows
         for config, variant in plan:

@@ -41,7 +41,7 @@ def test_a_run_past_its_deadline_skips_every_step_and_still_writes_the_report(tm
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith("| model step") or
             line.startswith("| main job")]
-    assert len(rows) == 15  # 10 model-step variants, bf16 + graphs, 2 stacked, the main job twice
+    assert len(rows) == 16  # 10 model-step variants, bf16 + graphs, 3 stacked, the main job twice
     assert all("skipped: the report's deadline" in row for row in rows)
 
 
