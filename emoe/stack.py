@@ -3,13 +3,13 @@
 The K members' parameters are stacked along a leading member dimension (``torch.func.stack_module_state``)
 and one ``torch.func.vmap`` of ``functional_call`` runs every member's forward and loss per accumulation
 window (``train.window_forward``; else per batch), so the kernels of K small models become K-times-larger
-kernels. Members may differ in their seed and in scalars
-that leave the shapes alone: dropout rates, router temperature and fixed weights, loss weights, learning
-rate, weight decay, gradient clipping, the plateau schedule, early stopping and the epoch budget
-(``STACKABLE``). With ``train.compile: graphs`` (CUDA) each window's vmapped forward and backward is
-captured once per shape and replayed (``emoe.capture``). Each member keeps what makes its trajectory its own: its initial weights (built under its
-seed like ``train_emoe``), its data-order generator, its dropout generator (``emoe.dropout``: masks are
-drawn per member and passed into the vmapped step), its Adam state and learning rate, its plateau
+kernels. Members may differ in their seed and in scalars that leave the shapes alone: dropout rates,
+router temperature and fixed weights, loss weights, learning rate, weight decay, gradient clipping, the
+plateau schedule, early stopping and the epoch budget (``STACKABLE``). With ``train.compile: graphs``
+(CUDA) each window's vmapped forward and backward is captured once per shape and replayed
+(``emoe.capture``). Each member keeps what makes its trajectory its own: its initial weights (built under
+its seed like ``train_emoe``), its data-order generator, its dropout generator (``emoe.dropout``: masks
+are drawn per member and passed into the vmapped step), its Adam state and learning rate, its plateau
 scheduler, selection, early stopping and divergence. A member that stops (patience, budget, divergence or
 its callback) leaves the stack; the others go on. Results, epoch records and checkpoints are per member,
 in ``emoe.train.fit``'s format (a member's checkpoint resumes alone with ``fit`` and vice versa).
