@@ -293,7 +293,9 @@ def fit(model: nn.Module, data: DataSet, cfg: EMOEConfig, *, on_epoch: OnEpoch |
     the epoch trained with. ``on_epoch``'s ``checkpoint()`` returns the full state by reference (no tensor
     copies): save it (``save_state``) before training goes on. ``resume`` (such a state, e.g. from
     ``load_state``) continues exactly where it stopped; its configuration must match ``cfg`` except for
-    device, eval batch size, max_epochs, early_stop, fast_path, compile and window_forward. Dropout masks
+    device, eval batch size, max_epochs, early_stop, fast_path, compile and window_forward. A resume uses
+    its state up: on the state's own device the optimiser trains its tensors in place (Adam's moments and
+    step counts), so load the state again to resume from it a second time. Dropout masks
     come from the run's own generator (``dropout_generator``), so a run's trajectory depends only on its
     configuration and initial weights. Seed the global RNG before building the model for reproducible
     initial weights (``train_emoe`` does).
