@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import multiprocessing as mp
 import os
 import statistics
@@ -208,7 +207,7 @@ def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> 
     GPU also every trial of a phase as one model), and whether every member's rows and metrics match its
     unstacked run (``bench/stacked_study.py``). ``keys``: the variants to run (plain, stack, phase, graphs; None:
     all)."""
-    from stacked_study import compare, tables
+    from stacked_study import compare, describe, tables
 
     base = (["--set", "base.train.max_epochs=1", "--set", "seeds=[1111]", "--set", "report=false"] if cpu_check
             else ["--set", "resources.gpus=0.25"])
@@ -238,10 +237,7 @@ def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> 
             if status == "ok":
                 walls[k], found[k] = wall, tables(out / "distill_weight")
             if k > 0 and 0 in found and k in found:
-                differ, worst, share = compare(found[0], found[k])
-                note = (f"members: {'ids or rows DIFFER: ' + '; '.join(differ) if differ else 'same ids and rows'} "
-                        "as unstacked; " + ("no table to compare metrics in" if math.isnan(worst) else
-                                            f"metrics max rel diff {worst:.1e}, {100 * share:.1f}% within 1e-4"))
+                note = f"members against the unstacked run: {describe([compare(found[0], found[k])])}"
             if status == "ok":  # where the wall time went (the run's own phases, study.json)
                 note += "; " + _phases(out / "distill_weight" / "study.json")
             ratio = f"{walls[0] / walls[k]:.2f}x" if k in walls and 0 in walls else "-"

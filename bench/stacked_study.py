@@ -69,6 +69,16 @@ def compare(alone: dict[str, pd.DataFrame], stacked: dict[str, pd.DataFrame]) ->
     return differ, float(rel.max()) if rel.size else 0.0, float((rel <= 1e-4).mean()) if rel.size else 1.0
 
 
+def describe(checks: list[tuple[list[str], float, float]]) -> str:
+    """``compare``'s results (one per repeat) in words: the tables that differ and the metrics' agreement."""
+    differ = sorted({d for c in checks for d in c[0]})
+    compared = [c for c in checks if not math.isnan(c[1])]
+    return (("ids or rows DIFFER: " + "; ".join(differ) if differ else "same ids and rows")
+            + (f"; metrics: max rel diff {max(c[1] for c in compared):.1e}, "
+               f"{100 * min(c[2] for c in compared):.1f}% within 1e-4" if compared else
+               "; no row in both runs to compare metrics in"))
+
+
 def float64_check(study: str, k: int = 3) -> float:
     """The study's first ``k`` trials (their first seed, stackable scalars apart) trained stacked and each
     alone in float64, in this process: the largest relative difference of any epoch metric (0 means
@@ -155,13 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for stack in stacks:
         ratio = median(walls[stacks[0]]) / median(walls[stack])
-        compared = [c for c in checks[stack] if not math.isnan(c[1])]
-        same = "reference" if stack == stacks[0] else (
-            ("same ids and rows" if not any(c[0] for c in checks[stack]) else
-             "ids or rows DIFFER: " + "; ".join(sorted({d for c in checks[stack] for d in c[0]})))
-            + (f"; metrics: max rel diff {max(c[1] for c in compared):.1e}, "
-               f"{100 * min(c[2] for c in compared):.1f}% within 1e-4" if compared else
-               "; no table to compare metrics in"))
+        same = "reference" if stack == stacks[0] else describe(checks[stack])
         rows.append([stack, median(walls[stack]), median(cpus[stack]), f"{ratio:.2f}x", same])
     print(format_table(["resources.stack", "wall s (median)", "CPU s (median)", "speed vs first", "members vs alone"],
                        rows))

@@ -66,3 +66,13 @@ def test_stacked_runs_whose_trials_differ_are_named_and_no_metric_agreement_is_c
     shifted["trials"] = shifted["trials"].assign(valid_mae=[0.6, 0.5])
     differ, worst, share = compare(tables(["a", "b"]), shifted)
     assert len(differ) == 4 and worst == pytest.approx(0.2) and share == 0.75  # 1 of the 4 common rows differs
+
+
+def test_the_comparison_is_told_in_words_without_claims_over_nothing() -> None:
+    import math
+
+    from stacked_study import describe
+
+    assert describe([([], 1e-6, 0.99)]) == "same ids and rows; metrics: max rel diff 1.0e-06, 99.0% within 1e-4"
+    told = describe([(["trials (2 rows vs 2; trials only alone: b)"], math.nan, math.nan)])
+    assert told.startswith("ids or rows DIFFER: trials") and "no row in both runs" in told and "0.0" not in told
