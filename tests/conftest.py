@@ -8,13 +8,29 @@ Benchmarks in bench/ choose their own thread counts.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+# --- Ray's session directories ---------------------------------------------------------------------------
+# Ray keeps each runtime's logs and sockets in <temp>/ray/session_* and never removes them; the suite starts
+# dozens of runtimes (3.7 GB had gathered in /tmp/ray on this machine). They go to a directory of the run's
+# own (inherited by xdist's workers and by every Ray process), removed when the run ends; a short path, as
+# Ray's socket paths must stay under 107 bytes. A RAY_TMPDIR set by the user is left alone.
+_OWN_RAY_TMPDIR: str | None = None
+if "RAY_TMPDIR" not in os.environ:
+    _OWN_RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="emoe-ray-", dir="/tmp")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _OWN_RAY_TMPDIR is not None:  # the process that made it: the controller, or the only process
+        shutil.rmtree(_OWN_RAY_TMPDIR, ignore_errors=True)
 
 try:  # torch is optional for the reports tests' point of view; set it when present.
     import torch
