@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import sys
@@ -319,12 +320,14 @@ def _compact(store: ResultStore, timings: Timings | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _connect(plan: Plan, settings: RaySettings, timings: Timings) -> Iterator[None]:
-    """Start or join Ray for the study and check that some node can host one of its trials."""
+def _connect(plan: Plan, settings: RaySettings, timings: Timings, imports: threading.Thread | None = None
+             ) -> Iterator[None]:
+    """Start or join Ray for the study and check that some node can host one of its trials; then wait for
+    ``imports`` (``_import_meanwhile``), which ran while Ray started."""
     # Ray is imported only once a study is to run (not for a dry run or a rejected spec).
     start = time.monotonic()
+    from harness.study.plan import data_bytes
     from harness.tune.cluster import check_fits, ray_session
-    from harness.tune.runner import data_bytes
 
     # a runtime started here stops in the background while the summary and the report are made
     with ray_session(settings, data_bytes=data_bytes(plan), stop_in_background=True):
@@ -332,8 +335,36 @@ def _connect(plan: Plan, settings: RaySettings, timings: Timings) -> Iterator[No
         warning = check_fits(res.cpus, res.gpus, strict=settings.address is None)
         if warning:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
+        if imports is not None:
+            imports.join()
         timings.add("ray_start", time.monotonic() - start)
         yield
+
+
+#: Imported by ``_import_meanwhile`` while Ray starts: Tune's side of the run (Ray Tune, Optuna, pandas).
+RUN_MODULES = ("harness.tune.runner", "harness.tune.confirmation")
+#: ... and the report's (matplotlib, seaborn, scipy) when the study makes one.
+REPORT_MODULES = ("reports.build",)
+
+
+def _import_meanwhile(*, report: bool) -> threading.Thread:
+    """Import what the run needs once Ray is up in a thread of its own, while ``ray.init`` waits for Ray's
+    processes to start: 2 s of imports on this project's 2-core machine, about 5 s on an H200 machine's
+    slower cores, which otherwise came before or after Ray's start instead of during it. Only once the
+    study and its data have been checked (a bad one never starts Ray, nor these imports). A module that
+    fails to import here is imported again, and its error raised, where it is used."""
+    modules = RUN_MODULES + (REPORT_MODULES if report else ())
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except BaseException:  # raised again by the import where it is used
+                return
+
+    thread = threading.Thread(target=run, name="imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def _confirmation_left(plan: Plan, store: ResultStore, retry_failed: bool) -> int:
@@ -431,27 +462,30 @@ def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
     from harness.results.study_provenance import resume_record
     from harness.tune.cluster import ClusterError, RaySettings, wait_for_ray_stop
-    from harness.tune.runner import RunOptions, budget_deadline, code_version
 
-    version = code_version()
-    options = RunOptions(resume=previous is not None, retry_failed=args.retry_failed,
-                         ray=RaySettings(address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                                         log_to_driver=args.verbose), progress_interval_s=args.progress_every)
+    settings = RaySettings(address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                           log_to_driver=args.verbose)
     if previous is None and store.exists():  # another driver created it while this one read its data
         try:
             check_existing(store, plan.spec, resume=False)
         except StudyExistsError as exc:  # refused before Ray starts; the check under the lock stays
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    timings.add("prepare", time.perf_counter() - t0)  # the spec, the plan, its data, Ray's and Tune's imports
+    timings.add("prepare", time.perf_counter() - t0)  # the spec, the plan and its data
     started = False
+    imports = _import_meanwhile(report=plan.spec.report is not None)
     try:
         # Ray first: a cluster that cannot be reached or cannot host a trial creates nothing.
-        with (_connect(plan, options.ray, timings), store.lock(),
+        with (_connect(plan, settings, timings, imports), store.lock(),
               signals_stop("stopping the running trials and recording what finished",
                            on_stop=lambda: _mark_interrupted(plan, store))):
             if interrupted():  # a signal as the run begins: nothing is created
                 raise KeyboardInterrupt
+            from harness.tune.runner import RunOptions, budget_deadline, code_version
+
+            version = code_version()
+            options = RunOptions(resume=previous is not None, retry_failed=args.retry_failed, ray=settings,
+                                 progress_interval_s=args.progress_every)
             if previous is None:
                 if store.exists():  # another driver created the study since check_existing: never overwrite
                     check_existing(store, plan.spec, resume=False)
@@ -540,9 +574,16 @@ def _run_phases(plan: Plan, store: ResultStore, options: RunOptions, version: st
     (a signal, the time budget: ``options.deadline`` is the whole command's, both phases share it)."""
     from harness.tune.runner import run_tune
 
-    with timings.phase("tuning"):
-        outcome = run_tune(plan, store, options, version)
+    started = time.monotonic()
+    outcome = run_tune(plan, store, options, version)
+    confirmed = outcome.confirmed  # a grid's confirmation, run in the tuning phase's Tune run
+    confirm_s = 0.0 if confirmed is None else confirmed.elapsed_s or 0.0
+    timings.add("tuning", time.monotonic() - started - confirm_s)
     timings.add("tuning_first_trial", outcome.first_trial_s)
+    if confirmed is not None:
+        timings.add("confirm", confirm_s)
+        timings.add("confirm_first_trial", confirmed.first_trial_s)
+        return outcome
     if plan.spec.confirm is not None and outcome.complete and outcome.stopped is not None:
         # every tuning row is in, but the stop came with the last one (Tune asks its stopper after each
         # step): the confirmation is still owed, so the study is incomplete and --resume confirms

@@ -1,10 +1,11 @@
 """Where one run of a study spent its wall time, phase by phase.
 
 ``python -m harness.run`` times its phases (Python's start and imports, preparing the plan and data,
-starting Ray, the tuning and confirmation Tune runs, compaction, the summary, the report, and the wait for
+starting Ray (with Tune's and the report's imports meanwhile), the tuning and confirmation phases (one Tune
+run for a grid, two otherwise), compaction, the summary, the report, and the wait for
 Ray's shutdown, which runs in the background meanwhile), records them in ``study.json`` as ``timings`` (seconds; the latest run's, a resume replaces
-them) and prints them as one ``time:`` line after the report. A Tune run's wait for its first running trial (Tune's start, the
-trial's worker process and its imports) is given beside it: on a fast device that fixed cost, not
+them) and prints them as one ``time:`` line after the report. A phase's wait for its first running trial (Tune's start, the
+trial's worker process and its imports; about none for a confirmation on the tuning phase's actors) is given beside it: on a fast device that fixed cost, not
 training, decides how long a small study takes.
 """
 

@@ -102,6 +102,11 @@ class Plan:
             return 100
 
 
+def data_bytes(plan: Plan) -> int:
+    """Bytes of the plan's data set (what a local Ray's object store is sized for)."""
+    return sum(split.nbytes for split in plan.data.data.splits().values())
+
+
 def build_plan(spec: StudySpec, data: StudyData) -> Plan:
     """Expand the study against its data; ``SpecError`` lists every point the data make invalid."""
     factory = TrialFactory(spec.name, dict(spec.base), dict(data.fields), data.key, tuple(spec.seeds))

@@ -59,6 +59,11 @@ class ProgressPrinter(tune.Callback):
         #: when the run's first trial was running (``time.monotonic``): Tune's start, a worker and its imports
         self.first_running: float | None = None
 
+    def next_phase(self, *, total: int, recorded: dict[str, str]) -> None:
+        """Count the next phase's trials from here on (a confirmation in the tuning phase's Tune run)."""
+        self.total, self.recorded = total, dict(recorded)
+        self._reset()
+
     def setup(self, stop: object = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: object) -> None:
         self._reset()

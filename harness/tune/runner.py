@@ -32,9 +32,11 @@ from ray.tune.schedulers import HyperBandScheduler, TrialScheduler
 
 import emoe
 from harness.results.sink import ResultStore
-from harness.study.plan import Plan
+from harness.study.confirm import CONFIRM
+from harness.study.plan import Plan, data_bytes
 from harness.study.samplers import make_sampler
 from harness.study.stacks import Stack, plan_stacks
+from harness.tune import confirmation_start
 from harness.tune.cluster import RaySettings, cluster_resources
 from harness.tune.interrupt import interrupted, signals_stop
 from harness.tune.lean import LeanTrials
@@ -42,7 +44,7 @@ from harness.tune.order import NewestFirstASHA, NewestFirstFIFO, NewestFirstMedi
 from harness.tune.planned import PlannedTrials
 from harness.tune.progress import ProgressPrinter
 from harness.tune.recorder import ResultRecorder, reconcile
-from harness.tune.resume import StudyState, earlier_trials, study_state
+from harness.tune.resume import EarlierTrial, StudyState, earlier_trials, study_state
 from harness.tune.search import StudySearch
 from harness.tune.stacked import study_trainable
 from harness.tune.trackers import tracking_callbacks
@@ -56,8 +58,8 @@ if TYPE_CHECKING:
     from emoe.data.arrays import DataSet
     from harness.study.trial import Trial
 
-__all__ = ["RunOptions", "RunOutcome", "StudyStopper", "budget_deadline", "code_version", "data_bytes",
-           "experiment_dir", "make_context", "make_scheduler", "run_tune", "share_data"]
+__all__ = ["ConfirmationSwitch", "RunOptions", "RunOutcome", "StudyStopper", "add_counts", "budget_deadline", "code_version",
+           "data_bytes", "experiment_dir", "make_context", "make_scheduler", "run_tune", "share_data"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,20 @@ class RunOutcome:
     stopped: str | None = None
     #: seconds from the start of the Tune run until its first trial was running (None: no trial ran)
     first_trial_s: float | None = None
+    #: the confirmation, when it ran in this (the tuning phase's) Tune run: its own counts, first trial
+    #: and seconds (``elapsed_s``); ``counts`` and ``complete`` above are of both phases
+    confirmed: RunOutcome | None = None
+    #: seconds the phase took (set for a confirmation that ran in the tuning phase's Tune run)
+    elapsed_s: float | None = None
+
+
+def add_counts(*counts: dict[str, int]) -> dict[str, int]:
+    """Status counts of several runs added up."""
+    total: dict[str, int] = {}
+    for c in counts:
+        for status, n in c.items():
+            total[status] = total.get(status, 0) + n
+    return total
 
 
 def code_version() -> str:
@@ -180,16 +196,20 @@ def _slots(plan: Plan) -> int:
 
 
 def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks: list[Callback], tune_dir: Path, *,
-           todo: list[Trial | Stack], retry: list[Trial], stopper: StudyStopper, resume: bool) -> Tuner:
+           todo: list[Trial | Stack], retry: list[Trial], stopper: StudyStopper, resume: bool,
+           then: ConfirmationSwitch | None = None) -> Tuner:
     """A new Tune experiment in ``tune_dir`` over ``todo`` (grids: trials and stacks) or the search's
-    remaining trials plus ``retry``."""
+    remaining trials plus ``retry``; then (grids) the confirmation trials ``then`` gives."""
     s = plan.spec
     search = s.search is not None
+    planned = PlannedTrials(todo, then=None if then is None else then.units)
     tune_config = tune.TuneConfig(
         metric="objective", mode=s.mode, scheduler=make_scheduler(plan),
         # grids and ablations: the planned trials through a searcher too, not Tune's variant generation (O(N^2))
-        search_alg=_searcher(plan, store, retry=retry, resume=resume) if search else PlannedTrials(todo),
-        num_samples=plan.n_trials + len(retry) if search else len(todo), max_concurrent_trials=_concurrency(plan),
+        search_alg=_searcher(plan, store, retry=retry, resume=resume) if search else planned,
+        num_samples=(plan.n_trials + len(retry) if search
+                     else len(todo) + (0 if then is None else then.most_units())),
+        max_concurrent_trials=_concurrency(plan),
         trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname, reuse_actors=True)
     run_config = tune.RunConfig(
         name=tune_dir.name, storage_path=str(tune_dir.parent), stop=stopper,
@@ -211,11 +231,6 @@ def _tuner(plan: Plan, store: ResultStore, trainable: type[Trainable], callbacks
 _TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
              "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
              "TUNE_GLOBAL_CHECKPOINT_S": "600"}
-
-
-def data_bytes(plan: Plan) -> int:
-    """Bytes of the plan's data set (what the local object store is sized for)."""
-    return sum(split.nbytes for split in plan.data.data.splits().values())
 
 
 def share_data(plan: Plan) -> ObjectRef[DataSet]:
@@ -303,7 +318,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         os.environ.setdefault(key, value)
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the harness stops the study itself (StudyStopper)
 
-    earlier = earlier_trials(experiment_dir(store, options.phase)) if options.resume else {}
+    earlier = _earlier(store) if options.resume else {}
     state = study_state(plan, store)
     ctx = dataclasses.replace(
         make_context(plan, store, version), retry_failed=options.retry_failed,
@@ -322,6 +337,10 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     with signals_stop("stopping the running trials and recording what finished"):
         if stopper.stop_all():  # a signal or the deadline came before this run (between a command's phases)
             return _outcome(plan, store, options, stopper, None)
+        if stacked:  # the first phase's stacks are planned: the confirmation's stacks use the same rule
+            units_of = lambda trials: plan_stacks(trials, plan.spec.resources, slots=_slots(plan)).units  # noqa: E731
+        else:
+            units_of = list
         data_ref = share_data(plan)
         trainable = tune.with_resources(tune.with_parameters(_trainable_of(plan), data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
@@ -335,9 +354,11 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         # Tune reads every trial's results at the end; trials that never started have none, which it
         # logs as a warning per trial. Expected here (pending at an interrupt or a time budget).
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+        switch = (ConfirmationSwitch(plan, store, ctx, stopper, printer, units_of)
+                  if _confirms_in_run(plan, options) else None)
         stopper.start = time.monotonic()
         tuner = _tuner(plan, store, trainable, callbacks, experiment_dir(store, options.phase), todo=units,
-                       retry=retry, stopper=stopper, resume=options.resume)
+                       retry=retry, stopper=stopper, resume=options.resume, then=switch)
         try:
             with _pending_trials(plan):
                 results = tuner.fit()
@@ -346,7 +367,99 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         reconcile(ctx, results)  # type: ignore[arg-type]  # ResultGrid iterates via __getitem__
         if stopper.reason is None and interrupted():  # a signal after Tune's last look, with no trial left
             stopper.reason = "interrupted"
+    if switch is not None and switch.error is not None:
+        raise switch.error
+    if switch is not None and switch.confirming is not None:
+        return switch.outcome(options)
     return _outcome(plan, store, options, stopper, printer)
+
+
+def _earlier(store: ResultStore) -> dict[str, EarlierTrial]:
+    """The trials earlier runs started, from both phases' Tune folders: a confirmation runs in ``tune/``
+    with the tuning phase, or in ``tune-confirm/`` on its own."""
+    found = earlier_trials(experiment_dir(store, "tune"))
+    for tid, entry in earlier_trials(experiment_dir(store, CONFIRM)).items():
+        if tid in found:
+            found[tid].checkpoints.extend(entry.checkpoints)
+            found[tid].checkpoints.sort(reverse=True)
+        else:
+            found[tid] = entry
+    return found
+
+
+def _confirms_in_run(plan: Plan, options: RunOptions) -> bool:
+    """Whether the study's confirmation runs in this (its tuning phase's) Tune run: grids and ablations
+    with the FIFO scheduler. A search's trials come from Optuna, and another scheduler would stop or
+    pause confirmation trials, which must run to their end: those confirm in a Tune run of their own."""
+    return (options.phase == "tune" and plan.spec.confirm is not None and plan.spec.search is None
+            and plan.spec.scheduler_name == "fifo")
+
+
+class ConfirmationSwitch:
+    """The confirmation trials of a grid, handed to the tuning phase's Tune run once its last trial has
+    ended (``PlannedTrials(then=...)``): they start on the actors the tuning trials leave, where a Tune
+    run of their own would start new worker processes (Python, torch, Ray Tune and, on a GPU, CUDA: about
+    6 s on an H200 machine, as long as the training of the main job's confirmation).
+
+    ``units`` decides as a separate confirmation run would: nothing when the run is being stopped or the
+    tuning phase is not complete, else ``start_confirmation``'s trials, less those already settled (a
+    resume), stacked like the tuning phase's. An error there ends the run and is raised after it.
+    """
+
+    def __init__(self, plan: Plan, store: ResultStore, ctx: TrialContext, stopper: StudyStopper,
+                 printer: ProgressPrinter, units_of: Callable[[list[Trial]], list[Trial | Stack]]):
+        self.plan, self.store, self.ctx, self.stopper, self.printer = plan, store, ctx, stopper, printer
+        self.units_of = units_of
+        self.confirming: Plan | None = None  # the confirmation's plan, once it started in this run
+        self.error: BaseException | None = None
+        self.started: float | None = None
+        self.tuning_first_trial_s: float | None = None
+
+    def most_units(self) -> int:
+        """At most as many Tune trials as the confirmation can have (Tune's ``num_samples``)."""
+        from harness.study.confirm import n_confirmation_configs
+
+        confirm = self.plan.spec.confirm
+        return 0 if confirm is None else n_confirmation_configs(self.plan) * len(confirm.seeds)
+
+    def units(self) -> list[Trial | Stack]:
+        try:
+            return self._units()
+        except (Exception, KeyboardInterrupt) as exc:  # raised again once Tune has ended its run
+            # Tune would log an error as its own failure and go on; a KeyboardInterrupt (a second Ctrl-C)
+            # raised through Tune's loop skips its clean-up, which leaves the actors it keeps for reuse
+            # alive in a cluster that outlives the driver (--address). No trial runs at this point.
+            self.error = exc
+            return []
+
+    def _units(self) -> list[Trial | Stack]:
+        if self.stopper.stop_all():
+            return []
+        tuned = study_state(self.plan, self.store)
+        if tuned.missing:
+            return []
+        confirming = confirmation_start.start_confirmation(self.plan, self.store)
+        if confirming is None or self.stopper.stop_all():
+            return []
+        state = study_state(confirming, self.store)
+        todo = [t for t in confirming.trials if not self.ctx.settled(_row_status(state, t.trial_id))]
+        if self.printer.first_running is not None:
+            self.tuning_first_trial_s = self.printer.first_running - self.stopper.start
+        self.printer.next_phase(total=confirming.n_trials, recorded={
+            t: s for t, s in state.statuses.items() if self.ctx.settled({"status": s})})
+        self.confirming, self.started = confirming, time.monotonic()
+        return self.units_of(todo)
+
+    def outcome(self, options: RunOptions) -> RunOutcome:
+        """Both phases' outcome, the confirmation's own inside (``confirmed``)."""
+        assert self.confirming is not None and self.started is not None
+        tuned = _outcome(self.plan, self.store, options, self.stopper, None)
+        confirmed = _outcome(self.confirming, self.store, options, self.stopper, None)
+        first = self.printer.first_running
+        confirmed = dataclasses.replace(confirmed, first_trial_s=None if first is None else first - self.started,
+                                        elapsed_s=time.monotonic() - self.started)
+        return RunOutcome(add_counts(tuned.counts, confirmed.counts), tuned.complete and confirmed.complete,
+                          stopped=self.stopper.reason, first_trial_s=self.tuning_first_trial_s, confirmed=confirmed)
 
 
 def _outcome(plan: Plan, store: ResultStore, options: RunOptions, stopper: StudyStopper,

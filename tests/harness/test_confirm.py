@@ -173,9 +173,9 @@ def test_a_study_confirms_its_best_configurations_resumes_the_confirmation_and_r
     assert "confirmation, mean ± std over the tuning seeds" in out
     info = json.loads((study / "study.json").read_text())
     assert info["status"] == "finished" and info["counts"] == {"completed": 10}
-    # where the run's time went: both Tune runs, each with the wait for its first running trial
+    # where the run's time went: both phases, each with the wait for its first running trial
     t = info["timings"]
-    assert 0 < t["tuning_first_trial_s"] < t["tuning_s"] and 0 < t["confirm_first_trial_s"] < t["confirm_s"]
+    assert 0 < t["tuning_first_trial_s"] < t["tuning_s"] and 0 <= t["confirm_first_trial_s"] < t["confirm_s"]
     top = sum(v for k, v in t.items() if k not in ("total_s", "tuning_first_trial_s", "confirm_first_trial_s"))
     assert {"prepare_s", "ray_start_s", "ray_stop_s", "summary_s"} <= set(t) and top <= t["total_s"] + 0.05
     assert re.search(r"^time: [\d.]+ s \(prepare [\d.]+ s, Ray start [\d.]+ s, tuning [\d.]+ s \(first trial running "
@@ -199,7 +199,11 @@ def test_a_study_confirms_its_best_configurations_resumes_the_confirmation_and_r
     # the same configurations and seeds, and trains no tuning trial again
     tune_files = {p.name: p.stat().st_mtime_ns for p in (study / "trials").iterdir()
                   if p.stem in set(tune["trial_id"])}
-    shutil.rmtree(study / "tune-confirm")
+    # the confirmation ran in the tuning phase's Tune run (tune/), on the actors its trials left
+    assert not (study / "tune-confirm").exists()
+    for folder in (study / "tune").glob("trial_*"):
+        if any(tid in (folder / "trial.json").read_text() for tid in confirm["trial_id"]):
+            shutil.rmtree(folder)
     for tid in confirm["trial_id"]:
         for table in ("trials", "epochs", "router", "predictions"):
             (study / table / f"{tid}.parquet").unlink()
@@ -219,3 +223,32 @@ def test_a_study_confirms_its_best_configurations_resumes_the_confirmation_and_r
     assert {"confirmation.png", "confirmation.md", "results.md", "results_confirmed.md"} <= written
     results_md = (tmp_path / "report" / "tables" / "results_confirmed.md").read_text()
     assert "Confirmed on fresh seeds [7, 8]" in results_md
+
+
+@pytest.mark.ray
+def test_a_grid_confirms_in_its_tuning_run_on_an_actor_a_tuning_trial_leaves(ray_cluster, write_study, tmp_path,
+                                                                              monkeypatch) -> None:
+    """The confirmation of a grid starts on a worker process the tuning phase already has (Python, torch
+    and Ray Tune imported; on a GPU, CUDA up) instead of a Tune run of its own, whose new processes cost
+    about 6 s on an H200 machine. Tune reports each result's process id (``pid``)."""
+    from harness.run import main
+    from harness.tune import runner
+
+    pids: dict[str, set[int]] = {"tune": set(), "confirm": set()}
+    reconcile = runner.reconcile
+
+    def note_pids(ctx, results):
+        results = list(results)
+        for result in results:
+            unit = (result.config or {}).get("trial")
+            if unit is not None and (result.metrics or {}).get("pid"):
+                pids[unit.phase].add(int(result.metrics["pid"]))
+        return reconcile(ctx, results)
+
+    monkeypatch.setattr(runner, "reconcile", note_pids)
+    spec = write_study(tiny_study(name="reuse", grid={"loss.distill_weight": [0.0, 0.5]}, seeds=[1],
+                                  confirm={"top": 1, "seeds": [7]}))
+    assert main([str(spec), "--results", str(tmp_path / "results")]) == 0
+    assert len(pids["tune"]) >= 1 and len(pids["confirm"]) == 1
+    assert pids["confirm"] <= pids["tune"]
+    assert not (tmp_path / "results" / "reuse" / "tune-confirm").exists()

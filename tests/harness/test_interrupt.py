@@ -90,22 +90,18 @@ def test_sigterm_is_a_ctrl_c_whose_exit_status_is_143(capsys):
 @pytest.mark.ray
 def test_a_ctrl_c_as_the_tuning_phase_ends_stops_the_study_before_its_confirmation(
         ray_cluster, write_study, tmp_path, capsys, monkeypatch):
-    """The Ctrl-C lands once Tune has no trial left to stop: the study still stops, exit 130, and the
-    confirmation runs on --resume."""
-    from ray import tune
-
+    """The Ctrl-C lands once Tune has no trial left to stop, as the confirmation is about to start in the
+    same Tune run: the study still stops, exit 130, and the confirmation runs on --resume."""
     from harness.run import main
+    from harness.tune import runner
 
-    fit, sent = tune.Tuner.fit, []
+    units = runner.ConfirmationSwitch.units
 
-    def fit_then_ctrl_c(self, *args, **kwargs):
-        results = fit(self, *args, **kwargs)
-        if not sent:  # the tuning phase's Tuner.fit has just returned
-            sent.append(signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-        return results
+    def ctrl_c_then_units(self):
+        os.kill(os.getpid(), signal.SIGINT)  # every tuning trial has ended
+        return units(self)
 
-    monkeypatch.setattr(tune.Tuner, "fit", fit_then_ctrl_c)
+    monkeypatch.setattr(runner.ConfirmationSwitch, "units", ctrl_c_then_units)
     args = [str(_confirming_study(write_study)), "--results", str(tmp_path / "results")]
     assert main(args) == 130
     out, err = capsys.readouterr()
@@ -124,19 +120,19 @@ def test_a_ctrl_c_as_the_tuning_phase_ends_stops_the_study_before_its_confirmati
 @pytest.mark.ray
 def test_the_time_budget_is_one_per_command_and_the_confirmation_gets_what_tuning_left(
         ray_cluster, write_study, tmp_path, capsys, monkeypatch):
-    """The budget runs out as the tuning phase ends (its clock moved on by the budget): the confirmation
-    does not start a budget of its own, the run is incomplete (exit 4) and --resume confirms."""
+    """The budget runs out as the tuning phase ends (its clock moved on by the budget, as the confirmation is
+    about to start in the same Tune run): the confirmation does not start a budget of its own, the run is
+    incomplete (exit 4) and --resume confirms."""
     from harness.run import EXIT_INCOMPLETE, main
     from harness.tune import runner
 
-    tuning = runner.run_tune
+    units = runner.ConfirmationSwitch.units
 
-    def tune_then_spend_the_budget(*args, **kwargs):
-        outcome = tuning(*args, **kwargs)
+    def spend_the_budget_then_units(self):
         monkeypatch.setattr(runner, "_now", lambda: time.monotonic() + 3600, raising=False)
-        return outcome
+        return units(self)
 
-    monkeypatch.setattr(runner, "run_tune", tune_then_spend_the_budget)
+    monkeypatch.setattr(runner.ConfirmationSwitch, "units", spend_the_budget_then_units)
     args = [str(_confirming_study(write_study, time_budget_s=3600)), "--results", str(tmp_path / "results")]
     assert main(args) == EXIT_INCOMPLETE
     out = capsys.readouterr().out
@@ -156,9 +152,9 @@ def test_a_ctrl_c_between_the_phases_leaves_the_study_interrupted_with_its_count
     """Outside Tune's run: before the tuning phase (just after the study was created) or as the
     confirmation starts; once (stop cleanly) or twice (at once)."""
     from harness.run import main
-    from harness.tune import confirmation, runner
+    from harness.tune import confirmation_start, runner
 
-    module, name = (runner, "run_tune") if where == "tuning" else (confirmation, "run_confirmation")
+    module, name = (runner, "run_tune") if where == "tuning" else (confirmation_start, "start_confirmation")
     original = getattr(module, name)
 
     def ctrl_c_first(*args, **kwargs):
@@ -224,9 +220,9 @@ def test_a_first_signal_marks_the_study_interrupted_at_once(ray_cluster, write_s
     """study.json says interrupted while the run is still stopping, not only at its end: a SIGTERM that
     also reached Ray's processes (``timeout``, a walltime) can end the driver before that."""
     from harness.run import main
-    from harness.tune import confirmation
+    from harness.tune import confirmation_start
 
-    root, original, seen = tmp_path / "results" / "stop", confirmation.run_confirmation, []
+    root, original, seen = tmp_path / "results" / "stop", confirmation_start.start_confirmation, []
 
     def ctrl_c_then_look(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
@@ -236,7 +232,7 @@ def test_a_first_signal_marks_the_study_interrupted_at_once(ray_cluster, write_s
         seen.append(_info(root))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(confirmation, "run_confirmation", ctrl_c_then_look)
+    monkeypatch.setattr(confirmation_start, "start_confirmation", ctrl_c_then_look)
     assert main([str(_confirming_study(write_study)), "--results", str(tmp_path / "results")]) == 130
     assert [(i["status"], i["counts"], i.get("finished_at")) for i in seen] == [("interrupted", {"completed": 4}, None)]
 
