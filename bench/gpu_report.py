@@ -218,8 +218,8 @@ def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> 
     if not cpu_check:  # every trial of a phase in one model (the 4 grid points differ in a loss weight only):
         # one worker process and CUDA context per phase instead of one per configuration
         variants.append(("phase", "one stack per phase (resources.stack=12)", ["--set", "resources.stack=12"]))
-        variants.append(("graphs", "with stacks and graphs (resources.stack=auto, train.compile=graphs)",
-                         ["--set", "resources.stack=auto", "--set", "base.train.compile=graphs"]))
+        variants.append(("graphs", "one stack per phase, with graphs (resources.stack=12, train.compile=graphs)",
+                         ["--set", "resources.stack=12", "--set", "base.train.compile=graphs"]))
     found, walls = {}, {}
     with tempfile.TemporaryDirectory(prefix="gpu-report-") as tmp:
         for k, (key, name, extra) in enumerate(variants):
@@ -251,6 +251,8 @@ _START_STEPS = {
     "import a trial's code": "import harness.tune.trainable",
     "import torch, first tensor on the device": "import torch; torch.zeros(1, device='{device}'); "
                                                 "torch.cuda.synchronize() if '{device}' == 'cuda' else None",
+    # the first torch.optim optimizer imports torch._dynamo (its methods are wrapped by torch._disable_dynamo)
+    "import torch, first Adam": "import torch; torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])",
 }
 
 
