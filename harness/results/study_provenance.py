@@ -62,15 +62,19 @@ def node_machines(timeout_s: float = NODE_PROBE_TIMEOUT_S) -> list[NodeInfo]:
     if not ray.is_initialized():
         return []
     nodes = [n for n in ray.nodes() if n.get("Alive")]
+    # the driver's own node is this machine: described here, without a task (a worker process to start)
+    own = ray.get_runtime_context().get_node_id()
     probe = ray.remote(num_cpus=0, max_retries=0)(node_machine)
     refs = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-            .remote() for n in nodes}
-    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+            .remote() for n in nodes if n["NodeID"] != own}
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
     out: list[NodeInfo] = []
     for n in nodes:
-        ref = refs[n["NodeID"]]
+        ref = refs.get(n["NodeID"])
         found: Machine | None = None
-        if ref in ready:
+        if ref is None:
+            found = node_machine()
+        elif ref in ready:
             with contextlib.suppress(Exception):
                 found = ray.get(ref, timeout=1)
         else:
