@@ -252,3 +252,29 @@ def test_a_grid_confirms_in_its_tuning_run_on_an_actor_a_tuning_trial_leaves(ray
     assert len(pids["tune"]) >= 1 and len(pids["confirm"]) == 1
     assert pids["confirm"] <= pids["tune"]
     assert not (tmp_path / "results" / "reuse" / "tune-confirm").exists()
+
+
+def test_a_resume_finds_confirmation_checkpoints_under_either_tune_folder(tmp_path) -> None:
+    """A grid confirms in its tuning phase's Tune run (``tune/``); a search, or a resume whose tuning phase
+    was over, in ``tune-confirm/``. A resume looks in both, and a trial found in both keeps every checkpoint,
+    the one with the most epochs first."""
+    from harness.results.sink import ResultStore
+    from harness.tune.resume import describe_tune_trial
+    from harness.tune.runner import _earlier
+
+    spec = parse_spec(tiny_study(grid={"loss.distill_weight": [0.0, 0.5]}, seeds=[1], confirm={"top": 1, "seeds": [7]}))
+    plan = build_plan(spec, load_study_data(spec.data))
+    store = ResultStore(tmp_path / "results", spec.name)
+    a, b = (dataclasses.replace(t, phase="confirm") for t in plan.trials)
+    layout = {("tune", "trial_a"): (a, 3), ("tune-confirm", "trial_b"): (b, 2), ("tune-confirm", "trial_a2"): (a, 5)}
+    for (where, name), (trial, epochs) in layout.items():
+        folder = store.dir / where / name
+        describe_tune_trial(folder, trial)
+        own = folder / "checkpoint_000001"
+        own.mkdir()
+        (own / "state.pt").write_bytes(b"x")
+        (own / "meta.json").write_text(json.dumps({"epochs": [{}] * epochs}))
+    found = _earlier(store)
+    assert set(found) == {a.trial_id, b.trial_id}
+    assert [e for e, _ in found[a.trial_id].checkpoints] == [5, 3]
+    assert [e for e, _ in found[b.trial_id].checkpoints] == [2]
