@@ -337,10 +337,11 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     with signals_stop("stopping the running trials and recording what finished"):
         if stopper.stop_all():  # a signal or the deadline came before this run (between a command's phases)
             return _outcome(plan, store, options, stopper, None)
-        if stacked:  # the first phase's stacks are planned: the confirmation's stacks use the same rule
-            units_of = lambda trials: plan_stacks(trials, plan.spec.resources, slots=_slots(plan)).units  # noqa: E731
-        else:
-            units_of = list
+
+        def units_of(trials: list[Trial]) -> list[Trial | Stack]:
+            """The confirmation's Tune trials, stacked by the tuning phase's rule."""
+            return plan_stacks(trials, plan.spec.resources, slots=_slots(plan)).units if stacked else list(trials)
+
         data_ref = share_data(plan)
         trainable = tune.with_resources(tune.with_parameters(_trainable_of(plan), data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
@@ -369,7 +370,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
             stopper.reason = "interrupted"
     if switch is not None and switch.error is not None:
         raise switch.error
-    if switch is not None and switch.confirming is not None:
+    if switch is not None and switch.started is not None:
         return switch.outcome(options)
     return _outcome(plan, store, options, stopper, printer)
 
@@ -412,7 +413,7 @@ class ConfirmationSwitch:
         self.units_of = units_of
         self.confirming: Plan | None = None  # the confirmation's plan, once it started in this run
         self.error: BaseException | None = None
-        self.started: float | None = None
+        self.started: float | None = None  # when it was decided (and, unless there was nothing, started)
         self.tuning_first_trial_s: float | None = None
 
     def most_units(self) -> int:
@@ -438,13 +439,16 @@ class ConfirmationSwitch:
         tuned = study_state(self.plan, self.store)
         if tuned.missing:
             return []
+        if self.printer.first_running is not None:
+            self.tuning_first_trial_s = self.printer.first_running - self.stopper.start
         confirming = confirmation_start.start_confirmation(self.plan, self.store)
-        if confirming is None or self.stopper.stop_all():
+        if confirming is None:  # nothing completed to confirm (said): the confirmation is over
+            self.started = time.monotonic()
+            return []
+        if self.stopper.stop_all():
             return []
         state = study_state(confirming, self.store)
         todo = [t for t in confirming.trials if not self.ctx.settled(_row_status(state, t.trial_id))]
-        if self.printer.first_running is not None:
-            self.tuning_first_trial_s = self.printer.first_running - self.stopper.start
         self.printer.next_phase(total=confirming.n_trials, recorded={
             t: s for t, s in state.statuses.items() if self.ctx.settled({"status": s})})
         self.confirming, self.started = confirming, time.monotonic()
@@ -452,12 +456,15 @@ class ConfirmationSwitch:
 
     def outcome(self, options: RunOptions) -> RunOutcome:
         """Both phases' outcome, the confirmation's own inside (``confirmed``)."""
-        assert self.confirming is not None and self.started is not None
+        assert self.started is not None
         tuned = _outcome(self.plan, self.store, options, self.stopper, None)
-        confirmed = _outcome(self.confirming, self.store, options, self.stopper, None)
-        first = self.printer.first_running
-        confirmed = dataclasses.replace(confirmed, first_trial_s=None if first is None else first - self.started,
-                                        elapsed_s=time.monotonic() - self.started)
+        if self.confirming is None:  # nothing to confirm
+            confirmed = RunOutcome({}, True, stopped=self.stopper.reason, elapsed_s=time.monotonic() - self.started)
+        else:
+            confirmed = _outcome(self.confirming, self.store, options, self.stopper, None)
+            first = self.printer.first_running
+            confirmed = dataclasses.replace(confirmed, first_trial_s=None if first is None else first - self.started,
+                                            elapsed_s=time.monotonic() - self.started)
         return RunOutcome(add_counts(tuned.counts, confirmed.counts), tuned.complete and confirmed.complete,
                           stopped=self.stopper.reason, first_trial_s=self.tuning_first_trial_s, confirmed=confirmed)
 

@@ -278,3 +278,22 @@ def test_a_resume_finds_confirmation_checkpoints_under_either_tune_folder(tmp_pa
     assert set(found) == {a.trial_id, b.trial_id}
     assert [e for e, _ in found[a.trial_id].checkpoints] == [5, 3]
     assert [e for e, _ in found[b.trial_id].checkpoints] == [2]
+
+
+@pytest.mark.ray
+def test_a_grid_with_nothing_completed_says_so_once_and_confirms_nothing(ray_cluster, write_study, tmp_path,
+                                                                        capsys) -> None:
+    """Every tuning trial diverges (simulated, learning rate past the curves' divergence): the confirmation,
+    decided in the tuning phase's Tune run, has nothing to confirm, says it once and runs no Tune run of
+    its own."""
+    from harness.run import EXIT_NONE_COMPLETED, main
+    from harness.tune.curves import DIVERGE_LR
+
+    study = tiny_study(name="none", simulate=True, seeds=[1], confirm={"top": 1, "seeds": [7]})
+    study["base"]["train"].update(lr=DIVERGE_LR * 10, max_epochs=4)  # each diverges by its 3rd epoch
+    assert main([str(write_study(study)), "--results", str(tmp_path / "results")]) == EXIT_NONE_COMPLETED
+    out = capsys.readouterr().out
+    assert out.count("confirm: no completed configuration to confirm") == 1
+    trials = pd.read_parquet(tmp_path / "results" / "none" / "trials")
+    assert set(trials["status"]) == {"diverged"} and set(trials["phase"]) == {"tune"}
+    assert not (tmp_path / "results" / "none" / "tune-confirm").exists()
