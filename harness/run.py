@@ -349,10 +349,12 @@ REPORT_MODULES = ("reports.build",)
 
 def _import_meanwhile(*, report: bool) -> threading.Thread:
     """Import what the run needs once Ray is up in a thread of its own, while ``ray.init`` waits for Ray's
-    processes to start: 2 s of imports on this project's 2-core machine, about 5 s on an H200 machine's
-    slower cores, which otherwise came before or after Ray's start instead of during it. Only once the
-    study and its data have been checked (a bad one never starts Ray, nor these imports). A module that
-    fails to import here is imported again, and its error raised, where it is used."""
+    processes to start (3 s of imports on this project's 2-core machine, which came before Ray's start and
+    the report before): there the main job's prepare and Ray start went from 4.6-5.9 s to 4.4 s and its
+    report from 6.2 s to 5.1 s. On an H200 machine only the report gained (2.8-4.7 s to 2.5-2.9 s):
+    ``ray.init`` keeps the interpreter busy there. Only once the study and its data have been checked (a
+    bad one never starts Ray, nor these imports). A module that fails to import here is imported again,
+    and its error raised, where it is used."""
     modules = RUN_MODULES + (REPORT_MODULES if report else ())
 
     def run() -> None:
