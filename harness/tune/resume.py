@@ -61,13 +61,13 @@ def describe_tune_trial(folder: Path, trial: Trial | Stack) -> None:
     atomic_write_bytes(folder / TRIAL_FILE, json.dumps(trial.to_json(), sort_keys=True).encode())
 
 
-def earlier_trials(tune_dir: Path) -> dict[str, EarlierTrial]:
+def earlier_trials(*tune_dirs: Path) -> dict[str, EarlierTrial]:
     """Trials of earlier runs of the study by trial id, from the ``trial.json`` the driver writes into each
-    Tune trial folder when the trial starts (``describe_tune_trial``)."""
+    Tune trial folder when the trial starts (``describe_tune_trial``), in any of ``tune_dirs``; a trial
+    found in several folders has all their checkpoints, the one with the most epochs first."""
     found: dict[str, EarlierTrial] = {}
-    if not tune_dir.is_dir():
-        return found
-    for folder in sorted(tune_dir.glob("trial_*")):
+    folders = [f for d in tune_dirs if d.is_dir() for f in sorted(d.glob("trial_*"))]
+    for folder in folders:
         try:
             data = json.loads((folder / TRIAL_FILE).read_text())
             stacked = isinstance(data, dict) and "stack" in data

@@ -32,7 +32,7 @@ from ray.tune.schedulers import HyperBandScheduler, TrialScheduler
 
 import emoe
 from harness.results.sink import ResultStore
-from harness.study.confirm import CONFIRM
+from harness.study.confirm import CONFIRM, n_confirmation_configs
 from harness.study.plan import Plan, data_bytes
 from harness.study.samplers import make_sampler
 from harness.study.stacks import Stack, plan_stacks
@@ -332,16 +332,15 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
     if plan.trials and not todo:
         return RunOutcome(state.counts, True)
     stacked = bool(plan.trials) and not plan.spec.simulated  # simulated trials always run alone
-    units: list[Trial | Stack] = (plan_stacks(todo, plan.spec.resources, slots=_slots(plan)).units if stacked
-                                  else list(todo))
+
+    def units_of(trials: list[Trial]) -> list[Trial | Stack]:
+        """The Tune trials that run ``trials``: stacks as ``resources.stack`` asks (the confirmation's too)."""
+        return plan_stacks(trials, plan.spec.resources, slots=_slots(plan)).units if stacked else list(trials)
+
+    units = units_of(todo)
     with signals_stop("stopping the running trials and recording what finished"):
         if stopper.stop_all():  # a signal or the deadline came before this run (between a command's phases)
             return _outcome(plan, store, options, stopper, None)
-
-        def units_of(trials: list[Trial]) -> list[Trial | Stack]:
-            """The confirmation's Tune trials, stacked by the tuning phase's rule."""
-            return plan_stacks(trials, plan.spec.resources, slots=_slots(plan)).units if stacked else list(trials)
-
         data_ref = share_data(plan)
         trainable = tune.with_resources(tune.with_parameters(_trainable_of(plan), data=data_ref, ctx=ctx),
                                         {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus})
@@ -378,14 +377,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
 def _earlier(store: ResultStore) -> dict[str, EarlierTrial]:
     """The trials earlier runs started, from both phases' Tune folders: a confirmation runs in ``tune/``
     with the tuning phase, or in ``tune-confirm/`` on its own."""
-    found = earlier_trials(experiment_dir(store, "tune"))
-    for tid, entry in earlier_trials(experiment_dir(store, CONFIRM)).items():
-        if tid in found:
-            found[tid].checkpoints.extend(entry.checkpoints)
-            found[tid].checkpoints.sort(reverse=True)
-        else:
-            found[tid] = entry
-    return found
+    return earlier_trials(experiment_dir(store, "tune"), experiment_dir(store, CONFIRM))
 
 
 def _confirms_in_run(plan: Plan, options: RunOptions) -> bool:
@@ -418,8 +410,6 @@ class ConfirmationSwitch:
 
     def most_units(self) -> int:
         """At most as many Tune trials as the confirmation can have (Tune's ``num_samples``)."""
-        from harness.study.confirm import n_confirmation_configs
-
         confirm = self.plan.spec.confirm
         return 0 if confirm is None else n_confirmation_configs(self.plan) * len(confirm.seeds)
 
