@@ -248,7 +248,9 @@ def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> 
 _START_STEPS = {
     "python": "pass",
     "import torch": "import torch",
-    "import a trial's code": "import harness.tune.trainable",
+    "import a trial's code": "import harness.tune.stacked, emoe.stack",
+    # the driver imports no torch (tests/harness/test_driver_imports.py): what its start costs on this host
+    "import the driver's code": "import harness.run, harness.tune.runner, reports.build",
     "import torch, first tensor on the device": "import torch; torch.zeros(1, device='{device}'); "
                                                 "torch.cuda.synchronize() if '{device}' == 'cuda' else None",
     # the first torch.optim optimizer imports torch._dynamo (its methods are wrapped by torch._disable_dynamo)

@@ -14,7 +14,8 @@ import math
 import torch
 
 from emoe.config import MODALITIES, EMOEConfig
-from emoe.data.arrays import Split, iter_batches
+from emoe.data.arrays import Split
+from emoe.data.batches import iter_batches
 from emoe.encoders import TransformerEncoder
 from emoe.losses import total_loss
 from emoe.model import EMOE

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from emoe.config import EMOEConfig
-from emoe.data.arrays import Batch
+from emoe.data.batches import Batch
 from emoe.dropout import DropoutSite, PlannedDropout, cut_masks, record_plan, window_masks
 from emoe.evaluate import autocast_context
 from emoe.losses import total_loss

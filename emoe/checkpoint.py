@@ -1,7 +1,9 @@
 """Full training state on disk: atomic save, ``weights_only`` load, and plain-data conversions.
 
 A state holds only tensors, numbers, strings, lists and dicts, so ``torch.load(weights_only=True)`` can
-read it without running code from the file. ``emoe.train.fit`` builds and consumes the state.
+read it without running code from the file. ``emoe.train.fit`` builds and consumes the state. torch is
+imported by the functions that write or read tensors: the names (``Key``, the file names) and the checks
+cost the harness's driver no torch import.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from emoe.outputs import EpochRecord, RouterRecord
 
@@ -72,6 +73,8 @@ def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
     A crash mid-write never leaves a partial file under the final name.
     """
+    import torch
+
     check_state(state)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,8 @@ def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a state written by ``save_state`` onto the CPU with ``weights_only=True`` (no code runs)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training state {path}: no such file")
@@ -115,6 +120,8 @@ def router_to_state(rec: RouterRecord | None) -> dict[str, Any] | None:
     """A ``RouterRecord`` as tensors and a list of strings (weights_only-loadable)."""
     if rec is None:
         return None
+    import torch
+
     return {
         "weights": torch.from_numpy(np.array(rec.weights, copy=True)),
         "preds": torch.from_numpy(np.array(rec.preds, copy=True)),

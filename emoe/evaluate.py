@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from emoe.config import EMOEConfig
-from emoe.data.arrays import Split, iter_batches
+from emoe.data.arrays import Split
+from emoe.data.batches import iter_batches
 from emoe.metrics import compute_metrics
 from emoe.outputs import RouterRecord
 

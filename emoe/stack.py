@@ -38,7 +38,8 @@ from emoe.checkpoint import (
     router_to_state,
 )
 from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
-from emoe.data.arrays import DataSet, Split, iter_batches, resident_arrays
+from emoe.data.arrays import DataSet, Split
+from emoe.data.batches import iter_batches, resident_arrays
 from emoe.dropout import DropoutSite, PlannedDropout, record_plan, window_masks
 from emoe.evaluate import NonFiniteOutput, autocast_context, bf16_active, summarize
 from emoe.losses import (
@@ -55,6 +56,7 @@ from emoe.losses import (
 from emoe.model import EMOE
 from emoe.outputs import EpochRecord, FitResult
 from emoe.stack_optim import StackedAdam
+from emoe.stack_rules import STACKABLE, check_stackable
 from emoe.train import (
     _check_resume,
     _nonfinite_name,
@@ -68,39 +70,11 @@ from emoe.train import (
 
 __all__ = ["STACKABLE", "OnMemberEpoch", "check_stackable", "fit_stacked"]
 
-#: Fields that may differ between the members of one stack (everything else must be equal).
-STACKABLE: frozenset[tuple[str, str]] = frozenset(
-    {("model", f) for f in ("text_dropout", "embed_dropout", "attn_dropout_l", "attn_dropout_v", "attn_dropout_a",
-                            "relu_dropout", "res_dropout", "out_dropout", "temperature", "fixed_weights")}
-    | {("loss", f) for f in ("uni_weight", "balance_weight", "sim_alpha", "distill_weight")}
-    | {("train", f) for f in ("lr", "seed", "weight_decay", "grad_clip", "plateau_patience", "plateau_factor",
-                              "max_epochs", "early_stop", "min_delta")})
 _LOSS_WEIGHTS = ("uni_weight", "balance_weight", "sim_alpha", "distill_weight")
 
 #: ``on_epoch(member, record, checkpoint)``: as ``emoe.train.OnEpoch`` for member ``member`` (its index
 #: in the list given to ``fit_stacked``); returning True stops that member.
 OnMemberEpoch = Callable[[int, EpochRecord, Callable[[], dict[str, Any]]], bool | None]
-
-
-def check_stackable(cfgs: list[EMOEConfig]) -> list[str]:
-    """Every reason the configurations cannot train as one stack, as ``"section.field: ..."`` strings."""
-    if not cfgs:
-        return ["members: need at least one configuration"]
-    errors = []
-    first = to_dict(cfgs[0])
-    for k, cfg in enumerate(cfgs[1:], start=1):
-        now = to_dict(cfg)
-        for sec, fields in first.items():
-            for name, value in fields.items():
-                if (sec, name) not in STACKABLE and now[sec][name] != value:
-                    errors.append(f"{sec}.{name}: member {k} has {now[sec][name]!r}, member 0 {value!r} "
-                                  "(only dropout rates, temperature, fixed weights, loss weights and training "
-                                  "scalars may differ within a stack)")
-    if cfgs[0].model.text_input != "features":
-        errors.append("model.text_input: a fine-tuned BERT encoder is not stacked (use text features)")
-    if cfgs[0].train.compile == "default":
-        errors.append("train.compile: 'default' (torch.compile) is not used for stacks; 'off' or 'graphs' are")
-    return errors
 
 
 class _Member:

@@ -31,7 +31,8 @@ from emoe.checkpoint import (
     router_to_state,
 )
 from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
-from emoe.data.arrays import Batch, DataSet, Split, iter_batches
+from emoe.data.arrays import DataSet, Split
+from emoe.data.batches import Batch, iter_batches
 from emoe.dropout import NATIVE, PlannedDropout
 from emoe.evaluate import NonFiniteOutput, autocast_context, bf16_active, evaluate
 from emoe.losses import EPOCH_LOSSES

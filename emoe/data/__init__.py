@@ -2,9 +2,10 @@
 
 ``load_data(path)`` opens a converted directory (no unpickling, memory-mapped) or an MMSA pickle
 (trusted files only); ``make_synthetic(preset)`` builds the default benchmark with known reliabilities.
+Nothing here imports torch: batches as tensors come from ``emoe.data.batches``.
 """
 
-from emoe.data.arrays import Batch, DataSet, Split, iter_batches
+from emoe.data.arrays import DataSet, Split
 from emoe.data.checks import DataError, check_compatible, is_token_text
 from emoe.data.convert import convert_mmsa, load_converted, load_data, read_manifest, read_raw_text
 from emoe.data.mmsa import KNOWN_SIZES, load_mmsa
@@ -13,7 +14,6 @@ from emoe.data.synthetic import PRESETS, SyntheticSpec, make_synthetic, syntheti
 __all__ = [
     "KNOWN_SIZES",
     "PRESETS",
-    "Batch",
     "DataError",
     "DataSet",
     "Split",
@@ -21,7 +21,6 @@ __all__ = [
     "check_compatible",
     "convert_mmsa",
     "is_token_text",
-    "iter_batches",
     "load_converted",
     "load_data",
     "load_mmsa",

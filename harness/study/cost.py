@@ -42,8 +42,9 @@ _MAX_MEASURED = 4
 # (load average under 3), 2026-11-30 at 580a560, rounded up (bench/README.md has the table). A busier machine takes
 # longer: ``busy_note`` says so when the load already exceeds the cores (at a load of 15-20 these parts
 # took three to seven times as long).
-#: The driver's interpreter start and imports (torch, pydantic, the harness), before it reads the study.
-IMPORT_S = 2.0
+#: The driver's interpreter start and imports (pydantic, the harness; no torch), before it reads the study:
+#: 0.31-0.36 s in five repeats of ``python -c "import harness.run"`` on 2026-12-01, when torch left the driver.
+IMPORT_S = 0.5
 #: Ray's local runtime, Tune's setup and the trial workers, from the driver's plan to the first trial.
 STARTUP_S = 8.0
 #: A fresh worker's first trial beyond its epochs (imports, first kernels); the workers warm up at once.

@@ -9,7 +9,7 @@ import numpy as np
 from emoe.config import ConfigError, EMOEConfig
 from harness.study.confirm import n_confirmation_configs
 from harness.study.cost import CostEstimate, busy_note, estimate_cost, format_duration, parallel_slots
-from harness.study.devices import cuda_device_count
+from harness.study.devices import local_gpus
 from harness.study.plan import Plan
 from harness.study.space import RandomTrial
 from harness.study.spec import CategoricalParam, FloatParam, IntParam
@@ -48,11 +48,11 @@ def sample_points(plan: Plan, n: int) -> list[EMOEConfig]:
 
 def machine_slots(plan: Plan, *, cpus: int | None = None, gpus: int | None = None) -> int:
     """Trials of ``plan`` that run at once on this machine, or on ``cpus`` CPUs and ``gpus`` GPUs (the
-    local runtime's ``--num-cpus``/``--num-gpus``). Without ``gpus``: this machine's CUDA devices, or, on a
+    local runtime's ``--num-cpus``/``--num-gpus``). Without ``gpus``: this machine's GPUs (``local_gpus``), or, on a
     machine without one (a dry run before going to a GPU machine), enough GPUs for one trial."""
     s = plan.spec
     if gpus is None and s.resources.gpus:
-        gpus = cuda_device_count() or max(1, math.ceil(s.resources.gpus))
+        gpus = local_gpus() or max(1, math.ceil(s.resources.gpus))
     return parallel_slots(s.resources.cpus, s.resources.gpus, cpus=cpus, gpus=gpus or 0, concurrency=s.concurrency)
 
 

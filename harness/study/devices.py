@@ -8,7 +8,8 @@ each. Two checks catch that up front (``SpecError``, exit status 2):
   that, trials would share whatever GPU they find, unaccounted. Inside a trial Ray numbers the GPUs it
   assigned from 0, so ``cuda:N`` needs N below the trial's GPU count (1 for a fraction of a GPU).
 * ``local_device_errors`` (only for a local Ray runtime that the driver starts, where the trials run on
-  this machine): torch here has CUDA, with as many devices as a trial asks for. On a cluster joined with
+  this machine): torch here has CUDA, with as many devices as a trial asks for; ``local_resource_errors``:
+  a trial's CPUs and GPUs fit the runtime, whose GPUs are those Ray will detect (``local_gpus``). On a cluster joined with
   ``--address``, or through a runtime already initialised in the process (a notebook's ``ray.init``), the
   driver's own devices say nothing about the workers' (a CPU-only head node often drives GPU workers), so
   this is not checked there; ``harness.tune.cluster.check_fits`` then says whether some node has the GPUs.
@@ -32,6 +33,7 @@ __all__ = [
     "device_errors",
     "local_cpus",
     "local_device_errors",
+    "local_gpus",
     "local_resource_errors",
     "study_devices",
 ]
@@ -104,6 +106,24 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def local_gpus() -> int:
+    """The GPUs a local Ray runtime started here will have: Ray's own count (NVML, within
+    ``CUDA_VISIBLE_DEVICES``), as ``ray.init`` makes it without ``num_gpus``. Asking Ray, not torch, keeps
+    torch out of the driver (its import is about a second on a 2-core machine, three on an H200 host's CPU);
+    when this Ray has no such detector, torch's count."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        manager = get_accelerator_manager_for_resource("GPU")
+        if manager is None:
+            return cuda_device_count()
+        count = int(manager.get_current_node_num_accelerators())
+        visible = manager.get_current_process_visible_accelerator_ids()
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return cuda_device_count()
+    return min(count, len(visible)) if visible is not None else count
+
+
 def local_device_errors(spec: StudySpec) -> list[str]:
     """Devices this machine lacks, for trials that will run here (a local Ray runtime)."""
     cuda = {d: w for d, w in study_devices(spec).items() if _cuda_index(d) is not None}
@@ -142,10 +162,10 @@ def local_resource_errors(spec: StudySpec, *, num_cpus: float | None = None, num
                       f"{cpus:g} ({'--num-cpus' if num_cpus is not None else 'this machine'}); lower it, or join "
                       "a cluster with --address")
     if res.gpus > 0:
-        gpus = num_gpus if num_gpus is not None else float(cuda_device_count())
+        gpus = num_gpus if num_gpus is not None else float(local_gpus())
         if res.gpus > gpus:
             errors.append(f"resources.gpus: a trial asks for {res.gpus:g} GPU, but the local runtime will have "
-                          f"{gpus:g} ({'--num-gpus' if num_gpus is not None else 'CUDA devices torch sees here'}); "
+                          f"{gpus:g} ({'--num-gpus' if num_gpus is not None else 'the GPUs Ray detects here'}); "
                           "lower it (--set resources.gpus=0 runs on the CPU), or join a cluster with --address")
     return errors
 

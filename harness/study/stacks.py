@@ -27,12 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
-from emoe.capture import batches_per_forward
 from emoe.config import EMOEConfig, to_dict
-from emoe.model import EMOE
-from emoe.stack import STACKABLE, check_stackable
+from emoe.stack_rules import STACKABLE, check_stackable
 from harness.study.trial import Trial
 
 if TYPE_CHECKING:
@@ -110,6 +106,10 @@ def search_stack_error(stack: int | str, search: bool) -> str | None:
 
 def n_parameters(cfg: EMOEConfig) -> int:
     """Parameter count of the configuration's model, built on the meta device (no memory, milliseconds)."""
+    import torch  # only ``auto`` sizes stacks from the model: a planner of fixed stacks never imports torch
+
+    from emoe.model import EMOE
+
     with torch.device("meta"):
         model = EMOE(cfg.model, fast_path=cfg.train.fast_path)
     return sum(p.numel() for p in model.parameters())
@@ -118,6 +118,10 @@ def n_parameters(cfg: EMOEConfig) -> int:
 def member_bytes(cfg: EMOEConfig, *, gpu: bool = False) -> int:
     """Training memory of one stack member (see the module's memory rule); ``gpu``: trained on a GPU, where
     a window's batches share one forward (CPU windows are small by ``batches_per_forward``'s rule)."""
+    import torch
+
+    from emoe.capture import batches_per_forward
+
     m = cfg.model
     steps = m.len_text + m.len_audio + m.len_vision
     rows = cfg.train.batch_size * (batches_per_forward(cfg, torch.device("cuda")) if gpu else 1)
@@ -135,6 +139,8 @@ def _available_ram() -> int:
 def trial_memory(gpus: float, slots: int) -> int:
     """Bytes one trial may use: its GPU share, or the available RAM over the trials running at once."""
     if gpus > 0:
+        import torch
+
         total = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else DEFAULT_GPU_BYTES
         return int(total * min(gpus, 1.0))
     return _available_ram() // max(1, slots)

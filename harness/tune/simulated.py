@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from ray import tune
 
 from emoe.checkpoint import META_FILE, STATE_FILE
@@ -76,6 +75,8 @@ def _restored(ctx: TrialContext, trial: Trial) -> list[dict[str, Cell]]:
 
 
 def _checkpoint(ctx: TrialContext, trial_id: str, rows: list[dict[str, Cell]], metrics: Mapping[str, object]) -> None:
+    import torch  # in the trial's process only: the driver of a simulated study never imports it
+
     d = fresh_scratch(ctx.store, trial_id)
     try:
         torch.save({"simulated_epochs": len(rows)}, d / STATE_FILE)  # resume.py reads its size

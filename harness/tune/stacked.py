@@ -12,6 +12,9 @@ still training as ``<trial_id>/`` (``state.pt`` + ``meta.json``, a trial's own c
 member with a settled row is not trained again; the others continue from their own newest checkpoint:
 the stack's (a Tune retry), else one an earlier run of the study left (``TrialContext.earlier_checkpoints``,
 alone or in another stack).
+
+As in ``harness.tune.trainable``, torch and the model code are imported when a stack trains, in its trial's
+process: the driver imports this module for ``member_metrics`` and the function it hands to Tune.
 """
 
 from __future__ import annotations
@@ -23,12 +26,10 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from ray import tune
 
 from emoe.checkpoint import STATE_FILE, Key, TrainState, router_from_state
 from emoe.outputs import EpochRecord, FitResult
-from emoe.stack import fit_stacked
 from emoe_schema import FINISHED
 from harness.results.rows import Cell, epoch_row, epochs_table
 from harness.study.stacks import Stack
@@ -141,6 +142,10 @@ def stacked_trainable(stack: Stack, data: DataSet, ctx: TrialContext) -> None:
         tune.report({"epoch": max(int(str(r["epochs_run"] or 0)) for r in recorded.values() if r is not None),
                      "resumed_finished": True, "objective": stack_objective(list(done_before), ctx.mode)})
         return
+    import torch
+
+    from emoe.stack import fit_stacked
+
     torch.set_num_threads(max(1, int(ctx.cpus)))
     use_mmap_for_large_blocks()  # batch copies of a large data set go back to the OS when freed
     members = [_Member(ctx, t) for t in todo]

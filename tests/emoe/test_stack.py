@@ -233,21 +233,21 @@ def test_a_split_kept_on_the_device_gives_the_same_runs(float64, monkeypatch):
     """On an accelerator a split is copied there once and every batch (every member's, stacked) is cut
     there: the runs must be what the host gathering gives, to the bit. Tried on CPU by treating it as such
     a device."""
-    import emoe.data.arrays as arrays
+    import emoe.data.batches as batches
 
     data = make_data()
     cfgs = [member(1111, 0.1, max_epochs=2), member(1112, 0.5, max_epochs=2)]
     host_stacked, host_alone = fit_stacked(cfgs, data), train_emoe(cfgs[0], data)
-    monkeypatch.setattr(arrays, "keeps_on_device", lambda device: True)
-    assert arrays.resident_arrays(data.train, "cpu") is arrays.resident_arrays(data.train, "cpu")  # copied once
+    monkeypatch.setattr(batches, "keeps_on_device", lambda device: True)
+    assert batches.resident_arrays(data.train, "cpu") is batches.resident_arrays(data.train, "cpu")  # copied once
     kept_stacked, kept_alone = fit_stacked(cfgs, data), train_emoe(cfgs[0], data)
     for s, a in [*zip(kept_stacked, host_stacked), (kept_alone, host_alone)]:
         assert_same_run(s, a, tol=0.0)
-    monkeypatch.setattr(arrays, "RESIDENT_BYTES", data.train.nbytes - 1)  # too large: gathered on the host
-    assert arrays.resident_arrays(data.train, "cpu") is None
-    monkeypatch.setattr(arrays, "RESIDENT_BYTES", 2**40)
-    monkeypatch.setattr(arrays, "device_memory", lambda device: 8 * data.train.nbytes - 8)  # a small GPU
-    assert arrays.resident_arrays(data.valid, "cpu") is not None and arrays.resident_arrays(data.train, "cpu") is None
+    monkeypatch.setattr(batches, "RESIDENT_BYTES", data.train.nbytes - 1)  # too large: gathered on the host
+    assert batches.resident_arrays(data.train, "cpu") is None
+    monkeypatch.setattr(batches, "RESIDENT_BYTES", 2**40)
+    monkeypatch.setattr(batches, "device_memory", lambda device: 8 * data.train.nbytes - 8)  # a small GPU
+    assert batches.resident_arrays(data.valid, "cpu") is not None and batches.resident_arrays(data.train, "cpu") is None
 
 
 def test_a_read_only_split_is_kept_on_the_device_without_a_warning(tmp_path):
@@ -259,15 +259,16 @@ def test_a_read_only_split_is_kept_on_the_device_without_a_warning(tmp_path):
     code = """
 import warnings
 import numpy as np
-import emoe.data.arrays as arrays
-from emoe.data.arrays import Split, iter_batches
+import emoe.data.batches as batches
+from emoe.data.arrays import Split
+from emoe.data.batches import iter_batches
 warnings.simplefilter("error")
-arrays.keeps_on_device = lambda device: True
+batches.keeps_on_device = lambda device: True
 data = [np.zeros(shape, dtype=np.float32) for shape in ((6, 4, 3), (6, 4, 2), (6, 4, 2), (6,))]
 for a in data:
     a.setflags(write=False)
 split = Split(text=data[0], audio=data[1], vision=data[2], labels=data[3])
-assert arrays.resident_arrays(split, "cpu") is not None
+assert batches.resident_arrays(split, "cpu") is not None
 assert sum(len(b.labels) for b in iter_batches(split, 4)) == 6
 """
     from pathlib import Path

@@ -12,7 +12,8 @@ import torch
 
 from emoe.checkpoint import load_state, save_state
 from emoe.config import ConfigError, EMOEConfig, LossConfig, ModelConfig, TrainConfig
-from emoe.data.arrays import DataSet, Split, iter_batches
+from emoe.data.arrays import DataSet, Split
+from emoe.data.batches import iter_batches
 from emoe.evaluate import autocast_context, evaluate
 from emoe.losses import total_loss
 from emoe.model import EMOE

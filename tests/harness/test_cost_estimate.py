@@ -153,10 +153,9 @@ def test_gpu_trials_are_measured_on_the_gpu_when_the_driver_has_one(monkeypatch,
 
 @pytest.mark.parametrize("gpus_per_trial", [1.0, 0.5])
 def test_the_dry_run_counts_the_machines_gpus_or_the_runtimes(monkeypatch, gpus_per_trial):
-    """Parallel GPU trials: ``--num-gpus``, else this machine's CUDA devices, else (a dry run on a machine
-    without a GPU) enough for one trial; before, a 1-GPU trial was assumed to run alone on any machine."""
-    import torch
-
+    """Parallel GPU trials: ``--num-gpus``, else this machine's GPUs (as Ray detects them), else (a dry run on
+    a machine without a GPU) enough for one trial; before, a 1-GPU trial was assumed to run alone on any machine."""
+    import harness.study.describe as describe
     from harness.study.data import load_study_data
     from harness.study.describe import plan_cost
     from harness.study.load import parse_spec
@@ -166,10 +165,9 @@ def test_the_dry_run_counts_the_machines_gpus_or_the_runtimes(monkeypatch, gpus_
     plan = build_plan(spec, load_study_data(spec.data))
     per_gpu = round(1 / gpus_per_trial)
     assert plan_cost(plan, measure=False, cpus=16, gpus=2).slots == 2 * per_gpu
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(describe, "local_gpus", lambda: 0)
     assert plan_cost(plan, measure=False, cpus=16).slots == per_gpu
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(describe, "local_gpus", lambda: 3)
     assert plan_cost(plan, measure=False, cpus=16).slots == 3 * per_gpu
     assert plan_cost(plan, measure=False, cpus=2).slots == 2  # the CPUs bound it
 

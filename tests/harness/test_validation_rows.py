@@ -172,8 +172,11 @@ def test_a_wrong_study_name_still_lets_the_rest_be_checked():
 # --- row 7: devices the trials cannot have are refused before Ray starts ---------------------------------
 
 def _fake_gpus(monkeypatch, count: int) -> None:
+    import harness.study.devices as devices
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(devices, "local_gpus", lambda: count)  # what Ray will detect
 
 
 @pytest.mark.parametrize(("sets", "message"), [
