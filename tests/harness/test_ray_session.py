@@ -154,8 +154,8 @@ def test_a_join_that_fails_hints_at_the_token_when_none_is_set(monkeypatch, auth
 
 @pytest.mark.ray
 def test_a_local_runtime_starts_no_idle_workers_and_the_driver_describes_its_own_node(tmp_path):
-    """(Linux: processes are read from /proc.) A study's trials are actors, which always get a process of their own: the idle worker processes
-    Ray starts ahead (one per CPU) only cost ``ray.init`` time (6.3 s against 4.9 s on an H200 machine).
+    """(Linux: processes are read from /proc.) The idle worker processes Ray starts ahead (one per CPU) cost
+    ``ray.init`` time (6.3 s against 4.9 s on an H200 machine) and a study runs no task that needs them.
     The study's provenance describes the driver's node in the driver, where it took a task (a worker)."""
     import os
     import subprocess
