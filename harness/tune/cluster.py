@@ -122,12 +122,12 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0, stop_in_backgroun
         ray.shutdown()
 
 
-#: Ray settings of a local runtime this driver starts: no idle worker processes started ahead (one per CPU,
-#: each importing Ray). The driver describes its own node without a task (``harness.results.study_provenance``);
-#: a trial's actor takes such an idle worker when there is one, else starts a process of its own. On an H200
-#: machine (16 CPUs) ``ray.init`` took 6.2-6.4 s with them and 4.7-5.0 s without; on the 2-core machine the
-#: README's main job took as long either way (37.3 and 38.2 s with them, 36.6 and 38.5 s without).
-LOCAL_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+# A local runtime keeps Ray's idle worker processes started ahead (one per CPU, each with Ray imported): a
+# trial's actor takes one of them instead of starting a process (a bare actor: 0.56 s against 1.57 s on the
+# 2-core machine). A worker that ran a task is not given to an actor, so the driver describes its own node
+# without a task (``harness.results.study_provenance``). They cost ``ray.init`` time: 6.2-6.4 s with them and
+# 4.7-5.0 s without on an H200 machine, whose best main job (34.8 s) ran with them; on the 2-core machine the
+# README's main job took as long either way (37.3 and 38.2 s with them, 36.6 and 38.5 s without).
 
 
 def _init(ray: Any, settings: RaySettings, data_bytes: int) -> None:
@@ -151,8 +151,7 @@ def _init(ray: Any, settings: RaySettings, data_bytes: int) -> None:
         try:
             ray.init(address="local", num_cpus=local_cpus(settings.num_cpus),
                      num_gpus=settings.num_gpus, include_dashboard=False,
-                     object_store_memory=settings.object_store_bytes or _store_size(data_bytes),
-                     _system_config=LOCAL_SYSTEM_CONFIG, **common)
+                     object_store_memory=settings.object_store_bytes or _store_size(data_bytes), **common)
         except OSError as exc:  # e.g. Ray's own programs not executable (an install unpacked without modes)
             raise ClusterError(f"cannot start a local Ray runtime: {exc}; check the Ray installation "
                                f"({Path(ray.__file__).parent})") from exc
