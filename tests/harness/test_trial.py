@@ -94,7 +94,9 @@ def test_the_worker_trains_the_planned_configuration_without_building_it(
         trained.append(cfg)
         raise Stop
 
-    monkeypatch.setattr(trainable_module, "train_emoe", fake_train)
+    import emoe.train
+
+    monkeypatch.setattr(emoe.train, "train_emoe", fake_train)  # imported by the trainable when a trial runs
     monkeypatch.setattr(trainable_module.tune, "get_checkpoint", lambda: None)
     resolutions.clear()
     with pytest.raises(Stop):
