@@ -39,6 +39,7 @@ from harness.study.params import NOT_IDENTITY, ParamValue, coerce, flatten
 from harness.study.spec import StudySpec, dump_spec
 from harness.timings import Timings
 from harness.tune.interrupt import exit_code, interrupted, signal_name, signals_stop, stopped_by
+from harness.tune.watchdog import EXIT_CLUSTER_LOST
 
 if TYPE_CHECKING:
     from harness.results.sink import ResultStore
@@ -46,12 +47,13 @@ if TYPE_CHECKING:
     from harness.tune.cluster import RaySettings
     from harness.tune.runner import RunOptions, RunOutcome
 
-__all__ = ["EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "EXIT_NONE_COMPLETED", "RESUME_FREE", "check_options",
+__all__ = ["EXIT_CLUSTER_LOST", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "EXIT_NONE_COMPLETED", "RESUME_FREE", "check_options",
            "check_results_root", "exit_status", "main", "parse_args", "prepare"]
 
 EXIT_NONE_COMPLETED = 3
 EXIT_INCOMPLETE = 4
 EXIT_INTERRUPTED = 130
+# EXIT_CLUSTER_LOST (5): the Ray cluster was lost mid-run; the watch that ends the run lives with it
 
 #: Spec fields (top-level, or dotted) that may change between a run and its ``--resume``: how the trials
 #: run, not what they compute. Stacking and resources change how trials share processes and devices (a
@@ -480,7 +482,8 @@ def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
         # Ray first: a cluster that cannot be reached or cannot host a trial creates nothing.
         with (_connect(plan, settings, timings, imports), store.lock(),
               signals_stop("stopping the running trials and recording what finished",
-                           on_stop=lambda: _mark_interrupted(plan, store))):
+                           on_stop=lambda: _mark_interrupted(plan, store)),
+              _watch_cluster(plan, store, hint, settings.address)):
             if interrupted():  # a signal as the run begins: nothing is created
                 raise KeyboardInterrupt
             from harness.tune.runner import RunOptions, budget_deadline, code_version
@@ -569,6 +572,34 @@ def _mark_interrupted(plan: Plan, store: ResultStore) -> None:
     with contextlib.suppress(Exception), _INFO_LOCK:  # the run writes the status at its end in any case
         if store.read_info().get("status") == "running":
             store.update_info(status="interrupted", counts=study_state(plan, store).counts)
+
+
+@contextlib.contextmanager
+def _watch_cluster(plan: Plan, store: ResultStore, hint: str, joined: str | None) -> Iterator[None]:
+    """While the study runs, a lost Ray cluster ends the run itself (``harness.tune.watchdog``): study.json
+    says ``interrupted`` with the counts of the rows recorded so far, one line says how to continue, and the
+    exit status is ``EXIT_CLUSTER_LOST``, instead of Ray ending the driver 60 s later with status 1. What is
+    watched is what the driver talks to: a Ray client's server (``--address ray://HOST:PORT``; the cluster's
+    own GCS address may not be reachable from the client's machine), else the runtime's GCS."""
+    import ray
+
+    from harness.tune.watchdog import ClusterWatch
+
+    new_cluster = joined is not None
+    if joined is not None and joined.startswith("ray://"):
+        address = joined.removeprefix("ray://")
+    else:
+        address = ray.get_runtime_context().gcs_address
+
+    def lost(seconds: float) -> None:
+        _mark_interrupted(plan, store)
+        print(f"\nerror: the Ray cluster is gone: its control store ({address}) has not answered for {seconds:.0f} s "
+              "(its head node died, or its Ray was stopped). The running trials are lost with it; every row "
+              f"recorded so far is kept. Continue on a new {'cluster' if new_cluster else 'runtime'} with: {hint}"
+              + (" (with the new cluster's --address)" if new_cluster else ""), file=sys.stderr)
+
+    with ClusterWatch(address, lost):
+        yield
 
 
 def _run_phases(plan: Plan, store: ResultStore, options: RunOptions, version: str, timings: Timings) -> RunOutcome:

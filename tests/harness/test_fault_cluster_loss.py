@@ -1,0 +1,53 @@
+"""Losing the whole cluster mid-study: the head node's control store (GCS) is killed while trials train.
+
+Ray's driver would retry for 60 s and then end itself with exit status 1, ``study.json`` still ``running``.
+The harness's watch (``harness.tune.watchdog``) ends the run sooner, with ``EXIT_CLUSTER_LOST``, a line
+saying what happened and how to continue, ``study.json`` ``interrupted``, and every row recorded so far
+kept. The cluster is this test's own; the test process never connects to it (it would die with it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from harness.tune.watchdog import EXIT_CLUSTER_LOST, LOST_AFTER_S
+from tests.harness.conftest import REPO, start_test_cluster, tiny_study
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_a_lost_cluster_ends_the_run_with_its_own_status_and_keeps_the_rows(write_study, tmp_path):
+    study = tiny_study(name="lost", seeds=[1, 2, 3])
+    study["base"]["train"]["max_epochs"] = 200  # still training when the head goes
+    study["data"]["synthetic"]["n_train"] = 1024
+    results = tmp_path / "results"
+    root = results / "lost"
+    own = start_test_cluster()
+    try:
+        cmd = [sys.executable, "-m", "harness.run", str(write_study(study)), "--results", str(results),
+               "--address", own.address]
+        with tempfile.TemporaryFile("w+") as err_f:
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err_f, text=True)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None and not list(root.glob("epochs/*.parquet")):
+                time.sleep(0.05)  # the event: a trial has recorded an epoch
+            assert proc.poll() is None, "the study ended before the cluster could be lost"
+            own.cluster.head_node.kill_gcs_server()
+            lost_at = time.monotonic()
+            code = proc.wait(timeout=120)
+            took = time.monotonic() - lost_at
+            err_f.seek(0)
+            err = err_f.read()
+    finally:
+        own.cluster.shutdown()
+    assert code == EXIT_CLUSTER_LOST, err[-3000:]
+    assert LOST_AFTER_S - 2 <= took < 60, took  # before Ray would have ended the driver itself (status 1)
+    assert "the Ray cluster is gone" in err and "--resume" in err and "with the new cluster's --address" in err
+    info = json.loads((root / "study.json").read_text())
+    assert info["status"] == "interrupted"
+    assert list(root.glob("epochs/*.parquet"))  # what was recorded stays
