@@ -565,7 +565,7 @@ def _mark_interrupted(plan: Plan, store: ResultStore) -> None:
 
     The run still stops its trials and writes its final status and counts when it ends; this is for a
     driver that never gets there. A SIGTERM sent to every process of a job (``timeout``, a scheduler's
-    walltime) ends Ray's own processes as well, and Ray then ends the driver (exit status 1).
+    walltime) ends Ray's own processes as well: the run's cluster watch (``_watch_cluster``) then ends it.
     """
     from harness.tune.resume import study_state
 
@@ -591,12 +591,18 @@ def _watch_cluster(plan: Plan, store: ResultStore, hint: str, joined: str | None
     else:
         address = ray.get_runtime_context().gcs_address
 
-    def lost(seconds: float) -> None:
+    def lost(seconds: float) -> int:
         _mark_interrupted(plan, store)
+        if interrupted():  # a signal to the whole job (timeout, a scheduler) ended Ray's processes too
+            print(f"\n{stopped_by()}: Ray's own processes ended with the driver's signal, so the running trials "
+                  f"could not be stopped in order; every row recorded so far is kept. Continue with: {hint}",
+                  file=sys.stderr)
+            return exit_code()
         print(f"\nerror: the Ray cluster is gone: its control store ({address}) has not answered for {seconds:.0f} s "
               "(its head node died, or its Ray was stopped). The running trials are lost with it; every row "
               f"recorded so far is kept. Continue on a new {'cluster' if new_cluster else 'runtime'} with: {hint}"
               + (" (with the new cluster's --address)" if new_cluster else ""), file=sys.stderr)
+        return EXIT_CLUSTER_LOST
 
     with ClusterWatch(address, lost):
         yield

@@ -6,8 +6,10 @@ clean-up, ``study.json`` still ``running``, and nothing saying what to do. ``Clu
 GCS's TCP port from a thread once a second; when no probe has connected for ``LOST_AFTER_S`` (a port that
 refuses connections, or a host that no longer answers) it calls ``on_lost`` (the driver marks the study
 ``interrupted`` with the counts of the rows recorded so far and prints how to continue on a new cluster)
-and ends the process with ``EXIT_CLUSTER_LOST``. Every row written before is kept: trials write their
-files themselves, atomically, and a resumed study continues the interrupted ones from their checkpoints.
+and ends the process with the status it returns: ``EXIT_CLUSTER_LOST``, or the signal's status when a
+signal sent to the whole job (``timeout``, a scheduler's walltime) ended Ray's processes with the
+driver's. Every row written before is kept: trials write their files themselves, atomically, and a
+resumed study continues the interrupted ones from their checkpoints.
 
 The watch stops before the driver shuts Ray down, so a normal end never looks like a lost cluster. A busy
 machine still accepts TCP connections on a live port (the kernel answers them), so load alone does not
@@ -45,11 +47,11 @@ def gcs_reachable(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> bool:
 
 
 class ClusterWatch:
-    """Context manager: while inside, a thread ends the process with ``EXIT_CLUSTER_LOST`` once the GCS at
-    ``address`` has been unreachable for ``lost_after_s``, after calling ``on_lost(seconds_unreachable)``
-    (which must not call Ray: it would wait on the lost cluster)."""
+    """Context manager: while inside, a thread ends the process once the GCS at ``address`` has been
+    unreachable for ``lost_after_s``, with the exit status ``on_lost(seconds_unreachable)`` returns (which
+    must not call Ray: it would wait on the lost cluster; ``EXIT_CLUSTER_LOST`` if it raises)."""
 
-    def __init__(self, address: str, on_lost: Callable[[float], None], *, lost_after_s: float = LOST_AFTER_S,
+    def __init__(self, address: str, on_lost: Callable[[float], int], *, lost_after_s: float = LOST_AFTER_S,
                  every_s: float = _PROBE_EVERY_S):
         self.address, self.on_lost = address, on_lost
         self.lost_after_s, self.every_s = lost_after_s, every_s
@@ -72,9 +74,10 @@ class ClusterWatch:
                 continue
             gone = time.monotonic() - last_seen
             if gone >= self.lost_after_s and not self._stop.is_set():
+                status = EXIT_CLUSTER_LOST
                 try:
-                    self.on_lost(gone)
+                    status = self.on_lost(gone)
                 finally:
                     sys.stdout.flush()
                     sys.stderr.flush()
-                    os._exit(EXIT_CLUSTER_LOST)  # Ray's threads wait on the lost cluster: no clean exit
+                    os._exit(status)  # Ray's threads wait on the lost cluster: no clean exit

@@ -7,6 +7,7 @@ kept. The cluster is this test's own; the test process never connects to it (it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -51,3 +52,43 @@ def test_a_lost_cluster_ends_the_run_with_its_own_status_and_keeps_the_rows(writ
     info = json.loads((root / "study.json").read_text())
     assert info["status"] == "interrupted"
     assert list(root.glob("epochs/*.parquet"))  # what was recorded stays
+
+
+def test_sigterm_to_the_whole_job_exits_143_without_waiting_for_ray(write_study, tmp_path):
+    """``timeout`` or a scheduler's walltime signals every process of the job: the driver and its local Ray's
+    processes (they share its process group). The driver asks its trials to stop, but Ray is gone with them;
+    the run still ends as interrupted (143, study.json ``interrupted``, the command that continues it), in
+    about 20 s instead of Ray ending the driver after 60 s with status 1."""
+    import os
+    import signal
+
+    study = tiny_study(name="job", seeds=[1, 2, 3])
+    study["base"]["train"]["max_epochs"] = 200
+    study["data"]["synthetic"]["n_train"] = 1024
+    results = tmp_path / "results"
+    root = results / "job"
+    cmd = [sys.executable, "-m", "harness.run", str(write_study(study)), "--results", str(results), "--num-cpus", "2"]
+    with tempfile.TemporaryFile("w+") as err_f:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err_f, text=True,
+                                start_new_session=True)  # its own process group, as under `timeout`
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None and not list(root.glob("epochs/*.parquet")):
+                time.sleep(0.05)  # the event: a trial has recorded an epoch
+            assert proc.poll() is None, "the study ended before the signal"
+            os.killpg(proc.pid, signal.SIGTERM)
+            sent = time.monotonic()
+            code = proc.wait(timeout=120)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            with contextlib.suppress(ProcessLookupError):  # anything of Ray's left in the group
+                os.killpg(proc.pid, signal.SIGKILL)
+        err_f.seek(0)
+        err = err_f.read()
+    assert code == 143, err[-3000:]
+    assert took < 60, took
+    assert "--resume" in err
+    assert json.loads((root / "study.json").read_text())["status"] == "interrupted"
