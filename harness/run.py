@@ -39,7 +39,7 @@ from harness.study.params import NOT_IDENTITY, ParamValue, coerce, flatten
 from harness.study.spec import StudySpec, dump_spec
 from harness.timings import Timings
 from harness.tune.interrupt import exit_code, interrupted, signal_name, signals_stop, stopped_by
-from harness.tune.watchdog import EXIT_CLUSTER_LOST
+from harness.tune.watchdog import EXIT_CLUSTER_LOST, lost_after_s
 
 if TYPE_CHECKING:
     from harness.results.sink import ResultStore
@@ -106,6 +106,10 @@ def check_options(args: argparse.Namespace) -> list[str]:
         errors.append("--retry-failed: only with --resume (it runs the failed trials of an existing study again)")
     if args.progress_every is not None and not args.progress_every > 0:
         errors.append(f"--progress-every: must be a positive number of seconds, got {args.progress_every}")
+    try:
+        lost_after_s()  # read again by the run's cluster watch
+    except ValueError as exc:
+        errors.append(str(exc))
     return errors
 
 

@@ -11,6 +11,10 @@ signal sent to the whole job (``timeout``, a scheduler's walltime) ended Ray's p
 driver's. Every row written before is kept: trials write their files themselves, atomically, and a
 resumed study continues the interrupted ones from their checkpoints.
 
+``EMOE_HARNESS_CLUSTER_LOST_S`` sets the 20 s: on a cluster whose GCS restarts by itself (Ray's GCS fault
+tolerance) make it as long as that takes, at most Ray's own reconnection timeout
+(``RAY_gcs_rpc_server_reconnect_timeout_s``, 60 s), after which Ray ends the driver anyway.
+
 The watch stops before the driver shuts Ray down, so a normal end never looks like a lost cluster. A busy
 machine still accepts TCP connections on a live port (the kernel answers them), so load alone does not
 trip it; a probe that times out counts as failed.
@@ -18,6 +22,7 @@ trip it; a probe that times out counts as failed.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -26,12 +31,14 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-__all__ = ["EXIT_CLUSTER_LOST", "LOST_AFTER_S", "ClusterWatch", "gcs_reachable"]
+__all__ = ["EXIT_CLUSTER_LOST", "LOST_AFTER_ENV", "LOST_AFTER_S", "ClusterWatch", "gcs_reachable", "lost_after_s"]
 
 #: The driver's exit status when its Ray cluster was lost (docs/studies.md, "Exit status").
 EXIT_CLUSTER_LOST = 5
 #: Seconds without a connection to the GCS after which the cluster counts as lost (Ray gives up at 60).
 LOST_AFTER_S = 20.0
+#: The environment variable that replaces ``LOST_AFTER_S`` (seconds, above 0).
+LOST_AFTER_ENV = "EMOE_HARNESS_CLUSTER_LOST_S"
 _PROBE_EVERY_S = 1.0
 _PROBE_TIMEOUT_S = 2.0
 
@@ -46,15 +53,31 @@ def gcs_reachable(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> bool:
         return False
 
 
+def lost_after_s() -> float:
+    """``LOST_AFTER_S``, or ``EMOE_HARNESS_CLUSTER_LOST_S`` when set to a number above 0 (else a ValueError
+    that names it)."""
+    raw = os.environ.get(LOST_AFTER_ENV, "").strip()
+    if not raw:
+        return LOST_AFTER_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"{LOST_AFTER_ENV}={raw!r}: expected seconds above 0 (default {LOST_AFTER_S:g})")
+    return value
+
+
 class ClusterWatch:
     """Context manager: while inside, a thread ends the process once the GCS at ``address`` has been
-    unreachable for ``lost_after_s``, with the exit status ``on_lost(seconds_unreachable)`` returns (which
+    unreachable for ``after_s`` (default ``lost_after_s()``), with the exit status ``on_lost(seconds_unreachable)`` returns (which
     must not call Ray: it would wait on the lost cluster; ``EXIT_CLUSTER_LOST`` if it raises)."""
 
-    def __init__(self, address: str, on_lost: Callable[[float], int], *, lost_after_s: float = LOST_AFTER_S,
+    def __init__(self, address: str, on_lost: Callable[[float], int], *, after_s: float | None = None,
                  every_s: float = _PROBE_EVERY_S):
         self.address, self.on_lost = address, on_lost
-        self.lost_after_s, self.every_s = lost_after_s, every_s
+        self.lost_after_s = lost_after_s() if after_s is None else after_s
+        self.every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="cluster-watch", daemon=True)
 
