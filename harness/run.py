@@ -8,6 +8,7 @@ Exit status (``EXIT_*``; docs/studies.md):
       created and Ray was not started;
   3   every planned trial has its row but none completed (all failed, diverged or pruned);
   4   incomplete: the time budget ran out before every trial had its row (``--resume`` continues);
+  5   the Ray cluster was lost while the study ran (``harness.tune.watchdog``; ``--resume`` on a new one);
   130 interrupted (Ctrl-C), 143 by SIGTERM (128 + the signal's number, ``harness.tune.interrupt``); ``--resume``
       continues.
 ``study.json`` says the same (status finished / incomplete / interrupted, counts from the rows).
@@ -53,7 +54,7 @@ __all__ = ["EXIT_CLUSTER_LOST", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "EXIT_NON
 EXIT_NONE_COMPLETED = 3
 EXIT_INCOMPLETE = 4
 EXIT_INTERRUPTED = 130
-# EXIT_CLUSTER_LOST (5): the Ray cluster was lost mid-run; the watch that ends the run lives with it
+# EXIT_CLUSTER_LOST (5) is defined with the watch that ends a run whose Ray cluster was lost
 
 #: Spec fields (top-level, or dotted) that may change between a run and its ``--resume``: how the trials
 #: run, not what they compute. Stacking and resources change how trials share processes and devices (a
