@@ -7,7 +7,9 @@ probe degrades to ``None`` rather than failing: provenance must never stop a stu
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import shlex
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["PACKAGES", "ProjectVersion", "gpu_names", "machine", "node_machine", "package_versions",
-           "project_version", "provenance"]
+           "project_version", "provenance", "torch_cuda"]
 
 #: Distributions whose versions change a study's numbers or its behaviour.
 PACKAGES = ("torch", "ray", "optuna", "numpy", "pandas", "pyarrow", "scipy")
@@ -68,9 +70,37 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             found[name] = None
-    torch = sys.modules.get("torch")  # only when the driver already imported it: no torch import for this
-    found["cuda"] = getattr(getattr(torch, "version", None), "cuda", None) if torch is not None else None
+    found["cuda"] = torch_cuda()
     return found
+
+
+def torch_cuda() -> str | None:
+    """The CUDA version torch was built for (``torch.version.cuda``; None for a CPU build or without torch),
+    read from the installed ``torch/version.py`` when this process has not imported torch: the driver never
+    does (a second or more of its start), and ``import torch.version`` would import all of torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return getattr(getattr(torch, "version", None), "cuda", None)
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        try:
+            tree = ast.parse((Path(folder) / "version.py").read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
+                continue
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(isinstance(t, ast.Name) and t.id == "cuda" for t in targets):
+                try:
+                    value = ast.literal_eval(node.value)
+                except ValueError:
+                    return None
+                return value if isinstance(value, str) else None
+    return None
 
 
 def _cpu_model() -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -73,3 +74,26 @@ def test_the_data_hash_equals_hashlib_on_the_whole_file(tmp_path: Path, size: in
     path = tmp_path / "f.bin"
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_torchs_cuda_version_is_recorded_without_importing_torch(tmp_path) -> None:
+    """The driver imports no torch, yet study.json's packages say which CUDA its torch was built for: read
+    from the installed torch/version.py (here a stand-in package that must not be imported)."""
+    import sys
+
+    import torch
+
+    from harness.results.provenance import torch_cuda
+
+    assert torch_cuda() == torch.version.cuda  # this process has torch: its own answer
+    fake = tmp_path / "site" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch must not be imported for its version')\n")
+    (fake / "version.py").write_text("from typing import Optional\n__version__ = '2.11.0'\ncuda: Optional[str] = '13.0'\n")
+    code = ("import sys; from harness.results.provenance import package_versions; "
+            "print(package_versions(('numpy',))['cuda'], 'torch' in sys.modules)")
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(repo)])})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["13.0", "False"]
