@@ -161,5 +161,5 @@ def node_machine() -> dict[str, Scalar | list[str]]:
 def provenance(argv: Sequence[str] | None = None) -> dict[str, object]:
     """Everything above in one JSON-ready dict (the command line defaults to this process's)."""
     args = list(sys.argv if argv is None else argv)
-    return {"project": project_version(), "packages": package_versions(), "driver": machine(),
+    return {"project": project_version(), "packages": package_versions(), "driver": node_machine(),  # no torch here
             "command": shlex.join([Path(sys.executable).name, *args])}

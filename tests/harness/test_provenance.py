@@ -97,3 +97,12 @@ def test_torchs_cuda_version_is_recorded_without_importing_torch(tmp_path) -> No
                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(repo)])})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["13.0", "False"]
+
+
+def test_the_drivers_gpus_are_named_without_torch(monkeypatch) -> None:
+    """The driver imports no torch: its GPUs come from nvidia-smi, as a node probe's do (here a stand-in)."""
+    import harness.results.provenance as prov
+
+    monkeypatch.setattr(prov, "gpu_names", lambda: ["NVIDIA H200"])
+    monkeypatch.setattr(prov, "_gpu_models", lambda: [])  # torch has none (not imported, or a CPU build)
+    assert provenance(["-m", "harness.run"])["driver"]["gpus"] == ["NVIDIA H200"]
