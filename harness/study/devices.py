@@ -9,10 +9,11 @@ each. Two checks catch that up front (``SpecError``, exit status 2):
   assigned from 0, so ``cuda:N`` needs N below the trial's GPU count (1 for a fraction of a GPU).
 * ``local_device_errors`` (only for a local Ray runtime that the driver starts, where the trials run on
   this machine): torch here has CUDA, with as many devices as a trial asks for; ``local_resource_errors``:
-  a trial's CPUs and GPUs fit the runtime, whose GPUs are those Ray will detect (``local_gpus``). On a cluster joined with
-  ``--address``, or through a runtime already initialised in the process (a notebook's ``ray.init``), the
-  driver's own devices say nothing about the workers' (a CPU-only head node often drives GPU workers), so
-  this is not checked there; ``harness.tune.cluster.check_fits`` then says whether some node has the GPUs.
+  a trial's CPUs and GPUs fit the runtime, whose GPUs are those Ray will detect (``local_gpus``). On a
+  cluster joined with ``--address``, or through a runtime already initialised in the process (a notebook's
+  ``ray.init``), the driver's own devices say nothing about the workers' (a CPU-only head node often drives
+  GPU workers), so this is not checked there; ``harness.tune.cluster.check_fits`` then says whether some
+  node has the GPUs.
 
 ``auto`` (the default) is always valid: CUDA when the trial sees a GPU, else the CPU.
 """
