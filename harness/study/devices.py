@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import subprocess
 
 from harness.study.errors import SpecError
 from harness.study.params import flatten
@@ -32,6 +34,7 @@ __all__ = [
     "check_local_devices",
     "cuda_device_count",
     "device_errors",
+    "gpu_memory_bytes",
     "local_cpus",
     "local_device_errors",
     "local_gpus",
@@ -123,6 +126,31 @@ def local_gpus() -> int:
     except (ImportError, AttributeError, TypeError, ValueError):
         return cuda_device_count()
     return min(count, len(visible)) if visible is not None else count
+
+
+def gpu_memory_bytes() -> int | None:
+    """The memory of the smallest GPU a trial here may get (those ``CUDA_VISIBLE_DEVICES`` names, by index or
+    UUID, else every one), from ``nvidia-smi``; None without it, without a GPU, or with names it does not
+    list (MIG slices). Unlike torch's query this opens no CUDA context: the driver would keep one, with its
+    memory on the trials' GPU, for the whole run."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=index,uuid,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        rows = [[f.strip() for f in line.split(",")] for line in out.splitlines() if line.strip()]
+        sizes = {(index, uuid): int(float(mib)) << 20 for index, uuid, mib in rows}
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        wanted = [v.strip() for v in visible.split(",") if v.strip()]
+        found = [size for (index, uuid), size in sizes.items() if index in wanted or uuid in wanted]
+        if len(found) != len(wanted):  # a name nvidia-smi does not list (MIG), or none at all
+            return None
+        return min(found, default=None)
+    return min(sizes.values(), default=None)
 
 
 def local_device_errors(spec: StudySpec) -> list[str]:

@@ -14,8 +14,8 @@ Memory rule (``member_bytes``): a member costs its weights, gradients and Adam's
 per float32 parameter) plus activations, estimated as ``ACTIVATION_FLOATS`` floats per (sample, time
 step, model dimension, level) of a training forward: a batch, or on a GPU with ``train.window_forward``
 the accumulation window's batches (``emoe.capture.batches_per_forward``). ``auto`` fills at most ``MEMORY_SHARE`` of the
-memory one trial may use: on a GPU its ``resources.gpus`` share of the driver's first device
-(``DEFAULT_GPU_BYTES`` when the driver sees none), on CPU the available memory over the trials that run
+memory one trial may use: on a GPU its ``resources.gpus`` share of the smallest GPU on the driver's machine
+(``trial_memory``; ``DEFAULT_GPU_BYTES`` when the driver sees none), on CPU the available memory over the trials that run
 at once. Stacks are planned over the trials a run still has to run (``harness.tune.runner``), so a
 resumed run stacks what is left. Searches are not stacked (``search_stack_error``).
 """
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from emoe.config import EMOEConfig, to_dict
 from emoe.stack_rules import STACKABLE, check_stackable
+from harness.study.devices import gpu_memory_bytes
 from harness.study.trial import Trial
 
 if TYPE_CHECKING:
@@ -137,11 +138,16 @@ def _available_ram() -> int:
 
 
 def trial_memory(gpus: float, slots: int) -> int:
-    """Bytes one trial may use: its GPU share, or the available RAM over the trials running at once."""
+    """Bytes one trial may use: its GPU share (of the smallest GPU here, ``gpu_memory_bytes``; else torch's
+    first device, which opens a CUDA context in the driver), or the available RAM over the trials running
+    at once."""
     if gpus > 0:
-        import torch
+        total = gpu_memory_bytes()
+        if total is None:
+            import torch
 
-        total = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else DEFAULT_GPU_BYTES
+            total = (torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available()
+                     else DEFAULT_GPU_BYTES)
         return int(total * min(gpus, 1.0))
     return _available_ram() // max(1, slots)
 

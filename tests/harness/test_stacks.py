@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -575,3 +576,26 @@ def test_a_study_fingerprinted_with_fields_now_free_resumes_with_them_changed(wr
     store.update_info(fingerprint={**old, "base.train.lr": 0.5})
     with pytest.raises(SpecError, match=r"base\.train\.lr"):
         check_existing(store, spec, resume=True)
+
+
+def test_auto_sizes_gpu_stacks_from_nvidia_smi_without_a_cuda_context(tmp_path, monkeypatch):
+    """``trial_memory`` for GPU trials reads the smallest visible GPU from nvidia-smi (a stand-in here):
+    torch's query would open a CUDA context in the driver and keep its memory on the trials' GPU."""
+    import torch
+
+    from harness.study.stacks import trial_memory
+
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho '0, GPU-aaa, 81920'\necho '1, GPU-bbb, 40960'\necho '2, GPU-ccc, 143771'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
+
+    def no_context(*args, **kwargs):
+        raise AssertionError("torch's device query opens a CUDA context in the driver")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_context)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert trial_memory(0.5, slots=1) == (40960 << 20) // 2  # the smallest of the GPUs a trial may get
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,GPU-aaa")
+    assert trial_memory(0.25, slots=1) == (81920 << 20) // 4
