@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from emoe.data.verify import cached_sha256, sha256_file
-from harness.results.provenance import Scalar, gpu_names, node_machine, provenance
+from harness.results.provenance import Scalar, node_machine, provenance
 from harness.study.params import JSONValue
 
 __all__ = ["Machine", "NodeInfo", "data_change", "data_checksum", "node_machines", "resume_record", "study_provenance"]
@@ -87,10 +87,7 @@ def node_machines(timeout_s: float = NODE_PROBE_TIMEOUT_S) -> list[NodeInfo]:
 
 def study_provenance(data_path: str | None, data_key: str, argv: list[str] | None = None) -> dict[str, object]:
     """``harness.results.provenance.provenance`` plus the data checksum and the Ray nodes (when Ray is up)."""
-    info = provenance(argv)
-    driver = info["driver"]
-    if isinstance(driver, dict) and not driver.get("gpus"):
-        driver["gpus"] = gpu_names()
+    info = provenance(argv)  # its driver's GPUs as a node probe's: nvidia-smi's when torch names none
     info["data"] = data_checksum(data_path, data_key)
     try:
         info["nodes"] = node_machines()

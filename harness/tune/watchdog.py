@@ -70,14 +70,12 @@ def lost_after_s() -> float:
 
 class ClusterWatch:
     """Context manager: while inside, a thread ends the process once the GCS at ``address`` has been
-    unreachable for ``after_s`` (default ``lost_after_s()``), with the exit status ``on_lost(seconds_unreachable)`` returns (which
-    must not call Ray: it would wait on the lost cluster; ``EXIT_CLUSTER_LOST`` if it raises)."""
+    unreachable for ``lost_after_s()``, with the exit status ``on_lost(seconds_unreachable)`` returns
+    (which must not call Ray: it would wait on the lost cluster; ``EXIT_CLUSTER_LOST`` if it raises)."""
 
-    def __init__(self, address: str, on_lost: Callable[[float], int], *, after_s: float | None = None,
-                 every_s: float = _PROBE_EVERY_S):
+    def __init__(self, address: str, on_lost: Callable[[float], int]):
         self.address, self.on_lost = address, on_lost
-        self.lost_after_s = lost_after_s() if after_s is None else after_s
-        self.every_s = every_s
+        self.lost_after_s = lost_after_s()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="cluster-watch", daemon=True)
 
@@ -91,7 +89,7 @@ class ClusterWatch:
 
     def _watch(self) -> None:
         last_seen = time.monotonic()
-        while not self._stop.wait(self.every_s):
+        while not self._stop.wait(_PROBE_EVERY_S):
             if gcs_reachable(self.address, min(_PROBE_TIMEOUT_S, self.lost_after_s)):
                 last_seen = time.monotonic()
                 continue

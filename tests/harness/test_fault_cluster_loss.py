@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,10 +28,24 @@ AFTER_S = 6
 ENV = {**os.environ, LOST_AFTER_ENV: str(AFTER_S)}
 
 
-def test_a_lost_cluster_ends_the_run_with_its_own_status_and_keeps_the_rows(write_study, tmp_path):
-    study = tiny_study(name="lost", seeds=[1, 2, 3])
-    study["base"]["train"]["max_epochs"] = 200  # still training when the head goes
+def _long_study(name: str) -> dict[str, object]:
+    """A tiny study whose trials are still training when the test strikes."""
+    study = tiny_study(name=name, seeds=[1, 2, 3])
+    study["base"]["train"]["max_epochs"] = 200
     study["data"]["synthetic"]["n_train"] = 1024
+    return study
+
+
+def _wait_for_an_epoch(proc: subprocess.Popen[str], root: Path) -> None:
+    """Until a trial of the study in ``root`` has recorded an epoch (the event); fails if the driver ended."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not list(root.glob("epochs/*.parquet")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the study ended before the test could strike"
+
+
+def test_a_lost_cluster_ends_the_run_with_its_own_status_and_keeps_the_rows(write_study, tmp_path):
+    study = _long_study("lost")
     results = tmp_path / "results"
     root = results / "lost"
     own = start_test_cluster()
@@ -39,10 +54,7 @@ def test_a_lost_cluster_ends_the_run_with_its_own_status_and_keeps_the_rows(writ
                "--address", own.address]
         with tempfile.TemporaryFile("w+") as err_f:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err_f, text=True, env=ENV)
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and proc.poll() is None and not list(root.glob("epochs/*.parquet")):
-                time.sleep(0.05)  # the event: a trial has recorded an epoch
-            assert proc.poll() is None, "the study ended before the cluster could be lost"
+            _wait_for_an_epoch(proc, root)
             own.cluster.head_node.kill_gcs_server()
             lost_at = time.monotonic()
             code = proc.wait(timeout=120)
@@ -66,9 +78,7 @@ def test_sigterm_to_the_whole_job_exits_143_without_waiting_for_ray(write_study,
     the watch counts the runtime lost, instead of Ray ending the driver after 60 s with status 1."""
     import signal
 
-    study = tiny_study(name="job", seeds=[1, 2, 3])
-    study["base"]["train"]["max_epochs"] = 200
-    study["data"]["synthetic"]["n_train"] = 1024
+    study = _long_study("job")
     results = tmp_path / "results"
     root = results / "job"
     cmd = [sys.executable, "-m", "harness.run", str(write_study(study)), "--results", str(results), "--num-cpus", "2"]
@@ -76,10 +86,7 @@ def test_sigterm_to_the_whole_job_exits_143_without_waiting_for_ray(write_study,
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err_f, text=True, env=ENV,
                                 start_new_session=True)  # its own process group, as under `timeout`
         try:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and proc.poll() is None and not list(root.glob("epochs/*.parquet")):
-                time.sleep(0.05)  # the event: a trial has recorded an epoch
-            assert proc.poll() is None, "the study ended before the signal"
+            _wait_for_an_epoch(proc, root)
             os.killpg(proc.pid, signal.SIGTERM)
             sent = time.monotonic()
             code = proc.wait(timeout=120)
