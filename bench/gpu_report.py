@@ -244,6 +244,10 @@ def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> 
             report.add(["main job (distill_weight.yaml)", name, f"{wall:.1f} s wall", ratio, "-", note])
 
 
+_FIRST_STEP = ("import harness.tune.stacked, emoe.stack, emoe.dynamo_free, torch; {prepare}"
+               "p = torch.nn.Parameter(torch.zeros(4, device='{{device}}')); p.grad = torch.ones_like(p); "
+               "{adam}([p], lr=0.1).step(); print(p.sum().item())")
+
 #: What a trial's fresh worker process pays before its first epoch, part by part (each in a new interpreter).
 _START_STEPS = {
     "python": "pass",
@@ -255,6 +259,10 @@ _START_STEPS = {
                                                 "torch.cuda.synchronize() if '{device}' == 'cuda' else None",
     # the first torch.optim optimizer imports torch._dynamo (its methods are wrapped by torch._disable_dynamo)
     "import torch, first Adam": "import torch; torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])",
+    # a trial's first optimizer step, with torch's Adam, then as a trial process takes it (emoe.dynamo_free)
+    "a trial's code, first step of torch's Adam": _FIRST_STEP.format(prepare="", adam="torch.optim.Adam"),
+    "a trial's code, first step as a trial takes it": _FIRST_STEP.format(
+        prepare="from emoe.dynamo_free import avoid_dynamo; avoid_dynamo(); ", adam="emoe.dynamo_free.Adam"),
 }
 
 

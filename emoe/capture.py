@@ -28,6 +28,7 @@ from torch import nn
 from emoe.config import EMOEConfig
 from emoe.data.batches import Batch
 from emoe.dropout import DropoutSite, PlannedDropout, cut_masks, record_plan, window_masks
+from emoe.dynamo_free import allow_dynamo
 from emoe.evaluate import autocast_context
 from emoe.losses import total_loss
 from emoe.outputs import ModelOutput
@@ -96,6 +97,7 @@ class TrainStep:
         elif self.mode == "graphs":
             self._fn = self._graphed
         else:
+            allow_dynamo()  # a process that ran eager trials first compiles with torch's own wrappers
             self._fn = torch.compile(self._step, dynamic=False)
 
     def release(self) -> None:

@@ -1,5 +1,5 @@
 """Adam over stacked parameters (leading member dimension): each member's slices are stepped by its own
-``torch.optim.Adam``, built as ``emoe.train.make_optimizer`` builds a run's (fused on the fast path, else
+``torch.optim.Adam`` (``emoe.dynamo_free.Adam``), built as ``emoe.train.make_optimizer`` builds a run's (fused on the fast path, else
 the per-tensor loop), so a member's update, gradient norm and clipping are those of its run alone, bit for
 bit, and its state is that run's ``state_dict``.
 
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from emoe.config import TrainConfig
+from emoe.dynamo_free import Adam
 
 __all__ = ["StackedAdam"]
 
@@ -28,7 +29,7 @@ class StackedAdam:
         self.grad_clip = [t.grad_clip for t in trains]
         self.fast = fused  # fused Adam and foreach norms (train.fast_path), else the per-tensor loops
         impl: dict[str, Any] = {"fused": True} if fused else {"foreach": False}
-        self.optims = [torch.optim.Adam(self._views(k), lr=t.lr, weight_decay=t.weight_decay, **impl)
+        self.optims = [Adam(self._views(k), lr=t.lr, weight_decay=t.weight_decay, **impl)
                        for k, t in enumerate(trains)]
 
     def _views(self, k: int) -> list[torch.Tensor]:
@@ -94,7 +95,7 @@ class StackedAdam:
         self.optims = []
         for k, old in enumerate(kept):
             group = {key: value for key, value in old.param_groups[0].items() if key != "params"}
-            new = torch.optim.Adam(self._views(k), **group)
+            new = Adam(self._views(k), **group)
             new.load_state_dict(old.state_dict())  # the same state tensors, now keyed by the new views
             self.optims.append(new)
 

@@ -34,6 +34,7 @@ from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
 from emoe.data.arrays import DataSet, Split
 from emoe.data.batches import Batch, iter_batches
 from emoe.dropout import NATIVE, PlannedDropout
+from emoe.dynamo_free import Adam
 from emoe.evaluate import NonFiniteOutput, autocast_context, bf16_active, evaluate
 from emoe.losses import EPOCH_LOSSES
 from emoe.model import EMOE
@@ -111,12 +112,13 @@ def resolve_device(name: str) -> torch.device:
 def make_optimizer(model: nn.Module, cfg: EMOEConfig, params: list[torch.Tensor] | None = None) -> torch.optim.Adam:
     """Adam over all trainable parameters (or ``params``, e.g. bf16 training's float32 masters);
     ``train.fast_path`` picks the fused kernel (one pass over each parameter, no temporaries: what the
-    ~196M-weight router needs), else the per-tensor reference loop."""
+    ~196M-weight router needs), else the per-tensor reference loop. ``torch.optim.Adam``'s updates, from
+    ``emoe.dynamo_free.Adam`` (a step that does not import ``torch._dynamo``)."""
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad] if params is None else params
     if t.fast_path:
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=True)
-    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, foreach=False)
+        return Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=True)
+    return Adam(params, lr=t.lr, weight_decay=t.weight_decay, foreach=False)
 
 
 @dataclass

@@ -34,13 +34,14 @@ from emoe_schema import FINISHED
 from harness.results.rows import Cell, epoch_row, epochs_table
 from harness.study.stacks import Stack
 from harness.study.trial import Trial
-from harness.tune.memory import release_free_heap, use_mmap_for_large_blocks
+from harness.tune.memory import release_free_heap
 from harness.tune.trainable import (
     Metrics,
     TrialContext,
     emoe_trainable,
     fresh_scratch,
     load_checkpoint_dir,
+    prepare_trial_process,
     report_metrics,
     start_attempt,
     write_scratch_checkpoint,
@@ -142,12 +143,9 @@ def stacked_trainable(stack: Stack, data: DataSet, ctx: TrialContext) -> None:
         tune.report({"epoch": max(int(str(r["epochs_run"] or 0)) for r in recorded.values() if r is not None),
                      "resumed_finished": True, "objective": stack_objective(list(done_before), ctx.mode)})
         return
-    import torch
-
     from emoe.stack import fit_stacked
 
-    torch.set_num_threads(max(1, int(ctx.cpus)))
-    use_mmap_for_large_blocks()  # batch copies of a large data set go back to the OS when freed
+    prepare_trial_process(ctx, [t.config for t in todo])
     members = [_Member(ctx, t) for t in todo]
     t0 = time.monotonic()
     share = 1.0 / len(members)

@@ -48,10 +48,11 @@ from harness.tune.memory import release_free_heap, use_mmap_for_large_blocks
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from emoe.config import EMOEConfig
     from emoe.data.arrays import DataSet
 
 __all__ = ["FINISHED", "SELECTED", "Metrics", "TrialContext", "clear_scratch", "emoe_trainable", "fresh_scratch",
-           "load_checkpoint_dir", "report_finished_row", "report_metrics", "reported_settled", "scratch_dir", "selected_text", "start_attempt",
+           "load_checkpoint_dir", "prepare_trial_process", "report_finished_row", "report_metrics", "reported_settled", "scratch_dir", "selected_text", "start_attempt",
            "write_scratch_checkpoint", "write_trial_row"]
 
 #: What a trial reports to Tune per epoch (``report_metrics``), and what Tune hands back as a result.
@@ -253,6 +254,23 @@ def reported_settled(ctx: TrialContext, trial_id: str) -> bool:
     return False
 
 
+def prepare_trial_process(ctx: TrialContext, configs: list[EMOEConfig]) -> None:
+    """Before this process trains ``configs`` (the model code imported): torch's threads to the trial's
+    CPUs, batch copies of a large data set in mappings of their own (back to the OS when freed), and no
+    ``torch._dynamo`` import unless a configuration compiles (``emoe.dynamo_free``: 1-5 s of every fresh
+    trial process)."""
+    import torch
+
+    from emoe.dynamo_free import allow_dynamo, avoid_dynamo
+
+    torch.set_num_threads(max(1, int(ctx.cpus)))
+    use_mmap_for_large_blocks()
+    if any(c.train.compile == "default" for c in configs):
+        allow_dynamo()
+    else:
+        avoid_dynamo()
+
+
 def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: TrialContext | None = None) -> None:
     """Train one trial (``config["trial"]``, a ``Trial`` of the plan or the searcher) under Ray Tune.
 
@@ -262,13 +280,10 @@ def emoe_trainable(config: dict[str, Trial], data: DataSet | None = None, ctx: T
     tid = trial.trial_id
     if reported_settled(ctx, tid):
         return
-    import torch
-
     from emoe.train import train_emoe
 
-    torch.set_num_threads(max(1, int(ctx.cpus)))
-    use_mmap_for_large_blocks()  # batch copies of a large data set go back to the OS when freed
     cfg = trial.config
+    prepare_trial_process(ctx, [cfg])
     run = start_attempt(ctx, tid)
     t0 = time.monotonic()
     rows: dict[int, dict[str, Cell]] = {}
