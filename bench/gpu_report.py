@@ -139,11 +139,12 @@ def _timed(fn: Any, args: Any, limit: float) -> tuple[str, Any]:
             return "error", f"{type(exc).__name__}: {str(exc)[:160]}"
 
 
-def _command(cmd: list[str], limit: float) -> tuple[str, float, str]:
+def _command(cmd: list[str], limit: float, env: dict[str, str] | None = None) -> tuple[str, float, str]:
     start = time.perf_counter()
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=REPO,
-                             env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+                             env={**os.environ, **(env or {}),
+                                  "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     except subprocess.TimeoutExpired:
         return "timeout", limit, f"over {limit:.0f} s"
     wall = time.perf_counter() - start
@@ -220,6 +221,9 @@ def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> 
         variants.append(("phase", "one stack per phase (resources.stack=12)", ["--set", "resources.stack=12"]))
         variants.append(("graphs", "one stack per phase, with graphs (resources.stack=12, train.compile=graphs)",
                          ["--set", "resources.stack=12", "--set", "base.train.compile=graphs"]))
+        # the same with no worker importing the trial code ahead (docs/cluster.md): what that saves
+        variants.append(("graphs-noahead", "the same, no worker importing ahead (EMOE_HARNESS_PRELOAD_WORKERS=0)",
+                         ["--set", "resources.stack=12", "--set", "base.train.compile=graphs"]))
     found, walls = {}, {}
     with tempfile.TemporaryDirectory(prefix="gpu-report-") as tmp:
         for k, (key, name, extra) in enumerate(variants):
@@ -232,7 +236,8 @@ def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> 
             out = Path(tmp) / str(k)
             cmd = [sys.executable, "-m", "harness.run", "studies/distill_weight.yaml", "--results", str(out), *base,
                    *extra]
-            status, wall, text = _command(cmd, limit)
+            env = {"EMOE_HARNESS_PRELOAD_WORKERS": "0"} if key.endswith("-noahead") else None
+            status, wall, text = _command(cmd, limit, env)
             note = status if status == "ok" else f"{status}: {text[-160:]}"
             if status == "ok":
                 walls[k], found[k] = wall, tables(out / "distill_weight")
@@ -295,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="",
                    help="comma list of the rows to run, by config:variant for the model step (faithful:graphs, "
                         "small:stacked=8) and main:VARIANT for the main job (main:plain, main:stack, main:phase, "
-                        "main:graphs), start for the process start rows, packing for GPU packing; default: every "
-                        "row")
+                        "main:graphs, main:graphs-noahead), start for the process start rows, packing for GPU "
+                        "packing; default: every row")
     p.add_argument("--deadline-s", type=float, default=540,
                    help="the whole run's time limit: steps that cannot finish before it are skipped (default 540)")
     args = p.parse_args(argv)

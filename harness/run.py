@@ -107,10 +107,13 @@ def check_options(args: argparse.Namespace) -> list[str]:
         errors.append("--retry-failed: only with --resume (it runs the failed trials of an existing study again)")
     if args.progress_every is not None and not args.progress_every > 0:
         errors.append(f"--progress-every: must be a positive number of seconds, got {args.progress_every}")
-    try:
-        lost_after_s()  # read again by the run's cluster watch
-    except ValueError as exc:
-        errors.append(str(exc))
+    from harness.tune.cluster import preload_override
+
+    for read_again in (lost_after_s, preload_override):  # environment variables, read again where used
+        try:
+            read_again()
+        except ValueError as exc:
+            errors.append(str(exc))
     return errors
 
 
@@ -470,10 +473,13 @@ def _execute(args: argparse.Namespace, *, from_process_start: bool) -> int:
     if args.resume and previous is None:
         print(f"no previous run of {plan.spec.name} in {store.dir}; starting it")
     from harness.results.study_provenance import resume_record
-    from harness.tune.cluster import ClusterError, RaySettings, wait_for_ray_stop
+    from harness.tune.cluster import ClusterError, RaySettings, preload_workers, wait_for_ray_stop
 
+    res = plan.spec.resources
+    preload = 0 if args.address else preload_workers(res.cpus, res.gpus, plan.spec.concurrency,
+                                                      num_cpus=args.num_cpus, num_gpus=args.num_gpus)
     settings = RaySettings(address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                           log_to_driver=args.verbose)
+                           log_to_driver=args.verbose, preload_workers=preload)
     if previous is None and store.exists():  # another driver created it while this one read its data
         try:
             check_existing(store, plan.spec, resume=False)

@@ -17,8 +17,10 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.study.devices import local_cpus
+from harness.study.devices import local_cpus, local_gpus
 from harness.tune.interrupt import interrupted, signals_stop
+from harness.tune.preload import ENV as PRELOAD_ENV
 
-__all__ = ["ClusterError", "RaySettings", "check_fits", "check_reachable", "cluster_resources", "quiet_local_auth",
-           "ray_session", "runtime_in_use", "wait_for_ray_stop"]
+__all__ = ["PRELOAD_SPARE_CPUS", "PRELOAD_WORKERS_ENV", "ClusterError", "RaySettings", "check_fits", "check_reachable",
+           "cluster_resources", "preload_override", "preload_workers", "quiet_local_auth", "ray_session", "runtime_in_use",
+           "wait_for_ray_stop"]
 
 _MIN_STORE = 128 << 20
 
@@ -48,6 +52,41 @@ class RaySettings:
     num_gpus: int | None = None
     object_store_bytes: int | None = None
     log_to_driver: bool = False
+    preload_workers: int = 0  # a local runtime's workers that import the trial code ahead (harness.tune.preload)
+
+
+#: What ``preload_workers`` leaves to the driver and Ray's own processes: CPUs of a local runtime that no worker
+#: importing ahead may take. On the 2-core machine two workers importing ahead held the first trial back
+#: (2.1-2.8 s -> 5.8-7.7 s after tuning began) and the job gained nothing; an H200 host has 16.
+PRELOAD_SPARE_CPUS = 2
+PRELOAD_WORKERS_ENV = "EMOE_HARNESS_PRELOAD_WORKERS"
+
+
+def preload_override() -> int | None:
+    """``EMOE_HARNESS_PRELOAD_WORKERS`` as a count, None when unset; a ValueError names a bad value."""
+    raw = os.environ.get(PRELOAD_WORKERS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"{PRELOAD_WORKERS_ENV}: a number of workers (0 for none), got {raw!r}")
+    return int(raw)
+
+
+def preload_workers(cpus: float, gpus: float, concurrency: int | None, *, num_cpus: float | None = None,
+                    num_gpus: float | None = None) -> int:
+    """How many workers of a local runtime import the trial code ahead, for trials asking ``cpus`` and
+    ``gpus`` each (``concurrency`` of them at most): as many as trials start at once, within the CPUs beyond
+    ``PRELOAD_SPARE_CPUS`` (``--num-cpus``/``--num-gpus``, else this machine's); ``EMOE_HARNESS_PRELOAD_WORKERS``
+    (a count, 0 for none) decides instead when set. A ValueError names a bad value."""
+    override = preload_override()
+    if override is not None:
+        return override
+    total = local_cpus(num_cpus)
+    fits = [int(total // cpus)] if cpus else []
+    if gpus:
+        fits.append(int((num_gpus if num_gpus is not None else local_gpus()) // gpus))
+    at_once = max(1, min(fits, default=1)) if concurrency is None else concurrency
+    return max(0, min(at_once, int(total) - PRELOAD_SPARE_CPUS))
 
 
 def _store_size(data_bytes: int) -> int:
@@ -100,19 +139,23 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0, stop_in_backgroun
     if runtime_in_use():
         yield False
         return
+    slots = tempfile.mkdtemp(prefix="emoe-preload-") if settings.preload_workers and not settings.address else None
     try:
         with signals_stop("stopping once Ray has started"):
-            _init(ray, settings, data_bytes)
+            _init(ray, settings, data_bytes, preload=None if slots is None else f"{slots}:{settings.preload_workers}")
             if interrupted():
                 raise KeyboardInterrupt
     except BaseException:
         ray.shutdown()  # what started of Ray (nothing when it could not connect)
+        _remove(slots)
         raise
     try:
         yield True
     except BaseException:
         ray.shutdown()
         raise
+    finally:
+        _remove(slots)  # a worker that looks for a slot later finds none, and imports nothing ahead
     if stop_in_background:
         global _stopping
         collecting = _release_ray_objects()
@@ -124,14 +167,40 @@ def ray_session(settings: RaySettings, *, data_bytes: int = 0, stop_in_backgroun
 
 # A local runtime keeps Ray's idle worker processes started ahead (one per CPU, each with Ray imported): a
 # trial's actor takes one of them instead of starting a process (a bare actor: 0.56 s against 1.57 s on the
-# 2-core machine). A worker that ran a task is not given to an actor, so the driver describes its own node
-# without a task (``harness.results.study_provenance``). They cost ``ray.init`` time: 6.2-6.4 s with them and
-# 4.7-5.0 s without on an H200 machine, whose best main job (34.8 s) ran with them; on the 2-core machine the
-# README's main job took as long either way (37.3 and 38.2 s with them, 36.6 and 38.5 s without).
+# 2-core machine), since ``harness.tune.runner.trial_actors_take_idle_workers`` (before it, Tune's runtime
+# environment for its actors sent every trial to a new process), and where CPUs are to spare some of them
+# import the trial code ahead (``preload_workers``). A worker that ran a task is not given to an actor, so
+# the driver describes its own node without a task (``harness.results.study_provenance``). They cost
+# ``ray.init`` time: 6.2-6.4 s with them and 4.7-5.0 s without on an H200 machine.
 
 
-def _init(ray: Any, settings: RaySettings, data_bytes: int) -> None:
-    """``ray.init`` for the settings: join ``settings.address``, or start a new local runtime."""
+def _remove(directory: str | None) -> None:
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name]`` set to ``value`` for the block (None: left as it is), as it was afterwards."""
+    if value is None:
+        yield
+        return
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _init(ray: Any, settings: RaySettings, data_bytes: int, preload: str | None = None) -> None:
+    """``ray.init`` for the settings: join ``settings.address``, or start a new local runtime; ``preload``
+    (``<directory>:<count>``) has that many of its workers import the trial code ahead: Ray's processes
+    inherit the variable from this one as ``ray.init`` starts them, and each worker imports
+    ``harness.tune.preload`` (Ray's ``preload_python_modules``) before it takes work."""
     common: dict[str, Any] = {  # keyword arguments of ray.init (mixed types)
         "log_to_driver": settings.log_to_driver, "logging_level": logging.WARNING, "configure_logging": True}
     if settings.address:
@@ -148,10 +217,13 @@ def _init(ray: Any, settings: RaySettings, data_bytes: int) -> None:
         # /tmp/ray/ray_current_cluster (any `ray start` or test cluster on the machine) and then
         # refuses num_cpus.
         quiet_local_auth()
+        if preload is not None:
+            common["_system_config"] = {"preload_python_modules": ["harness.tune.preload"]}
         try:
-            ray.init(address="local", num_cpus=local_cpus(settings.num_cpus),
-                     num_gpus=settings.num_gpus, include_dashboard=False,
-                     object_store_memory=settings.object_store_bytes or _store_size(data_bytes), **common)
+            with _environ(PRELOAD_ENV, preload):
+                ray.init(address="local", num_cpus=local_cpus(settings.num_cpus),
+                         num_gpus=settings.num_gpus, include_dashboard=False,
+                         object_store_memory=settings.object_store_bytes or _store_size(data_bytes), **common)
         except OSError as exc:  # e.g. Ray's own programs not executable (an install unpacked without modes)
             raise ClusterError(f"cannot start a local Ray runtime: {exc}; check the Ray installation "
                                f"({Path(ray.__file__).parent})") from exc
