@@ -1,11 +1,10 @@
 """Train without importing ``torch._dynamo``: a trial process's largest fixed cost after torch itself.
 
 Nothing in an eager or CUDA-graph run uses TorchDynamo, yet the first ``torch.optim`` optimizer imports it
-(1.1-1.6 s on a 2-core CPU, 4.6 s on an H200 host's CPU, where it brings Triton along): torch wraps
-optimizer methods, its functional optimizers and its reference operators (which ``torch.func.vmap`` runs
-for a stack) in ``torch._disable_dynamo``, whose wrapper imports ``torch._dynamo`` on its first call to
-build a "do not trace this" version of the function, and ``Optimizer.step`` imports it to place graph
-breaks. Outside a ``torch.compile`` region both are plain calls of the wrapped function.
+(1.1-1.6 s on a 2-core CPU, 4.6 s on an H200 host's CPU): torch wraps optimizer methods, its functional
+optimizers and its reference operators (which ``torch.func.vmap`` runs for a stack) in
+``torch._disable_dynamo``, whose wrapper imports ``torch._dynamo`` on its first call to build a "do not
+trace this" version of the function, and ``Optimizer.step`` imports it to place graph breaks. Outside a ``torch.compile`` region both are plain calls of the wrapped function.
 
 ``avoid_dynamo()`` gives every such wrapper alive in the process its answer ahead of time: the wrapped
 function itself, which is what the "do not trace" version does when nothing is being compiled. Call it only
