@@ -6,7 +6,8 @@ of them; the actor then imports Ray Tune and the trainables, and the trial impor
 its ``preload_python_modules`` setting in each worker it starts, before the worker takes work: the harness
 names this module there (``harness.tune.cluster``), and it imports the trial code in the first workers that
 get here, as many as the driver's ``EMOE_HARNESS_PRELOAD_SLOTS`` says (``<directory>:<count>``; each worker claims
-a slot file in the directory), so the idle CPUs do it while ``ray.init`` and Tune's setup run. A worker
+a slot file in the directory), so the idle CPUs do it while ``ray.init`` and Tune's setup run; it also
+answers torch's ``_disable_dynamo`` wrappers there (``emoe.dynamo_free``), which the trial would do first. A worker
 beyond the count, or one started without the variable (a cluster's), imports nothing more. A failure is
 printed and left for the trial, which imports the same modules and reports it properly.
 
@@ -53,6 +54,12 @@ def preload(value: str | None) -> bool:
             print(f"harness preload: importing {name} failed ({type(exc).__name__}: {exc}); "
                   "the trial imports it itself", file=sys.stderr)
             return False
+    try:  # the process has compiled nothing yet: its torch._disable_dynamo wrappers can be answered now
+        from emoe.dynamo_free import avoid_dynamo
+
+        avoid_dynamo()  # (a trial that compiles takes the answers back: harness.tune.trainable)
+    except Exception as exc:
+        print(f"harness preload: {type(exc).__name__}: {exc}", file=sys.stderr)
     return True
 
 

@@ -59,13 +59,15 @@ def test_each_slot_goes_to_one_worker(tmp_path):
 
 
 def test_a_worker_with_a_slot_imports_the_trial_code_and_one_without_imports_nothing(tmp_path):
+    """... and answers torch's ``_disable_dynamo`` wrappers (``emoe.dynamo_free``), as the trial would."""
     code = ("import sys; from harness.tune import preload as p; ok = p.preload(sys.argv[1]); "
-            "print(ok, 'torch' in sys.modules, 'harness.tune.stacked' in sys.modules)")
+            "print(ok, 'torch' in sys.modules, 'harness.tune.stacked' in sys.modules, "
+            "bool(getattr(sys.modules.get('emoe.dynamo_free'), '_marked', None)))")
     value = f"{tmp_path}:1"
     first = subprocess.run([sys.executable, "-c", code, value], cwd=REPO, capture_output=True, text=True, timeout=300)
     second = subprocess.run([sys.executable, "-c", code, value], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert first.stdout.split() == ["True", "True", "True"], first.stderr[-2000:]
-    assert second.stdout.split() == ["False", "False", "False"], second.stderr[-2000:]
+    assert first.stdout.split() == ["True", "True", "True", "True"], first.stderr[-2000:]
+    assert second.stdout.split() == ["False", "False", "False", "False"], second.stderr[-2000:]
 
 
 def test_a_failing_import_is_printed_and_leaves_the_worker_alive(tmp_path, monkeypatch, capsys):
