@@ -1,16 +1,14 @@
 """The driver of a study does not import torch: trials train in their own processes, and torch's import is
 the largest part of the driver's start (about a second on a 2-core machine, three on an H200 host's CPU,
 before the study's data were even checked). Each case runs the command line's ``main`` in a fresh
-interpreter and looks at what it imported."""
+interpreter and looks at what it imported. (A whole stacked grid with its confirmation and report:
+``tests/harness/test_trial_imports.py``, which also watches the trials' processes.)"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-
-import pandas as pd
-import pytest
 
 from tests.harness.conftest import REPO, tiny_study
 
@@ -26,19 +24,6 @@ def _driver(args: list[str]) -> dict[str, object]:
     proc = subprocess.run([sys.executable, "-c", DRIVER, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.stdout.strip(), proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]) | {"err": proc.stderr}
-
-
-@pytest.mark.ray
-def test_a_stacked_grid_with_confirmation_and_report_runs_without_torch_in_the_driver(write_study, tmp_path,
-                                                                                       ray_cluster):
-    study = tiny_study(name="lean", confirm={"top": 1, "seeds": [3]}, report=True, resources={"cpus": 1, "stack": 2})
-    results = tmp_path / "results"
-    out = _driver([str(write_study(study)), "--results", str(results), "--address", ray_cluster.address])
-    assert out["rc"] == 0, str(out["err"])[:4000] + "\n...\n" + str(out["err"])[-3000:]
-    trials = pd.read_parquet(results / "lean" / "trials")
-    assert len(trials) == 5 and set(trials["status"]) == {"completed"}  # 4 tuning trials, 1 confirmation
-    assert (results / "lean" / "report.md").is_file()
-    assert out["torch"] is False
 
 
 def test_a_gpu_study_is_checked_against_this_machine_without_torch(write_study, tmp_path):

@@ -6,6 +6,7 @@ CPU. The driver runs in a fresh interpreter with its own local Ray, whose proces
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 from tests.harness.conftest import REPO, tiny_study
+from tests.harness.test_driver_imports import DRIVER
 
 WATCH = r'''
 import importlib.abc, os, sys, traceback
@@ -48,18 +50,24 @@ def test_the_watch_sees_a_dynamo_import(tmp_path):
 
 
 @pytest.mark.ray
-def test_the_trials_of_a_stacked_grid_with_a_confirmation_never_import_dynamo(write_study, tmp_path):
-    """Stacks (``stacked_trainable``) and a trial alone (the confirmation, ``emoe_trainable``), on the fast
-    path, in processes of a local Ray started by the study: each trains, none imports ``torch._dynamo``."""
-    study = tiny_study(name="nodyn", confirm={"top": 1, "seeds": [3]}, report=False, resources={"cpus": 1, "stack": 2})
+def test_a_stacked_grid_with_confirmation_and_report_imports_no_torch_in_the_driver_and_no_dynamo_in_trials(
+        write_study, tmp_path):
+    """Stacks (``stacked_trainable``) and a trial alone (the confirmation, ``emoe_trainable``), in processes of a
+    local Ray started by the study: each trains, none imports ``torch._dynamo``; and the driver, which also
+    builds the report, never imports torch (``tests/harness/test_driver_imports.py``)."""
+    study = tiny_study(name="lean", confirm={"top": 1, "seeds": [3]}, report=True, resources={"cpus": 1, "stack": 2})
     results = tmp_path / "results"
     env, seen = _watched_env(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "harness.run", str(write_study(study)), "--results", str(results)],
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(write_study(study)), "--results", str(results)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    trials = pd.read_parquet(results / "nodyn" / "trials")
-    assert len(trials) == 5 and set(trials["status"]) == {"completed"}
-    trained = [p for p in seen.glob("*.torch") if "harness.run" not in p.read_text().split("\n", 1)[0]]
+    assert proc.stdout.strip(), proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rc"] == 0, proc.stderr[-4000:]
+    trials = pd.read_parquet(results / "lean" / "trials")
+    assert len(trials) == 5 and set(trials["status"]) == {"completed"}  # 4 tuning trials, 1 confirmation
+    assert (results / "lean" / "report.md").is_file()
+    assert out["torch"] is False
+    trained = [p for p in seen.glob("*.torch") if "default_worker.py" in p.read_text().split("\n", 1)[0]]
     assert trained, "no Ray worker imported torch: the watch did not reach the trial processes"
     dynamo = {p.name: p.read_text()[-1500:] for p in seen.glob("*.torch._dynamo")}
     assert not dynamo, dynamo
