@@ -8,7 +8,9 @@ names this module there (``harness.tune.cluster``), and it imports the trial cod
 get here, as many as the driver's ``EMOE_HARNESS_PRELOAD_SLOTS`` says (``<directory>:<count>``; each worker claims
 a slot file in the directory), so the idle CPUs do it while ``ray.init`` and Tune's setup run; it also
 answers torch's ``_disable_dynamo`` wrappers there (``emoe.dynamo_free``), which the trial would do first. A worker
-beyond the count, or one started without the variable (a cluster's), imports nothing more. A failure is
+beyond the count, or one started without the variable (a cluster's), imports nothing more. Nothing here
+initialises CUDA: Ray sets ``CUDA_VISIBLE_DEVICES`` for an actor when it takes the worker, and CUDA reads it
+once, as it initialises (``tests/harness/test_preload.py`` checks this where there is a GPU). A failure is
 printed and left for the trial, which imports the same modules and reports it properly.
 
 Only the standard library at module level: every worker of the runtime imports this module.

@@ -11,6 +11,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from harness.tune import preload
 from harness.tune.cluster import PRELOAD_SPARE_CPUS, PRELOAD_WORKERS_ENV, preload_workers
@@ -85,3 +86,24 @@ def test_the_driver_never_preloads(monkeypatch, tmp_path):
     out = subprocess.run([sys.executable, "-c", "import sys, harness.tune.preload; print('torch' in sys.modules)"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.stdout.split() == ["False"] and not list(tmp_path.iterdir())
+
+
+GPU_AFTER = r"""
+import os, sys
+from harness.tune import preload
+assert preload.preload(sys.argv[1])
+import torch
+os.environ["CUDA_VISIBLE_DEVICES"] = ""  # what Ray sets for an actor without GPUs, once it takes the worker
+print(torch.cuda.is_initialized(), torch.cuda.device_count())
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_importing_ahead_leaves_cuda_uninitialised_so_the_actors_gpus_still_apply(tmp_path):
+    """Ray sets ``CUDA_VISIBLE_DEVICES`` for an actor when it takes the worker, after the preload; CUDA reads it
+    once, when it initialises. So the preload must not initialise CUDA: then a worker that imported ahead
+    still sees only the GPUs Ray gives its actor."""
+    out = subprocess.run([sys.executable, "-c", GPU_AFTER, f"{tmp_path}:1"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env={k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"})
+    assert out.stdout.split() == ["False", "0"], out.stderr[-2000:]
