@@ -4,7 +4,8 @@ Nothing in an eager or CUDA-graph run uses TorchDynamo, yet the first ``torch.op
 (1.1-1.6 s on a 2-core CPU, 4.6 s on an H200 host's CPU): torch wraps optimizer methods, its functional
 optimizers and its reference operators (which ``torch.func.vmap`` runs for a stack) in
 ``torch._disable_dynamo``, whose wrapper imports ``torch._dynamo`` on its first call to build a "do not
-trace this" version of the function, and ``Optimizer.step`` imports it to place graph breaks. Outside a ``torch.compile`` region both are plain calls of the wrapped function.
+trace this" version of the function, and ``Optimizer.step`` imports it to place graph breaks. Outside a
+``torch.compile`` region both are plain calls of the wrapped function.
 
 ``avoid_dynamo()`` gives every such wrapper alive in the process its answer ahead of time: the wrapped
 function itself, which is what the "do not trace" version does when nothing is being compiled. Call it only
@@ -34,6 +35,7 @@ __all__ = ["Adam", "allow_dynamo", "avoid_dynamo"]
 
 _ATTR = "__dynamo_disable"  # where torch._disable_dynamo's wrapper keeps its "do not trace" function
 _marked: list[Callable[..., Any]] = []  # the wrapped functions whose answer avoid_dynamo set
+_scanned_modules = 0  # len(sys.modules) at the last scan: wrappers are made as modules load
 
 
 def _wrapper_code() -> types.CodeType | None:
@@ -49,10 +51,15 @@ def avoid_dynamo() -> int:
     """Mark every ``torch._disable_dynamo`` wrapper alive now so that calling it runs the wrapped function
     without importing ``torch._dynamo``; returns how many were marked now (0 when already done, or when this
     torch wraps otherwise). Idempotent; import the code that will run first (its wrappers are made when
-    its modules load)."""
+    its modules load); a process that loaded no module since the last call is not scanned again (each trial
+    of a reused actor calls this)."""
+    global _scanned_modules
+    if _marked and len(sys.modules) == _scanned_modules:
+        return 0
     code = _wrapper_code()
     if code is None or "torch._dynamo" in sys.modules:
         return 0  # already imported: nothing to save, and its own answers stay
+    _scanned_modules = len(sys.modules)
     if "fn" not in code.co_freevars:
         return 0
     at = code.co_freevars.index("fn")  # the wrapped function, from the closure: __wrapped__ may have been

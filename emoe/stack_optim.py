@@ -1,7 +1,7 @@
 """Adam over stacked parameters (leading member dimension): each member's slices are stepped by its own
-``torch.optim.Adam`` (``emoe.dynamo_free.Adam``), built as ``emoe.train.make_optimizer`` builds a run's (fused on the fast path, else
-the per-tensor loop), so a member's update, gradient norm and clipping are those of its run alone, bit for
-bit, and its state is that run's ``state_dict``.
+``torch.optim.Adam`` (``emoe.dynamo_free.Adam``), built as ``emoe.train.make_optimizer`` builds a run's
+(fused on the fast path, else the per-tensor loop), so a member's update, gradient norm and clipping are
+those of its run alone, bit for bit, and its state is that run's ``state_dict``.
 
 The member optimisers hold views of the stacked tensors (``p[k]``); their gradients are bound to views of
 the stacked gradients before each use. A fused step is a handful of kernels per member whatever the

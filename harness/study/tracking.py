@@ -18,13 +18,13 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from harness.study.envvars import environ
 from harness.study.errors import SpecError
 
 __all__ = ["MLflowTracking", "TrackingSpec", "WandbTracking", "mlflow_uri", "preflight"]
@@ -75,21 +75,6 @@ class TrackingSpec(_Strict):
         return [name for name, flag in on.items() if flag]
 
 
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    """Set environment variables for the block (MLflow reads its HTTP retry settings from them)."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
@@ -125,7 +110,8 @@ def _check_mlflow(spec: MLflowTracking, study: str) -> list[str]:
                 return [f"tracking.mlflow.uri: cannot use the MLflow tracking store {uri}: {_first_line(exc)}"]
         return []
     # one quick attempt, not MLflow's minutes of retries: a server that is down must fail the check now
-    with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(REACH_TIMEOUT_S)):
+    # MLflow reads its HTTP retry settings from the environment
+    with environ(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(REACH_TIMEOUT_S)):
         try:
             client = MlflowClient(tracking_uri=uri)
             experiment = client.get_experiment_by_name(spec.experiment or study)

@@ -28,13 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.study.cost import parallel_slots
 from harness.study.devices import local_cpus, local_gpus
+from harness.study.envvars import environ
 from harness.tune.interrupt import interrupted, signals_stop
 from harness.tune.preload import ENV as PRELOAD_ENV
 
-__all__ = ["PRELOAD_SPARE_CPUS", "PRELOAD_WORKERS_ENV", "ClusterError", "RaySettings", "check_fits", "check_reachable",
-           "cluster_resources", "preload_override", "preload_workers", "quiet_local_auth", "ray_session", "runtime_in_use",
-           "wait_for_ray_stop"]
+__all__ = ["PRELOAD_SPARE_CPUS", "PRELOAD_WORKERS_ENV", "ClusterError", "RaySettings", "check_fits",
+           "check_reachable", "cluster_resources", "preload_override", "preload_workers", "quiet_local_auth",
+           "ray_session", "runtime_in_use", "wait_for_ray_stop"]
 
 _MIN_STORE = 128 << 20
 
@@ -81,12 +83,10 @@ def preload_workers(cpus: float, gpus: float, concurrency: int | None, *, num_cp
     override = preload_override()
     if override is not None:
         return override
-    total = local_cpus(num_cpus)
-    fits = [int(total // cpus)] if cpus else []
-    if gpus:
-        fits.append(int((num_gpus if num_gpus is not None else local_gpus()) // gpus))
-    at_once = max(1, min(fits, default=1)) if concurrency is None else concurrency
-    return max(0, min(at_once, int(total) - PRELOAD_SPARE_CPUS))
+    total = int(local_cpus(num_cpus))
+    gpus_here = 0 if not gpus else int(num_gpus if num_gpus is not None else local_gpus())
+    at_once = parallel_slots(cpus, gpus, cpus=total, gpus=gpus_here, concurrency=concurrency)
+    return max(0, min(at_once, total - PRELOAD_SPARE_CPUS))
 
 
 def _store_size(data_bytes: int) -> int:
@@ -179,23 +179,6 @@ def _remove(directory: str | None) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _environ(name: str, value: str | None) -> Iterator[None]:
-    """``os.environ[name]`` set to ``value`` for the block (None: left as it is), as it was afterwards."""
-    if value is None:
-        yield
-        return
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
 def _init(ray: Any, settings: RaySettings, data_bytes: int, preload: str | None = None) -> None:
     """``ray.init`` for the settings: join ``settings.address``, or start a new local runtime; ``preload``
     (``<directory>:<count>``) has that many of its workers import the trial code ahead: Ray's processes
@@ -220,7 +203,7 @@ def _init(ray: Any, settings: RaySettings, data_bytes: int, preload: str | None 
         if preload is not None:
             common["_system_config"] = {"preload_python_modules": ["harness.tune.preload"]}
         try:
-            with _environ(PRELOAD_ENV, preload):
+            with environ(**({} if preload is None else {PRELOAD_ENV: preload})):
                 ray.init(address="local", num_cpus=local_cpus(settings.num_cpus),
                          num_gpus=settings.num_gpus, include_dashboard=False,
                          object_store_memory=settings.object_store_bytes or _store_size(data_bytes), **common)

@@ -5,13 +5,13 @@ of them; the actor then imports Ray Tune and the trainables, and the trial impor
 2.7 s and 3.2 s on an H200 host's CPU, on the first trial's critical path. Ray imports the modules named in
 its ``preload_python_modules`` setting in each worker it starts, before the worker takes work: the harness
 names this module there (``harness.tune.cluster``), and it imports the trial code in the first workers that
-get here, as many as the driver's ``EMOE_HARNESS_PRELOAD_SLOTS`` says (``<directory>:<count>``; each worker claims
-a slot file in the directory), so the idle CPUs do it while ``ray.init`` and Tune's setup run; it also
-answers torch's ``_disable_dynamo`` wrappers there (``emoe.dynamo_free``), which the trial would do first. A worker
-beyond the count, or one started without the variable (a cluster's), imports nothing more. Nothing here
-initialises CUDA: Ray sets ``CUDA_VISIBLE_DEVICES`` for an actor when it takes the worker, and CUDA reads it
-once, as it initialises (``tests/harness/test_preload.py`` checks this where there is a GPU). A failure is
-printed and left for the trial, which imports the same modules and reports it properly.
+get here, as many as the driver's ``EMOE_HARNESS_PRELOAD_SLOTS`` says (``<directory>:<count>``; each worker
+claims a slot file in the directory), so the idle CPUs do it while ``ray.init`` and Tune's setup run; it
+also answers torch's ``_disable_dynamo`` wrappers there (``emoe.dynamo_free``), which the trial would do
+first. A worker beyond the count, or one started without the variable (a cluster's), imports nothing more.
+Nothing here initialises CUDA: Ray sets ``CUDA_VISIBLE_DEVICES`` for an actor when it takes the worker, and
+CUDA reads it once, as it initialises (``tests/harness/test_preload.py`` checks this where there is a GPU).
+A failure is printed and left for the trial, which imports the same modules and reports it properly.
 
 Only the standard library at module level: every worker of the runtime imports this module.
 """
@@ -59,7 +59,7 @@ def preload(value: str | None) -> bool:
     try:  # the process has compiled nothing yet: its torch._disable_dynamo wrappers can be answered now
         from emoe.dynamo_free import avoid_dynamo
 
-        avoid_dynamo()  # (a trial that compiles takes the answers back: harness.tune.trainable)
+        avoid_dynamo()  # (a step that compiles takes the answers back: emoe.capture)
     except Exception as exc:
         print(f"harness preload: {type(exc).__name__}: {exc}", file=sys.stderr)
     return True

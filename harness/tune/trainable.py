@@ -52,8 +52,9 @@ if TYPE_CHECKING:
     from emoe.data.arrays import DataSet
 
 __all__ = ["FINISHED", "SELECTED", "Metrics", "TrialContext", "clear_scratch", "emoe_trainable", "fresh_scratch",
-           "load_checkpoint_dir", "prepare_trial_process", "report_finished_row", "report_metrics", "reported_settled", "scratch_dir", "selected_text", "start_attempt",
-           "write_scratch_checkpoint", "write_trial_row"]
+           "load_checkpoint_dir", "prepare_trial_process", "report_finished_row", "report_metrics",
+           "reported_settled", "scratch_dir", "selected_text", "start_attempt", "write_scratch_checkpoint",
+           "write_trial_row"]
 
 #: What a trial reports to Tune per epoch (``report_metrics``), and what Tune hands back as a result.
 Metrics = dict[str, float | int | bool | str | None]
@@ -258,16 +259,14 @@ def prepare_trial_process(ctx: TrialContext, configs: list[EMOEConfig]) -> None:
     """Before this process trains ``configs`` (the model code imported): torch's threads to the trial's
     CPUs, batch copies of a large data set in mappings of their own (back to the OS when freed), and no
     ``torch._dynamo`` import unless a configuration compiles (``emoe.dynamo_free``: 1-5 s of every fresh
-    trial process)."""
+    trial process; a compiled step takes the answers back itself, in ``emoe.capture``)."""
     import torch
 
-    from emoe.dynamo_free import allow_dynamo, avoid_dynamo
+    from emoe.dynamo_free import avoid_dynamo
 
     torch.set_num_threads(max(1, int(ctx.cpus)))
     use_mmap_for_large_blocks()
-    if any(c.train.compile == "default" for c in configs):
-        allow_dynamo()
-    else:
+    if not any(c.train.compile == "default" for c in configs):
         avoid_dynamo()
 
 
