@@ -126,7 +126,8 @@ _ACTOR_RUN = textwrap.dedent("""
     actor = WandbTracker._logger_actor_cls(logdir, q, [], [], project="emoe-test", mode="offline", dir=logdir,
                                            name="variant-seed7", config={"trial_id": "trial-0abc"})
     actor.run()
-    print(json.dumps(children()))
+    print(json.dumps(children()), flush=True)
+    os._exit(0)  # as Ray's kill of the actor: no finalizers, no atexit hooks
 """)
 
 
@@ -136,15 +137,22 @@ def test_a_wandb_logging_actor_returns_only_once_its_run_is_written_out(tmp_path
     waits for nothing else): so ``run`` must return only after W&B's service process has written the run
     out and exited. Ray's own actor returned from ``wandb.finish()`` with the service still running; the
     kill (or a graceful exit reported before the process's ``atexit`` teardown ended) could leave the run
-    file without the trial's last records, which this test's study then missed under load."""
+    file without the trial's last records, which this test's study then missed under load. Nor may it leave
+    W&B's temporary directories behind."""
     root = str(Path(__file__).parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     env.pop("WANDB_DIR", None)
     env.pop("WANDB_API_KEY", None)
+    temp = tmp_path / "temp"  # the process's temporary directory: what W&B leaves there stays
+    temp.mkdir()
+    env["TMPDIR"] = str(temp)
     done = subprocess.run([sys.executable, "-c", _ACTOR_RUN, str(tmp_path)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []  # no W&B service process left running
+    # W&B's media and artifact directories, made as it is imported, are gone although the process ended as a
+    # killed actor does (every logging actor left two behind in /tmp)
+    assert not [p.name for p in temp.iterdir() if "wandb" in p.name]
     (log,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
     data = log.read_bytes()
     for needle in ("trial-0abc", "variant-seed7", "valid_mae", "training_iteration"):
