@@ -4,8 +4,9 @@
 # under $OUT (one tarball, all.tgz, since the tool brings back only a few files); each step has its own
 # time limit, so a slow one costs its own figures only.
 #
-# 1. the main job with stacks and graphs, with and without workers importing the trial code ahead, and the
-#    process start rows (gpu_report --only ...: issue 12's last target, <= 25 s);
+# 1. the main job with stacks and graphs, with stacks alone (eager: no capture in the first epoch), with
+#    graphs but no worker importing the trial code ahead, and the process start rows (gpu_report --only ...:
+#    issue 12's last target, <= 25 s);
 # 2. the tests marked gpu (captured steps, bf16, no torch._dynamo import, CUDA left alone by the preload;
 #    modules whose optional packages the machine lacks fail to collect and are left out);
 # 3. the whole GPU report, in the time left.
@@ -19,7 +20,7 @@ source bench/gpu_setup.sh > "$out/setup.log" 2>&1
   python3 -c "import torch, ray, optuna; print('torch', torch.__version__, 'ray', ray.__version__, 'optuna', optuna.__version__)"
   nproc
 } > "$out/machine.txt" 2>&1
-timeout 250 python3 bench/gpu_report.py --only main:graphs,main:graphs-noahead,start --deadline-s 240 \
+timeout 250 python3 bench/gpu_report.py --only main:graphs,main:phase,main:graphs-noahead,start --deadline-s 240 \
   --out "$out/gpu_main.md" > "$out/gpu_main.log" 2>&1
 echo "gpu_main exit $?" >> "$out/machine.txt"
 timeout 120 python3 -m pytest -q -o addopts="" -p no:cacheprovider --continue-on-collection-errors -m gpu tests > "$out/gpu_tests.log" 2>&1
