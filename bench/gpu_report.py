@@ -203,6 +203,24 @@ def _phases(info_path: Path) -> str:
     return Timings.from_record(recorded).describe() or "no timings recorded"
 
 
+def _epoch_times(study_dir: Path) -> str:
+    """Each phase's epoch seconds from the run's ``epochs`` rows: the first epoch (where a trial's captures,
+    CUDA's start and the first batches' allocations fall) and the median of the later ones, e.g.
+    ``epochs tune 3.61 then 0.28 s, confirm 1.90 then 0.21 s``."""
+    import pandas as pd
+
+    try:
+        epochs = pd.read_parquet(study_dir / "epochs", columns=["phase", "epoch", "time_s"])
+    except (OSError, ValueError) as exc:
+        return f"no epoch times ({type(exc).__name__})"
+    parts = []
+    for phase, rows in epochs.groupby("phase", sort=False):
+        first = rows.loc[rows["epoch"] == 1, "time_s"].median()
+        later = rows.loc[rows["epoch"] > 1, "time_s"].median()
+        parts.append(f"{phase} {first:.2f} then {later:.2f} s" if rows["epoch"].max() > 1 else f"{phase} {first:.2f} s")
+    return "epochs " + ", ".join(parts)
+
+
 def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> None:
     """The main job alone and with stacks (each configuration's seeds as one model, ``resources.stack``; on a
     GPU also every trial of a phase as one model), and whether every member's rows and metrics match its
@@ -244,7 +262,7 @@ def _main_job(cpu_check: bool, report: Report, keys: set[str] | None = None) -> 
             if k > 0 and 0 in found and k in found:
                 note = f"members against the unstacked run: {describe([compare(found[0], found[k])])}"
             if status == "ok":  # where the wall time went (the run's own phases, study.json)
-                note += "; " + _phases(out / "distill_weight" / "study.json")
+                note += "; " + _phases(out / "distill_weight" / "study.json") + "; " + _epoch_times(out / "distill_weight")
             ratio = f"{walls[0] / walls[k]:.2f}x" if k in walls and 0 in walls else "-"
             report.add(["main job (distill_weight.yaml)", name, f"{wall:.1f} s wall", ratio, "-", note])
 

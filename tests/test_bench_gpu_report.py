@@ -76,3 +76,16 @@ def test_the_comparison_is_told_in_words_without_claims_over_nothing() -> None:
     assert describe([([], 1e-6, 0.99)]) == "same ids and rows; metrics: max rel diff 1.0e-06, 99.0% within 1e-4"
     told = describe([(["trials (2 rows vs 2; trials only alone: b)"], math.nan, math.nan)])
     assert told.startswith("ids or rows DIFFER: trials") and "no row in both runs" in told and "0.0" not in told
+
+
+def test_the_main_job_note_gives_each_phases_first_epoch_and_the_median_of_the_rest(tmp_path: Path) -> None:
+    """Where a GPU run of the main job spends its epochs: the first (captures, CUDA's start) apart from the
+    rest, per phase, read from the study's epoch rows; a run that wrote none says so instead of failing."""
+    import pandas as pd
+    from gpu_report import _epoch_times
+
+    (tmp_path / "epochs").mkdir()
+    pd.DataFrame({"phase": ["tune"] * 6 + ["confirm"] * 2, "epoch": [1, 2, 3, 1, 2, 3, 1, 1],
+                  "time_s": [3.6, 0.3, 0.2, 3.8, 0.4, 0.25, 1.9, 2.1]}).to_parquet(tmp_path / "epochs" / "a.parquet")
+    assert _epoch_times(tmp_path) == "epochs tune 3.70 then 0.28 s, confirm 2.00 s"
+    assert _epoch_times(tmp_path / "missing").startswith("no epoch times")
