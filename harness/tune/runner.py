@@ -47,7 +47,6 @@ from harness.tune.recorder import ResultRecorder, reconcile
 from harness.tune.resume import EarlierTrial, StudyState, earlier_trials, study_state
 from harness.tune.search import StudySearch
 from harness.tune.stacked import study_trainable
-from harness.tune.trackers import tracking_callbacks
 from harness.tune.trainable import TrialContext, clear_scratch
 
 if TYPE_CHECKING:
@@ -303,6 +302,23 @@ def trial_actors_take_idle_workers() -> None:
         defaults.pop("PL_DISABLE_FORK", None)
 
 
+def _no_tag(callbacks: object) -> bool:
+    return False
+
+
+def no_callback_usage_tag() -> None:
+    """Keep ``tune.run`` from importing MLflow and W&B for a study that uses neither. To record which callback
+    classes a run passes (a tag of Ray's usage statistics, ``ray.air._internal.usage.tag_callbacks``), Tune
+    imports Ray's MLflow, W&B, Comet and Aim integrations to name its built-in ones, and the first two import
+    mlflow and wandb: 0.9 s on the first trial's path on the 2-core machine, for every study, and W&B makes
+    temporary directories as it loads. The harness's callbacks are its own (a tracker it uses imports its
+    package itself, ``harness.tune.trackers``), so the tag says nothing; Ray's other usage tags are kept."""
+    from ray.air._internal import usage
+
+    if callable(getattr(usage, "tag_callbacks", None)):
+        usage.tag_callbacks = _no_tag
+
+
 @contextlib.contextmanager
 def _pending_trials(plan: Plan) -> Iterator[None]:
     """Let Tune stage as many planned grid trials as its own variant generation would (``max(200, 1.1 x
@@ -334,6 +350,7 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
         os.environ.setdefault(key, value)
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the harness stops the study itself (StudyStopper)
     trial_actors_take_idle_workers()
+    no_callback_usage_tag()
 
     earlier = _earlier(store) if options.resume else {}
     state = study_state(plan, store)
@@ -367,7 +384,12 @@ def run_tune(plan: Plan, store: ResultStore, options: RunOptions, version: str) 
                                   recorded={t: s for t, s in state.statuses.items() if ctx.settled({"status": s})},
                                   status_of=recorder.status_of)
         callbacks = [LeanTrials(), recorder, printer]  # LeanTrials: Tune's per-trial bookkeeping kept small
-        callbacks += tracking_callbacks(plan.spec.tracking, store)  # after ResultRecorder: rows exist at trial end
+        if plan.spec.tracking is not None:  # after ResultRecorder: rows exist at trial end
+            # imported only here: Ray's MLflow and W&B integrations import both packages (0.9 s of the driver's
+            # imports on a 2-core machine), and W&B makes temporary directories as it loads
+            from harness.tune.trackers import tracking_callbacks
+
+            callbacks += tracking_callbacks(plan.spec.tracking, store)
         # Tune reads every trial's results at the end; trials that never started have none, which it
         # logs as a warning per trial. Expected here (pending at an interrupt or a time budget).
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)

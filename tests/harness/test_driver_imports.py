@@ -16,7 +16,8 @@ DRIVER = """
 import json, sys
 from harness.run import main
 rc = main(sys.argv[1:])
-print(json.dumps({"rc": rc, "torch": "torch" in sys.modules}))
+print(json.dumps({"rc": rc, "torch": "torch" in sys.modules,
+                  "trackers": sorted(m for m in ("mlflow", "wandb", "tensorboardX") if m in sys.modules)}))
 """
 
 
