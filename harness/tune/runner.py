@@ -310,7 +310,7 @@ def no_callback_usage_tag() -> None:
     """Keep ``tune.run`` from importing MLflow and W&B for a study that uses neither. To record which callback
     classes a run passes (a tag of Ray's usage statistics, ``ray.air._internal.usage.tag_callbacks``), Tune
     imports Ray's MLflow, W&B, Comet and Aim integrations to name its built-in ones, and the first two import
-    mlflow and wandb: 0.9 s on the first trial's path on the 2-core machine, for every study, and W&B makes
+    mlflow and wandb: 0.9 s inside ``tune.run``, before any trial starts, on the 2-core machine, and W&B makes
     temporary directories as it loads. The harness's callbacks are its own (a tracker it uses imports its
     package itself, ``harness.tune.trackers``), so the tag says nothing; Ray's other usage tags are kept."""
     from ray.air._internal import usage
