@@ -179,13 +179,13 @@ def test_resume_names_and_moves_a_damaged_trial_before_ray_starts(tmp_path, no_r
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_a_study_with_a_damaged_trial_file_resumes_and_reports(tmp_path):
+def test_a_study_with_a_damaged_trial_file_resumes_and_reports(ray_cluster, tmp_path):
     study = tiny_study(name="dmg", seeds=[1])
     study["base"]["train"]["max_epochs"] = 1
     spec = tmp_path / "study.yaml"
     spec.write_text(yaml.safe_dump(study))
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "harness.run", str(spec), "--results", str(results), "--num-cpus", "1",
+    cmd = [sys.executable, "-m", "harness.run", str(spec), "--results", str(results), "--address", ray_cluster.address,
            "--progress-every", "600"]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
