@@ -128,8 +128,7 @@ class TrainStep:
         with autocast_context(self.cfg, self.device):
             out = self.model(text=text, audio=audio, vision=vision, router_primed=primed)
             terms = total_loss(out, labels, self.cfg.loss, self.cfg.model.fusion)
-        vals = torch.stack([terms.total, terms.task, terms.uni, terms.sim, terms.ent, terms.ud]).detach().float()
-        return terms.total, vals
+        return terms.total, terms.stacked()
 
     def _plans(self, batch: Batch) -> tuple[Any, list[list[DropoutSite]]]:
         """The run's dropout plans for batches shaped like ``batch`` (recorded on it the first time)."""
@@ -192,8 +191,7 @@ class TrainStep:
                p_fused: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = ModelOutput(pred=pred, uni_pred=uni_pred, weights=weights, h=p_uni, p_uni=p_uni, p_fused=p_fused)
         terms = total_loss(out, labels, self.cfg.loss, self.cfg.model.fusion)
-        vals = torch.stack([terms.total, terms.task, terms.uni, terms.sim, terms.ent, terms.ud]).detach().float()
-        return terms.total, vals
+        return terms.total, terms.stacked()
 
     def _window_masks(self, batch: Batch, size: int) -> list[torch.Tensor | None] | None:
         """The masks of the window's rows (``emoe.dropout.window_masks``: each batch's own draw, in batch

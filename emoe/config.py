@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "LOSS_WEIGHTS",
     "MODALITIES",
     "ConfigError",
     "EMOEConfig",
@@ -25,6 +26,9 @@ __all__ = [
 
 #: Modality order used everywhere (router input, weights, stacked tensors): language, vision, acoustic.
 MODALITIES: tuple[str, str, str] = ("l", "v", "a")
+#: The ``LossConfig`` fields that weight the objective's terms, in this order wherever they travel together
+#: (``emoe.losses.weighted_total``'s keywords; a stacked member's weight row, ``emoe.stack``).
+LOSS_WEIGHTS: tuple[str, ...] = ("uni_weight", "balance_weight", "sim_alpha", "distill_weight")
 
 RouterKind = Literal["learned", "uniform", "fixed"]
 RouterInput = Literal["flatten", "mean"]
@@ -163,7 +167,7 @@ class LossConfig(_Validated):
         e: list[str] = []
         _check_literal(e, "task", self.task, ("regression", "classification"))
         _check_literal(e, "importance", self.importance, ("inverse", "softmax"))
-        for name in ("uni_weight", "balance_weight", "sim_alpha", "distill_weight"):
+        for name in LOSS_WEIGHTS:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and v >= 0):
                 e.append(f"{name}: must be a non-negative number, got {v!r}")

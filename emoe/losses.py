@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from emoe.config import LossConfig
+from emoe.config import LOSS_WEIGHTS, LossConfig
 from emoe.outputs import ModelOutput
 
 __all__ = [
@@ -32,13 +32,14 @@ __all__ = [
     "weighted_total",
 ]
 
-#: Order of the terms in ``LossTerms.stacked()``.
 #: The objective's terms, in the order they are reported everywhere (the results' ``train_<term>`` columns).
 LOSS_TERMS: tuple[str, ...] = ("task", "uni", "sim", "ent", "ud")
 #: The terms and their weighted total (``LossTerms`` fields).
 LOSS_NAMES: tuple[str, ...] = (*LOSS_TERMS, "total")
 #: An epoch's mean training losses: the weighted total as ``loss``, then the terms.
 EPOCH_LOSSES: tuple[str, ...] = ("loss", *LOSS_TERMS)
+#: ``LossTerms.stacked()``'s fields, in ``EPOCH_LOSSES`` order (the total is an epoch's ``loss``).
+_STACKED: tuple[str, ...] = ("total", *LOSS_TERMS)
 _TASKS = ("regression", "classification")
 
 
@@ -152,16 +153,23 @@ class LossTerms:
     total: torch.Tensor
 
     def stacked(self) -> torch.Tensor:
-        """Detached (6,) tensor in ``LOSS_NAMES`` order, to accumulate on the device without syncing."""
-        return torch.stack([getattr(self, n).detach().float() for n in LOSS_NAMES])
+        """Detached float32 (6,) tensor in ``EPOCH_LOSSES`` order (the total first), what a training step
+        returns beside the total, to accumulate on the device without syncing."""
+        return torch.stack([getattr(self, n) for n in _STACKED]).detach().float()
 
     def to_floats(self) -> dict[str, float]:
         """Plain floats keyed by ``LOSS_NAMES`` (one host-device transfer)."""
-        return dict(zip(LOSS_NAMES, self.stacked().tolist()))
+        values = dict(zip(_STACKED, self.stacked().tolist()))
+        return {n: values[n] for n in LOSS_NAMES}
 
 
-def total_loss(out: ModelOutput, y: torch.Tensor, cfg: LossConfig, fusion: str) -> LossTerms:
-    """Every term of the EMOE objective for one batch, computed in float32, and their weighted total."""
+def total_loss(out: ModelOutput, y: torch.Tensor, cfg: LossConfig, fusion: str, *,
+               term_weights: torch.Tensor | None = None) -> LossTerms:
+    """Every term of the EMOE objective for one batch, computed in float32, and their weighted total.
+
+    ``term_weights``: the terms' weights as a (4,) tensor in ``LOSS_WEIGHTS`` order, in place of ``cfg``'s (a
+    stacked member's own, ``emoe.stack``, where members may differ in them); ``cfg`` gives the rest.
+    """
     pred, uni_pred = out.pred.float(), out.uni_pred.float()
     weights, p_uni, p_fused = out.weights.float(), out.p_uni.float(), out.p_fused.float()
     task = task_loss(pred, y, cfg.task)
@@ -170,8 +178,9 @@ def total_loss(out: ModelOutput, y: torch.Tensor, cfg: LossConfig, fusion: str) 
     sim = similarity_loss(weights, target)
     ent = entropy_balance_loss(weights)
     ud = distillation_loss(p_fused, p_uni, weights, fusion)
-    total = weighted_total(task, uni, sim, ent, ud, uni_weight=cfg.uni_weight, balance_weight=cfg.balance_weight,
-                           sim_alpha=cfg.sim_alpha, distill_weight=cfg.distill_weight)
+    scale = ({name: getattr(cfg, name) for name in LOSS_WEIGHTS} if term_weights is None
+             else {name: term_weights[i] for i, name in enumerate(LOSS_WEIGHTS)})
+    total = weighted_total(task, uni, sim, ent, ud, **scale)
     return LossTerms(task=task, uni=uni, sim=sim, ent=ent, ud=ud, total=total)
 
 

@@ -37,24 +37,14 @@ from emoe.checkpoint import (
     router_from_state,
     router_to_state,
 )
-from emoe.config import MODALITIES, ConfigError, EMOEConfig, to_dict
+from emoe.config import LOSS_WEIGHTS, MODALITIES, ConfigError, EMOEConfig, to_dict
 from emoe.data.arrays import DataSet, Split
 from emoe.data.batches import iter_batches, resident_arrays
 from emoe.dropout import DropoutSite, PlannedDropout, record_plan, window_masks
 from emoe.evaluate import NonFiniteOutput, autocast_context, bf16_active, summarize
-from emoe.losses import (
-    EPOCH_LOSSES,
-    distillation_loss,
-    entropy_balance_loss,
-    importance_target,
-    per_sample_error,
-    similarity_loss,
-    task_loss,
-    unimodal_loss,
-    weighted_total,
-)
+from emoe.losses import EPOCH_LOSSES, total_loss
 from emoe.model import EMOE
-from emoe.outputs import EpochRecord, FitResult
+from emoe.outputs import EpochRecord, FitResult, ModelOutput
 from emoe.stack_optim import StackedAdam
 from emoe.stack_rules import STACKABLE, check_stackable
 from emoe.train import (
@@ -69,8 +59,6 @@ from emoe.train import (
 )
 
 __all__ = ["STACKABLE", "OnMemberEpoch", "check_stackable", "fit_stacked"]
-
-_LOSS_WEIGHTS = ("uni_weight", "balance_weight", "sim_alpha", "distill_weight")
 
 #: ``on_epoch(member, record, checkpoint)``: as ``emoe.train.OnEpoch`` for member ``member`` (its index
 #: in the list given to ``fit_stacked``); returning True stops that member.
@@ -133,7 +121,7 @@ class _Stack:
 
     def _refresh_scalars(self) -> None:
         cfgs = [m.cfg for m in self.members]
-        self.loss_weights = torch.tensor([[getattr(c.loss, w) for w in _LOSS_WEIGHTS] for c in cfgs],
+        self.loss_weights = torch.tensor([[getattr(c.loss, w) for w in LOSS_WEIGHTS] for c in cfgs],
                                          dtype=torch.float32, device=self.device)  # (K, 4)
 
     def keep(self, index: list[int]) -> None:
@@ -154,17 +142,9 @@ class _Stack:
                p_fused: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch's loss terms for one member (its loss weights ``weights``): total and (6,) terms."""
-        lc = self.loss_kind
-        pred, uni_pred = pred.float(), uni_pred.float()
-        w, p_uni, p_fused = w.float(), p_uni.float(), p_fused.float()
-        task = task_loss(pred, labels, lc.task)
-        uni = unimodal_loss(uni_pred, labels, lc.task)
-        target = importance_target(per_sample_error(uni_pred, labels, lc.task), lc.importance, lc.importance_eps)
-        sim, ent = similarity_loss(w, target), entropy_balance_loss(w)
-        ud = distillation_loss(p_fused, p_uni, w, self.fusion)
-        total = weighted_total(task, uni, sim, ent, ud, uni_weight=weights[0], balance_weight=weights[1],
-                               sim_alpha=weights[2], distill_weight=weights[3])
-        return total, torch.stack([total, task, uni, sim, ent, ud]).detach().float()
+        out = ModelOutput(pred=pred, uni_pred=uni_pred, weights=w, h=p_uni, p_uni=p_uni, p_fused=p_fused)
+        terms = total_loss(out, labels, self.loss_kind, self.fusion, term_weights=weights)
+        return terms.total, terms.stacked()
 
     def _member_loss(self, params: dict, buffers: dict, text: torch.Tensor, audio: torch.Tensor,
                      vision: torch.Tensor, labels: torch.Tensor, masks: list, weights: torch.Tensor, size: int

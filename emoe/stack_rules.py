@@ -4,7 +4,7 @@ that a study's planner (``harness.study.stacks``) decides the stacks without imp
 
 from __future__ import annotations
 
-from emoe.config import EMOEConfig, to_dict
+from emoe.config import LOSS_WEIGHTS, EMOEConfig, to_dict
 
 __all__ = ["STACKABLE", "check_stackable"]
 
@@ -12,7 +12,7 @@ __all__ = ["STACKABLE", "check_stackable"]
 STACKABLE: frozenset[tuple[str, str]] = frozenset(
     {("model", f) for f in ("text_dropout", "embed_dropout", "attn_dropout_l", "attn_dropout_v", "attn_dropout_a",
                             "relu_dropout", "res_dropout", "out_dropout", "temperature", "fixed_weights")}
-    | {("loss", f) for f in ("uni_weight", "balance_weight", "sim_alpha", "distill_weight")}
+    | {("loss", f) for f in LOSS_WEIGHTS}
     | {("train", f) for f in ("lr", "seed", "weight_decay", "grad_clip", "plateau_patience", "plateau_factor",
                               "max_epochs", "early_stop", "min_delta")})
 

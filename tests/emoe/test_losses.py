@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
-from emoe.config import LossConfig
+from emoe.config import LOSS_WEIGHTS, LossConfig
 from emoe.losses import (
+    EPOCH_LOSSES,
     LOSS_NAMES,
+    LOSS_TERMS,
     distillation_loss,
     distillation_target,
     entropy_balance_loss,
@@ -152,6 +154,22 @@ def test_total_is_the_weighted_sum_of_the_terms(task, n_out):
     floats = terms.to_floats()
     assert list(floats) == list(LOSS_NAMES) and floats["total"] == pytest.approx(val(terms.total))
     assert terms.stacked().shape == (6,) and not terms.stacked().requires_grad
+
+
+def test_a_stacked_members_weight_row_gives_the_total_its_config_would_and_terms_stack_total_first():
+    """The stack (``emoe.stack``) weights the terms by a (4,) tensor row in ``LOSS_WEIGHTS`` order, and a step
+    returns ``stacked()``, which epochs sum into ``EPOCH_LOSSES`` columns: both orders are checked here."""
+    out = _output()
+    y = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    cfg = LossConfig(uni_weight=0.7, balance_weight=0.2, sim_alpha=0.3, distill_weight=0.4)
+    row = torch.tensor([getattr(cfg, name) for name in LOSS_WEIGHTS])
+    alone, stacked = total_loss(out, y, cfg, "sum"), total_loss(out, y, LossConfig(), "sum", term_weights=row)
+    assert val(stacked.total) == pytest.approx(val(alone.total), rel=1e-6)
+    assert val(stacked.total) != pytest.approx(val(total_loss(out, y, LossConfig(), "sum").total), rel=1e-3)
+    vector = alone.stacked().tolist()
+    expected = {"loss": val(alone.total), **{n: val(getattr(alone, n)) for n in LOSS_TERMS}}
+    assert dict(zip(EPOCH_LOSSES, vector)) == pytest.approx(expected, rel=1e-6)
+    assert set(LOSS_WEIGHTS) < set(vars(cfg)) and all(isinstance(getattr(cfg, n), float) for n in LOSS_WEIGHTS)
 
 
 def test_each_weight_set_to_zero_removes_its_term():
