@@ -139,11 +139,12 @@ class _Stack:
 
     # --- the vmapped step ---------------------------------------------------------------------------
     def _terms(self, pred: torch.Tensor, uni_pred: torch.Tensor, w: torch.Tensor, p_uni: torch.Tensor,
-               p_fused: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+               p_fused: torch.Tensor, labels: torch.Tensor, term_weights: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch's loss terms for one member (its loss weights ``weights``): total and (6,) terms."""
+        """One batch's loss terms for one member (router weights ``w``, its loss weights ``term_weights``):
+        total and (6,) terms."""
         out = ModelOutput(pred=pred, uni_pred=uni_pred, weights=w, h=p_uni, p_uni=p_uni, p_fused=p_fused)
-        terms = total_loss(out, labels, self.loss_kind, self.fusion, term_weights=weights)
+        terms = total_loss(out, labels, self.loss_kind, self.fusion, term_weights=term_weights)
         return terms.total, terms.stacked()
 
     def _member_loss(self, params: dict, buffers: dict, text: torch.Tensor, audio: torch.Tensor,
@@ -155,7 +156,7 @@ class _Stack:
         out = functional_call(self.template, (params, buffers), (), {"text": text, "audio": audio, "vision": vision})
         outs = (out.pred, out.uni_pred, out.weights, out.p_uni, out.p_fused, labels)
         q, rest = divmod(text.shape[0], size)
-        terms = functools.partial(self._terms, weights=weights)
+        terms = functools.partial(self._terms, term_weights=weights)
         totals, vals = [], []
         if q:
             total, val = vmap(terms)(*(t[:q * size].unflatten(0, (q, size)) for t in outs))
