@@ -2,9 +2,10 @@
 
 The data checksum identifies exactly what was trained on: a converted directory's ``manifest.json`` (which
 holds every array's SHA-256), an MMSA pickle's SHA-256 (hashed again only when the file changed, with
-``emoe.data.verify``'s cache, since hashing gigabytes at every start is slow), or the synthetic generator's fingerprint (preset, seed and every field). The nodes are the driver
-plus each alive Ray node, probed by one tiny task pinned to it, bounded in time. Nothing here may stop a
-study: a probe that fails records ``None``.
+``emoe.data.verify``'s cache, since hashing gigabytes at every start is slow), or the synthetic generator's
+fingerprint (preset, seed and every field). The nodes are the driver plus each alive Ray node: one on another
+machine is probed by one tiny task pinned to it, bounded in time; one at the driver's node's address is this
+machine, described here. Nothing here may stop a study: a probe that fails records ``None``.
 """
 
 from __future__ import annotations
@@ -62,18 +63,22 @@ def node_machines(timeout_s: float = NODE_PROBE_TIMEOUT_S) -> list[NodeInfo]:
     if not ray.is_initialized():
         return []
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    # the driver's own node is this machine: described here, without a task (a worker process to start)
+    # The driver's machine is described here, without a task (a worker process to start, about 1.2 s of CPU):
+    # its own node, and any other node at the same address (raylets sharing one host share its hardware).
     own = ray.get_runtime_context().get_node_id()
+    here = {n.get("NodeManagerAddress") for n in nodes if n["NodeID"] == own} - {None}
+    local = {n["NodeID"] for n in nodes if n["NodeID"] == own or n.get("NodeManagerAddress") in here}
     probe = ray.remote(num_cpus=0, max_retries=0)(node_machine)
     refs = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-            .remote() for n in nodes if n["NodeID"] != own}
+            .remote() for n in nodes if n["NodeID"] not in local}
     ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    this_machine = node_machine() if local else None
     out: list[NodeInfo] = []
     for n in nodes:
         ref = refs.get(n["NodeID"])
         found: Machine | None = None
         if ref is None:
-            found = node_machine()
+            found = dict(this_machine or {})
         elif ref in ready:
             with contextlib.suppress(Exception):
                 found = ray.get(ref, timeout=1)

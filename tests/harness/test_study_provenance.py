@@ -1,5 +1,5 @@
 """A study's provenance: the data checksum (converted manifest, cached pickle hash, synthetic fingerprint)
-and each Ray node's machine, probed by a pinned task."""
+and each Ray node's machine, probed by a pinned task when it is on another machine than the driver's."""
 
 from __future__ import annotations
 
@@ -68,11 +68,36 @@ def test_converted_directories_and_synthetic_data(tmp_path: Path) -> None:
 
 
 @pytest.mark.ray
-def test_every_alive_ray_node_is_probed(ray_cluster) -> None:
-    nodes = node_machines(timeout_s=60)
-    assert {n["node_id"] for n in nodes} >= ray_cluster.worker_ids
+def test_a_node_on_another_machine_is_probed_and_one_on_the_drivers_is_described_here(ray_cluster,
+                                                                                       monkeypatch) -> None:
+    """The test cluster's nodes all listen at this machine's address; a node added at 127.0.0.1 stands for
+    another machine. Only that one gets a probe task (a worker process to start: about 1.2 s of CPU, paid
+    per node and per study when every node was probed); every node is described."""
+    from ray.util import scheduling_strategies
+
+    cluster = ray_cluster.cluster
+    other = cluster.add_node(num_cpus=0, num_gpus=0, object_store_memory=80 << 20, node_ip_address="127.0.0.1")
+    cluster.wait_for_nodes()
+    pinned: list[str] = []  # the nodes a probe task is pinned to
+
+    class Recorded(scheduling_strategies.NodeAffinitySchedulingStrategy):
+        def __init__(self, node_id: str, *args, **kwargs) -> None:
+            pinned.append(node_id)
+            super().__init__(node_id, *args, **kwargs)
+
+    monkeypatch.setattr(scheduling_strategies, "NodeAffinitySchedulingStrategy", Recorded)
+    try:
+        nodes = node_machines(timeout_s=60)
+        record = study_provenance(None, 'synthetic:{"preset": "tiny"}', ["-m", "harness.run", "x.yaml"])
+    finally:
+        monkeypatch.undo()
+        cluster.remove_node(other)
+        cluster.wait_for_nodes()
+    assert pinned == [other.node_id] * 2  # node_machines, then study_provenance
+    assert {n["node_id"] for n in nodes} >= ray_cluster.worker_ids | {other.node_id}
     assert all(n["machine"] and n["machine"]["cpu"] for n in nodes)
-    record = study_provenance(None, 'synthetic:{"preset": "tiny"}', ["-m", "harness.run", "x.yaml"])
+    here = next(n["machine"] for n in nodes if n["node_id"] in ray_cluster.worker_ids)
+    assert next(n["machine"] for n in nodes if n["node_id"] == other.node_id) == here  # the same machine, probed
     assert record["data"]["kind"] == "synthetic" and len(record["nodes"]) == len(nodes)
     assert record["packages"]["ray"] and record["project"]["version"] is not None
     json.dumps(record)
