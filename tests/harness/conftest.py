@@ -65,7 +65,11 @@ TINY_BASE: dict[str, Any] = {
 
 
 def tiny_study(name: str = "t", **fields: Any) -> dict[str, Any]:
-    """A valid grid study on the tiny synthetic preset; ``fields`` replace top-level entries."""
+    """A valid grid study on the tiny synthetic preset; ``fields`` replace top-level entries.
+
+    One trial at a time unless a test asks otherwise (``concurrency=None``: as the cluster allows): the suite
+    is CPU-bound on two cores, and each concurrent trial is one more worker process importing ray.tune, torch
+    and pandas (about 3.5 s of CPU each) for the same wall time."""
     study: dict[str, Any] = {
         "name": name,
         "data": {"synthetic": {"preset": "tiny", "seed": 0}},
@@ -73,6 +77,7 @@ def tiny_study(name: str = "t", **fields: Any) -> dict[str, Any]:
         "grid": {"loss.distill_weight": [0.0, 1.0]},
         "seeds": [1, 2],
         "objective": {"metric": "valid_mae"},
+        "concurrency": 1,
     }
     study.update(fields)
     return {k: v for k, v in study.items() if v is not None}

@@ -161,7 +161,7 @@ def test_the_dry_run_counts_the_machines_gpus_or_the_runtimes(monkeypatch, gpus_
     from harness.study.load import parse_spec
     from harness.study.plan import build_plan
 
-    spec = parse_spec(tiny_study(resources={"cpus": 1, "gpus": gpus_per_trial}))
+    spec = parse_spec(tiny_study(resources={"cpus": 1, "gpus": gpus_per_trial}, concurrency=None))
     plan = build_plan(spec, load_study_data(spec.data))
     per_gpu = round(1 / gpus_per_trial)
     assert plan_cost(plan, measure=False, cpus=16, gpus=2).slots == 2 * per_gpu

@@ -51,7 +51,7 @@ def _hint(text: str) -> list[str]:
 def test_trials_cut_by_the_time_budget_run_on_resume_with_the_new_concurrency(
         ray_cluster, write_study, tmp_path, capsys, monkeypatch):
     study = tiny_study(name="budget", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, seeds=[1, 2],
-                       checkpoint_min_interval_s=0)
+                       checkpoint_min_interval_s=0, concurrency=None)  # as the cluster allows, then 1 on resume
     study["base"]["train"]["max_epochs"] = 3
     spec_path = write_study(study)
     results = tmp_path / "results"

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cl
 def test_grid_study_runs_on_both_workers_one_row_per_trial_and_refuses_to_overwrite(
         ray_cluster, write_study, tmp_path, capsys):
     results = tmp_path / "results"
-    spec = write_study(tiny_study(name="grid", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}))
+    spec = write_study(tiny_study(name="grid", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, concurrency=None))
     assert main([str(spec), "--results", str(results)]) == 0
     out = capsys.readouterr().out
     study = results / "grid"
