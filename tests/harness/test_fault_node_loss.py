@@ -58,7 +58,7 @@ def _watch_and_kill(study_dir: Path, cluster: Any, seen: dict[str, Any], stop: t
 
 
 def test_a_lost_worker_node_costs_a_retry_from_checkpoint_not_a_trial(ray_cluster, write_study, tmp_path):
-    study = tiny_study(name="nodeloss", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, seeds=[1],
+    study = tiny_study(name="nodeloss", grid={"loss.distill_weight": [0.0, 1.0]}, seeds=[1],
                        max_failures=2, checkpoint_every=1,
                        checkpoint_min_interval_s=0)
     # the trial must still be training when its node is gone: the kill comes after its epoch 3, and the 17
@@ -94,7 +94,7 @@ def test_a_lost_worker_node_costs_a_retry_from_checkpoint_not_a_trial(ray_cluste
 
     rows = pd.read_parquet(root / "epochs")
     assert not rows.duplicated(["trial_id", "epoch"]).any()
-    assert rows.groupby("trial_id")["epoch"].apply(sorted).map(list).tolist() == [list(range(1, epochs + 1))] * 3
+    assert rows.groupby("trial_id")["epoch"].apply(sorted).map(list).tolist() == [list(range(1, epochs + 1))] * 2
     # continued from its checkpoint: the epochs trained before the loss were not trained again (their rows,
     # timings included, are those the first attempt wrote). With n epochs written, the driver has taken
     # the results (and checkpoints) of at least the first n - 2: the trial reports an epoch's result after

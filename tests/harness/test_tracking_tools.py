@@ -1,6 +1,7 @@
 """A whole study logged to the real tools at once, read back with each tool's own reader: MLflow (a local
 file store, MlflowClient), TensorBoard (its event accumulator) and W&B (offline, no network, no key).
-Runs, parameters and metric counts must equal the study's Parquet tables."""
+Runs, parameters and metric counts must equal the study's Parquet tables. The study has a stack of two
+members and a trial alone, so both kinds of run (a Tune trial's own, a stack member's) are read back."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_a_study_appears_in_mlflow_tensorboard_and_wandb(ray_cluster, write_stud
     monkeypatch.delenv("WANDB_DIR", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     uri = (tmp_path / "mlruns").as_uri()
-    study = tiny_study(name="tracked", grid={"loss.distill_weight": [0.0, 1.0]}, seeds=[7],
+    study = tiny_study(name="tracked", grid={"loss.distill_weight": [0.0, 0.5, 1.0]}, seeds=[7],
+                       resources={"stack": 2},  # the first two trials are one stack, the third runs alone
                        tracking={"mlflow": {"uri": uri, "experiment": "emoe-tracked"}, "tensorboard": True,
                                  "wandb": {"project": "emoe-test", "mode": "offline"}})
     results = tmp_path / "results"
@@ -40,7 +42,8 @@ def test_a_study_appears_in_mlflow_tensorboard_and_wandb(ray_cluster, write_stud
     sdir = results / "tracked"
     trials = pd.read_parquet(sdir / "trials").set_index("trial_id")
     epochs = pd.read_parquet(sdir / "epochs")
-    assert len(trials) == 2 and (trials["status"] == "completed").all()
+    assert len(trials) == 3 and (trials["status"] == "completed").all()
+    assert len(list((sdir / "tune").glob("trial_*"))) == 2  # one stack of two members, one trial alone
 
     # MLflow: one run per trial in the study's experiment, params = config columns, one point per epoch
     client = MlflowClient(tracking_uri=uri)
@@ -78,7 +81,7 @@ def test_a_study_appears_in_mlflow_tensorboard_and_wandb(ray_cluster, write_stud
     # W&B offline: one run directory per trial under the study. wandb keeps an offline run in one binary
     # log (its Python package no longer reads it back; `wandb sync` uploads it): look for what it must hold
     runs_dirs = sorted((sdir / "wandb").glob("offline-run-*"))
-    assert len(runs_dirs) == 2
+    assert len(runs_dirs) == 3
     seen = set()
     for d in runs_dirs:
         (log,) = d.glob("run-*.wandb")
